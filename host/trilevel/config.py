@@ -1,0 +1,65 @@
+"""Model configurations shared by the golden model, the integer reference and the accelerator host."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    name: str
+    img_size: int
+    patch_size: int
+    in_chans: int
+    num_classes: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float
+    # 0-based blocks after whose attention a TA-selector prunes tokens and connections.
+    prune_blocks: tuple[int, ...]
+    cls_token: bool = True
+
+    @property
+    def num_patches(self) -> int:
+        return (self.img_size // self.patch_size) ** 2
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_patches + int(self.cls_token)
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(self.embed_dim * self.mlp_ratio)
+
+    def __post_init__(self) -> None:
+        if self.img_size % self.patch_size:
+            raise ValueError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        bad = [b for b in self.prune_blocks if not 0 <= b < self.depth]
+        if bad or list(self.prune_blocks) != sorted(set(self.prune_blocks)):
+            raise ValueError(f"prune_blocks {self.prune_blocks} must be increasing and within 0..{self.depth - 1}")
+
+
+CONFIGS: dict[str, ViTConfig] = {
+    # 8x8 digits, 2x2 patches: 16 patches + [CLS]; trains in minutes on 2 CPU cores.
+    "demo": ViTConfig("demo", 8, 2, 1, 10, 64, 6, 4, 2.0, (1, 3, 4)),
+    "deit_tiny": ViTConfig("deit_tiny", 224, 16, 3, 1000, 192, 12, 3, 4.0, (3, 6, 9)),
+    "deit_small": ViTConfig("deit_small", 224, 16, 3, 1000, 384, 12, 6, 4.0, (3, 6, 9)),
+    "deit_base": ViTConfig("deit_base", 224, 16, 3, 1000, 768, 12, 12, 4.0, (3, 6, 9)),
+}
+
+
+def get_config(name: str, **overrides) -> ViTConfig:
+    """Look up a named config; keyword overrides (e.g. num_classes=10, img_size=32) replace fields."""
+    try:
+        cfg = CONFIGS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(CONFIGS)}") from None
+    return dataclasses.replace(cfg, **overrides) if overrides else cfg
