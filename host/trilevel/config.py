@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 
@@ -63,3 +64,14 @@ def get_config(name: str, **overrides) -> ViTConfig:
     except KeyError:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(CONFIGS)}") from None
     return dataclasses.replace(cfg, **overrides) if overrides else cfg
+
+
+def keep_count(ratio: float, n: int) -> int:
+    """ceil(ratio * n) clamped to 1..n, immune to float noise (0.7 * 10 = 7.000000000000001 keeps 7).
+
+    The one definition of "how many to keep" used by the golden model, the integer reference,
+    the kernels' host drivers and the RTL test vectors.
+    """
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"keep ratio must be in (0, 1], got {ratio}")
+    return min(n, max(1, math.ceil(ratio * n - 1e-6)))
