@@ -1,0 +1,1 @@
+"""PyTorch <-> ONNX <-> board weight-pack conversion."""
