@@ -9,9 +9,7 @@ on fewer tokens in onnxruntime, exactly as in PyTorch.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -39,38 +37,6 @@ class _Exportable(nn.Module):
             return self.model(x, self.keep_token, self.keep_attn)
         logits, info = self.model(x, self.keep_token, self.keep_attn, return_info=True)
         return (logits, *info.kept_patches, *(c for c in info.connections if c is not None))
-
-
-@contextlib.contextmanager
-def _trace_friendly_checks() -> Iterator[None]:
-    """Skip the golden model's data-dependent input validation while torch.export traces it.
-
-    `trilevel.selectors.topk_indices` (NaN check) and `trilevel.model._check_indices` (index range and
-    order) branch on tensor values, which torch.export cannot trace. During export they are replaced by
-    the same selection without the checks, written with `torch.topk` (lowered to ONNX TopK); the ONNX
-    tests compare every selection with PyTorch's, so a drift between the two fails loudly.
-    (Remove once the model skips them under `torch.compiler.is_exporting()`.)
-    """
-    import trilevel.model as model_mod
-    import trilevel.selectors as selectors_mod
-
-    def topk_indices(scores: Tensor, k: int) -> Tensor:
-        # Traced into ONNX TopK, whose spec breaks ties by the lower index: the contract's rule.
-        # (aten.sort with stable=True, the eager model's way, has no ONNX lowering.)
-        return torch.topk(scores, k, dim=-1).indices.sort(dim=-1).values
-
-    saved = {(selectors_mod, "topk_indices"): None, (model_mod, "_check_indices"): None}
-    for module, name in saved:
-        if not hasattr(module, name):
-            raise ExportError(f"{module.__name__}.{name} is gone; update model_export.onnx_export")
-        saved[(module, name)] = getattr(module, name)
-    try:
-        selectors_mod.topk_indices = topk_indices
-        model_mod._check_indices = lambda *args, **kwargs: None
-        yield
-    finally:
-        for (module, name), value in saved.items():
-            setattr(module, name, value)
 
 
 def export_onnx(
@@ -108,7 +74,7 @@ def export_onnx(
         n_kept = len(cfg.prune_blocks)
         names += [f"kept_{i}" for i in range(n_kept)] + [f"conn_{i}" for i in range(n_out - 1 - n_kept)]
     try:
-        with _trace_friendly_checks(), torch.no_grad():
+        with torch.no_grad():
             program = torch.onnx.export(
                 wrapper,
                 (example,),

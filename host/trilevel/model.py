@@ -287,6 +287,8 @@ def _check_indices(idx: Tensor, shape: tuple[int, ...], bound: int, kind: str) -
     """A policy's output must be ascending, distinct indices in 0..bound-1 of the expected shape."""
     if tuple(idx.shape) != shape or idx.dtype != torch.long:
         raise ValueError(f"{kind} policy returned {tuple(idx.shape)} {idx.dtype}, expected {shape} int64")
+    if torch.compiler.is_exporting():  # value checks cannot be traced; ONNX tests compare selections
+        return
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= bound):
         raise ValueError(f"{kind} policy returned indices outside 0..{bound - 1}")
     if bool((idx[..., 1:] <= idx[..., :-1]).any()):

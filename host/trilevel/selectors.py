@@ -33,6 +33,10 @@ def topk_indices(scores: Tensor, k: int) -> Tensor:
     n = scores.shape[-1]
     if not 1 <= k <= n:
         raise ValueError(f"k must be in 1..{n}, got {k}")
+    if torch.compiler.is_exporting():
+        # Lowered to ONNX TopK, whose spec also breaks ties by the lower index (stable sort has no
+        # ONNX lowering); the data-dependent NaN check cannot be traced.
+        return torch.topk(scores, k, dim=-1).indices.sort(dim=-1).values
     if scores.is_floating_point() and bool(torch.isnan(scores).any()):
         raise ValueError("scores contain NaN")
     order = torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :k]
