@@ -114,10 +114,12 @@ def attn_block_fwd(x: QTensor, params: Mapping[str, QTensor], fracs: Mapping[str
     ctx_shift = PROB_FRAC + qkv.frac - f["ctx"]
     ctx = QTensor(requantize(_merge(ctx_acc), ctx_shift, "rne"), f["ctx"])
     out, st_out, _ = linear_fwd(ctx, _sub(params, "attn.proj."), {"y": f["out"]}, residual=x)
-    stats = {"ln": st_ln["y"], "qkv": st_qkv["y"], "s": max_abs_out(s_acc, s_shift),
+    # Statistics cover only the computed (kept) connections: the accelerator never forms the others.
+    s_kept = s_acc if mask is None else np.where(mask[:, None], s_acc, 0)
+    stats = {"ln": st_ln["y"], "qkv": st_qkv["y"], "s": max_abs_out(s_kept, s_shift),
              "ctx": max_abs_out(ctx_acc, ctx_shift), "out": st_out["y"]}
     saved = {"ln": sv_ln, "z": z, "qkv": qkv, "probs": probs, "ctx": ctx, "num_heads": num_heads,
-             "attn_sum": probs.astype(np.int64).sum(axis=1)}
+             "attn_sum": probs.astype(np.int64).sum(axis=1), "conn": conn, "dense_rows": dense_rows}
     return out, stats, saved
 
 
@@ -164,7 +166,10 @@ def attn_block_bwd(dout: QTensor, saved: Saved, params: Mapping[str, QTensor],
                                  {"g": f["ln_g"], "t": f["ln_t"], "dx": f["dx"]}, subseed(seed, 5),
                                  residual=dout)
     gf.update(_prefixed(g, "norm1."))
-    stats = {"dctx": st_dctx["dx"], "dp": max_abs_out(dp_acc, dp_shift),
+    mask = connection_mask(saved.get("conn"), dp_acc.shape[0], dp_acc.shape[-1],  # type: ignore[arg-type]
+                           int(saved.get("dense_rows", 1)))  # type: ignore[arg-type]
+    dp_kept = dp_acc if mask is None else np.where(mask[:, None], dp_acc, 0)
+    stats = {"dctx": st_dctx["dx"], "dp": max_abs_out(dp_kept, dp_shift),
              "ds": max_abs_out(ds_acc, ds_shift),
              "dqkv": max_abs_out(dqkv_acc, shifts), "dln": st_dz["dx"],
              "ln_g": st_ln["g"], "ln_t": st_ln["t"], "dx": st_ln["dx"]}
