@@ -1,0 +1,227 @@
+"""Benchmarks, as a list of sections: each section is a function ``(BenchOptions) -> Section`` named by
+``"module:function"`` in ``SECTIONS``; ``trilevel bench`` runs them in order, prints one table per
+section and writes everything to ``DIR/bench.json``. To add a section (e.g. C-sim MMAC/s per kernel),
+write the function in your module and append its name to ``SECTIONS``.
+
+The built-in section measures PyTorch training throughput (forward + backward + AdamW step) dense vs
+Tri-Level side by side in one process, alternating the two in rounds so machine noise hits both.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import platform
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from trilevel.config import get_config
+from trilevel.macs import MacCounter
+from trilevel.model import build_model
+
+SECTIONS: list[str] = ["trilevel.bench:torch_training", "trilevel.csim:bench_section"]
+BENCH_FILE = "bench.json"
+# Tri-Level ratios at their targets (past the keep-ratio warm-up): r_e, R_T, R_A.
+TRILEVEL_RATIOS = (0.7, 0.7, 0.3)
+
+
+@dataclass
+class BenchOptions:
+    out: Path
+    quick: bool = False
+    models: tuple[str, ...] = ("demo", "deit_tiny")
+    device: str = "auto"
+    threads: int | None = None
+
+
+@dataclass
+class Section:
+    name: str
+    title: str
+    columns: list[str]  # row keys shown in the printed table, in order
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda requested but CUDA is not available")
+    return torch.device(name)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _batch_and_steps(model: str, device: torch.device, quick: bool) -> tuple[int, int, int]:
+    """(batch, timed steps per round, rounds): small on CPU so the bench finishes in minutes."""
+    small = get_config(model).num_tokens <= 65
+    if device.type == "cuda":
+        return (512 if small else 128), (10 if quick else 30), 3
+    if small:
+        return 64, (5 if quick else 20), (2 if quick else 3)
+    return (4 if quick else 8), (1 if quick else 2), (2 if quick else 3)
+
+
+class _StepRunner:
+    """One model + AdamW on a fixed random batch; ``step`` = forward + backward + update."""
+
+    def __init__(self, name: str, attn_impl: str, batch: int, device: torch.device) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            self.model = build_model(name, attn_impl=attn_impl).to(device)
+        cfg = self.model.cfg
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4, weight_decay=0.05)
+        self.images = torch.randn(batch, cfg.in_chans, cfg.img_size, cfg.img_size, device=device)
+        self.labels = torch.randint(0, cfg.num_classes, (batch,), device=device)
+        self.device = device
+
+    def step(self, keep_token: float, keep_attn: float) -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            logits = self.model(self.images, keep_token=keep_token, keep_attn=keep_attn)
+        loss = F.cross_entropy(logits.float(), self.labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    def timed_step(self, keep_token: float, keep_attn: float) -> float:
+        _sync(self.device)
+        t0 = time.perf_counter()
+        self.step(keep_token, keep_attn)
+        _sync(self.device)
+        return time.perf_counter() - t0
+
+
+def torch_training(options: BenchOptions) -> Section:
+    """Training images/s, dense vs Tri-Level at target ratios, for every model in ``options.models``."""
+    device = _device(options.device)
+    r_e, r_t, r_a = TRILEVEL_RATIOS
+    section = Section(
+        name="torch_training",
+        title=f"PyTorch training throughput on {device} (forward + backward + AdamW)",
+        columns=[
+            "model",
+            "mode",
+            "attn_impl",
+            "batch",
+            "images_per_s",
+            "train_gmac_per_image",
+            "speedup_per_image",
+            "epoch_speedup",
+        ],
+        notes=[
+            f"Tri-Level: r_e={r_e}, R_T={r_t}, R_A={r_a} (targets, past warm-up); trilevel_mask computes "
+            "attention densely and masks it (the official code's way), so it saves no attention MACs.",
+            "speedup_per_image = Tri-Level images/s over dense images/s (token + attention levels); "
+            "epoch_speedup also counts the example level: dense epoch time / (r_e x Tri-Level epoch time).",
+            "bf16 autocast on CUDA; float32 on CPU. Median step time over alternating rounds.",
+        ],
+    )
+    # mode -> (r_e, R_T, R_A, attn_impl); "trilevel_mask" shows the dense masked softmax of the official code.
+    modes = {
+        "dense": (1.0, 1.0, 1.0, "gather"),
+        "trilevel": (r_e, r_t, r_a, "gather"),
+        "trilevel_mask": (r_e, r_t, r_a, "mask"),
+    }
+    for name in options.models:
+        batch, steps, rounds = _batch_and_steps(name, device, options.quick)
+        torch.manual_seed(0)
+        runners = {impl: _StepRunner(name, impl, batch, device) for impl in ("gather", "mask")}
+        times: dict[str, list[float]] = {mode: [] for mode in modes}
+        for _, keep_token, keep_attn, impl in modes.values():  # warm-up (allocator, kernels)
+            runners[impl].step(keep_token, keep_attn)
+        for _ in range(rounds):
+            for mode, (_, keep_token, keep_attn, impl) in modes.items():
+                times[mode] += [runners[impl].timed_step(keep_token, keep_attn) for _ in range(steps)]
+        counter = {impl: MacCounter(runners[impl].model.cfg, impl) for impl in runners}
+        rate = {mode: batch / statistics.median(t) for mode, t in times.items()}
+        for mode, (keep_example, keep_token, keep_attn, impl) in modes.items():
+            section.rows.append(
+                {
+                    "model": name,
+                    "mode": mode,
+                    "attn_impl": impl,
+                    "keep_example": keep_example,
+                    "keep_token": keep_token,
+                    "keep_attn": keep_attn,
+                    "batch": batch,
+                    "steps": len(times[mode]),
+                    "images_per_s": rate[mode],
+                    "train_gmac_per_image": counter[impl].count(keep_token, keep_attn, train=True) / 1e9,
+                    "speedup_per_image": rate[mode] / rate["dense"],
+                    "epoch_speedup": rate[mode] / (keep_example * rate["dense"]),
+                }
+            )
+    return section
+
+
+def _resolve_section(spec: str) -> Callable[[BenchOptions], Section]:
+    module, _, function = spec.partition(":")
+    if not function:
+        raise ValueError(f"bench section {spec!r} must be 'module:function'")
+    return getattr(importlib.import_module(module), function)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_section(section: Section) -> str:
+    lines = [f"== {section.title}"]
+    if section.error:
+        return "\n".join([*lines, f"  FAILED: {section.error}"])
+    table = [section.columns] + [[_cell(row.get(col, "")) for col in section.columns] for row in section.rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(section.columns))]
+    for i, row in enumerate(table):
+        lines.append("  " + "  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
+        if i == 0:
+            lines.append("  " + "  ".join("-" * w for w in widths))
+    lines += [f"  {note}" for note in section.notes]
+    return "\n".join(lines)
+
+
+def run_bench(options: BenchOptions, sections: list[str] | None = None) -> dict[str, Any]:
+    """Run the sections, write ``options.out/bench.json`` and return its content. A failing section is
+    recorded with its error (the others still run)."""
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {
+        "quick": options.quick,
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "sections": [],
+    }
+    for spec in sections or SECTIONS:
+        t0 = time.perf_counter()
+        try:
+            section = _resolve_section(spec)(options)
+        except Exception as err:  # noqa: BLE001 - a failing section must not hide the others
+            traceback.print_exc(file=sys.stderr)
+            section = Section(name=spec, title=spec, columns=[], error=f"{type(err).__name__}: {err}")
+        record = asdict(section)
+        record["wall_s"] = round(time.perf_counter() - t0, 2)
+        result["sections"].append(record)
+        print(format_section(section), flush=True)
+    with open(out / BENCH_FILE, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    return result

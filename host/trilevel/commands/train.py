@@ -1,0 +1,118 @@
+"""`trilevel train`: Tri-Level E-ViT training on the PyTorch golden model or an accelerator backend."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from trilevel.config import CONFIGS
+
+BACKENDS = ("torch", "reference", "csim", "pynq")
+
+
+def _ratio(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a keep ratio must be in (0, 1], got {text}")
+    return value
+
+
+# Options of trilevel.accel.trainer.AccelTrainConfig; left out of the namespace unless given.
+ACCEL_OPTIONS: dict[str, dict] = {
+    "--micro-batch": {"type": int, "help": "images per kernel call (default: the whole batch)"},
+    "--optimizer": {"choices": ("adamw", "sgdm"), "help": "default adamw"},
+    "--momentum": {"type": float, "help": "sgdm momentum (default 0.9)"},
+    "--csim-lib": {"help": "C-sim shared library (default build/csim/libtrilevel_csim.so)"},
+    "--no-project-latency": {
+        "dest": "project_latency",
+        "action": "store_false",
+        "help": "do not add the projected ZCU102 time to the metrics",
+    },
+}
+
+
+def _run(args: argparse.Namespace) -> int:
+    given = sorted(
+        flag for flag, kw in ACCEL_OPTIONS.items() if kw.get("dest", flag[2:].replace("-", "_")) in args
+    )
+    if args.backend == "torch" and given:
+        print(
+            f"trilevel train: error: {', '.join(given)} apply to the accelerator backends only",
+            file=sys.stderr,
+        )
+        return 2
+    if args.backend != "torch":
+        from trilevel.accel.trainer import run  # written for the accelerator backends
+
+        return int(run(args) or 0)
+    from trilevel.train_torch import TrainConfig, train
+
+    fields = set(TrainConfig.__dataclass_fields__)
+    config = TrainConfig(**{key: value for key, value in vars(args).items() if key in fields})
+    try:
+        train(config)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+        print(f"trilevel train: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a Tri-Level E-ViT (torch golden model or accelerator backend)",
+        description="Train with example-, token- and attention-level sparsity. Writes DIR/metrics.jsonl "
+        "(one JSON line per epoch) and DIR/checkpoint.pt (atomic, every epoch). Multi-GPU: "
+        "torchrun --nproc_per_node=G -m trilevel.cli train ... (--batch-size is per GPU).",
+    )
+    p.add_argument("--backend", choices=BACKENDS, default="torch")
+    p.add_argument("--model", choices=sorted(CONFIGS), default="demo")
+    p.add_argument(
+        "--data",
+        default="digits",
+        help="digits | synthetic | cifar10:PATH | imagefolder:PATH | a folder (detected)",
+    )
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64, help="per process")
+    p.add_argument("--keep-example", type=_ratio, default=1.0, help="r_e (1 disables the example level)")
+    p.add_argument("--keep-token", type=_ratio, default=1.0, help="target R_T")
+    p.add_argument("--keep-attn", type=_ratio, default=1.0, help="target R_A")
+    p.add_argument("--lr", type=float, default=None, help="default 5e-4 * global batch / 512")
+    p.add_argument("--min-lr", type=float, default=None, help="cosine floor, default lr / 50")
+    p.add_argument("--warmup-epochs", type=float, default=None, help="lr warm-up, default epochs / 60")
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument(
+        "--keep-warmup-epochs", type=float, default=None, help="R_T/R_A stay 1; default epochs / 30"
+    )
+    p.add_argument(
+        "--keep-decay-epochs",
+        type=float,
+        default=None,
+        help="cosine decay to the targets; default epochs / 3",
+    )
+    p.add_argument(
+        "--example-period",
+        type=int,
+        default=None,
+        help="remove-and-restore every P epochs; default epochs / 10 (paper 30 of 300)",
+    )
+    p.add_argument("--example-remove-frac", type=float, default=0.05, help="n, fraction of the dataset")
+    p.add_argument("--attn-impl", choices=("gather", "mask"), default="gather")
+    p.add_argument("--drop-path", type=float, default=0.0)
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument(
+        "--img-size", type=int, default=None, help="resize data and size the model (default native)"
+    )
+    p.add_argument("--augment", action="store_true", help="random crop + flip (CIFAR / image folders)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run folder (metrics.jsonl, checkpoint.pt)")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
+    p.add_argument("--stop-after", type=int, default=None, help="leave after N epochs of this invocation")
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="no bf16 autocast on CUDA")
+    accel = p.add_argument_group("accelerator backends (reference | csim | pynq) only")
+    for flag, kwargs in ACCEL_OPTIONS.items():
+        accel.add_argument(flag, default=argparse.SUPPRESS, **kwargs)
+    p.set_defaults(func=_run)

@@ -1,0 +1,166 @@
+"""Example-level sparsity: the online remove-and-restore example filter of Tri-Level E-ViT.
+
+Pure numpy (no torch) so the same code runs in the PyTorch trainer and on the board's ARM host.
+
+Semantics (docs: paper section "Sparsity in Training Examples"):
+
+* Start from a random subset of ``round(r_e * |D|)`` examples; the others form the removed pool.
+* Every presentation of an example reports whether it was classified correctly and the variance of
+  its [CLS] attention map. A *forgetting event* is "correct at its previous presentation, wrong now".
+  Examples never classified correctly rank as the most forgotten (Toneva et al. 2018).
+* Every ``P`` epochs, remove the ``round(n * |D|)`` least informative active examples (fewest
+  forgetting events; ties: lower [CLS]-attention variance first, then lower index) and restore as
+  many, chosen at random, from the pool removed *before* this round. The active subset size never
+  changes. After ``ceil(m / n) + 1`` rounds (m = 1 - r_e: 10%/5% -> 3 rounds, 20%/5% -> 5) the subset
+  stays fixed.
+
+All random choices use the filter's own seeded ``numpy.random.Generator``; in data-parallel training
+every rank feeds ``update`` the same all-gathered arrays, so every rank holds identical state.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+_NEVER_SEEN = -1
+
+
+class ExampleFilter:
+    def __init__(
+        self,
+        num_examples: int,
+        keep_ratio: float = 1.0,
+        period_epochs: int = 30,
+        remove_frac: float = 0.05,
+        seed: int = 0,
+    ) -> None:
+        if num_examples < 1:
+            raise ValueError(f"num_examples must be >= 1, got {num_examples}")
+        if not 0.0 < keep_ratio <= 1.0:
+            raise ValueError(f"keep_ratio (r_e) must be in (0, 1], got {keep_ratio}")
+        if period_epochs < 1:
+            raise ValueError(f"period_epochs must be >= 1, got {period_epochs}")
+        if not 0.0 <= remove_frac < 1.0:
+            raise ValueError(f"remove_frac (n) must be in [0, 1), got {remove_frac}")
+        self.num_examples = num_examples
+        self.keep_ratio = keep_ratio
+        self.period_epochs = period_epochs
+        self.remove_frac = remove_frac
+        self.num_active = max(1, round(keep_ratio * num_examples))
+        self.remove_count = round(remove_frac * num_examples)
+        pool_size = num_examples - self.num_active
+        if 0 < pool_size < self.remove_count:
+            raise ValueError(
+                f"remove_frac {remove_frac} removes {self.remove_count} examples per round but only "
+                f"{pool_size} are outside the active subset (keep_ratio {keep_ratio}); need n <= 1 - r_e"
+            )
+        self.enabled = pool_size > 0 and self.remove_count > 0
+        # m/n + 1 rounds; the 1e-6 guards float noise such as 0.1 / 0.05 = 1.9999999999999998.
+        self.max_rounds = math.ceil((1.0 - keep_ratio) / remove_frac - 1e-6) + 1 if self.enabled else 0
+
+        self._rng = np.random.default_rng(seed)
+        self.active = np.zeros(num_examples, dtype=bool)
+        self.active[self._rng.choice(num_examples, size=self.num_active, replace=False)] = True
+        self.last_correct = np.full(num_examples, _NEVER_SEEN, dtype=np.int8)
+        self.ever_correct = np.zeros(num_examples, dtype=bool)
+        self.forgetting = np.zeros(num_examples, dtype=np.int64)
+        self.cls_attn_var = np.zeros(num_examples, dtype=np.float64)
+        self.rounds_done = 0
+
+    # ------------------------------------------------------------------ statistics
+    def update(self, indices: Any, correct: Any, cls_attn_var: Any) -> None:
+        """Record one presentation of each example in ``indices``.
+
+        ``correct`` (bool) and ``cls_attn_var`` (float) are aligned with ``indices``. If an index occurs
+        more than once (e.g. the padding of a distributed sampler), only its first occurrence counts.
+        """
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        ok = np.asarray(correct, dtype=bool).reshape(-1)
+        var = np.asarray(cls_attn_var, dtype=np.float64).reshape(-1)
+        if not idx.size == ok.size == var.size:
+            raise ValueError(
+                f"indices, correct, cls_attn_var differ in length: {idx.size}, {ok.size}, {var.size}"
+            )
+        if idx.size == 0:
+            return
+        if idx.min() < 0 or idx.max() >= self.num_examples:
+            raise ValueError(
+                f"example indices must be in [0, {self.num_examples}), got {idx.min()}..{idx.max()}"
+            )
+        idx, first = np.unique(idx, return_index=True)
+        ok, var = ok[first], var[first]
+        self.forgetting[idx] += (self.last_correct[idx] == 1) & ~ok
+        self.last_correct[idx] = ok
+        self.ever_correct[idx] |= ok
+        self.cls_attn_var[idx] = var
+
+    def informativeness_order(self, candidates: np.ndarray) -> np.ndarray:
+        """``candidates`` (indices) sorted from least to most informative."""
+        never_learned = ~self.ever_correct[candidates]
+        # np.lexsort sorts by the last key first: never-learned last, then forgetting events,
+        # then [CLS]-attention variance, then index.
+        order = np.lexsort(
+            (candidates, self.cls_attn_var[candidates], self.forgetting[candidates], never_learned)
+        )
+        return candidates[order]
+
+    # ------------------------------------------------------------------ remove and restore
+    def end_epoch(self, epoch: int) -> bool:
+        """Call after epoch ``epoch`` (0-based) finished; runs a remove-and-restore round after every
+        ``period_epochs`` epochs while rounds are left. Returns whether the active subset changed."""
+        if not self.enabled or self.rounds_done >= self.max_rounds or (epoch + 1) % self.period_epochs:
+            return False
+        pool = np.flatnonzero(~self.active)  # removed before this round
+        removed = self.informativeness_order(np.flatnonzero(self.active))[: self.remove_count]
+        restored = self._rng.choice(pool, size=self.remove_count, replace=False)
+        self.active[removed] = False
+        self.active[restored] = True
+        self.rounds_done += 1
+        return True
+
+    def active_indices(self) -> np.ndarray:
+        """Indices of the active training subset, ascending."""
+        return np.flatnonzero(self.active)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "num_examples": self.num_examples,
+            "keep_ratio": self.keep_ratio,
+            "period_epochs": self.period_epochs,
+            "remove_frac": self.remove_frac,
+            "active": self.active.copy(),
+            "last_correct": self.last_correct.copy(),
+            "ever_correct": self.ever_correct.copy(),
+            "forgetting": self.forgetting.copy(),
+            "cls_attn_var": self.cls_attn_var.copy(),
+            "rounds_done": self.rounds_done,
+            "rng": self._rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a ``state_dict``; arrays may come back as numpy arrays, torch tensors or lists."""
+        for key in ("num_examples", "keep_ratio", "period_epochs", "remove_frac"):
+            if state[key] != getattr(self, key):
+                raise ValueError(
+                    f"example filter state has {key}={state[key]!r}, this filter {getattr(self, key)!r}"
+                )
+        arrays = {
+            "active": bool,
+            "last_correct": np.int8,
+            "ever_correct": bool,
+            "forgetting": np.int64,
+            "cls_attn_var": np.float64,
+        }
+        for key, dtype in arrays.items():
+            value = np.array(state[key], dtype=dtype)
+            if value.shape != (self.num_examples,):
+                raise ValueError(
+                    f"example filter state {key} has shape {value.shape}, want ({self.num_examples},)"
+                )
+            setattr(self, key, value)
+        self.rounds_done = int(state["rounds_done"])
+        self._rng.bit_generator.state = state["rng"]

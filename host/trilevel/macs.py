@@ -1,0 +1,247 @@
+"""MAC accounting by counting, not by formula: ``torch.utils.flop_counter.FlopCounterMode`` records every
+matmul/conv the model really runs (MACs = FLOPs / 2), so the count reflects what each attention
+implementation computes: ``attn_impl="gather"`` evaluates only the kept connections, ``"mask"`` computes
+the dense scores and masks them (the official code's way), saving nothing.
+
+Element-wise work (softmax, LayerNorm, GELU) and the selectors' sorting are not MACs and not counted.
+Training MACs are counted too (forward + backward of one image), so "training ~3x forward" is measured
+(DeiT-T: 2.98x; the patch embedding needs no input gradient).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+from trilevel.config import ViTConfig, get_config
+from trilevel.model import build_model, token_plan
+from trilevel.schedule import KeepRatioSchedule
+
+IMAGENET_TRAIN_IMAGES = 1_281_167
+
+
+def _resolve(cfg: ViTConfig | str) -> ViTConfig:
+    return get_config(cfg) if isinstance(cfg, str) else cfg
+
+
+def _counted_macs(fn: Callable[[], torch.Tensor], train: bool) -> int:
+    """MACs of the matmuls/convs ``fn`` runs (and, if ``train``, its backward), by FlopCounterMode."""
+    counter = FlopCounterMode(display=False)
+    with torch.set_grad_enabled(train), counter:
+        out = fn()
+        if train:
+            out.sum().backward()
+    return counter.get_total_flops() // 2
+
+
+def count_model_macs(model: torch.nn.Module, keep_token: float, keep_attn: float, train: bool = False) -> int:
+    """Counted MACs of one whole forward (+ backward) pass of ``model`` on one random image."""
+    cfg = model.cfg
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        x = torch.randn(1, cfg.in_chans, cfg.img_size, cfg.img_size)
+        macs = _counted_macs(lambda: model(x, keep_token=keep_token, keep_attn=keep_attn), train)
+    model.zero_grad(set_to_none=True)
+    return macs
+
+
+class MacCounter:
+    """Counted MACs per image of one model config at any keep ratios.
+
+    A ViT pass is the patch embedding, then per block an attention over ``n`` tokens with ``k`` keys
+    per patch query and an MLP over the tokens the block's TA-selector kept, then the head. Each part
+    is counted once per shape with FlopCounterMode on the model's own modules (the gather or mask
+    attention, with input gradients when training, as inside the model) and cached; a sparsity plan
+    (``trilevel.model.token_plan``) is the sum of its parts. That makes a whole training run's few
+    hundred plans cheap to count; ``tests/test_macs.py`` checks the sum against whole-model counts.
+
+    Counting runs a private CPU copy of the model inside ``torch.random.fork_rng``, so it never
+    disturbs the caller's random streams (a resumed run stays identical to an uninterrupted one).
+    """
+
+    def __init__(self, cfg: ViTConfig | str, attn_impl: str = "gather") -> None:
+        self.cfg = _resolve(cfg)
+        self.attn_impl = attn_impl
+        self._parts: dict[tuple[Any, ...], int] = {}
+        self._model: torch.nn.Module | None = None
+
+    @property
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                self._model = build_model(self.cfg, attn_impl=self.attn_impl).eval()
+        return self._model
+
+    def plan(self, keep_token: float, keep_attn: float) -> tuple[list[int], list[int]]:
+        return token_plan(self.cfg, keep_token, keep_attn)
+
+    def count(self, keep_token: float = 1.0, keep_attn: float = 1.0, train: bool = False) -> int:
+        """MACs for one image: forward only, or forward + backward (``train=True``)."""
+        cfg = self.cfg
+        tokens, keys = self.plan(keep_token, keep_attn)
+        # Tokens leaving each block (its MLP runs on them): the next block's input, one block past the end.
+        leaving = token_plan(dataclasses.replace(cfg, depth=cfg.depth + 1), keep_token, keep_attn)[0][1:]
+        total = self._part(("embed_head",), train)
+        for n, k, m in zip(tokens, keys, leaving, strict=True):
+            total += self._part(("attn", n, k), train) + self._part(("mlp", m), train)
+        return total
+
+    def _part(self, key: tuple[Any, ...], train: bool) -> int:
+        if (key, train) not in self._parts:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                self._parts[key, train] = _counted_macs(self._part_fn(key), train)
+            self.model.zero_grad(set_to_none=True)
+        return self._parts[key, train]
+
+    def _part_fn(self, key: tuple[Any, ...]) -> Callable[[], torch.Tensor]:
+        model, cfg = self.model, self.cfg
+        dim, dense_rows = cfg.embed_dim, int(cfg.cls_token)
+        if key[0] == "embed_head":
+            image = torch.randn(1, cfg.in_chans, cfg.img_size, cfg.img_size)
+            feature = torch.randn(1, dim, requires_grad=True)
+            return lambda: model.patch_embed(image).sum() + model.head(feature).sum()
+        if key[0] == "mlp":
+            x = torch.randn(1, key[1], dim, requires_grad=True)
+            return lambda: model.blocks[0].mlp(x)
+        _, n, k = key
+        x = torch.randn(1, n, dim, requires_grad=True)
+        # Every sparse query row keeps k keys (the model's layout: [CLS] key first, then patch keys).
+        conn = None if k == n else torch.arange(k).expand(1, n - dense_rows, k).contiguous()
+        return lambda: model.blocks[0].attn(x, conn, dense_rows, self.attn_impl, False)[0]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A training run for whole-run MAC accounting (epochs in the keep-ratio schedules' units)."""
+
+    num_examples: int
+    epochs: int
+    batch_size: int
+    keep_example: float = 1.0
+    keep_token: float = 1.0
+    keep_attn: float = 1.0
+    keep_warmup_epochs: float | None = None  # default epochs / 30 (paper: 10 of 300)
+    keep_decay_epochs: float | None = None  # default epochs / 3 (paper: 100 of 300)
+
+
+def keep_schedule_iters(plan: RunPlan, iters_per_epoch: int) -> tuple[int, int]:
+    """(warm-up, decay) iterations of the keep-ratio schedules."""
+    warmup = plan.epochs / 30 if plan.keep_warmup_epochs is None else plan.keep_warmup_epochs
+    decay = plan.epochs / 3 if plan.keep_decay_epochs is None else plan.keep_decay_epochs
+    return round(warmup * iters_per_epoch), round(decay * iters_per_epoch)
+
+
+def run_macs(counter: MacCounter, plan: RunPlan, progress: bool = True) -> dict[str, Any]:
+    """Whole-run training MACs, dense vs Tri-Level, iteration by iteration: the example level shrinks
+    every epoch to round(r_e * |D|) images; token and attention ratios follow their schedules."""
+    if plan.epochs < 1 or plan.batch_size < 1 or plan.num_examples < 1:
+        raise ValueError(f"epochs, batch_size and num_examples must be >= 1: {plan}")
+    active = max(1, round(plan.keep_example * plan.num_examples))
+    iters = math.ceil(active / plan.batch_size)
+    last_batch = active - (iters - 1) * plan.batch_size
+    warmup, decay = keep_schedule_iters(plan, iters)
+    token_schedule = KeepRatioSchedule(plan.keep_token, warmup, decay)
+    attn_schedule = KeepRatioSchedule(plan.keep_attn, warmup, decay)
+    # Images trained under each distinct sparsity plan (the schedules change it only at a few hundred
+    # iterations), then one counted forward + backward per plan.
+    images_per_plan: dict[tuple[Any, ...], list[Any]] = {}
+    for it in range(plan.epochs * iters):
+        images = last_batch if it % iters == iters - 1 else plan.batch_size
+        keep_token, keep_attn = token_schedule(it), attn_schedule(it)
+        tokens, keys = counter.plan(keep_token, keep_attn)
+        entry = images_per_plan.setdefault((tuple(tokens), tuple(keys)), [keep_token, keep_attn, 0])
+        entry[2] += images
+    entries = tqdm(
+        images_per_plan.values(),
+        desc="counting sparsity plans",
+        leave=False,
+        file=sys.stderr,
+        disable=not progress or len(images_per_plan) < 20,
+    )
+    sparse = sum(
+        images * counter.count(keep_token, keep_attn, train=True) for keep_token, keep_attn, images in entries
+    )
+    dense = plan.epochs * plan.num_examples * counter.count(train=True)
+    return {
+        "num_examples": plan.num_examples,
+        "active_examples": active,
+        "epochs": plan.epochs,
+        "batch_size": plan.batch_size,
+        "keep_warmup_iters": warmup,
+        "keep_decay_iters": decay,
+        "dense_train_macs": dense,
+        "trilevel_train_macs": sparse,
+        "sparsity_plans": len(images_per_plan),
+        "saving": 1.0 - sparse / dense,
+    }
+
+
+def macs_report(
+    cfg: ViTConfig | str,
+    keep_token: float,
+    keep_attn: float,
+    run: RunPlan | None = None,
+) -> dict[str, Any]:
+    """Dense vs sparse forward and training MACs per image (gather and mask), plus a whole run."""
+    cfg = _resolve(cfg)
+    gather, mask = MacCounter(cfg, "gather"), MacCounter(cfg, "mask")
+    tokens, keys = gather.plan(keep_token, keep_attn)
+    report: dict[str, Any] = {
+        "model": cfg.name,
+        "img_size": cfg.img_size,
+        "keep_token": keep_token,
+        "keep_attn": keep_attn,
+        "tokens_per_block": tokens,
+        "keys_per_query": keys,
+        "dense_forward_macs": gather.count(),
+        "sparse_forward_macs": gather.count(keep_token, keep_attn),
+        "mask_forward_macs": mask.count(keep_token, keep_attn),
+        "dense_train_macs": gather.count(train=True),
+        "sparse_train_macs": gather.count(keep_token, keep_attn, train=True),
+    }
+    report["forward_saving"] = 1.0 - report["sparse_forward_macs"] / report["dense_forward_macs"]
+    if run is not None:
+        report["keep_example"] = run.keep_example
+        report["run"] = run_macs(gather, run)
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    g = 1e9
+    lines = [
+        f"model {report['model']} ({report['img_size']}px), MACs counted with FlopCounterMode (FLOPs / 2)",
+        f"tokens per block {report['tokens_per_block']}, keys per patch query {report['keys_per_query']}",
+        f"forward MACs/image  dense {report['dense_forward_macs'] / g:.4f} G, "
+        f"R_T={report['keep_token']} R_A={report['keep_attn']}: {report['sparse_forward_macs'] / g:.4f} G "
+        f"(-{report['forward_saving']:.1%})",
+        f"  --attn-impl mask at the same ratios: {report['mask_forward_macs'] / g:.4f} G",
+        f"training MACs/image (forward + backward)  dense {report['dense_train_macs'] / g:.4f} G, "
+        f"sparse {report['sparse_train_macs'] / g:.4f} G",
+    ]
+    if "run" in report:
+        run = report["run"]
+        lines.append(
+            f"whole run: {run['epochs']} epochs x {run['num_examples']} examples, "
+            f"r_e={report['keep_example']} "
+            f"({run['active_examples']} active), batch {run['batch_size']}, keep-ratio warm-up "
+            f"{run['keep_warmup_iters']} + decay {run['keep_decay_iters']} iterations"
+        )
+        lines.append(
+            f"  training MACs dense {run['dense_train_macs'] / 1e15:.3f} P, Tri-Level "
+            f"{run['trilevel_train_macs'] / 1e15:.3f} P (-{run['saving']:.1%})"
+        )
+    lines.append(
+        "The gather implementation (default) really skips the pruned tokens and connections; "
+        "--attn-impl mask computes dense attention scores and masks them, so it saves no attention MACs."
+    )
+    return "\n".join(lines)

@@ -1,0 +1,464 @@
+"""Tri-Level E-ViT training with the PyTorch golden model (CPU, one GPU, or many GPUs via torchrun).
+
+Recipe (paper): AdamW, weight decay 0.05, lr 5e-4 at batch 512 scaled linearly, cosine schedule with
+linear warm-up; keep ratios R_T and R_A are 1.0 during their warm-up, then decay per iteration (cosine)
+to the target; the example filter keeps round(r_e * |D|) examples and runs remove-and-restore rounds.
+
+Exact resumption: the lr and keep-ratio schedules are pure functions of the iteration counter, the data
+order is a function of (seed, epoch), and the checkpoint restores model, optimizer, example filter and
+every RNG, so ``--resume`` after an interruption reproduces the uninterrupted run (same device/threads).
+
+Data parallel: launch with ``torchrun --nproc_per_node=G -m trilevel.cli train ...``; ``batch_size`` is
+per process, the linear lr scaling uses the global batch; every rank all-gathers the example filter's
+statistics so all ranks hold the same active subset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from tqdm import tqdm
+
+from trilevel import runlog, schedule
+from trilevel.config import get_config
+from trilevel.data import load_dataset
+from trilevel.example_filter import ExampleFilter
+from trilevel.macs import MacCounter
+from trilevel.model import ATTN_IMPLS, build_model
+
+# Fields that must match between a checkpoint and the run resuming it (they shape the trajectory).
+_RESUME_FIELDS = (
+    "model",
+    "data",
+    "epochs",
+    "batch_size",
+    "keep_example",
+    "keep_token",
+    "keep_attn",
+    "lr",
+    "min_lr",
+    "warmup_epochs",
+    "weight_decay",
+    "keep_warmup_epochs",
+    "keep_decay_epochs",
+    "example_period",
+    "example_remove_frac",
+    "attn_impl",
+    "drop_path",
+    "img_size",
+    "augment",
+    "seed",
+    "label_smoothing",
+)
+
+
+@dataclass
+class TrainConfig:
+    out: str | Path
+    model: str = "demo"
+    data: str = "digits"
+    epochs: int = 10
+    batch_size: int = 64  # per process
+    keep_example: float = 1.0  # r_e
+    keep_token: float = 1.0  # R_T target
+    keep_attn: float = 1.0  # R_A target
+    lr: float | None = None  # default 5e-4 * global_batch / 512
+    min_lr: float | None = None  # cosine floor; default lr / 50 (DeiT: 1e-5 at 5e-4)
+    warmup_epochs: float | None = None  # lr warm-up; default epochs / 60 (DeiT: 5 of 300)
+    weight_decay: float = 0.05
+    keep_warmup_epochs: float | None = None  # default epochs / 30 (paper: 10 of 300)
+    keep_decay_epochs: float | None = None  # default epochs / 3 (paper: 100 of 300)
+    example_period: int | None = None  # P; default max(1, round(epochs / 10)) (paper: 30 of 300)
+    example_remove_frac: float = 0.05  # n
+    attn_impl: str = "gather"
+    drop_path: float = 0.0
+    label_smoothing: float = 0.0
+    img_size: int | None = None  # resize the data (and size the model) to this; default: native
+    augment: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0
+    resume: bool = False
+    stop_after: int | None = None  # leave after this many epochs of this invocation (time-sliced jobs)
+    num_workers: int = 0
+    progress: bool = True
+    amp: bool = True  # bf16 autocast on CUDA
+
+    def resolved(self, global_batch: int) -> TrainConfig:
+        """A copy with every defaulted schedule field filled in."""
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        if self.attn_impl not in ATTN_IMPLS:
+            raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}, got {self.attn_impl!r}")
+        for name in ("keep_example", "keep_token", "keep_attn"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {value}")
+        lr = 5e-4 * global_batch / 512 if self.lr is None else self.lr
+        return dataclasses.replace(
+            self,
+            lr=lr,
+            min_lr=lr / 50 if self.min_lr is None else self.min_lr,
+            warmup_epochs=self.epochs / 60 if self.warmup_epochs is None else self.warmup_epochs,
+            keep_warmup_epochs=self.epochs / 30
+            if self.keep_warmup_epochs is None
+            else self.keep_warmup_epochs,
+            keep_decay_epochs=self.epochs / 3 if self.keep_decay_epochs is None else self.keep_decay_epochs,
+            example_period=max(1, round(self.epochs / 10))
+            if self.example_period is None
+            else self.example_period,
+        )
+
+
+def cosine_lr(base: float, floor: float, warmup_iters: int, total_iters: int) -> Callable[[int], float]:
+    """The run's lr as a function of the iteration: ``trilevel.schedule.cosine_lr`` (linear warm-up,
+    cosine to ``floor`` at ``total_iters``) with the run's constants bound."""
+    return functools.partial(
+        schedule.cosine_lr,
+        base_lr=base,
+        total_iters=total_iters,
+        warmup_iters=min(warmup_iters, total_iters),
+        min_lr=floor,
+    )
+
+
+class _Dist:
+    """torchrun environment (or a single process)."""
+
+    def __init__(self, device: str) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise RuntimeError("--device cuda requested but CUDA is not available")
+            if device == "cuda":
+                device = f"cuda:{local_rank}" if self.world > 1 else "cuda"
+            torch.cuda.set_device(torch.device(device))
+        self.device = torch.device(device)
+        self.owns_group = False
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            self.owns_group = True
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, values: list[float] | list[int]) -> list[Any]:
+        """Sum over ranks; integers stay exact (int64)."""
+        exact = all(isinstance(v, int) for v in values)
+        t = torch.tensor(values, dtype=torch.int64 if exact else torch.float64, device=self.device)
+        if self.world > 1:
+            dist.all_reduce(t)
+        return t.tolist()
+
+    def gather_cat(self, t: torch.Tensor) -> torch.Tensor:
+        """Concatenate equal-length tensors of every rank (the sampler pads ranks to equal length)."""
+        if self.world == 1:
+            return t
+        parts = [torch.empty_like(t) for _ in range(self.world)]
+        dist.all_gather(parts, t)
+        return torch.cat(parts)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.owns_group:
+            dist.destroy_process_group()
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases, norms, position embedding and [CLS] token (DeiT practice)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 or name in ("pos_embed", "cls_token") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _data_img_size(spec: str, model: str, img_size: int | None) -> int | None:
+    """The image size the data is loaded at: native for digits/CIFAR, the model's for the rest."""
+    if img_size is not None or spec == "digits" or spec.startswith("cifar10:"):
+        return img_size
+    if Path(spec).is_dir() and any(Path(spec).glob("data_batch_*")):
+        return img_size
+    return get_config(model).img_size
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    keep_token: float,
+    keep_attn: float,
+    env: _Dist,
+    batch_size: int,
+    amp: bool,
+) -> float:
+    """Top-1 accuracy (fraction) at the given ratios; each rank evaluates a disjoint shard."""
+    model.eval()
+    shard = Subset(dataset, range(env.rank, len(dataset), env.world))
+    correct = total = 0
+    for images, labels, _ in DataLoader(shard, batch_size=batch_size):
+        images, labels = images.to(env.device), labels.to(env.device)
+        with _autocast(env.device, amp):
+            logits = model(images, keep_token=keep_token, keep_attn=keep_attn)
+        correct += int((logits.argmax(-1) == labels).sum())
+        total += len(labels)
+    correct, total = env.sum([correct, total])
+    return correct / max(total, 1)
+
+
+def _autocast(device: torch.device, amp: bool):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
+
+
+def _config_record(config: TrainConfig) -> dict[str, Any]:
+    return {key: getattr(config, key) for key in _RESUME_FIELDS}
+
+
+def train(config: TrainConfig) -> list[dict[str, Any]]:
+    """Train and return every epoch's metrics record (including epochs restored by ``resume``)."""
+    env = _Dist(config.device)
+    try:
+        return _train(config, env)
+    finally:
+        env.close()
+
+
+def _train(config: TrainConfig, env: _Dist) -> list[dict[str, Any]]:
+    cfg_run = config.resolved(config.batch_size * env.world)
+    out = Path(cfg_run.out)
+    ckpt_path = out / runlog.CHECKPOINT_FILE
+    if not cfg_run.resume and (ckpt_path.exists() or (out / runlog.METRICS_FILE).exists()):
+        raise FileExistsError(
+            f"{out} already holds a run; pass --resume to continue it or pick another --out"
+        )
+    if env.main:
+        out.mkdir(parents=True, exist_ok=True)
+    env.barrier()
+
+    torch.manual_seed(cfg_run.seed)
+    np.random.seed(cfg_run.seed)
+    data_img = _data_img_size(cfg_run.data, cfg_run.model, cfg_run.img_size)
+    base_cfg = get_config(cfg_run.model)
+    train_set, test_set = load_dataset(
+        cfg_run.data,
+        img_size=data_img,
+        in_chans=base_cfg.in_chans,
+        num_classes=base_cfg.num_classes,
+        seed=cfg_run.seed,
+        augment=cfg_run.augment,
+    )
+    model = build_model(
+        cfg_run.model,
+        num_classes=train_set.num_classes,
+        in_chans=train_set.in_chans,
+        img_size=train_set.img_size,
+        attn_impl=cfg_run.attn_impl,
+        drop_path=cfg_run.drop_path,
+    ).to(env.device)
+    net: nn.Module = model
+    if env.world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[env.device] if env.device.type == "cuda" else None
+        )
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg_run.weight_decay), lr=cfg_run.lr)
+    example_filter = ExampleFilter(
+        len(train_set),
+        cfg_run.keep_example,
+        cfg_run.example_period,
+        cfg_run.example_remove_frac,
+        cfg_run.seed,
+    )
+    per_rank = math.ceil(example_filter.num_active / env.world)
+    iters_per_epoch = math.ceil(per_rank / cfg_run.batch_size)
+    total_iters = cfg_run.epochs * iters_per_epoch
+    lr_at = cosine_lr(cfg_run.lr, cfg_run.min_lr, round(cfg_run.warmup_epochs * iters_per_epoch), total_iters)
+    keep_warmup = round(cfg_run.keep_warmup_epochs * iters_per_epoch)
+    keep_decay = round(cfg_run.keep_decay_epochs * iters_per_epoch)
+    token_at = schedule.KeepRatioSchedule(cfg_run.keep_token, keep_warmup, keep_decay)
+    attn_at = schedule.KeepRatioSchedule(cfg_run.keep_attn, keep_warmup, keep_decay)
+    counter = MacCounter(model.cfg, cfg_run.attn_impl)
+
+    start_epoch, iteration = 0, 0
+    totals = {"cumulative_wall_s": 0.0, "cumulative_images": 0, "cumulative_train_macs": 0}
+    records: list[dict[str, Any]] = []
+    if cfg_run.resume and ckpt_path.exists():
+        state = runlog.load_checkpoint(ckpt_path)
+        differ = {
+            k: (v, state["config"].get(k))
+            for k, v in _config_record(cfg_run).items()
+            if state["config"].get(k) != v
+        }
+        if differ:
+            raise ValueError(f"--resume with settings that differ from the checkpoint (now, then): {differ}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        example_filter.load_state_dict(state["example_filter"])
+        start_epoch, iteration, totals = state["epoch"], state["iteration"], dict(state["totals"])
+        runlog.restore_rng_state(state["rng"])
+        if env.main:
+            records = runlog.truncate_metrics(out, start_epoch)
+        if env.main and cfg_run.progress:
+            print(f"resumed {out} after epoch {start_epoch} (iteration {iteration})", file=sys.stderr)
+    elif cfg_run.resume and env.main and cfg_run.progress:
+        print(f"no checkpoint in {out}; starting from scratch", file=sys.stderr)
+    if env.main and start_epoch == 0 and cfg_run.progress:
+        print(
+            f"train {model.cfg.name} on {cfg_run.data}: {len(train_set)} train / {len(test_set)} test, "
+            f"{example_filter.num_active} active, {iters_per_epoch} it/epoch, global batch "
+            f"{cfg_run.batch_size * env.world}, lr {cfg_run.lr:.3g}, device {env.device}, world {env.world}",
+            file=sys.stderr,
+        )
+
+    end_epoch = (
+        cfg_run.epochs
+        if cfg_run.stop_after is None
+        else min(cfg_run.epochs, start_epoch + cfg_run.stop_after)
+    )
+    for epoch in range(start_epoch, end_epoch):
+        t0 = time.perf_counter()
+        active = example_filter.active_indices()
+        sampler = DistributedSampler(
+            Subset(train_set, active.tolist()),
+            num_replicas=env.world,
+            rank=env.rank,
+            shuffle=True,
+            seed=cfg_run.seed,
+        )
+        sampler.set_epoch(epoch)
+        loader = DataLoader(
+            sampler.dataset,
+            batch_size=cfg_run.batch_size,
+            sampler=sampler,
+            num_workers=cfg_run.num_workers,
+            pin_memory=env.device.type == "cuda",
+        )
+        net.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=env.device)
+        correct_sum = torch.zeros((), dtype=torch.int64, device=env.device)
+        images_local, macs_local = 0, 0
+        seen_idx, seen_ok, seen_var = [], [], []
+        bar = tqdm(
+            loader,
+            desc=f"epoch {epoch + 1}/{cfg_run.epochs}",
+            leave=False,
+            disable=not (cfg_run.progress and env.main),
+            file=sys.stderr,
+        )
+        for images, labels, indices in bar:
+            images = images.to(env.device, non_blocking=True)
+            labels = labels.to(env.device, non_blocking=True)
+            lr = lr_at(iteration)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            keep_token, keep_attn = token_at(iteration), attn_at(iteration)
+            with _autocast(env.device, cfg_run.amp):
+                output = net(
+                    images, keep_token=keep_token, keep_attn=keep_attn, return_info=example_filter.enabled
+                )
+                logits, info = output if example_filter.enabled else (output, None)
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg_run.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            iteration += 1
+            with torch.no_grad():
+                ok = logits.argmax(-1) == labels
+                loss_sum += loss.detach().double() * len(labels)
+                correct_sum += ok.sum()
+                if example_filter.enabled:
+                    seen_idx.append(indices.to(env.device))
+                    seen_ok.append(ok)
+                    seen_var.append(info.cls_attn_var.float())
+            images_local += len(labels)
+            macs_local += len(labels) * counter.count(keep_token, keep_attn, train=True)
+            if not bar.disable and iteration % 10 == 0:  # .item() synchronizes the GPU: not every step
+                bar.set_postfix(loss=f"{loss.item():.3f}", R_T=f"{keep_token:.2f}", R_A=f"{keep_attn:.2f}")
+        bar.close()
+
+        (loss_total,) = env.sum([float(loss_sum)])
+        correct_total, images, train_macs = env.sum([int(correct_sum), images_local, macs_local])
+        if example_filter.enabled and seen_idx:
+            example_filter.update(
+                env.gather_cat(torch.cat(seen_idx)).cpu().numpy(),
+                env.gather_cat(torch.cat(seen_ok)).cpu().numpy(),
+                env.gather_cat(torch.cat(seen_var)).cpu().numpy(),
+            )
+        filter_round = example_filter.end_epoch(epoch)
+        test_top1 = evaluate(model, test_set, keep_token, keep_attn, env, 2 * cfg_run.batch_size, cfg_run.amp)
+        wall = time.perf_counter() - t0
+        totals["cumulative_wall_s"] += wall
+        totals["cumulative_images"] += int(images)
+        totals["cumulative_train_macs"] += int(train_macs)
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "wall_s": round(wall, 4),
+            "images": int(images),
+            "active_examples": len(active),
+            "keep_example": cfg_run.keep_example,
+            "keep_token": keep_token,
+            "keep_attn": keep_attn,
+            "lr": lr,
+            "train_loss": loss_total / max(images, 1),
+            "train_top1": correct_total / max(images, 1),
+            "test_top1": test_top1,
+            "macs_per_image": counter.count(keep_token, keep_attn),
+            "train_macs": int(train_macs),
+            "cumulative_wall_s": round(totals["cumulative_wall_s"], 4),
+            "cumulative_images": totals["cumulative_images"],
+            "cumulative_train_macs": totals["cumulative_train_macs"],
+            "filter_round": filter_round,
+        }
+        records.append(record)
+        if env.main:
+            runlog.atomic_save(
+                {
+                    "config": _config_record(cfg_run),
+                    "model_config": dataclasses.asdict(model.cfg),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "example_filter": example_filter.state_dict(),
+                    "epoch": epoch + 1,
+                    "iteration": iteration,
+                    "totals": totals,
+                    "rng": runlog.capture_rng_state(),
+                },
+                ckpt_path,
+            )
+            runlog.append_metrics(out, record)
+            if cfg_run.progress:
+                print(format_record(record), file=sys.stderr)
+        env.barrier()
+    return records
+
+
+def format_record(r: dict[str, Any]) -> str:
+    return (
+        f"epoch {r['epoch']:3d}  {r['wall_s']:7.2f}s  {r['images']:7d} img ({r['active_examples']} active)  "
+        f"R_T {r['keep_token']:.3f} R_A {r['keep_attn']:.3f}  loss {r['train_loss']:.4f}  "
+        f"train {r['train_top1']:.2%}  test {r['test_top1']:.2%}  "
+        f"fwd {r['macs_per_image'] / 1e6:.2f} MMAC/img"
+        + ("  [remove-and-restore]" if r["filter_round"] else "")
+    )
