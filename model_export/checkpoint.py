@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from trilevel.config import ViTConfig, get_config
 
 from model_export.pack import ExportError, atomic_write, config_to_json
+from trilevel.config import ViTConfig, get_config
 
 
 class CheckpointError(ExportError):

@@ -54,6 +54,7 @@ def export_onnx(
     The written model passes ``onnx.checker.check_model(full_check=True)``.
     """
     import onnx
+
     from trilevel.config import keep_count
 
     if opset < 17:

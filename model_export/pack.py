@@ -340,6 +340,7 @@ def pack_state_dict(state_dict: Mapping[str, Any], cfg: Any, master: bool = Fals
     the quantization loss. Non-floating tensors are stored as ``raw``.
     """
     import torch
+
     from trilevel.intref import fixed
 
     tensors: list[PackedTensor] = []

@@ -21,6 +21,7 @@ import tkinter
 from pathlib import Path
 
 import pytest
+
 from trilevel.accel import pynq_backend as pb
 
 ROOT = Path(__file__).resolve().parents[1]

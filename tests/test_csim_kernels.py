@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from trilevel import csim
 from trilevel.config import CONFIGS, keep_count
 from trilevel.intref import blocks, layers, optim, topk

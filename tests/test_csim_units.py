@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from trilevel import csim
 from trilevel.intref import fixed
 

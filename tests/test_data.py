@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+
 from trilevel.data import Augment, load_dataset
 
 

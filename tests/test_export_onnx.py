@@ -13,10 +13,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from trilevel.cli import main as cli_main
-from trilevel.model import build_model
 
 from model_export.onnx_export import ExportError, export_onnx
+from trilevel.cli import main as cli_main
+from trilevel.model import build_model
 
 torch.set_num_threads(1)
 TOL = 1e-4

@@ -11,13 +11,13 @@ import random
 import numpy as np
 import pytest
 import torch
+
+from model_export import pack as pk
+from model_export.checkpoint import load_checkpoint
 from trilevel.cli import main as cli_main
 from trilevel.config import get_config
 from trilevel.intref import fixed
 from trilevel.model import build_model
-
-from model_export import pack as pk
-from model_export.checkpoint import load_checkpoint
 
 torch.set_num_threads(1)
 

@@ -8,6 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+
 from trilevel.intref import fixed, luts
 
 M32 = 0xFFFFFFFF

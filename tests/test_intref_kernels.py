@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as tf
+
 from trilevel.config import CONFIGS
 from trilevel.intref import blocks
 from trilevel.intref.fixed import QTensor

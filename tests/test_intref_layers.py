@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as tf
+
 from trilevel.intref import blocks, layers, luts
 from trilevel.intref.fixed import QTensor, choose_frac, quantize, requantize
 from trilevel.intref.fracs import FracController, calibrate, clamp_frac

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from trilevel.config import keep_count
 from trilevel.intref import optim, topk
 from trilevel.intref.fixed import QTensor, choose_frac, topk_select

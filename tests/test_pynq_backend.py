@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from pynq.buffer import PynqBuffer
 from pynq.pl_server.device import Device
+
 from trilevel.accel import pynq_backend as pb
 from trilevel.accel.reference_backend import ReferenceBackend
 from trilevel.csim import _compact_probs, _dense_probs

@@ -6,6 +6,7 @@ import math
 from itertools import pairwise
 
 import pytest
+
 from trilevel.schedule import KeepRatioSchedule, cosine_lr
 
 

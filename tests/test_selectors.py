@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from trilevel.selectors import (
     ATTENTION_POLICIES,
     TOKEN_POLICIES,

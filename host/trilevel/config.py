@@ -45,7 +45,9 @@ class ViTConfig:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         bad = [b for b in self.prune_blocks if not 0 <= b < self.depth]
         if bad or list(self.prune_blocks) != sorted(set(self.prune_blocks)):
-            raise ValueError(f"prune_blocks {self.prune_blocks} must be increasing and within 0..{self.depth - 1}")
+            raise ValueError(
+                f"prune_blocks {self.prune_blocks} must be increasing and within 0..{self.depth - 1}"
+            )
 
 
 CONFIGS: dict[str, ViTConfig] = {
