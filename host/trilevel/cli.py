@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Each module defines `register(subparsers)`; the parser it adds sets `func(args) -> int`.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("train", "demo", "macs", "latency", "bench", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
