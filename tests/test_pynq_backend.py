@@ -266,6 +266,8 @@ def attn_bwd_model(dev: MockZynq, spec, base) -> int:
         "ctx": QTensor(dev.view(a["ctx"], (nb, nt, d), np.int16).copy(), 0),
         "probs": _dense_probs(compact, conn, r),
         "num_heads": nh,
+        "conn": conn,
+        "dense_rows": r,
     }
     dout = QTensor(dev.view(a["dout"], (nb, nt, d), np.int16).copy(), a["frac_dout"])
     fr = dict(zip(blocks.ATTN_BWD_FRACS, a["fracs"], strict=True))
