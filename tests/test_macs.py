@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+
 from trilevel.cli import main
 from trilevel.config import get_config
 from trilevel.macs import MacCounter, RunPlan, count_model_macs, run_macs

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from trilevel.config import ViTConfig, get_config, keep_count
 from trilevel.model import ForwardInfo, VisionTransformer, build_model, token_plan
 from trilevel.selectors import ClsAttentionTokenPolicy, TokenPolicy
@@ -158,6 +159,59 @@ def test_mask_and_gather_agree_in_outputs_and_gradients(cfg: ViTConfig) -> None:
     assert info_g.keys_per_query == info_m.keys_per_query
     for a, b in zip(info_g.connections, info_m.connections, strict=True):
         assert (a is None and b is None) or torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("sparse", [True, False], ids=["masked", "dense"])
+def test_fused_sdpa_path_matches_explicit_softmax(dtype: torch.dtype, sparse: bool) -> None:
+    """attn_impl="mask" without an attention map runs F.scaled_dot_product_attention; with one, the
+    explicit softmax. Both must give the same outputs and gradients (input and weights)."""
+    torch.manual_seed(0)
+    attn = build_model(SMALL).blocks[0].attn.to(dtype)
+    batch, length, dense_rows = 3, 9, 1
+    conn = None
+    if sparse:  # every patch row keeps [CLS] and 3 random patch keys, ascending
+        rows = length - dense_rows
+        picks = torch.rand(batch, rows, rows).argsort(-1)[..., :3].sort(-1).values
+        conn = torch.cat([torch.zeros(batch, rows, 1, dtype=torch.long), picks + 1], dim=-1)
+    x = torch.randn(batch, length, SMALL.embed_dim, dtype=dtype)
+    results = []
+    for need_map in (False, True):
+        attn.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_(True)
+        out, attn_map = attn(xi, conn, dense_rows, "mask", need_map)
+        assert (attn_map is not None) == need_map
+        (out * torch.linspace(-1, 1, out.numel(), dtype=dtype).view_as(out)).sum().backward()
+        results.append((out.detach(), xi.grad, {n: p.grad for n, p in attn.named_parameters()}))
+    (out_f, dx_f, grads_f), (out_e, dx_e, grads_e) = results
+    tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-6}
+    torch.testing.assert_close(out_f, out_e, **tol)
+    torch.testing.assert_close(dx_f, dx_e, **tol)
+    for name, grad in grads_f.items():
+        assert bool(grad.abs().sum() > 0), name
+        torch.testing.assert_close(grad, grads_e[name], **tol, msg=name)
+
+
+def test_mask_impl_uses_sdpa_exactly_where_no_attention_map_is_needed(monkeypatch) -> None:
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+
+    def counting_sdpa(*args, **kwargs):
+        calls.append(kwargs.get("attn_mask") is not None)
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counting_sdpa)
+    cfg = get_config("demo")  # 6 blocks, selectors after blocks 1, 3, 4
+    images = make_images(cfg).float()
+    build_model(cfg, attn_impl="mask")(images, 0.6, 0.4, return_info=True)
+    # No map needed in block 0 (dense) and block 2 (masked); block 5 (masked) only without return_info.
+    assert calls == [False, True]
+    calls.clear()
+    build_model(cfg, attn_impl="mask")(images, 0.6, 0.4)
+    assert calls == [False, True, True]
+    calls.clear()
+    build_model(cfg, attn_impl="gather")(images, 0.6, 0.4)
+    assert calls == []
 
 
 def test_unit_ratios_give_the_dense_model_exactly() -> None:

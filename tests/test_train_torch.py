@@ -6,8 +6,10 @@ import json
 
 import pytest
 import torch
+
 from trilevel import runlog
 from trilevel.cli import main
+from trilevel.selectors import LongformerWindowAttentionPolicy, StaticTokenPolicy
 from trilevel.train_torch import TrainConfig, train
 
 
@@ -55,6 +57,10 @@ def test_demo_learns_digits_with_tri_level_sparsity(tmp_path):
     assert lines[-1]["cumulative_train_macs"] == sum(r["train_macs"] for r in lines)
     assert lines[-1]["cumulative_wall_s"] == pytest.approx(sum(r["wall_s"] for r in lines), abs=1e-3)
     assert lines[-1]["train_macs"] == pytest.approx(1293 * 3 * lines[-1]["macs_per_image"], rel=0.05)
+    # The Python API defaults to the MAC-faithful gather path: executed MACs are the algorithmic ones.
+    assert all(r["attn_impl"] == "gather" for r in lines)
+    assert all(r["macs_executed_per_image"] == r["macs_per_image"] for r in lines)
+    assert all(r["train_macs_executed"] == r["train_macs"] for r in lines)
 
 
 def _strip_times(records):
@@ -102,6 +108,11 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
     full, split = runlog.read_metrics(tmp_path / "full"), runlog.read_metrics(tmp_path / "split")
     assert _strip_times(split) == _strip_times(full)
     assert sum(r["filter_round"] for r in full) == 3
+    # The CLI defaults to the faster mask path: it executes dense attention scores over the kept tokens,
+    # so once R_A < 1 it runs more MACs than the algorithmic (gather) count the metrics lead with.
+    assert all(r["attn_impl"] == "mask" for r in full)
+    assert full[-1]["macs_executed_per_image"] > full[-1]["macs_per_image"]
+    assert full[-1]["train_macs_executed"] > full[-1]["train_macs"]
     a = runlog.load_checkpoint(tmp_path / "full" / runlog.CHECKPOINT_FILE)
     b = runlog.load_checkpoint(tmp_path / "split" / runlog.CHECKPOINT_FILE)
     assert (a["epoch"], a["iteration"]) == (b["epoch"], b["iteration"]) == (3, 3 * 14)
@@ -131,3 +142,31 @@ def test_config_validation_and_metrics_schema_errors(tmp_path):
         train(TrainConfig(out=tmp_path / "b", attn_impl="dense", progress=False))
     with pytest.raises(ValueError, match="lacks"):
         runlog.append_metrics(tmp_path, {"epoch": 1})
+
+
+def test_selection_policies_reach_the_model(tmp_path, monkeypatch):
+    calls = {"token": 0, "attn": 0}
+    token_select, attn_select = StaticTokenPolicy.select, LongformerWindowAttentionPolicy.select
+
+    def counting_token_select(self, scores, k):
+        calls["token"] += 1
+        return token_select(self, scores, k)
+
+    def counting_attn_select(self, attn, k):
+        calls["attn"] += 1
+        return attn_select(self, attn, k)
+
+    monkeypatch.setattr(StaticTokenPolicy, "select", counting_token_select)
+    monkeypatch.setattr(LongformerWindowAttentionPolicy, "select", counting_attn_select)
+    args = ["train", "--data", "synthetic", "--epochs", "1", "--batch-size", "250", "--keep-token", "0.5",
+            "--keep-attn", "0.5", "--keep-warmup-epochs", "0", "--keep-decay-epochs", "0", "--no-progress"]
+    policies = ["--token-policy", "static", "--attn-policy", "longformer"]
+    assert main([*args, *policies, "--out", str(tmp_path / "run")]) == 0
+    # 4 training steps + 1 evaluation batch, through the demo's 3 TA-selectors each.
+    assert calls == {"token": 15, "attn": 15}
+    config = runlog.load_checkpoint(tmp_path / "run" / runlog.CHECKPOINT_FILE)["config"]
+    assert (config["token_policy"], config["attn_policy"]) == ("static", "longformer")
+    # Accelerator backends have their own fixed selection; a policy flag there is an error.
+    assert main([*args, *policies, "--backend", "reference", "--out", str(tmp_path / "acc")]) == 2
+    with pytest.raises(ValueError, match="unknown token policy"):
+        train(TrainConfig(out=tmp_path / "bad", token_policy="nope", progress=False))

@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trilevel.config import ViTConfig, get_config, keep_count
@@ -64,7 +65,16 @@ class PatchEmbed(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention over all connections, or over per-row kept connections."""
+    """Multi-head self-attention over all connections, or over per-row kept connections.
+
+    Implementations (`impl`, identical results up to float rounding):
+    * "gather": the MAC-faithful path the accelerator mirrors. Sparse rows score only their kept keys;
+      dense blocks and the [CLS] row use an explicit softmax.
+    * "mask": dense scores with dropped connections set to -inf (the official code's way; saves no
+      attention MACs). Blocks that need no attention map run `F.scaled_dot_product_attention` with a
+      boolean mask (fused kernels on GPU); TA-selector blocks and the last block under `return_info`
+      keep the explicit softmax, whose probabilities they return.
+    """
 
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
@@ -83,11 +93,15 @@ class Attention(nn.Module):
         """
         batch, length, dim = x.shape
         q, k, v = self.qkv(x).reshape(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q = q * self.scale  # [B, H, L, hd] each
-        if conn is not None and impl == "gather":
-            out, attn_map = _sparse_attention(q, k, v, conn, dense_rows, need_map)
+        if impl == "mask" and not need_map:
+            # Fused attention (flash / memory-efficient kernels on GPU) with a boolean keep mask.
+            mask = None if conn is None else connection_mask(conn, length, dense_rows)[:, None]
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+            attn_map = None
+        elif conn is not None and impl == "gather":
+            out, attn_map = _sparse_attention(q * self.scale, k, v, conn, dense_rows, need_map)
         else:
-            scores = q @ k.transpose(-2, -1)
+            scores = (q * self.scale) @ k.transpose(-2, -1)
             if conn is not None:
                 dropped = ~connection_mask(conn, length, dense_rows)[:, None]
                 scores = scores.masked_fill(dropped, float("-inf"))
@@ -108,23 +122,29 @@ def connection_mask(conn: Tensor, length: int, dense_rows: int) -> Tensor:
 def _sparse_attention(
     q: Tensor, k: Tensor, v: Tensor, conn: Tensor, dense_rows: int, need_map: bool
 ) -> tuple[Tensor, Tensor | None]:
-    """Attention computed only on the kept connections: K and V are gathered per query row."""
-    batch, _, length, _ = q.shape
+    """Attention computed only on the kept connections: each sparse query row gets its own copy of
+    its kept keys and values (one `index_select` per tensor, laid out [B, H, M, n, hd] so the two
+    batched products need no further copies; the backward is a single `index_add`)."""
+    batch, heads, length, head_dim = q.shape
     parts = []
     if dense_rows:
         dense_probs = (q[:, :, :dense_rows] @ k.transpose(-2, -1)).softmax(dim=-1)  # [B, H, r, L]
         parts.append(dense_probs @ v)
-    rows = torch.arange(batch, device=q.device)[:, None, None]
-    k_kept = k.transpose(1, 2)[rows, conn]  # [B, M, n, H, hd]
-    v_kept = v.transpose(1, 2)[rows, conn]
-    sparse_probs = torch.einsum("bhmd,bmnhd->bhmn", q[:, :, dense_rows:], k_kept).softmax(dim=-1)
-    parts.append(torch.einsum("bhmn,bmnhd->bhmd", sparse_probs, v_kept))
+    rows, kept = conn.shape[1], conn.shape[2]
+    # Row of (b, h, conn[b, m, j]) in K and V flattened to [B * H * L, hd].
+    offsets = torch.arange(batch * heads, device=q.device).view(batch, heads, 1, 1) * length
+    flat = (conn[:, None] + offsets).reshape(-1)
+    k_kept = k.reshape(-1, head_dim).index_select(0, flat).view(batch, heads, rows, kept, head_dim)
+    v_kept = v.reshape(-1, head_dim).index_select(0, flat).view(batch, heads, rows, kept, head_dim)
+    sparse_scores = q[:, :, dense_rows:, None] @ k_kept.transpose(-2, -1)  # [B, H, M, 1, n]
+    sparse_probs = sparse_scores.softmax(dim=-1)
+    parts.append((sparse_probs @ v_kept).squeeze(-2))
     attn_map = None
     if need_map:
         attn_map = sparse_probs.new_zeros(batch, length, length)  # softmax dtype (fp32 under autocast)
         if dense_rows:
             attn_map[:, :dense_rows] = dense_probs.detach().mean(dim=1)
-        attn_map[:, dense_rows:].scatter_(-1, conn, sparse_probs.detach().mean(dim=1))
+        attn_map[:, dense_rows:].scatter_(-1, conn, sparse_probs.detach().squeeze(-2).mean(dim=1))
     return torch.cat(parts, dim=2), attn_map
 
 

@@ -42,6 +42,8 @@ from trilevel.example_filter import ExampleFilter
 from trilevel.macs import MacCounter
 from trilevel.model import ATTN_IMPLS, build_model
 
+TORCH_ATTN_IMPL = "mask"  # the faster attention implementation (measured: docs/benchmarks.md)
+
 # Fields that must match between a checkpoint and the run resuming it (they shape the trajectory).
 _RESUME_FIELDS = (
     "model",
@@ -60,6 +62,8 @@ _RESUME_FIELDS = (
     "example_period",
     "example_remove_frac",
     "attn_impl",
+    "token_policy",
+    "attn_policy",
     "drop_path",
     "img_size",
     "augment",
@@ -86,7 +90,12 @@ class TrainConfig:
     keep_decay_epochs: float | None = None  # default epochs / 3 (paper: 100 of 300)
     example_period: int | None = None  # P; default max(1, round(epochs / 10)) (paper: 30 of 300)
     example_remove_frac: float = 0.05  # n
+    # "gather": MAC-faithful (the accelerator's path; the default for API compatibility with the
+    # accelerator trainer's config, which subclasses this one); "mask": faster on CPU and GPU, and the
+    # default of `trilevel train` / `trilevel bench` (TORCH_ATTN_IMPL). Same results either way.
     attn_impl: str = "gather"
+    token_policy: str | None = None  # a registered TokenPolicy name (trilevel.selectors); None: the paper's
+    attn_policy: str | None = None  # a registered AttentionPolicy name; None: the paper's top-k
     drop_path: float = 0.0
     label_smoothing: float = 0.0
     img_size: int | None = None  # resize the data (and size the model) to this; default: native
@@ -276,6 +285,8 @@ def _train(config: TrainConfig, env: _Dist) -> list[dict[str, Any]]:
         in_chans=train_set.in_chans,
         img_size=train_set.img_size,
         attn_impl=cfg_run.attn_impl,
+        token_policy=cfg_run.token_policy,
+        attn_policy=cfg_run.attn_policy,
         drop_path=cfg_run.drop_path,
     ).to(env.device)
     net: nn.Module = model
@@ -299,7 +310,9 @@ def _train(config: TrainConfig, env: _Dist) -> list[dict[str, Any]]:
     keep_decay = round(cfg_run.keep_decay_epochs * iters_per_epoch)
     token_at = schedule.KeepRatioSchedule(cfg_run.keep_token, keep_warmup, keep_decay)
     attn_at = schedule.KeepRatioSchedule(cfg_run.keep_attn, keep_warmup, keep_decay)
-    counter = MacCounter(model.cfg, cfg_run.attn_impl)
+    # Algorithmic MACs (gather: the work Tri-Level needs) and those of the implementation that runs.
+    counter = MacCounter(model.cfg, "gather")
+    executed = counter if cfg_run.attn_impl == "gather" else MacCounter(model.cfg, cfg_run.attn_impl)
 
     start_epoch, iteration = 0, 0
     totals = {"cumulative_wall_s": 0.0, "cumulative_images": 0, "cumulative_train_macs": 0}
@@ -358,7 +371,7 @@ def _train(config: TrainConfig, env: _Dist) -> list[dict[str, Any]]:
         net.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=env.device)
         correct_sum = torch.zeros((), dtype=torch.int64, device=env.device)
-        images_local, macs_local = 0, 0
+        images_local, macs_local, executed_local = 0, 0, 0
         seen_idx, seen_ok, seen_var = [], [], []
         bar = tqdm(
             loader,
@@ -394,12 +407,15 @@ def _train(config: TrainConfig, env: _Dist) -> list[dict[str, Any]]:
                     seen_var.append(info.cls_attn_var.float())
             images_local += len(labels)
             macs_local += len(labels) * counter.count(keep_token, keep_attn, train=True)
+            executed_local += len(labels) * executed.count(keep_token, keep_attn, train=True)
             if not bar.disable and iteration % 10 == 0:  # .item() synchronizes the GPU: not every step
                 bar.set_postfix(loss=f"{loss.item():.3f}", R_T=f"{keep_token:.2f}", R_A=f"{keep_attn:.2f}")
         bar.close()
 
         (loss_total,) = env.sum([float(loss_sum)])
-        correct_total, images, train_macs = env.sum([int(correct_sum), images_local, macs_local])
+        correct_total, images, train_macs, train_macs_executed = env.sum(
+            [int(correct_sum), images_local, macs_local, executed_local]
+        )
         if example_filter.enabled and seen_idx:
             example_filter.update(
                 env.gather_cat(torch.cat(seen_idx)).cpu().numpy(),
@@ -426,6 +442,10 @@ def _train(config: TrainConfig, env: _Dist) -> list[dict[str, Any]]:
             "test_top1": test_top1,
             "macs_per_image": counter.count(keep_token, keep_attn),
             "train_macs": int(train_macs),
+            # Added fields (older metrics.jsonl files lack them): what the attention path executed.
+            "attn_impl": cfg_run.attn_impl,
+            "macs_executed_per_image": executed.count(keep_token, keep_attn),
+            "train_macs_executed": int(train_macs_executed),
             "cumulative_wall_s": round(totals["cumulative_wall_s"], 4),
             "cumulative_images": totals["cumulative_images"],
             "cumulative_train_macs": totals["cumulative_train_macs"],
@@ -460,5 +480,10 @@ def format_record(r: dict[str, Any]) -> str:
         f"R_T {r['keep_token']:.3f} R_A {r['keep_attn']:.3f}  loss {r['train_loss']:.4f}  "
         f"train {r['train_top1']:.2%}  test {r['test_top1']:.2%}  "
         f"fwd {r['macs_per_image'] / 1e6:.2f} MMAC/img"
+        + (
+            f" ({r['macs_executed_per_image'] / 1e6:.2f} executed, {r['attn_impl']})"
+            if r.get("macs_executed_per_image", r["macs_per_image"]) != r["macs_per_image"]
+            else ""
+        )
         + ("  [remove-and-restore]" if r["filter_round"] else "")
     )

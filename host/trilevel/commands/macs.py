@@ -41,8 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "macs",
         help="counted MACs: dense vs Tri-Level, per image and per training run",
         description="MACs counted with torch.utils.flop_counter.FlopCounterMode (FLOPs / 2) on the golden "
-        "model. The gather implementation really skips pruned tokens and connections; --attn-impl mask "
-        "(dense masked softmax) does not, and its count is reported alongside. With --epochs or "
+        "model. The sparse figures are algorithmic: the gather implementation (and the accelerator) really "
+        "skips pruned tokens and connections; --attn-impl mask (dense masked softmax, the torch trainer's "
+        "faster default) does not, and its executed count is reported alongside. With --epochs or "
         "--keep-example, also the whole run's training MACs including the example level and the "
         "keep-ratio schedules (paper defaults: 300 epochs of ImageNet-1K, batch 512).",
     )

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from trilevel.config import CONFIGS
+from trilevel.selectors import ATTENTION_POLICIES, TOKEN_POLICIES
 
 BACKENDS = ("torch", "reference", "csim", "pynq")
 
@@ -35,6 +36,11 @@ def _run(args: argparse.Namespace) -> int:
     given = sorted(
         flag for flag, kw in ACCEL_OPTIONS.items() if kw.get("dest", flag[2:].replace("-", "_")) in args
     )
+    chosen = {"--token-policy": args.token_policy, "--attn-policy": args.attn_policy}
+    policies = [flag for flag, value in chosen.items() if value is not None]
+    if args.backend != "torch" and policies:
+        print(f"trilevel train: error: {', '.join(policies)} apply to --backend torch only", file=sys.stderr)
+        return 2
     if args.backend == "torch" and given:
         print(
             f"trilevel train: error: {', '.join(given)} apply to the accelerator backends only",
@@ -44,9 +50,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.backend != "torch":
         from trilevel.accel.trainer import run  # written for the accelerator backends
 
+        if args.attn_impl is None:  # the accelerator computes only the kept connections
+            args.attn_impl = "gather"
         return int(run(args) or 0)
-    from trilevel.train_torch import TrainConfig, train
+    from trilevel.train_torch import TORCH_ATTN_IMPL, TrainConfig, train
 
+    if args.attn_impl is None:
+        args.attn_impl = TORCH_ATTN_IMPL
     fields = set(TrainConfig.__dataclass_fields__)
     config = TrainConfig(**{key: value for key, value in vars(args).items() if key in fields})
     try:
@@ -97,7 +107,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="remove-and-restore every P epochs; default epochs / 10 (paper 30 of 300)",
     )
     p.add_argument("--example-remove-frac", type=float, default=0.05, help="n, fraction of the dataset")
-    p.add_argument("--attn-impl", choices=("gather", "mask"), default="gather")
+    p.add_argument(
+        "--attn-impl",
+        choices=("gather", "mask"),
+        default=None,
+        help="mask (default with --backend torch, fastest): dense masked attention, fused SDPA where "
+        "no attention map is needed; gather: computes only the kept connections (MAC-faithful, as "
+        "the accelerator). Same results; metrics report the gather MACs and the executed ones. "
+        "Accelerator backends: gather only",
+    )
+    p.add_argument(
+        "--token-policy",
+        choices=sorted(TOKEN_POLICIES),
+        default=None,
+        help="TA-selector token rule (baselines; default cls_attention, the paper's)",
+    )
+    p.add_argument(
+        "--attn-policy",
+        choices=sorted(ATTENTION_POLICIES),
+        default=None,
+        help="TA-selector connection rule (baselines; default topk, the paper's)",
+    )
     p.add_argument("--drop-path", type=float, default=0.0)
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument(
