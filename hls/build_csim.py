@@ -6,7 +6,7 @@ g++ -O3 -fPIC -shared -ffp-contract=off against the Xilinx ap_types shipped in t
 The build is skipped when sources, flags and compiler are unchanged.
 
     python hls/build_csim.py                      # fast C-sim (native integer types), the default
-    python hls/build_csim.py --flavor ap          # ap_int/ap_uint types, as synthesized (~16x slower)
+    python hls/build_csim.py --flavor ap          # ap_int/ap_uint types, as synthesized (~100x slower)
     python hls/build_csim.py --flavor ap --sources linear --out build/csim/libtrilevel_csim_ap.so
 """
 

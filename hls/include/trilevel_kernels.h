@@ -3,8 +3,11 @@
 #ifndef TRILEVEL_KERNELS_H
 #define TRILEVEL_KERNELS_H
 
+#include "trilevel_fastsim.h"
 #include "trilevel_fixed.h"
 #include "trilevel_units.h"
+
+#define TL_OUTER_CHUNK 256  // fast C-sim: rows per transposed chunk of tl_accumulate_outer
 
 #define TL_D_MAX 384        // embedding dim
 #define TL_HEADS_MAX 6
@@ -42,9 +45,10 @@ struct tl_residual {
 // transposed copy, and attention gathers the selected keys by index (never a masked dense matrix).
 // bias (n entries, already at the accumulator frac frac_acc) and res.data may be 0. SR index of element
 // (i, j) is index_base + i * index_stride + j. Returns max |accumulator + addends|.
-static int64_t tl_gemm(const data_t* a, int a_rs, int a_cs, const data_t* b, int b_rs, int b_cs,
-                       const int* p_map, const int* j_map, const acc_t* bias, tl_residual res, int frac_acc, data_t* y, int y_rs, int m, int n,
-                       int kd, int shift, int mode, uint32_t seed, uint32_t index_base, uint32_t index_stride) {
+static int64_t tl_gemm_tiled(const data_t* a, int a_rs, int a_cs, const data_t* b, int b_rs, int b_cs,
+                             const int* p_map, const int* j_map, const acc_t* bias, tl_residual res, int frac_acc,
+                             data_t* y, int y_rs, int m, int n, int kd, int shift, int mode, uint32_t seed,
+                             uint32_t index_base, uint32_t index_stride) {
 #pragma HLS INLINE off
     hls::stream<data_t> a_s("a"), b_s("b"), c_s("c");
     hls::stream<acc_t> e_s("addend"), peak_s("peak");
@@ -89,6 +93,67 @@ tiles_m:
 
 static const tl_residual TL_NO_RESIDUAL = {0, 0, 0};
 
+#ifdef TRILEVEL_FAST_CSIM
+// C-sim fast path of tl_gemm: the same outputs, SR indices and peak as the tiles of gemm_tile, without
+// the per-element stream round trips. A rows and B columns are used in place when contiguous, else
+// packed once per call; every output is one exact tl_dot16 plus its addends.
+static int64_t tl_gemm_direct(const data_t* a, int a_rs, int a_cs, const data_t* b, int b_rs, int b_cs,
+                              const int* p_map, const int* j_map, const acc_t* bias, tl_residual res, int frac_acc,
+                              data_t* y, int y_rs, int m, int n, int kd, int shift, int mode, uint32_t seed,
+                              uint32_t index_base, uint32_t index_stride) {
+    static data_t b_pack[(int64_t)TL_LINEAR_MAX * TL_K_MAX];
+    static data_t a_pack[TL_K_MAX];
+    static const data_t* b_cols[TL_LINEAR_MAX];
+    static int64_t dots[TL_LINEAR_MAX];
+    const bool b_in_place = !p_map && b_rs == 1;
+    for (int j = 0; j < n; j++) {
+        const int64_t bj = j_map ? j_map[j] : j;
+        if (b_in_place) {
+            b_cols[j] = b + bj * b_cs;
+            continue;
+        }
+        data_t* col = b_pack + (int64_t)j * kd;
+        for (int p = 0; p < kd; p++) col[p] = b[(int64_t)(p_map ? p_map[p] : p) * b_rs + bj * b_cs];
+        b_cols[j] = col;
+    }
+    int64_t peak = 0;
+    for (int i = 0; i < m; i++) {
+        const data_t* a_row = a + (int64_t)i * a_rs;
+        if (a_cs != 1) {
+            for (int p = 0; p < kd; p++) a_pack[p] = a_row[(int64_t)p * a_cs];
+            a_row = a_pack;
+        }
+        const uint32_t row_index = index_base + (uint32_t)i * index_stride;
+        const data_t* res_row = res.data ? res.data + (int64_t)i * res.rs : 0;
+        data_t* y_row = y + (int64_t)i * y_rs;
+        tl_dot16_many(a_row, b_cols, n, kd, dots);
+        for (int j = 0; j < n; j++) {
+            int64_t acc = bias ? (int64_t)bias[j] : 0;
+            if (res_row) acc += tl_align(res_row[j], res.frac, frac_acc);
+            acc += dots[j];
+            if (tl_abs64(acc) > peak) peak = tl_abs64(acc);
+            y_row[j] = (data_t)tl_requantize(acc, shift, mode, seed, row_index + (uint32_t)j);
+        }
+    }
+    return peak;
+}
+#endif
+
+// tl_gemm_tiled through gemm_tile (synthesis, ap_int C-sim); the fast C-sim computes the same directly.
+static inline int64_t tl_gemm(const data_t* a, int a_rs, int a_cs, const data_t* b, int b_rs, int b_cs,
+                              const int* p_map, const int* j_map, const acc_t* bias, tl_residual res, int frac_acc,
+                              data_t* y, int y_rs, int m, int n, int kd, int shift, int mode, uint32_t seed,
+                              uint32_t index_base, uint32_t index_stride) {
+#pragma HLS INLINE
+#ifdef TRILEVEL_FAST_CSIM
+    return tl_gemm_direct(a, a_rs, a_cs, b, b_rs, b_cs, p_map, j_map, bias, res, frac_acc, y, y_rs, m, n, kd, shift,
+                          mode, seed, index_base, index_stride);
+#else
+    return tl_gemm_tiled(a, a_rs, a_cs, b, b_rs, b_cs, p_map, j_map, bias, res, frac_acc, y, y_rs, m, n, kd, shift,
+                         mode, seed, index_base, index_stride);
+#endif
+}
+
 // max |acc| requantized by `shift`, in output units (floor), as trilevel.intref.fixed.max_abs_out.
 static inline int64_t tl_peak_out(int64_t peak, int shift) {
     return shift >= 0 ? peak >> shift : peak << (-shift);
@@ -100,6 +165,32 @@ static inline int64_t tl_peak_out(int64_t peak, int shift) {
 static int tl_accumulate_outer(const data_t* g, int g_rs, int n_out, const data_t* x, int x_rs, int n_in,
                                int rows, grad_t* grad) {
 #pragma HLS INLINE off
+#ifdef TRILEVEL_FAST_CSIM
+    // C-sim fast path: the same exact sums, as dot products over chunks of rows transposed once each,
+    // added straight into grad (int64, no overflow); the range check sees the same final values.
+    static data_t g_t[TL_LINEAR_MAX][TL_OUTER_CHUNK], x_t[TL_K_MAX][TL_OUTER_CHUNK];
+    static const data_t* x_rows[TL_K_MAX];
+    static int64_t dots[TL_K_MAX];
+    for (int i = 0; i < n_in; i++) x_rows[i] = x_t[i];
+    for (int r0 = 0; r0 < rows; r0 += TL_OUTER_CHUNK) {
+        const int nr = rows - r0 < TL_OUTER_CHUNK ? rows - r0 : TL_OUTER_CHUNK;
+        for (int r = 0; r < nr; r++) {
+            const data_t* gr = g + (int64_t)(r0 + r) * g_rs;
+            const data_t* xr = x + (int64_t)(r0 + r) * x_rs;
+            for (int o = 0; o < n_out; o++) g_t[o][r] = gr[o];
+            for (int i = 0; i < n_in; i++) x_t[i][r] = xr[i];
+        }
+        for (int o = 0; o < n_out; o++) {
+            tl_dot16_many(g_t[o], x_rows, n_in, nr, dots);
+            grad_t* grad_row = grad + (int64_t)o * n_in;
+            for (int i = 0; i < n_in; i++) grad_row[i] += dots[i];
+        }
+    }
+    int status = TL_OK;
+    for (int64_t e = 0; e < (int64_t)n_out * n_in; e++)
+        if (grad[e] >= TL_ACC_LIMIT || grad[e] < -TL_ACC_LIMIT) status = TL_ACC_RANGE;
+    return status;
+#else
     static acc_t acc[TL_TILE_M][TL_K_MAX];
 #pragma HLS ARRAY_PARTITION variable = acc dim = 1 complete
     int status = TL_OK;
@@ -132,6 +223,7 @@ tiles_o:
             }
     }
     return status;
+#endif
 }
 
 // grad[d] += sum_r g[r*dim + d] * x[r*dim + d] (LayerNorm gamma gradient, exact). Same status convention.

@@ -71,14 +71,15 @@ int64_t tl_softmax_bwd_rows(const int16_t* P, const int16_t* dP, int rows, int n
     return peak;
 }
 
-// Y[m][n] = requantize(A[m][kd] . W[n][kd]^T + bias[n]) through tl_gemm / gemm_tile (bias may be null);
+// Y[m][n] = requantize(A[m][kd] . W[n][kd]^T + bias[n]) through tl_gemm_tiled / gemm_tile, streams
+// included, in every flavour (bias may be null);
 // SR index of (i, j) is i * n + j. Returns max |accumulator + bias|.
 int64_t tl_gemm_nt(const int16_t* A, const int16_t* W, const int64_t* bias, int m, int n, int kd, int shift,
                    int mode, uint32_t seed, int16_t* Y) {
     const std::vector<data_t> a = tl_in<data_t>(A, (int64_t)m * kd), w = tl_in<data_t>(W, (int64_t)n * kd);
     const std::vector<acc_t> b = tl_in<acc_t>(bias, n);
     std::vector<data_t> y((size_t)m * n);
-    const int64_t peak = tl_gemm(a.data(), kd, 1, w.data(), 1, kd, 0, 0, bias ? b.data() : 0, TL_NO_RESIDUAL, 0, y.data(),
+    const int64_t peak = tl_gemm_tiled(a.data(), kd, 1, w.data(), 1, kd, 0, 0, bias ? b.data() : 0, TL_NO_RESIDUAL, 0, y.data(),
                                  n, m, n, kd, shift, mode, seed, 0, n);
     tl_out(y, Y);
     return peak;

@@ -35,15 +35,11 @@ int linear_fwd(const data_t* x, const data_t* w, const data_t* bias, const data_
 #pragma HLS PIPELINE II = 1
         bias_acc[j] = has_bias ? (acc_t)tl_align(bias[j], frac_b, frac_acc) : (acc_t)0;
     }
-    int64_t peak = 0;
-images:
-    for (int b = 0; b < B; b++) {
-        const int64_t off_x = (int64_t)b * T * DI, off_y = (int64_t)b * T * DO;
-        const tl_residual res = {has_residual ? residual + off_y : 0, DO, frac_res};
-        const int64_t p = tl_gemm(x + off_x, DI, 1, w, 1, DI, 0, 0, bias_acc, res, frac_acc, y + off_y, DO, T, DO, DI, shift,
-                                  TL_RNE, 0, 0, DO);
-        if (p > peak) peak = p;
-    }
+    // The B images' token rows are contiguous: one GEMM over all B*T rows, so every weight tile is
+    // streamed once per TL_TILE_M rows of the whole batch (not once per image).
+    const tl_residual res = {has_residual ? residual : 0, DO, frac_res};
+    const int64_t peak = tl_gemm(x, DI, 1, w, 1, DI, 0, 0, bias_acc, res, frac_acc, y, DO, B * T, DO, DI, shift,
+                                 TL_RNE, 0, 0, DO);
     stats[0] = tl_peak_out(peak, shift);
     return TL_OK;
 }
@@ -83,15 +79,10 @@ int linear_bwd(const data_t* dy, const data_t* x, const data_t* w, data_t* dx, g
     if (!need_dx) return TL_OK;
     const int shift = (int)frac_dy + (int)frac_w - (int)frac_dx;
     const uint32_t dx_seed = tl_hash32(seed, 0);
-    int64_t peak = 0;
-dx_images:
-    for (int b = 0; b < B; b++) {
-        const int64_t off_dy = (int64_t)b * T * DO, off_dx = (int64_t)b * T * DI;
-        // B(p, j) = W[p][j]: W read in place with row stride DI.
-        const int64_t p = tl_gemm(dy + off_dy, DO, 1, w, DI, 1, 0, 0, 0, TL_NO_RESIDUAL, 0, dx + off_dx, DI, T, DI, DO,
-                                  shift, TL_SR, dx_seed, (uint32_t)off_dx, DI);
-        if (p > peak) peak = p;
-    }
+    // One GEMM over all B*T rows; B(p, j) = W[p][j]: W read in place with row stride DI. The SR index
+    // base + i * DI + j is the flat index of dx[B][T][Din].
+    const int64_t peak = tl_gemm(dy, DO, 1, w, DI, 1, 0, 0, 0, TL_NO_RESIDUAL, 0, dx, DI, B * T, DI, DO, shift, TL_SR,
+                                 dx_seed, 0, DI);
     stats[0] = tl_peak_out(peak, shift);
     return TL_OK;
 }

@@ -2,6 +2,7 @@
 // replaced by the RTL units of hls/rtl/ when those are added as blackboxes.
 #include "trilevel_units.h"
 
+#include "trilevel_fastsim.h"
 #include "trilevel_fixed.h"
 #include "trilevel_luts.h"
 
@@ -35,14 +36,26 @@ select:
 void gemm_tile(hls::stream<data_t>& a_in, hls::stream<data_t>& b_in, hls::stream<acc_t>& addend_in,
                hls::stream<data_t>& c_out, hls::stream<acc_t>& peak_out, dim_t m, dim_t n, dim_t kd,
                shift_t shift, flag_t mode, u32_t seed, u32_t index_base, u32_t index_stride) {
+    const int rows = m, cols = n, depth = kd;
+    acc_t acc[TL_TILE_M][TL_TILE_N];
+#ifdef TRILEVEL_FAST_CSIM
+    // C-sim fast path: operands kept in stream order (A rows, B columns, contiguous in p) and every
+    // output an exact dot product (tl_dot16); the same sums as the PE-array loop below.
+    static data_t a_rows[TL_TILE_M][TL_K_MAX];
+    static data_t b_cols[TL_TILE_N][TL_K_MAX];
+    for (int i = 0; i < rows; i++)
+        for (int p = 0; p < depth; p++) a_rows[i][p] = a_in.read();
+    for (int j = 0; j < cols; j++)
+        for (int p = 0; p < depth; p++) b_cols[j][p] = b_in.read();
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++) acc[i][j] = addend_in.read() + tl_dot16(a_rows[i], b_cols[j], depth);
+#else
     // Operands are stored reduction-major so that one pipelined step p feeds the whole PE array.
     static data_t a_buf[TL_K_MAX][TL_TILE_M];
     static data_t b_buf[TL_K_MAX][TL_TILE_N];
-    acc_t acc[TL_TILE_M][TL_TILE_N];
 #pragma HLS ARRAY_PARTITION variable = a_buf dim = 2 complete
 #pragma HLS ARRAY_PARTITION variable = b_buf dim = 2 complete
 #pragma HLS ARRAY_PARTITION variable = acc complete dim = 0
-    const int rows = m, cols = n, depth = kd;
 load_a:
     for (int i = 0; i < rows; i++)
         for (int p = 0; p < depth; p++) {
@@ -74,6 +87,7 @@ mac:
             }
         }
     }
+#endif
     const int sh = shift, md = mode;
     const uint32_t sd = seed, base = index_base, stride = index_stride;
     int64_t peak = 0;

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ RECIPE: dict[str, Any] = {
 TRI_LEVEL = {"keep_token": 0.5, "keep_attn": 0.5, "keep_example": 0.8}
 DENSE = {"keep_token": 1.0, "keep_attn": 1.0, "keep_example": 1.0}
 ACCURACY_GOAL, FLOAT_GAP = 0.90, 0.02
+_SINGLE_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -40,17 +42,22 @@ def _runs(backend: str) -> list[RunSpec]:
 
 def _train_one(spec: RunSpec, out: str, recipe: dict[str, Any]) -> None:
     """Child process: one training run, progress only through its metrics.jsonl."""
+    import gc
+
     import torch
+    import torch._dynamo  # noqa: F401  (imported by the MAC counter's FlopCounterMode anyway)
 
     torch.set_num_threads(1)
+    from trilevel.accel import trainer
+    from trilevel.train_torch import TrainConfig, train
+
+    # The imports made ~10^6 long-lived objects (torch, dynamo, sympy): exempt them from every later
+    # collection, which would otherwise walk them all each time the training loop triggers one.
+    gc.freeze()
     settings = {**recipe, **spec.ratios, "out": out, "progress": False}
     if spec.backend == "torch":
-        from trilevel.train_torch import TrainConfig, train
-
         train(TrainConfig(**settings))
     else:
-        from trilevel.accel import trainer
-
         trainer.train(trainer.AccelTrainConfig(backend=spec.backend, **settings))
 
 
@@ -104,6 +111,8 @@ def run_demo(out: Path, backend: str = "csim", epochs: int | None = None, jobs: 
     train_images = len(load_digits_split(seed=recipe["seed"])[0])
     dense_macs = train_images * MacCounter(get_config(recipe["model"])).count(1.0, 1.0, train=True)
 
+    for var in _SINGLE_THREAD_ENV:  # each run is one process on one core: no spinning BLAS/OpenMP pools
+        os.environ.setdefault(var, "1")
     t0 = time.perf_counter()
     jobs = jobs or len(specs)  # the OS shares the cores; the slowest (dense) run sets the pace either way
     ctx = mp.get_context("spawn")
