@@ -90,10 +90,9 @@ class TrainConfig:
     keep_decay_epochs: float | None = None  # default epochs / 3 (paper: 100 of 300)
     example_period: int | None = None  # P; default max(1, round(epochs / 10)) (paper: 30 of 300)
     example_remove_frac: float = 0.05  # n
-    # "gather": MAC-faithful (the accelerator's path; the default for API compatibility with the
-    # accelerator trainer's config, which subclasses this one); "mask": faster on CPU and GPU, and the
-    # default of `trilevel train` / `trilevel bench` (TORCH_ATTN_IMPL). Same results either way.
-    attn_impl: str = "gather"
+    # "mask": faster on CPU and GPU (docs/benchmarks.md); "gather": MAC-faithful, the accelerator's
+    # path. Same results up to float rounding.
+    attn_impl: str = TORCH_ATTN_IMPL
     token_policy: str | None = None  # a registered TokenPolicy name (trilevel.selectors); None: the paper's
     attn_policy: str | None = None  # a registered AttentionPolicy name; None: the paper's top-k
     drop_path: float = 0.0

@@ -61,6 +61,7 @@ class AccelTrainConfig(TrainConfig):
     """TrainConfig (same recipe and defaults) plus the accelerator's settings."""
 
     backend: str = "reference"
+    attn_impl: str = "gather"  # the kernels compute only the kept connections
     micro_batch: int | None = None  # images per kernel call; default: the whole batch
     optimizer: str = "adamw"  # adamw | sgdm
     momentum: float = 0.9  # sgdm only

@@ -56,7 +56,7 @@ def _train_one(spec: RunSpec, out: str, recipe: dict[str, Any]) -> None:
     gc.freeze()
     settings = {**recipe, **spec.ratios, "out": out, "progress": False}
     if spec.backend == "torch":
-        train(TrainConfig(**settings))
+        train(TrainConfig(**settings, attn_impl="gather"))  # the accelerator's attention semantics
     else:
         trainer.train(trainer.AccelTrainConfig(backend=spec.backend, **settings))
 
