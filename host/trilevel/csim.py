@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import inspect
 import os
 import subprocess
 import sys
@@ -23,6 +24,29 @@ from pathlib import Path
 
 import numpy as np
 
+from trilevel.accel.kernel_args import (
+    ATTN_PARAMS,
+    MLP_PARAMS,
+    Layout,
+    adamw_scalars,
+    attn_fwd_outputs,
+    attn_fwd_saved,
+    attn_param_shapes,
+    check_heads,
+    check_optimizer_args,
+    compact_probs,
+    conn_lists,
+    dense_probs,
+    mlp_fwd_outputs,
+    mlp_fwd_saved,
+    mlp_param_shapes,
+    named_stats,
+    saved_attn_layout,
+    saved_ln_inputs,
+    scal_array,
+    sgdm_scalars,
+    topk_args,
+)
 from trilevel.intref import blocks, fixed, layers
 from trilevel.intref.fixed import QTensor
 from trilevel.intref.optim import AdamWScalars, SgdmScalars
@@ -38,6 +62,8 @@ _u32p = np.ctypeslib.ndpointer(np.uint32, flags="C_CONTIGUOUS")
 _f32p = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
 _int, _i64, _u32, _vp = ctypes.c_int, ctypes.c_int64, ctypes.c_uint32, ctypes.c_void_p
 _RNE_SR = {"rne": 0, "sr": 1}
+# The attention layouts' former private names here (tests import them from this module).
+_compact_probs, _dense_probs = compact_probs, dense_probs
 
 # name -> (restype, argtypes) of every exported function.
 _SIGNATURES: dict[str, tuple[object, list[object]]] = {
@@ -66,22 +92,6 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
         [_f32p, _f32p, _vp, _i64p, _i16p, ctypes.POINTER(_int), _i64, _int, _int, _int, _f32p, _int],
     ),
 }
-ATTN_PARAMS = (
-    "norm1.weight",
-    "norm1.bias",
-    "attn.qkv.weight",
-    "attn.qkv.bias",
-    "attn.proj.weight",
-    "attn.proj.bias",
-)
-MLP_PARAMS = (
-    "norm2.weight",
-    "norm2.bias",
-    "mlp.fc1.weight",
-    "mlp.fc1.bias",
-    "mlp.fc2.weight",
-    "mlp.fc2.bias",
-)
 # Kernel status codes (hls/include/trilevel_kernels.h).
 _STATUS = {
     1: "dimensions exceed the kernel's static maxima",
@@ -204,6 +214,11 @@ def _ints(values: list[int]) -> np.ndarray:
     return np.ascontiguousarray(values, dtype=np.int32)
 
 
+def _alloc(layout: Layout) -> dict[str, np.ndarray]:
+    """Zeroed output arrays of a kernel_args layout."""
+    return {name: np.zeros(shape, dtype) for name, (shape, dtype) in layout.items()}
+
+
 def _params(
     kernel: str, params: dict[str, QTensor], names: tuple[str, ...], shapes: tuple[tuple[int, ...], ...]
 ) -> list[QTensor]:
@@ -220,62 +235,6 @@ def _grads(
     kernel: str, grads: dict[str, np.ndarray], names: tuple[str, ...], shapes: tuple[tuple[int, ...], ...]
 ) -> list[np.ndarray]:
     return [_grad(grads, name, shape) for name, shape in zip(names, shapes, strict=False)]
-
-
-def _check_heads(dim: int, num_heads: int) -> None:
-    if num_heads < 1 or dim % num_heads:
-        raise ValueError(f"embed dim {dim} is not divisible by num_heads {num_heads}")
-    head_dim = dim // num_heads
-    if head_dim & (head_dim - 1) or (head_dim.bit_length() - 1) % 2:
-        raise ValueError(
-            f"the HLS attention kernels need a power-of-4 head_dim (1/sqrt as a shift), got {head_dim}"
-        )
-
-
-def _conn(conn: np.ndarray | None, batch: int, length: int, dense_rows: int) -> tuple[np.ndarray | None, int]:
-    """Validated int32 connection lists [B, T - dense_rows, C] (or None) and C (0 without)."""
-    if conn is None:
-        return None, 0
-    c = np.asarray(conn)
-    if (
-        c.dtype.kind not in "iu"
-        or c.ndim != 3
-        or c.shape[:2] != (batch, length - dense_rows)
-        or not c.shape[2]
-    ):
-        raise ValueError(
-            f"conn must be integer [B={batch}, T - dense_rows={length - dense_rows}, C], "
-            f"got {c.dtype} {c.shape}"
-        )
-    if c.min() < 0 or c.max() >= length:
-        raise ValueError(f"conn indices must lie in 0..{length - 1}")
-    if np.any(np.diff(np.sort(c, axis=-1), axis=-1) == 0):
-        raise ValueError("conn rows must not repeat a key")
-    return np.ascontiguousarray(c, dtype=np.int32), c.shape[2]
-
-
-def _dense_probs(compact: np.ndarray, conn: np.ndarray | None, dense_rows: int) -> np.ndarray:
-    """Scatter compact probabilities [B, H, T, T] to the dense layout (0 on dropped connections)."""
-    if conn is None:
-        return compact
-    r, c = dense_rows, conn.shape[2]
-    dense = np.zeros_like(compact)
-    dense[:, :, :r] = compact[:, :, :r]
-    keys = np.broadcast_to(conn[:, None], compact[:, :, r:, :c].shape)
-    np.put_along_axis(dense[:, :, r:], keys, compact[:, :, r:, :c], axis=-1)
-    return dense
-
-
-def _compact_probs(dense: np.ndarray, conn: np.ndarray | None, dense_rows: int) -> np.ndarray:
-    """Gather dense probabilities [B, H, T, T] into the kernel's compact layout (row q: its C keys)."""
-    if conn is None:
-        return np.ascontiguousarray(dense, dtype=np.int16)
-    r, c = dense_rows, conn.shape[2]
-    compact = np.zeros(dense.shape, np.int16)
-    compact[:, :, :r] = dense[:, :, :r]
-    keys = np.broadcast_to(conn[:, None], dense[:, :, r:, :c].shape)
-    compact[:, :, r:, :c] = np.take_along_axis(dense[:, :, r:], keys, axis=-1)
-    return compact
 
 
 def _missing(path: Path, name: str):
@@ -623,36 +582,21 @@ class CSim:
 
     # -- TA-selector (trilevel.intref.topk) --------------------------------------------------------
     def _topk_prune(self, scores: np.ndarray, k: int, connections: bool, has_cls: bool) -> np.ndarray:
-        s = np.asarray(scores)
-        if s.dtype.kind not in "iu":
-            raise TypeError(f"top-k scores must be integers, got {s.dtype}")
-        if s.size and (s.min() < -(2**31) or s.max() >= 2**31):
-            raise ValueError("top-k scores must fit int32")
-        nb, n = s.shape[0], s.shape[1]
-        r = int(connections and has_cls)
-        if not 1 <= k <= n - r:
-            raise ValueError(f"top-k: k must be in [1, {n - r}], got {k}")
-        if n > 256:
-            raise ValueError(f"top-k: {n} scores exceed the unit's maximum 256")
-        out = np.empty((nb, n - r, k + r) if connections else (nb, k), np.int32)
+        s, shape = topk_args(scores, k, connections, has_cls, max_n=256)
+        out = np.empty(shape, np.int32)
+        nb, n = s.shape[:2]
         _check(
             "topk_prune",
-            self._lib.tl_topk_prune(
-                np.ascontiguousarray(s, dtype=np.int32), out, nb, n, int(k), int(connections), int(has_cls)
-            ),
+            self._lib.tl_topk_prune(s, out, nb, n, int(k), int(connections), int(has_cls)),
         )
         return out.astype(np.int64)
 
     def topk_tokens(self, scores: np.ndarray, k: int) -> np.ndarray:
         """As trilevel.intref.topk.topk_tokens: [B, N] integer scores -> [B, k] ascending positions."""
-        if np.ndim(scores) != 2:
-            raise ValueError(f"token scores must be [B, N], got {np.shape(scores)}")
         return self._topk_prune(scores, k, False, False)
 
     def topk_connections(self, attn_sum: np.ndarray, k: int, has_cls: bool = True) -> np.ndarray:
         """As trilevel.intref.topk.topk_connections: [B, T, T] -> conn [B, T - r, k + r]."""
-        if np.ndim(attn_sum) != 3 or np.shape(attn_sum)[1] != np.shape(attn_sum)[2]:
-            raise ValueError(f"attn_sum must be [B, T, T], got {np.shape(attn_sum)}")
         return self._topk_prune(attn_sum, k, True, has_cls)
 
     # -- optimizer (trilevel.intref.optim) ---------------------------------------------------------
@@ -669,23 +613,7 @@ class CSim:
         scalars: list[np.float32],
         first: bool,
     ) -> QTensor:
-        if not isinstance(grad_acc, np.ndarray) or grad_acc.dtype != np.int64:
-            raise TypeError(
-                f"{kernel}: gradient accumulator must be int64, got {getattr(grad_acc, 'dtype', None)}"
-            )
-        if batch < 1:
-            raise ValueError(f"{kernel}: batch must be >= 1, got {batch}")
-        named = (("master", master), ("m", m)) + ((("v", v),) if v is not None else ())
-        for name, a in named:
-            if not isinstance(a, np.ndarray) or a.dtype != np.float32 or a.shape != grad_acc.shape:
-                raise ValueError(
-                    f"{kernel}: {name} must be float32 {grad_acc.shape}, got "
-                    f"{getattr(a, 'dtype', type(a))} {getattr(a, 'shape', '')}"
-                )
-            if not a.flags.c_contiguous or not a.flags.writeable:
-                raise ValueError(
-                    f"{kernel}: {name} must be a writeable C-contiguous array (updated in place)"
-                )
+        check_optimizer_args(kernel, master, m, v, grad_acc, batch)
         w = np.empty(grad_acc.shape, np.int16)
         frac = ctypes.c_int(0)
         _check(
@@ -701,7 +629,7 @@ class CSim:
                 int(grad_frac),
                 int(batch),
                 mode,
-                np.array(scalars + [0.0] * (8 - len(scalars)), np.float32),
+                scal_array(scalars),
                 int(first),
             ),
         )
@@ -718,16 +646,7 @@ class CSim:
         s: AdamWScalars,
     ) -> QTensor:
         """As trilevel.intref.optim.adamw_step: in place on float32 master/m/v; returns the int16 weights."""
-        scal = [
-            s.decay,
-            s.beta1,
-            s.one_minus_beta1,
-            s.beta2,
-            s.one_minus_beta2,
-            s.step_size,
-            s.inv_sqrt_bc2,
-            s.eps,
-        ]
+        scal = adamw_scalars(s)
         return self._optimizer("adamw_step", master, m, v, grad_acc, grad_frac, batch, 0, scal, False)
 
     def sgdm_step(
@@ -741,18 +660,8 @@ class CSim:
         first: bool = False,
     ) -> QTensor:
         """As trilevel.intref.optim.sgdm_step: in place on float32 master/buf; returns the int16 weights."""
-        return self._optimizer(
-            "sgdm_step",
-            master,
-            buf,
-            None,
-            grad_acc,
-            grad_frac,
-            batch,
-            1,
-            [s.lr, s.momentum, s.weight_decay],
-            first,
-        )
+        scal = sgdm_scalars(s)
+        return self._optimizer("sgdm_step", master, buf, None, grad_acc, grad_frac, batch, 1, scal, first)
 
     # -- block kernels (trilevel.intref.blocks) ----------------------------------------------------
     def mlp_block_fwd(
@@ -763,15 +672,8 @@ class CSim:
         hidden, dim = _qdata("mlp_block_fwd: mlp.fc1.weight", params["mlp.fc1.weight"]).shape
         xd = _x3("mlp_block_fwd: x", x, dim)
         nb, nt = xd.shape[:2]
-        ps = _params(
-            "mlp_block_fwd",
-            params,
-            MLP_PARAMS,
-            ((dim,), (dim,), (hidden, dim), (hidden,), (dim, hidden), (dim,)),
-        )
-        out, z, xhat = (np.empty((nb, nt, dim), np.int16) for _ in range(3))
-        h, a = (np.empty((nb, nt, hidden), np.int16) for _ in range(2))
-        rsqrt, k = np.empty((nb, nt, 1), np.int32), np.empty((nb, nt, 1), np.int32)
+        ps = _params("mlp_block_fwd", params, MLP_PARAMS, mlp_param_shapes(dim, hidden))
+        o = _alloc(mlp_fwd_outputs(nb, nt, dim, hidden))
         stats = np.zeros(4, np.int64)
         ins = [xd, *[np.ascontiguousarray(p.data) for p in ps]]
         frs = [x.frac, *[p.frac for p in ps], *[f[n] for n in blocks.MLP_FWD_FRACS]]
@@ -779,22 +681,15 @@ class CSim:
             "mlp_block_fwd",
             self._lib.tl_mlp_fwd(
                 _ptr_array(ins),
-                _ptr_array([out, z, xhat, h, a]),
-                _ptr_array([rsqrt, k]),
+                _ptr_array([o[n] for n in ("out", "z", "xhat", "h", "a")]),
+                _ptr_array([o["rsqrt"], o["kk"]]),
                 stats,
                 _ints([nb, nt, dim, hidden]),
                 _ints(frs),
             ),
         )
-        hq = QTensor(h, f["h"])
-        saved = {
-            "ln": {"xhat": xhat, "rsqrt": rsqrt.astype(np.int64), "k": k.astype(np.int64), "frac_x": x.frac},
-            "z": QTensor(z, f["ln"]),
-            "h": hq,
-            "a": QTensor(a, f["a"]),
-            "gelu": {"x": hq},
-        }
-        return QTensor(out, f["out"]), dict(zip(blocks.MLP_FWD_FRACS, map(int, stats), strict=False)), saved
+        saved = mlp_fwd_saved(o, x.frac, f)
+        return QTensor(o["out"], f["out"]), named_stats(blocks.MLP_FWD_FRACS, stats), saved
 
     def mlp_block_bwd(
         self,
@@ -810,20 +705,19 @@ class CSim:
         hidden, dim = _qdata("mlp_block_bwd: mlp.fc1.weight", params["mlp.fc1.weight"]).shape
         dd = _x3("mlp_block_bwd: dout", dout, dim)
         nb, nt = dd.shape[:2]
-        shapes = ((dim,), (dim,), (hidden, dim), (hidden,), (dim, hidden), (dim,))
+        shapes = mlp_param_shapes(dim, hidden)
         ps = _params("mlp_block_bwd", params, MLP_PARAMS, shapes)
         gs = _grads("mlp_block_bwd", grads, MLP_PARAMS, shapes)
-        ln = saved["ln"]
-        z, h, a = saved["z"], saved["h"], saved["a"]
+        ln, z, h, a = saved["ln"], saved["z"], saved["h"], saved["a"]
+        lnd = saved_ln_inputs(ln, nb, nt)
         ins = [
             dd,
             _x3("saved z", z, dim),
-            np.ascontiguousarray(ln["xhat"], dtype=np.int16),
+            lnd["xhat"],
             _x3("saved h", h, hidden),
             _x3("saved a", a, hidden),
             *[np.ascontiguousarray(ps[i].data) for i in (0, 2, 4)],
         ]
-        rs = [np.ascontiguousarray(ln[key], dtype=np.int32).reshape(nb, nt) for key in ("rsqrt", "k")]
         dx = np.empty((nb, nt, dim), np.int16)
         stats = np.zeros(6, np.int64)
         frs = [dout.frac, ln["frac_x"], h.frac, *[p.frac for p in ps], *[f[n] for n in blocks.MLP_BWD_FRACS]]
@@ -831,7 +725,7 @@ class CSim:
             "mlp_block_bwd",
             self._lib.tl_mlp_bwd(
                 _ptr_array(ins),
-                _ptr_array(rs),
+                _ptr_array([lnd["rsqrt"], lnd["kk"]]),
                 _ptr_array(gs),
                 dx,
                 stats,
@@ -840,19 +734,10 @@ class CSim:
                 int(seed),
             ),
         )
-        fh = layers.ln_xhat_frac(dim)
-        grad_fracs = {
-            "mlp.fc2.weight": dout.frac + a.frac,
-            "mlp.fc2.bias": dout.frac,
-            "mlp.fc1.weight": f["dh"] + z.frac,
-            "mlp.fc1.bias": f["dh"],
-            "norm2.weight": f["dln"] + fh,
-            "norm2.bias": f["dln"],
-        }
         return (
             QTensor(dx, f["dx"]),
-            dict(zip(blocks.MLP_BWD_FRACS, map(int, stats), strict=False)),
-            grad_fracs,
+            named_stats(blocks.MLP_BWD_FRACS, stats),
+            blocks.mlp_grad_fracs(dim, f, dout.frac, a.frac, z.frac),
         )
 
     def attn_block_fwd(
@@ -876,19 +761,10 @@ class CSim:
         dim = _qdata("attn_block_fwd: attn.proj.weight", params["attn.proj.weight"]).shape[0]
         xd = _x3("attn_block_fwd: x", x, dim)
         nb, nt = xd.shape[:2]
-        _check_heads(dim, num_heads)
-        ps = _params(
-            "attn_block_fwd",
-            params,
-            ATTN_PARAMS,
-            ((dim,), (dim,), (3 * dim, dim), (3 * dim,), (dim, dim), (dim,)),
-        )
-        cd, keep = _conn(conn, nb, nt, dense_rows)
-        out, z, xhat, ctx = (np.empty((nb, nt, dim), np.int16) for _ in range(4))
-        qkv = np.empty((nb, nt, 3 * dim), np.int16)
-        probs_c = np.zeros((nb, num_heads, nt, nt), np.int16)
-        rsqrt, k = np.empty((nb, nt, 1), np.int32), np.empty((nb, nt, 1), np.int32)
-        attn_sum = np.empty((nb, nt, nt), np.int32)
+        check_heads(dim, num_heads)
+        ps = _params("attn_block_fwd", params, ATTN_PARAMS, attn_param_shapes(dim))
+        cd, keep = conn_lists(conn, nb, nt, dense_rows)
+        o = _alloc(attn_fwd_outputs(nb, nt, dim, num_heads))
         stats = np.zeros(5, np.int64)
         ins = [xd, *[np.ascontiguousarray(p.data) for p in ps]]
         frs = [x.frac, *[p.frac for p in ps], *[f[n] for n in blocks.ATTN_FWD_FRACS]]
@@ -897,27 +773,16 @@ class CSim:
             self._lib.tl_attn_fwd(
                 _ptr_array(ins),
                 _ptr(cd),
-                _ptr_array([out, z, xhat, qkv, ctx, probs_c]),
-                _ptr_array([rsqrt, k]),
-                attn_sum,
+                _ptr_array([o[n] for n in ("out", "z", "xhat", "qkv", "ctx", "probs")]),
+                _ptr_array([o["rsqrt"], o["kk"]]),
+                o["attn_sum"],
                 stats,
                 _ints([nb, nt, dim, num_heads, keep, dense_rows]),
                 _ints(frs),
             ),
         )
-        saved = {
-            "ln": {"xhat": xhat, "rsqrt": rsqrt.astype(np.int64), "k": k.astype(np.int64), "frac_x": x.frac},
-            "z": QTensor(z, f["ln"]),
-            "qkv": QTensor(qkv, f["qkv"]),
-            "probs": _dense_probs(probs_c, cd, dense_rows),
-            "ctx": QTensor(ctx, f["ctx"]),
-            "num_heads": num_heads,
-            "attn_sum": attn_sum.astype(np.int64),
-            "conn": conn,
-            "dense_rows": dense_rows,
-            "probs_compact": probs_c,
-        }
-        return QTensor(out, f["out"]), dict(zip(blocks.ATTN_FWD_FRACS, map(int, stats), strict=False)), saved
+        saved = attn_fwd_saved(o, x.frac, f, num_heads, conn, cd, dense_rows)
+        return QTensor(o["out"], f["out"]), named_stats(blocks.ATTN_FWD_FRACS, stats), saved
 
     def attn_block_bwd(
         self,
@@ -935,27 +800,23 @@ class CSim:
         dim = _qdata("attn_block_bwd: attn.proj.weight", params["attn.proj.weight"]).shape[0]
         dd = _x3("attn_block_bwd: dout", dout, dim)
         nb, nt = dd.shape[:2]
-        shapes = ((dim,), (dim,), (3 * dim, dim), (3 * dim,), (dim, dim), (dim,))
+        shapes = attn_param_shapes(dim)
         ps = _params("attn_block_bwd", params, ATTN_PARAMS, shapes)
         gs = _grads("attn_block_bwd", grads, ATTN_PARAMS, shapes)
-        dense_rows = int(saved.get("dense_rows", 1))
-        cd, keep = _conn(saved.get("conn"), nb, nt, dense_rows)
-        probs_c = saved.get("probs_compact")
-        if probs_c is None:  # a reference-made saved: gather the kept probabilities
-            probs_c = _compact_probs(np.asarray(saved["probs"]), cd, dense_rows)
+        cd, keep, dense_rows, probs_c = saved_attn_layout(saved, nb, nt)
         ln, qkv, ctx = saved["ln"], saved["qkv"], saved["ctx"]
+        lnd = saved_ln_inputs(ln, nb, nt)
         ins = [
             dd,
             _x3("saved z", saved["z"], dim),
-            np.ascontiguousarray(ln["xhat"], dtype=np.int16),
+            lnd["xhat"],
             _x3("saved qkv", qkv, 3 * dim),
             _x3("saved ctx", ctx, dim),
-            np.ascontiguousarray(probs_c, dtype=np.int16),
+            probs_c,
             *[np.ascontiguousarray(ps[i].data) for i in (0, 2, 4)],
         ]
-        if ins[5].shape != (nb, num_heads, nt, nt):
-            raise ValueError(f"attn_block_bwd: saved probs must be [B, H, T, T], got {ins[5].shape}")
-        rs = [np.ascontiguousarray(ln[key], dtype=np.int32).reshape(nb, nt) for key in ("rsqrt", "k")]
+        if probs_c.shape != (nb, num_heads, nt, nt):
+            raise ValueError(f"attn_block_bwd: saved probs must be [B, H, T, T], got {probs_c.shape}")
         dx = np.empty((nb, nt, dim), np.int16)
         stats = np.zeros(8, np.int64)
         frs = [
@@ -970,7 +831,7 @@ class CSim:
             self._lib.tl_attn_bwd(
                 _ptr_array(ins),
                 _ptr(cd),
-                _ptr_array(rs),
+                _ptr_array([lnd["rsqrt"], lnd["kk"]]),
                 _ptr_array(gs),
                 dx,
                 stats,
@@ -979,20 +840,10 @@ class CSim:
                 int(seed),
             ),
         )
-        fh = layers.ln_xhat_frac(dim)
-        z = saved["z"]
-        grad_fracs = {
-            "attn.proj.weight": dout.frac + ctx.frac,
-            "attn.proj.bias": dout.frac,
-            "attn.qkv.weight": f["dqkv"] + z.frac,
-            "attn.qkv.bias": f["dqkv"],
-            "norm1.weight": f["dln"] + fh,
-            "norm1.bias": f["dln"],
-        }
         return (
             QTensor(dx, f["dx"]),
-            dict(zip(blocks.ATTN_BWD_FRACS, map(int, stats), strict=False)),
-            grad_fracs,
+            named_stats(blocks.ATTN_BWD_FRACS, stats),
+            blocks.attn_grad_fracs(dim, f, dout.frac, ctx.frac, saved["z"].frac),
         )
 
 
@@ -1021,133 +872,38 @@ def library() -> CSim:
     return _default
 
 
-def hash32(seed: int, index: np.ndarray | int) -> np.ndarray:
-    return library().hash32(seed, index)
+def _on_default_library(name: str):
+    """Module-level `name`: CSim.<name> (signature without self, docstring) on the default library."""
+    method = getattr(CSim, name)
+
+    def call(*args: object, **kwargs: object) -> object:
+        return getattr(library(), name)(*args, **kwargs)
+
+    signature = inspect.signature(method)
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = method.__doc__
+    call.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
+    return call
 
 
-def requantize(
-    acc: np.ndarray, shift: int, mode: str, seed: int = 0, index: np.ndarray | None = None
-) -> np.ndarray:
-    return library().requantize(acc, shift, mode, seed, index)
-
-
-def topk_select(scores: np.ndarray, k: int) -> np.ndarray:
-    return library().topk_select(scores, k)
-
-
-def softmax_fwd(s: np.ndarray, frac_s: int) -> np.ndarray:
-    return library().softmax_fwd(s, frac_s)
-
-
-def softmax_bwd(P: np.ndarray, dP: np.ndarray, frac_dp: int, frac_ds: int, seed: int) -> np.ndarray:
-    return library().softmax_bwd(P, dP, frac_dp, frac_ds, seed)
-
-
-def linear_fwd(
-    x: QTensor, params: dict[str, QTensor], fracs: dict[str, int], residual: QTensor | None = None
-) -> tuple[QTensor, dict[str, int], dict[str, object]]:
-    return library().linear_fwd(x, params, fracs, residual)
-
-
-def linear_bwd(
-    dy: QTensor,
-    saved: dict[str, object],
-    params: dict[str, QTensor],
-    grads: dict[str, np.ndarray],
-    fracs: dict[str, int],
-    seed: int,
-    need_dx: bool = True,
-) -> tuple[QTensor | None, dict[str, int], dict[str, int]]:
-    return library().linear_bwd(dy, saved, params, grads, fracs, seed, need_dx)
-
-
-def layernorm_fwd(
-    x: QTensor, params: dict[str, QTensor], fracs: dict[str, int]
-) -> tuple[QTensor, dict[str, int], dict[str, object]]:
-    return library().layernorm_fwd(x, params, fracs)
-
-
-def layernorm_bwd(
-    dy: QTensor,
-    saved: dict[str, object],
-    params: dict[str, QTensor],
-    grads: dict[str, np.ndarray],
-    fracs: dict[str, int],
-    seed: int,
-    residual: QTensor | None = None,
-) -> tuple[QTensor, dict[str, int], dict[str, int]]:
-    return library().layernorm_bwd(dy, saved, params, grads, fracs, seed, residual)
-
-
-def topk_tokens(scores: np.ndarray, k: int) -> np.ndarray:
-    return library().topk_tokens(scores, k)
-
-
-def topk_connections(attn_sum: np.ndarray, k: int, has_cls: bool = True) -> np.ndarray:
-    return library().topk_connections(attn_sum, k, has_cls)
-
-
-def adamw_step(
-    master: np.ndarray,
-    m: np.ndarray,
-    v: np.ndarray,
-    grad_acc: np.ndarray,
-    grad_frac: int,
-    batch: int,
-    s: AdamWScalars,
-) -> QTensor:
-    return library().adamw_step(master, m, v, grad_acc, grad_frac, batch, s)
-
-
-def sgdm_step(
-    master: np.ndarray,
-    buf: np.ndarray,
-    grad_acc: np.ndarray,
-    grad_frac: int,
-    batch: int,
-    s: SgdmScalars,
-    first: bool = False,
-) -> QTensor:
-    return library().sgdm_step(master, buf, grad_acc, grad_frac, batch, s, first)
-
-
-def attn_block_fwd(
-    x: QTensor,
-    params: dict[str, QTensor],
-    fracs: dict[str, int],
-    num_heads: int,
-    conn: np.ndarray | None = None,
-    dense_rows: int = 1,
-) -> tuple[QTensor, dict[str, int], dict[str, object]]:
-    return library().attn_block_fwd(x, params, fracs, num_heads, conn, dense_rows)
-
-
-def attn_block_bwd(
-    dout: QTensor,
-    saved: dict[str, object],
-    params: dict[str, QTensor],
-    grads: dict[str, np.ndarray],
-    fracs: dict[str, int],
-    seed: int,
-) -> tuple[QTensor, dict[str, int], dict[str, int]]:
-    return library().attn_block_bwd(dout, saved, params, grads, fracs, seed)
-
-
-def mlp_block_fwd(
-    x: QTensor, params: dict[str, QTensor], fracs: dict[str, int]
-) -> tuple[QTensor, dict[str, int], dict[str, object]]:
-    return library().mlp_block_fwd(x, params, fracs)
-
-
-def mlp_block_bwd(
-    dout: QTensor,
-    saved: dict[str, object],
-    params: dict[str, QTensor],
-    grads: dict[str, np.ndarray],
-    fracs: dict[str, int],
-    seed: int,
-) -> tuple[QTensor, dict[str, int], dict[str, int]]:
-    return library().mlp_block_bwd(dout, saved, params, grads, fracs, seed)
+# The module-level API: every trilevel.intref counterpart, on library().
+hash32 = _on_default_library("hash32")
+requantize = _on_default_library("requantize")
+topk_select = _on_default_library("topk_select")
+softmax_fwd = _on_default_library("softmax_fwd")
+softmax_bwd = _on_default_library("softmax_bwd")
+linear_fwd = _on_default_library("linear_fwd")
+linear_bwd = _on_default_library("linear_bwd")
+layernorm_fwd = _on_default_library("layernorm_fwd")
+layernorm_bwd = _on_default_library("layernorm_bwd")
+topk_tokens = _on_default_library("topk_tokens")
+topk_connections = _on_default_library("topk_connections")
+adamw_step = _on_default_library("adamw_step")
+sgdm_step = _on_default_library("sgdm_step")
+attn_block_fwd = _on_default_library("attn_block_fwd")
+attn_block_bwd = _on_default_library("attn_block_bwd")
+mlp_block_fwd = _on_default_library("mlp_block_fwd")
+mlp_block_bwd = _on_default_library("mlp_block_bwd")
 
 
 # -- benchmark ------------------------------------------------------------------------------------

@@ -34,9 +34,28 @@ import numpy as np
 
 from trilevel.accel.interface import Accelerator, BackendError
 
-# The attention kernels' data layouts (connection lists, compact probabilities): the csim wrapper's
-# helpers, so both backends hand the same C++ kernels identical bytes.
-from trilevel.csim import _check_heads, _compact_probs, _conn, _dense_probs
+# The kernels' operand layouts and checks, shared with the csim backend: both hand the same C++
+# kernels identical bytes.
+from trilevel.accel.kernel_args import (
+    ATTN_PARAMS,
+    MLP_PARAMS,
+    adamw_scalars,
+    attn_fwd_outputs,
+    attn_fwd_saved,
+    attn_param_shapes,
+    check_heads,
+    check_optimizer_args,
+    conn_lists,
+    mlp_fwd_outputs,
+    mlp_fwd_saved,
+    mlp_param_shapes,
+    named_stats,
+    saved_attn_layout,
+    saved_ln_inputs,
+    scal_array,
+    sgdm_scalars,
+    topk_args,
+)
 from trilevel.intref import blocks, layers
 from trilevel.intref.fixed import QTensor
 
@@ -499,22 +518,11 @@ class HlsKernel(DefaultIP):
 
 # ------------------------------------------------------------------------------------------------ backend
 
-MLP_PARAMS = (
-    "norm2.weight",
-    "norm2.bias",
-    "mlp.fc1.weight",
-    "mlp.fc1.bias",
-    "mlp.fc2.weight",
-    "mlp.fc2.bias",
-)
-ATTN_PARAMS = (
-    "norm1.weight",
-    "norm1.bias",
-    "attn.qkv.weight",
-    "attn.qkv.bias",
-    "attn.proj.weight",
-    "attn.proj.bias",
-)
+# The block kernels' parameter pointers, in MLP_PARAMS / ATTN_PARAMS order ("g_" + name: gradients).
+_PARAM_ARGS = {
+    "mlp": ("ln_w", "ln_b", "fc1_w", "fc1_b", "fc2_w", "fc2_b"),
+    "attn": ("ln_w", "ln_b", "qkv_w", "qkv_b", "proj_w", "proj_b"),
+}
 DEFAULT_BITFILE = Path(__file__).resolve().parents[3] / "build" / "bitstream" / "trilevel.bit"
 
 
@@ -727,77 +735,64 @@ class PynqBackend(Accelerator):
     def layernorm_bwd(self, dy, saved, params, grads, fracs, seed, residual=None):  # noqa: D102
         return layers.layernorm_bwd(dy, saved, params, grads, fracs, seed, residual)
 
+    # ---------------------------------------------------------------------------------- block kernels
+    def _block(
+        self,
+        kernel: str,
+        frac_names: tuple[str, ...],
+        f: Mapping[str, int],
+        ps: list[QTensor],
+        scalars: Mapping[str, Any],
+        inputs: Mapping[str, np.ndarray | None],
+        outputs: Mapping[str, tuple[tuple[int, ...], Any]],
+        grads: list[np.ndarray] | None = None,
+    ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+        """Run block kernel `kernel` ("mlp_fwd", "attn_bwd", ...) with the parameter pointers added to
+        `inputs` (forward all six, backward the three weights), `ps`' fracs and the stage fracs `f` to
+        `scalars`; `grads` (backward, `*_PARAMS` order) are updated in place. Returns (outputs, stats)."""
+        driver = self._kernel(kernel)
+        names = _PARAM_ARGS[kernel.split("_")[0]]
+        if grads is None:
+            inputs = {**inputs, **{n: p.data for n, p in zip(names, ps, strict=True)}}
+            inouts = None
+        else:
+            inputs = {**inputs, **{names[i]: ps[i].data for i in (0, 2, 4)}}
+            inouts = {f"g_{n}": g for n, g in zip(names, grads, strict=True)}
+        fracs = {"pfrac": [p.frac for p in ps], "fracs": [f[n] for n in frac_names], "stats": None}
+        out = self._call(kernel, {**scalars, **fracs}, inputs, outputs, inouts)
+        return out, named_stats(frac_names, driver.read_array("stats"))
+
     # ------------------------------------------------------------------------------------- MLP block
     def mlp_block_fwd(self, x, params, fracs):  # noqa: D102
-        driver = self._kernel("mlp_fwd")
+        self._kernel("mlp_fwd")  # a missing IP is the first error
         f = layers.need_fracs(fracs, blocks.MLP_FWD_FRACS, "mlp_block_fwd")
         hidden, dim = params["mlp.fc1.weight"].data.shape
         _check_x(x, dim, "mlp_block_fwd")
         nb, nt = x.data.shape[:2]
-        ps = [params[name] for name in MLP_PARAMS]
-        out = self._call(
+        out, stats = self._block(
             "mlp_fwd",
-            dict(
-                batch=nb,
-                tokens=nt,
-                dim=dim,
-                hidden=hidden,
-                frac_x=x.frac,
-                pfrac=[p.frac for p in ps],
-                fracs=[f[n] for n in blocks.MLP_FWD_FRACS],
-                stats=None,
-            ),
-            {
-                "x": x.data,
-                "ln_w": ps[0].data,
-                "ln_b": ps[1].data,
-                "fc1_w": ps[2].data,
-                "fc1_b": ps[3].data,
-                "fc2_w": ps[4].data,
-                "fc2_b": ps[5].data,
-            },
-            {
-                "out": ((nb, nt, dim), np.int16),
-                "z": ((nb, nt, dim), np.int16),
-                "xhat": ((nb, nt, dim), np.int16),
-                "rsqrt": ((nb, nt, 1), np.int32),
-                "kk": ((nb, nt, 1), np.int32),
-                "h": ((nb, nt, hidden), np.int16),
-                "a": ((nb, nt, hidden), np.int16),
-            },
+            blocks.MLP_FWD_FRACS,
+            f,
+            [params[name] for name in MLP_PARAMS],
+            dict(batch=nb, tokens=nt, dim=dim, hidden=hidden, frac_x=x.frac),
+            {"x": x.data},
+            mlp_fwd_outputs(nb, nt, dim, hidden),
         )
-        stats = driver.read_array("stats")
-        hq = QTensor(out["h"], f["h"])
-        saved = {
-            "ln": {
-                "xhat": out["xhat"],
-                "rsqrt": out["rsqrt"].astype(np.int64),
-                "k": out["kk"].astype(np.int64),
-                "frac_x": x.frac,
-            },
-            "z": QTensor(out["z"], f["ln"]),
-            "h": hq,
-            "a": QTensor(out["a"], f["a"]),
-            "gelu": {"x": hq},
-        }
-        return (
-            QTensor(out["out"], f["out"]),
-            dict(zip(blocks.MLP_FWD_FRACS, map(int, stats), strict=False)),
-            saved,
-        )
+        return QTensor(out["out"], f["out"]), stats, mlp_fwd_saved(out, x.frac, f)
 
     def mlp_block_bwd(self, dout, saved, params, grads, fracs, seed):  # noqa: D102
-        driver = self._kernel("mlp_bwd")
+        self._kernel("mlp_bwd")  # a missing IP is the first error
         f = layers.need_fracs(fracs, blocks.MLP_BWD_FRACS, "mlp_block_bwd")
         hidden, dim = params["mlp.fc1.weight"].data.shape
         _check_x(dout, dim, "mlp_block_bwd")
         nb, nt = dout.data.shape[:2]
-        ps = [params[name] for name in MLP_PARAMS]
-        shapes = ((dim,), (dim,), (hidden, dim), (hidden,), (dim, hidden), (dim,))
-        gs = [_acc(grads, name, shape) for name, shape in zip(MLP_PARAMS, shapes, strict=False)]
+        shapes = mlp_param_shapes(dim, hidden)
         ln, z, h, a = saved["ln"], saved["z"], saved["h"], saved["a"]
-        out = self._call(
+        out, stats = self._block(
             "mlp_bwd",
+            blocks.MLP_BWD_FRACS,
+            f,
+            [params[name] for name in MLP_PARAMS],
             dict(
                 batch=nb,
                 tokens=nt,
@@ -807,166 +802,71 @@ class PynqBackend(Accelerator):
                 frac_x=ln["frac_x"],
                 frac_h=h.frac,
                 seed=int(seed) & 0xFFFF_FFFF,
-                pfrac=[p.frac for p in ps],
-                fracs=[f[n] for n in blocks.MLP_BWD_FRACS],
-                stats=None,
             ),
-            {
-                "dout": dout.data,
-                "z": z.data,
-                "xhat": np.asarray(ln["xhat"], np.int16),
-                "rsqrt": np.asarray(ln["rsqrt"], np.int32).reshape(nb, nt),
-                "kk": np.asarray(ln["k"], np.int32).reshape(nb, nt),
-                "h": h.data,
-                "a": a.data,
-                "ln_w": ps[0].data,
-                "fc1_w": ps[2].data,
-                "fc2_w": ps[4].data,
-            },
+            {"dout": dout.data, "z": z.data, **saved_ln_inputs(ln, nb, nt), "h": h.data, "a": a.data},
             {
                 "da": ((nb, nt, hidden), np.int16),
                 "dh": ((nb, nt, hidden), np.int16),
                 "dz": ((nb, nt, dim), np.int16),
                 "dx": ((nb, nt, dim), np.int16),
             },
-            dict(zip(("g_ln_w", "g_ln_b", "g_fc1_w", "g_fc1_b", "g_fc2_w", "g_fc2_b"), gs, strict=False)),
+            [_acc(grads, name, shape) for name, shape in zip(MLP_PARAMS, shapes, strict=True)],
         )
-        stats = driver.read_array("stats")
-        fh = layers.ln_xhat_frac(dim)
-        grad_fracs = {
-            "mlp.fc2.weight": dout.frac + a.frac,
-            "mlp.fc2.bias": dout.frac,
-            "mlp.fc1.weight": f["dh"] + z.frac,
-            "mlp.fc1.bias": f["dh"],
-            "norm2.weight": f["dln"] + fh,
-            "norm2.bias": f["dln"],
-        }
-        return (
-            QTensor(out["dx"], f["dx"]),
-            dict(zip(blocks.MLP_BWD_FRACS, map(int, stats), strict=False)),
-            grad_fracs,
-        )
+        return QTensor(out["dx"], f["dx"]), stats, blocks.mlp_grad_fracs(dim, f, dout.frac, a.frac, z.frac)
 
     # ----------------------------------------------------------------------------- attention block
     def attn_block_fwd(self, x, params, fracs, num_heads, conn=None, dense_rows=1):  # noqa: D102
-        driver = self._kernel("attn_fwd")
+        self._kernel("attn_fwd")  # a missing IP is the first error
         f = layers.need_fracs(fracs, blocks.ATTN_FWD_FRACS, "attn_block_fwd")
         if not blocks.SCORE_FRAC_RANGE[0] <= f["s"] <= blocks.SCORE_FRAC_RANGE[1]:
             raise ValueError(f"attn_block_fwd: score frac must be in {blocks.SCORE_FRAC_RANGE}, got {f['s']}")
         dim = params["attn.proj.weight"].data.shape[0]
         _check_x(x, dim, "attn_block_fwd")
         nb, nt = x.data.shape[:2]
-        _check_heads(dim, num_heads)
-        cd, keep = _conn(conn, nb, nt, dense_rows)
-        ps = [params[name] for name in ATTN_PARAMS]
-        out = self._call(
+        check_heads(dim, num_heads)
+        cd, keep = conn_lists(conn, nb, nt, dense_rows)
+        out, stats = self._block(
             "attn_fwd",
-            dict(
-                batch=nb,
-                tokens=nt,
-                dim=dim,
-                heads=num_heads,
-                keep=keep,
-                dense_rows=dense_rows,
-                has_conn=int(cd is not None),
-                frac_x=x.frac,
-                pfrac=[p.frac for p in ps],
-                fracs=[f[n] for n in blocks.ATTN_FWD_FRACS],
-                stats=None,
-            ),
-            {
-                "x": x.data,
-                "ln_w": ps[0].data,
-                "ln_b": ps[1].data,
-                "qkv_w": ps[2].data,
-                "qkv_b": ps[3].data,
-                "proj_w": ps[4].data,
-                "proj_b": ps[5].data,
-                "conn": cd,
-            },
-            {
-                "out": ((nb, nt, dim), np.int16),
-                "z": ((nb, nt, dim), np.int16),
-                "xhat": ((nb, nt, dim), np.int16),
-                "rsqrt": ((nb, nt, 1), np.int32),
-                "kk": ((nb, nt, 1), np.int32),
-                "qkv": ((nb, nt, 3 * dim), np.int16),
-                "ctx": ((nb, nt, dim), np.int16),
-                "probs": ((nb, num_heads, nt, nt), np.int16),
-                "attn_sum": ((nb, nt, nt), np.int32),
-            },
+            blocks.ATTN_FWD_FRACS,
+            f,
+            [params[name] for name in ATTN_PARAMS],
+            dict(**_attn_dims(nb, nt, dim, num_heads, cd, keep, dense_rows), frac_x=x.frac),
+            {"x": x.data, "conn": cd},
+            attn_fwd_outputs(nb, nt, dim, num_heads),
         )
-        stats = driver.read_array("stats")
-        saved = {
-            "ln": {
-                "xhat": out["xhat"],
-                "rsqrt": out["rsqrt"].astype(np.int64),
-                "k": out["kk"].astype(np.int64),
-                "frac_x": x.frac,
-            },
-            "z": QTensor(out["z"], f["ln"]),
-            "qkv": QTensor(out["qkv"], f["qkv"]),
-            "probs": _dense_probs(out["probs"], cd, dense_rows),
-            "ctx": QTensor(out["ctx"], f["ctx"]),
-            "num_heads": num_heads,
-            "attn_sum": out["attn_sum"].astype(np.int64),
-            "conn": conn,
-            "dense_rows": dense_rows,
-            "probs_compact": out["probs"],
-        }
-        return (
-            QTensor(out["out"], f["out"]),
-            dict(zip(blocks.ATTN_FWD_FRACS, map(int, stats), strict=False)),
-            saved,
-        )
+        saved = attn_fwd_saved(out, x.frac, f, num_heads, conn, cd, dense_rows)
+        return QTensor(out["out"], f["out"]), stats, saved
 
     def attn_block_bwd(self, dout, saved, params, grads, fracs, seed):  # noqa: D102
-        driver = self._kernel("attn_bwd")
+        self._kernel("attn_bwd")  # a missing IP is the first error
         f = layers.need_fracs(fracs, blocks.ATTN_BWD_FRACS, "attn_block_bwd")
         num_heads = int(saved["num_heads"])
         dim = params["attn.proj.weight"].data.shape[0]
         _check_x(dout, dim, "attn_block_bwd")
         nb, nt = dout.data.shape[:2]
-        ps = [params[name] for name in ATTN_PARAMS]
-        shapes = ((dim,), (dim,), (3 * dim, dim), (3 * dim,), (dim, dim), (dim,))
-        gs = [_acc(grads, name, shape) for name, shape in zip(ATTN_PARAMS, shapes, strict=False)]
-        dense_rows = int(saved.get("dense_rows", 1))
-        cd, keep = _conn(saved.get("conn"), nb, nt, dense_rows)
-        probs = saved.get("probs_compact")
-        if probs is None:  # a reference-made `saved`: gather the kept probabilities
-            probs = _compact_probs(np.asarray(saved["probs"]), cd, dense_rows)
+        shapes = attn_param_shapes(dim)
+        cd, keep, dense_rows, probs = saved_attn_layout(saved, nb, nt)
         ln, qkv, ctx, z = saved["ln"], saved["qkv"], saved["ctx"], saved["z"]
-        out = self._call(
+        out, stats = self._block(
             "attn_bwd",
+            blocks.ATTN_BWD_FRACS,
+            f,
+            [params[name] for name in ATTN_PARAMS],
             dict(
-                batch=nb,
-                tokens=nt,
-                dim=dim,
-                heads=num_heads,
-                keep=keep,
-                dense_rows=dense_rows,
-                has_conn=int(cd is not None),
+                **_attn_dims(nb, nt, dim, num_heads, cd, keep, dense_rows),
                 frac_dout=dout.frac,
                 frac_x=ln["frac_x"],
                 frac_qkv=qkv.frac,
                 seed=int(seed) & 0xFFFF_FFFF,
-                pfrac=[p.frac for p in ps],
-                fracs=[f[n] for n in blocks.ATTN_BWD_FRACS],
-                stats=None,
             ),
             {
                 "dout": dout.data,
                 "z": z.data,
-                "xhat": np.asarray(ln["xhat"], np.int16),
-                "rsqrt": np.asarray(ln["rsqrt"], np.int32).reshape(nb, nt),
-                "kk": np.asarray(ln["k"], np.int32).reshape(nb, nt),
+                **saved_ln_inputs(ln, nb, nt),
                 "qkv": qkv.data,
                 "ctx": ctx.data,
-                "probs": np.asarray(probs, np.int16),
+                "probs": probs,
                 "conn": cd,
-                "ln_w": ps[0].data,
-                "qkv_w": ps[2].data,
-                "proj_w": ps[4].data,
             },
             {
                 "dctx": ((nb, nt, dim), np.int16),
@@ -974,53 +874,27 @@ class PynqBackend(Accelerator):
                 "dz": ((nb, nt, dim), np.int16),
                 "dx": ((nb, nt, dim), np.int16),
             },
-            dict(zip(("g_ln_w", "g_ln_b", "g_qkv_w", "g_qkv_b", "g_proj_w", "g_proj_b"), gs, strict=False)),
+            [_acc(grads, name, shape) for name, shape in zip(ATTN_PARAMS, shapes, strict=True)],
         )
-        stats = driver.read_array("stats")
-        fh = layers.ln_xhat_frac(dim)
-        grad_fracs = {
-            "attn.proj.weight": dout.frac + ctx.frac,
-            "attn.proj.bias": dout.frac,
-            "attn.qkv.weight": f["dqkv"] + z.frac,
-            "attn.qkv.bias": f["dqkv"],
-            "norm1.weight": f["dln"] + fh,
-            "norm1.bias": f["dln"],
-        }
-        return (
-            QTensor(out["dx"], f["dx"]),
-            dict(zip(blocks.ATTN_BWD_FRACS, map(int, stats), strict=False)),
-            grad_fracs,
-        )
+        grad_fracs = blocks.attn_grad_fracs(dim, f, dout.frac, ctx.frac, z.frac)
+        return QTensor(out["dx"], f["dx"]), stats, grad_fracs
 
     # ------------------------------------------------------------------------ TA-selector (top-k)
     def _topk(self, scores: np.ndarray, k: int, connections: bool, has_cls: bool) -> np.ndarray:
         self._kernel("topk_prune")
-        s = np.asarray(scores)
-        if s.dtype.kind not in "iu":
-            raise TypeError(f"top-k scores must be integers, got {s.dtype}")
-        if s.size and (s.min() < -(2**31) or s.max() >= 2**31):
-            raise ValueError("top-k scores must fit int32")
-        nb, n = s.shape[0], s.shape[1]
-        r = int(connections and has_cls)
-        if not 1 <= k <= n - r:
-            raise ValueError(f"top-k: k must be in [1, {n - r}], got {k}")
-        shape = (nb, n - r, k + r) if connections else (nb, k)
+        s, shape = topk_args(scores, k, connections, has_cls)
         out = self._call(
             "topk_prune",
-            dict(batch=nb, n=n, k=int(k), connections=int(connections), has_cls=int(has_cls)),
-            {"scores": np.ascontiguousarray(s, dtype=np.int32)},
+            dict(batch=len(s), n=s.shape[1], k=int(k), connections=int(connections), has_cls=int(has_cls)),
+            {"scores": s},
             {"out": (shape, np.int32)},
         )
         return out["out"].astype(np.int64)
 
     def topk_tokens(self, cls_scores, k):  # noqa: D102
-        if np.ndim(cls_scores) != 2:
-            raise ValueError(f"token scores must be [B, N], got {np.shape(cls_scores)}")
         return self._topk(cls_scores, k, False, False)
 
     def topk_connections(self, scores, k, has_cls=True):  # noqa: D102
-        if np.ndim(scores) != 3 or np.shape(scores)[1] != np.shape(scores)[2]:
-            raise ValueError(f"attn_sum must be [B, T, T], got {np.shape(scores)}")
         return self._topk(scores, k, True, has_cls)
 
     # ----------------------------------------------------------------------------------- optimizer
@@ -1038,17 +912,8 @@ class PynqBackend(Accelerator):
         first: bool,
     ) -> QTensor:
         driver = self._kernel("optimizer_step")
-        if not isinstance(grad_acc, np.ndarray) or grad_acc.dtype != np.int64:
-            raise TypeError(
-                f"{kernel}: gradient accumulator must be int64, got {getattr(grad_acc, 'dtype', None)}"
-            )
-        if batch < 1:
-            raise ValueError(f"{kernel}: batch must be >= 1, got {batch}")
-        for name, a in (("master", master), ("m", m)) + ((("v", v),) if v is not None else ()):
-            if not isinstance(a, np.ndarray) or a.dtype != np.float32 or a.shape != grad_acc.shape:
-                raise ValueError(f"{kernel}: {name} must be float32 {grad_acc.shape}")
-            if not a.flags.writeable:
-                raise ValueError(f"{kernel}: {name} must be writeable (updated in place)")
+        # The buffers are copies: master/m/v need not be contiguous.
+        check_optimizer_args(kernel, master, m, v, grad_acc, batch, contiguous=False)
         out = self._call(
             "optimizer_step",
             dict(
@@ -1057,7 +922,7 @@ class PynqBackend(Accelerator):
                 batch=int(batch),
                 mode=mode,
                 first=int(first),
-                scal=np.array(list(scalars) + [0.0] * (8 - len(scalars)), np.float32),
+                scal=scal_array(scalars),
             ),
             {"grad_acc": grad_acc},
             {"w": (grad_acc.shape, np.int16)},
@@ -1066,31 +931,27 @@ class PynqBackend(Accelerator):
         return QTensor(out["w"], int(driver.read_array("frac_out")[0]))
 
     def adamw_step(self, master, m, v, grad_acc, grad_frac, batch, s):  # noqa: D102
-        scal = [
-            s.decay,
-            s.beta1,
-            s.one_minus_beta1,
-            s.beta2,
-            s.one_minus_beta2,
-            s.step_size,
-            s.inv_sqrt_bc2,
-            s.eps,
-        ]
+        scal = adamw_scalars(s)
         return self._optimizer("adamw_step", master, m, v, grad_acc, grad_frac, batch, 0, scal, False)
 
     def sgdm_step(self, master, buf, grad_acc, grad_frac, batch, s, first=False):  # noqa: D102
-        return self._optimizer(
-            "sgdm_step",
-            master,
-            buf,
-            None,
-            grad_acc,
-            grad_frac,
-            batch,
-            1,
-            [s.lr, s.momentum, s.weight_decay],
-            first,
-        )
+        scal = sgdm_scalars(s)
+        return self._optimizer("sgdm_step", master, buf, None, grad_acc, grad_frac, batch, 1, scal, first)
+
+
+def _attn_dims(
+    nb: int, nt: int, dim: int, num_heads: int, conn: np.ndarray | None, keep: int, dense_rows: int
+) -> dict[str, int]:
+    """The attention kernels' shape scalars."""
+    return dict(
+        batch=nb,
+        tokens=nt,
+        dim=dim,
+        heads=num_heads,
+        keep=keep,
+        dense_rows=dense_rows,
+        has_conn=int(conn is not None),
+    )
 
 
 def _data(t: QTensor | None) -> np.ndarray | None:

@@ -23,6 +23,7 @@ from trilevel.intref.layers import (
     layernorm_fwd,
     linear_bwd,
     linear_fwd,
+    ln_xhat_frac,
     need_fracs,
     subseed,
 )
@@ -207,3 +208,18 @@ def mlp_block_bwd(dout: QTensor, saved: Saved, params: Mapping[str, QTensor], gr
     stats = {"da": st_da["dx"], "dh": st_dh["dx"], "dln": st_dz["dx"],
              "ln_g": st_ln["g"], "ln_t": st_ln["t"], "dx": st_ln["dx"]}
     return dx, stats, gf
+
+
+def attn_grad_fracs(dim: int, fracs: Mapping[str, int], frac_dout: int, frac_ctx: int, frac_z: int) -> Stats:
+    """The fracs of the gradients attn_block_bwd adds (its linear and LayerNorm backwards' grad_fracs):
+    for a kernel that computes the block in one piece. `fracs`: ATTN_BWD_FRACS."""
+    return {"attn.proj.weight": frac_dout + frac_ctx, "attn.proj.bias": frac_dout,
+            "attn.qkv.weight": fracs["dqkv"] + frac_z, "attn.qkv.bias": fracs["dqkv"],
+            "norm1.weight": fracs["dln"] + ln_xhat_frac(dim), "norm1.bias": fracs["dln"]}
+
+
+def mlp_grad_fracs(dim: int, fracs: Mapping[str, int], frac_dout: int, frac_a: int, frac_z: int) -> Stats:
+    """As attn_grad_fracs for mlp_block_bwd. `fracs`: MLP_BWD_FRACS."""
+    return {"mlp.fc2.weight": frac_dout + frac_a, "mlp.fc2.bias": frac_dout,
+            "mlp.fc1.weight": fracs["dh"] + frac_z, "mlp.fc1.bias": fracs["dh"],
+            "norm2.weight": fracs["dln"] + ln_xhat_frac(dim), "norm2.bias": fracs["dln"]}
