@@ -1,11 +1,18 @@
-"""Example-level remove-and-restore filter: subset size, pool, forgetting events, rounds, state."""
+"""Example-level remove-and-restore filter: subset size, pool, forgetting events, rounds, state, policies."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from trilevel.example_filter import ExampleFilter
+from trilevel.example_filter import (
+    EXAMPLE_POLICIES,
+    CandidateStats,
+    ExampleFilter,
+    ExamplePolicy,
+    make_example_policy,
+    register_example_policy,
+)
 
 
 def _present_all(f: ExampleFilter, rng: np.random.Generator) -> None:
@@ -131,3 +138,146 @@ def test_bad_arguments_raise():
         ExampleFilter(100, keep_ratio=0.0)
     with pytest.raises(ValueError, match="period_epochs"):
         ExampleFilter(100, keep_ratio=0.9, period_epochs=0)
+
+
+# ---------------------------------------------------------------------------------------- policies
+
+
+def _paper_rule_run(n: int, keep: float, frac: float, period: int, seed: int, epochs: int,
+                    stats_seed: int) -> list[np.ndarray]:
+    """The active subset after every epoch, by the paper's rule written out independently of the filter
+    (same generator calls: the initial subset, then one restore draw per round)."""
+    rng, stats = np.random.default_rng(seed), np.random.default_rng(stats_seed)
+    num_active, remove = max(1, round(keep * n)), round(frac * n)
+    rounds = int(np.ceil((1 - keep) / frac - 1e-6)) + 1
+    active = np.zeros(n, bool)
+    active[rng.choice(n, size=num_active, replace=False)] = True
+    last = np.full(n, -1)
+    ever, forgetting, var = np.zeros(n, bool), np.zeros(n, np.int64), np.zeros(n)
+    history, done = [], 0
+    for epoch in range(epochs):
+        idx = np.flatnonzero(active)
+        ok, v = stats.random(idx.size) < 0.6, stats.random(idx.size)
+        forgetting[idx] += (last[idx] == 1) & ~ok
+        last[idx], var[idx] = ok, v
+        ever[idx] |= ok
+        if done < rounds and (epoch + 1) % period == 0:
+            pool = np.flatnonzero(~active)
+            ranked = sorted(idx.tolist(), key=lambda i: (not ever[i], forgetting[i], var[i], i))
+            restored = rng.choice(pool, size=remove, replace=False)
+            active[ranked[:remove]] = False
+            active[restored] = True
+            done += 1
+        history.append(active.copy())
+    return history
+
+
+@pytest.mark.parametrize("policy", [None, "forgetting"])
+def test_default_policy_reproduces_the_paper_rule_exactly(policy):
+    expect = _paper_rule_run(400, 0.8, 0.05, 2, seed=11, epochs=14, stats_seed=4)
+    f = ExampleFilter(400, keep_ratio=0.8, period_epochs=2, remove_frac=0.05, seed=11, policy=policy)
+    assert f.policy_name == "forgetting"
+    stats = np.random.default_rng(4)
+    for epoch, want in enumerate(expect):
+        _present_all(f, stats)
+        f.end_epoch(epoch)
+        assert np.array_equal(f.active, want), epoch
+    assert f.rounds_done == 5
+
+
+def _run_rounds(f: ExampleFilter, epochs: int, stats_seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(removed, restored) of every round, checking the subset size and the pool on the way."""
+    stats, rounds = np.random.default_rng(stats_seed), []
+    for epoch in range(epochs):
+        before = f.active.copy()
+        _present_all(f, stats)
+        if f.end_epoch(epoch):
+            removed, restored = np.flatnonzero(before & ~f.active), np.flatnonzero(~before & f.active)
+            assert removed.size == restored.size == f.remove_count
+            assert not before[restored].any()  # restored only from the pool removed before this round
+            rounds.append((removed, restored))
+        else:
+            assert np.array_equal(before, f.active)
+        assert f.active.sum() == f.num_active
+    return rounds
+
+
+def test_random_policy_keeps_the_invariants_and_ignores_the_statistics():
+    kwargs = dict(keep_ratio=0.8, period_epochs=1, remove_frac=0.05, seed=5)
+    rand = ExampleFilter(600, policy="random", **kwargs)
+    paper = ExampleFilter(600, **kwargs)
+    assert np.array_equal(rand.active, paper.active)  # same initial subset for the same seed
+    rand_rounds, paper_rounds = _run_rounds(rand, 8), _run_rounds(paper, 8)
+    assert len(rand_rounds) == len(paper_rounds) == rand.rounds_done == rand.max_rounds == 5
+    assert not np.array_equal(rand_rounds[0][0], paper_rounds[0][0])
+    # The paper's rule removes the examples with the fewest forgetting events; random does not care.
+    assert any(rand.forgetting[removed].max() > 0 for removed, _ in rand_rounds)
+    # Reproducible: a second filter with the same seed and statistics makes the same choices.
+    again = _run_rounds(ExampleFilter(600, policy="random", **kwargs), 8)
+    as_lists = [[(out.tolist(), back.tolist()) for out, back in r] for r in (again, rand_rounds)]
+    assert as_lists[0] == as_lists[1]
+
+
+@pytest.fixture
+def most_forgotten_first():
+    @register_example_policy("test_most_forgotten_first")
+    class MostForgottenFirst(ExamplePolicy):
+        def removal_order(self, stats: CandidateStats, rng: np.random.Generator) -> np.ndarray:
+            return stats.indices[np.lexsort((stats.indices, -stats.forgetting))]
+
+    yield MostForgottenFirst
+    del EXAMPLE_POLICIES["test_most_forgotten_first"]
+
+
+def test_custom_policy_plugs_in_by_name_and_instance(most_forgotten_first):
+    for policy in ("test_most_forgotten_first", most_forgotten_first()):
+        f = ExampleFilter(10, keep_ratio=0.8, period_epochs=1, remove_frac=0.2, seed=0, policy=policy)
+        assert f.policy_name == "test_most_forgotten_first"
+        active = f.active_indices()
+        # active[i] is learned and forgotten i + 1 times; the two most forgotten go.
+        for first in range(len(active)):
+            rest = active[first:]
+            f.update(rest, np.ones(rest.size, bool), np.zeros(rest.size))
+            f.update(rest, np.zeros(rest.size, bool), np.zeros(rest.size))
+        assert f.forgetting[active].tolist() == list(range(1, len(active) + 1))
+        assert f.end_epoch(0)
+        assert np.flatnonzero(~f.active & np.isin(np.arange(10), active)).tolist() == sorted(active[-2:])
+    with pytest.raises(ValueError, match="already registered"):
+        register_example_policy("test_most_forgotten_first")(most_forgotten_first)
+
+
+def test_policy_errors_are_clear():
+    with pytest.raises(ValueError, match=r"unknown example policy 'nope'; choose from .*forgetting.*random"):
+        ExampleFilter(100, keep_ratio=0.9, policy="nope")
+    with pytest.raises(TypeError, match="ExamplePolicy"):
+        make_example_policy(42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="keyword arguments"):
+        make_example_policy(make_example_policy("random"), seed=1)
+
+    class DropsCandidates(ExamplePolicy):
+        def removal_order(self, stats: CandidateStats, rng: np.random.Generator) -> np.ndarray:
+            return stats.indices[:1]
+
+    f = ExampleFilter(100, keep_ratio=0.9, period_epochs=1, policy=DropsCandidates())
+    with pytest.raises(ValueError, match="'DropsCandidates' must return a reordering"):
+        f.end_epoch(0)
+
+
+def test_state_round_trips_with_the_policy_name():
+    kwargs = dict(keep_ratio=0.9, period_epochs=1, remove_frac=0.05)
+    a = ExampleFilter(300, seed=7, policy="random", **kwargs)
+    _run_rounds(a, 1)
+    state = a.state_dict()
+    assert state["policy"] == "random"
+    b = ExampleFilter(300, seed=99, policy="random", **kwargs)
+    b.load_state_dict(state)
+    assert [r[0].tolist() for r in _run_rounds(a, 3, 1)] == [r[0].tolist() for r in _run_rounds(b, 3, 1)]
+    assert np.array_equal(a.active, b.active)
+    with pytest.raises(ValueError, match="policy='random'"):
+        ExampleFilter(300, **kwargs).load_state_dict(state)
+    # Checkpoints from before policies existed hold no name: they were made by the paper's rule.
+    old = ExampleFilter(300, seed=7, **kwargs).state_dict()
+    del old["policy"]
+    ExampleFilter(300, **kwargs).load_state_dict(old)
+    with pytest.raises(ValueError, match="policy='forgetting'"):
+        ExampleFilter(300, policy="random", **kwargs).load_state_dict(old)

@@ -171,3 +171,42 @@ def test_selection_policies_reach_the_model(tmp_path, monkeypatch):
     assert main([*args, *policies, "--backend", "reference", "--out", str(tmp_path / "acc")]) == 2
     with pytest.raises(ValueError, match="unknown token policy"):
         train(TrainConfig(out=tmp_path / "bad", token_policy="nope", progress=False))
+
+
+def test_example_policy_reaches_both_trainers_and_old_checkpoints_resume(tmp_path, monkeypatch):
+    args = ["train", "--data", "synthetic", "--epochs", "2", "--batch-size", "250", "--keep-example", "0.8",
+            "--example-period", "1", "--example-remove-frac", "0.1", "--no-progress"]
+    rand = [*args, "--example-policy", "random", "--out", str(tmp_path / "rand")]
+    assert main([*rand, "--stop-after", "1"]) == 0
+    state = runlog.load_checkpoint(tmp_path / "rand" / runlog.CHECKPOINT_FILE)
+    assert state["config"]["example_policy"] == state["example_filter"]["policy"] == "random"
+    assert main([*args, "--example-policy", "forgetting", "--out", str(tmp_path / "rand"), "--resume"]) == 2
+    assert main([*rand, "--resume"]) == 0
+    assert [r["filter_round"] for r in runlog.read_metrics(tmp_path / "rand")] == [True, True]
+
+    # A checkpoint written before example policies existed resumes with the default (the paper's rule).
+    old = tmp_path / "old"
+    assert main([*args, "--out", str(old), "--stop-after", "1"]) == 0
+    state = runlog.load_checkpoint(old / runlog.CHECKPOINT_FILE)
+    assert state["example_filter"]["policy"] == "forgetting"
+    del state["config"]["example_policy"], state["example_filter"]["policy"]
+    runlog.atomic_save(state, old / runlog.CHECKPOINT_FILE)
+    assert main([*args, "--out", str(old), "--resume"]) == 0
+    assert len(runlog.read_metrics(old)) == 2
+
+    # The accelerator trainer runs the example level on the host too: the flag reaches its filter.
+    from trilevel.accel import trainer as accel_trainer
+    from trilevel.data import make_synthetic
+
+    seen = {}
+    monkeypatch.setattr(accel_trainer, "train", lambda config: seen.update(policy=config.example_policy))
+    assert main([*rand[:-1], str(tmp_path / "acc"), "--backend", "reference"]) == 0
+    assert seen == {"policy": "random"}
+    monkeypatch.undo()
+    config = accel_trainer.AccelTrainConfig(
+        out=str(tmp_path / "acc"), epochs=1, batch_size=16, keep_example=0.75, example_period=1,
+        example_remove_frac=0.25, example_policy="random", progress=False, project_latency=False,
+    )
+    accel_trainer.train(config, datasets=make_synthetic(num_train=16, num_test=8))
+    state = runlog.load_checkpoint(tmp_path / "acc" / runlog.CHECKPOINT_FILE)
+    assert state["config"]["example_policy"] == state["example_filter"]["policy"] == "random"

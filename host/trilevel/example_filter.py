@@ -8,11 +8,20 @@ Semantics (docs: paper section "Sparsity in Training Examples"):
 * Every presentation of an example reports whether it was classified correctly and the variance of
   its [CLS] attention map. A *forgetting event* is "correct at its previous presentation, wrong now".
   Examples never classified correctly rank as the most forgotten (Toneva et al. 2018).
-* Every ``P`` epochs, remove the ``round(n * |D|)`` least informative active examples (fewest
-  forgetting events; ties: lower [CLS]-attention variance first, then lower index) and restore as
-  many, chosen at random, from the pool removed *before* this round. The active subset size never
-  changes. After ``ceil(m / n) + 1`` rounds (m = 1 - r_e: 10%/5% -> 3 rounds, 20%/5% -> 5) the subset
-  stays fixed.
+* Every ``P`` epochs, remove the first ``round(n * |D|)`` active examples in the order of the filter's
+  ``ExamplePolicy`` and restore as many, chosen at random, from the pool removed *before* this round.
+  The paper's policy (``forgetting``, the default) removes the least informative examples first:
+  fewest forgetting events; ties: lower [CLS]-attention variance first, then lower index. The active
+  subset size never changes. After ``ceil(m / n) + 1`` rounds (m = 1 - r_e: 10%/5% -> 3 rounds,
+  20%/5% -> 5) the subset stays fixed.
+
+Removal orders are pluggable like the token/attention rules of ``trilevel.selectors``:
+
+    @register_example_policy("my_rule")
+    class MyRule(ExamplePolicy):
+        def removal_order(self, stats, rng): ...
+
+    ExampleFilter(n, keep_ratio=0.9, policy="my_rule")
 
 All random choices use the filter's own seeded ``numpy.random.Generator``; in data-parallel training
 every rank feeds ``update`` the same all-gathered arrays, so every rank holds identical state.
@@ -21,11 +30,95 @@ every rank feeds ``update`` the same all-gathered arrays, so every rank holds id
 from __future__ import annotations
 
 import math
-from typing import Any
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 _NEVER_SEEN = -1
+
+
+@dataclass(frozen=True)
+class CandidateStats:
+    """The filter's statistics of the removal candidates; every array is aligned with ``indices``."""
+
+    indices: np.ndarray  # example indices (the active subset, ascending)
+    forgetting: np.ndarray  # forgetting events so far (int64)
+    never_learned: np.ndarray  # never classified correctly (bool)
+    cls_attn_var: np.ndarray  # [CLS]-attention variance at the last presentation (float64)
+
+
+class ExamplePolicy(ABC):
+    """Chooses which active examples a remove-and-restore round removes."""
+
+    name: ClassVar[str] = ""
+
+    @abstractmethod
+    def removal_order(self, stats: CandidateStats, rng: np.random.Generator) -> np.ndarray:
+        """Return ``stats.indices`` reordered, first removed first. Random choices must use ``rng``
+        (the filter's generator, checkpointed with it) so that runs and resumes are reproducible."""
+
+
+EXAMPLE_POLICIES: dict[str, type[ExamplePolicy]] = {}
+DEFAULT_EXAMPLE_POLICY = "forgetting"
+
+E = TypeVar("E", bound=type[ExamplePolicy])
+
+
+def register_example_policy(name: str) -> Callable[[E], E]:
+    """Class decorator: make an ExamplePolicy subclass constructible by ``make_example_policy(name)``."""
+
+    def register(cls: E) -> E:
+        if name in EXAMPLE_POLICIES:
+            raise ValueError(
+                f"example policy name {name!r} is already registered to {EXAMPLE_POLICIES[name].__name__}"
+            )
+        cls.name = name
+        EXAMPLE_POLICIES[name] = cls
+        return cls
+
+    return register
+
+
+def make_example_policy(spec: str | ExamplePolicy | None = None, **kwargs: Any) -> ExamplePolicy:
+    """An example policy by registered name (kwargs go to its constructor), an already built one, or
+    None for the paper's rule."""
+    if spec is None:
+        spec = DEFAULT_EXAMPLE_POLICY
+    if isinstance(spec, str):
+        try:
+            cls = EXAMPLE_POLICIES[spec]
+        except KeyError:
+            raise ValueError(
+                f"unknown example policy {spec!r}; choose from {', '.join(EXAMPLE_POLICIES)}"
+            ) from None
+        return cls(**kwargs)
+    if kwargs:
+        raise ValueError("keyword arguments given with an already built example policy")
+    if not isinstance(spec, ExamplePolicy):
+        raise TypeError(f"expected an ExamplePolicy or a registered name, got {type(spec).__name__}")
+    return spec
+
+
+@register_example_policy("forgetting")
+class ForgettingExamplePolicy(ExamplePolicy):
+    """The paper's rule: least informative first (fewest forgetting events, never-learned examples
+    ranking as the most forgotten; ties: lower [CLS]-attention variance, then lower index)."""
+
+    def removal_order(self, stats: CandidateStats, rng: np.random.Generator) -> np.ndarray:
+        # np.lexsort sorts by the last key first.
+        order = np.lexsort((stats.indices, stats.cls_attn_var, stats.forgetting, stats.never_learned))
+        return stats.indices[order]
+
+
+@register_example_policy("random")
+class RandomExamplePolicy(ExamplePolicy):
+    """Table-3 baseline: remove uniformly at random among the active examples."""
+
+    def removal_order(self, stats: CandidateStats, rng: np.random.Generator) -> np.ndarray:
+        return rng.permutation(stats.indices)
 
 
 class ExampleFilter:
@@ -36,6 +129,7 @@ class ExampleFilter:
         period_epochs: int = 30,
         remove_frac: float = 0.05,
         seed: int = 0,
+        policy: str | ExamplePolicy | None = None,
     ) -> None:
         if num_examples < 1:
             raise ValueError(f"num_examples must be >= 1, got {num_examples}")
@@ -49,6 +143,7 @@ class ExampleFilter:
         self.keep_ratio = keep_ratio
         self.period_epochs = period_epochs
         self.remove_frac = remove_frac
+        self.policy = make_example_policy(policy)
         self.num_active = max(1, round(keep_ratio * num_examples))
         self.remove_count = round(remove_frac * num_examples)
         pool_size = num_examples - self.num_active
@@ -97,15 +192,28 @@ class ExampleFilter:
         self.ever_correct[idx] |= ok
         self.cls_attn_var[idx] = var
 
-    def informativeness_order(self, candidates: np.ndarray) -> np.ndarray:
-        """``candidates`` (indices) sorted from least to most informative."""
-        never_learned = ~self.ever_correct[candidates]
-        # np.lexsort sorts by the last key first: never-learned last, then forgetting events,
-        # then [CLS]-attention variance, then index.
-        order = np.lexsort(
-            (candidates, self.cls_attn_var[candidates], self.forgetting[candidates], never_learned)
+    @property
+    def policy_name(self) -> str:
+        """The policy's registered name (its class name if it was never registered)."""
+        return self.policy.name or type(self.policy).__name__
+
+    def removal_order(self, candidates: np.ndarray) -> np.ndarray:
+        """``candidates`` (indices) in the policy's removal order, first removed first."""
+        candidates = np.asarray(candidates, dtype=np.int64).reshape(-1)
+        stats = CandidateStats(
+            indices=candidates,
+            forgetting=self.forgetting[candidates],
+            never_learned=~self.ever_correct[candidates],
+            cls_attn_var=self.cls_attn_var[candidates],
         )
-        return candidates[order]
+        order = np.asarray(self.policy.removal_order(stats, self._rng), dtype=np.int64)
+        if order.shape != candidates.shape or not np.array_equal(np.sort(order), np.sort(candidates)):
+            raise ValueError(f"policy {self.policy_name!r} must return a reordering of the candidates")
+        return order
+
+    def informativeness_order(self, candidates: np.ndarray) -> np.ndarray:
+        """Alias of ``removal_order``; with the default policy, least to most informative."""
+        return self.removal_order(candidates)
 
     # ------------------------------------------------------------------ remove and restore
     def end_epoch(self, epoch: int) -> bool:
@@ -114,7 +222,7 @@ class ExampleFilter:
         if not self.enabled or self.rounds_done >= self.max_rounds or (epoch + 1) % self.period_epochs:
             return False
         pool = np.flatnonzero(~self.active)  # removed before this round
-        removed = self.informativeness_order(np.flatnonzero(self.active))[: self.remove_count]
+        removed = self.removal_order(np.flatnonzero(self.active))[: self.remove_count]
         restored = self._rng.choice(pool, size=self.remove_count, replace=False)
         self.active[removed] = False
         self.active[restored] = True
@@ -132,6 +240,7 @@ class ExampleFilter:
             "keep_ratio": self.keep_ratio,
             "period_epochs": self.period_epochs,
             "remove_frac": self.remove_frac,
+            "policy": self.policy_name,
             "active": self.active.copy(),
             "last_correct": self.last_correct.copy(),
             "ever_correct": self.ever_correct.copy(),
@@ -148,6 +257,9 @@ class ExampleFilter:
                 raise ValueError(
                     f"example filter state has {key}={state[key]!r}, this filter {getattr(self, key)!r}"
                 )
+        policy = state.get("policy", DEFAULT_EXAMPLE_POLICY)  # older checkpoints: the paper's rule
+        if policy != self.policy_name:
+            raise ValueError(f"example filter state has policy={policy!r}, this filter {self.policy_name!r}")
         arrays = {
             "active": bool,
             "last_correct": np.int8,

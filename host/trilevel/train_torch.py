@@ -61,6 +61,7 @@ _RESUME_FIELDS = (
     "keep_decay_epochs",
     "example_period",
     "example_remove_frac",
+    "example_policy",
     "attn_impl",
     "token_policy",
     "attn_policy",
@@ -90,6 +91,7 @@ class TrainConfig:
     keep_decay_epochs: float | None = None  # default epochs / 3 (paper: 100 of 300)
     example_period: int | None = None  # P; default max(1, round(epochs / 10)) (paper: 30 of 300)
     example_remove_frac: float = 0.05  # n
+    example_policy: str | None = None  # registered ExamplePolicy name (example_filter); None: "forgetting"
     # "mask": faster on CPU and GPU (docs/benchmarks.md); "gather": MAC-faithful, the accelerator's
     # path. Same results up to float rounding.
     attn_impl: str = TORCH_ATTN_IMPL
@@ -300,6 +302,7 @@ def _train(config: TrainConfig, env: _Dist) -> list[dict[str, Any]]:
         cfg_run.example_period,
         cfg_run.example_remove_frac,
         cfg_run.seed,
+        policy=cfg_run.example_policy,
     )
     per_rank = math.ceil(example_filter.num_active / env.world)
     iters_per_epoch = math.ceil(per_rank / cfg_run.batch_size)

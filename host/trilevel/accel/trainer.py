@@ -49,7 +49,7 @@ from trilevel.train_torch import TrainConfig, cosine_lr, format_record
 _RESUME_FIELDS = (
     "model", "data", "epochs", "batch_size", "micro_batch", "keep_example", "keep_token", "keep_attn", "lr",
     "min_lr", "warmup_epochs", "weight_decay", "keep_warmup_epochs", "keep_decay_epochs", "example_period",
-    "example_remove_frac", "img_size", "seed", "backend", "optimizer",
+    "example_remove_frac", "example_policy", "img_size", "seed", "backend", "optimizer",
 )
 CALIBRATION_PASSES = 6
 # Fracs before calibration: activations ~N(0, 1) fit 12 bits of fraction, gradients are small.
@@ -489,7 +489,7 @@ def train(config: AccelTrainConfig, backend: Accelerator | None = None,
     cfg = golden.cfg
     net = LayerwiseViT(cfg, backend, Weights.from_model(golden))
     example_filter = ExampleFilter(len(train_set), run.keep_example, run.example_period,
-                                   run.example_remove_frac, run.seed)
+                                   run.example_remove_frac, run.seed, policy=run.example_policy)
     iters_per_epoch = math.ceil(example_filter.num_active / run.batch_size)
     total_iters = run.epochs * iters_per_epoch
     lr_at = cosine_lr(run.lr, run.min_lr, round(run.warmup_epochs * iters_per_epoch), total_iters)

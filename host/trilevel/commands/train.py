@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from trilevel.config import CONFIGS
+from trilevel.example_filter import EXAMPLE_POLICIES
 from trilevel.selectors import ATTENTION_POLICIES, TOKEN_POLICIES
 
 BACKENDS = ("torch", "reference", "csim", "pynq")
@@ -107,6 +108,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="remove-and-restore every P epochs; default epochs / 10 (paper 30 of 300)",
     )
     p.add_argument("--example-remove-frac", type=float, default=0.05, help="n, fraction of the dataset")
+    p.add_argument(
+        "--example-policy",
+        choices=sorted(EXAMPLE_POLICIES),
+        default=None,
+        help="which active examples a round removes (baselines; default forgetting, the paper's; "
+        "all backends)",
+    )
     p.add_argument(
         "--attn-impl",
         choices=("gather", "mask"),
