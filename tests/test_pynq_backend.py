@@ -20,8 +20,8 @@ from pynq.buffer import PynqBuffer
 from pynq.pl_server.device import Device
 
 from trilevel.accel import pynq_backend as pb
+from trilevel.accel.kernel_args import compact_probs, dense_probs
 from trilevel.accel.reference_backend import ReferenceBackend
-from trilevel.csim import _compact_probs, _dense_probs
 from trilevel.intref import blocks, layers, optim, topk
 from trilevel.intref.fixed import QTensor
 
@@ -135,8 +135,60 @@ class MockZynq(Device):
 # --------------------------------------------------------------------------------- IP models (intref)
 
 
+def kernel_args(dev: MockZynq, spec, base, skip: tuple[str, ...] = ("return",)) -> dict:
+    """The kernel's argument registers as the IP sees them at ap_start."""
+    return {r.name: dev.arg(spec, base, r.name) for r in spec.registers if r.kind not in skip}
+
+
+# Parameter buffers of the block IPs by register name, in ATTN_PARAMS / MLP_PARAMS order (the IP's
+# own view of its ports, independent of the driver's layouts).
+def attn_param_regs(d: int) -> dict[str, tuple[int, ...]]:
+    return {
+        "ln_w": (d,), "ln_b": (d,), "qkv_w": (3 * d, d), "qkv_b": (3 * d,), "proj_w": (d, d), "proj_b": (d,)
+    }
+
+
+def mlp_param_regs(d: int, hd: int) -> dict[str, tuple[int, ...]]:
+    return {"ln_w": (d,), "ln_b": (d,), "fc1_w": (hd, d), "fc1_b": (hd,), "fc2_w": (d, hd), "fc2_b": (d,)}
+
+
+def read_params(dev: MockZynq, a: dict, names: tuple[str, ...], regs: dict) -> dict[str, QTensor]:
+    """Block parameters from their buffers; ports a kernel does not have (biases in backward) read 0."""
+    return {
+        name: QTensor(dev.view(a[key], shape, np.int16).copy() if key in a else np.zeros(shape, np.int16), f)
+        for name, (key, shape), f in zip(names, regs.items(), a["pfrac"], strict=True)
+    }
+
+
+def grad_views(dev: MockZynq, a: dict, names: tuple[str, ...], regs: dict) -> dict[str, np.ndarray]:
+    """The int64 gradient accumulators the backward IPs add to, in place in device memory."""
+    return {
+        name: dev.view(a["g_" + key], shape, np.int64)
+        for name, (key, shape) in zip(names, regs.items(), strict=True)
+    }
+
+
+def read_saved_ln(dev: MockZynq, a: dict, nb: int, nt: int, d: int) -> dict[str, object]:
+    return {
+        "xhat": dev.view(a["xhat"], (nb, nt, d), np.int16).copy(),
+        "rsqrt": dev.view(a["rsqrt"], (nb, nt, 1), np.int32).astype(np.int64),
+        "k": dev.view(a["kk"], (nb, nt, 1), np.int32).astype(np.int64),
+        "frac_x": a["frac_x"],
+    }
+
+
+def write_fwd_outputs(dev: MockZynq, a: dict, out: QTensor, saved: dict, keys: tuple[str, ...]) -> None:
+    """out, z, the LayerNorm's xhat/rsqrt/kk and the block's other saved int16 tensors (`keys`)."""
+    for key, value in (("out", out.data), ("z", saved["z"].data), ("xhat", saved["ln"]["xhat"]),
+                       *((key, saved[key].data) for key in keys)):
+        dev.view(a[key], value.shape, np.int16)[...] = value
+    nb, nt = out.data.shape[:2]
+    dev.view(a["rsqrt"], (nb, nt, 1), np.int32)[...] = np.asarray(saved["ln"]["rsqrt"]).reshape(nb, nt, 1)
+    dev.view(a["kk"], (nb, nt, 1), np.int32)[...] = np.asarray(saved["ln"]["k"]).reshape(nb, nt, 1)
+
+
 def linear_fwd_model(dev: MockZynq, spec, base) -> int:
-    a = {r.name: dev.arg(spec, base, r.name) for r in spec.registers if r.kind != "return"}
+    a = kernel_args(dev, spec, base)
     nb, nt, din, dout = a["batch"], a["tokens"], a["din"], a["dout"]
     x = QTensor(dev.view(a["x"], (nb, nt, din), np.int16).copy(), a["frac_x"])
     params = {"weight": QTensor(dev.view(a["w"], (dout, din), np.int16).copy(), a["frac_w"])}
@@ -154,7 +206,7 @@ def linear_fwd_model(dev: MockZynq, spec, base) -> int:
 
 
 def linear_bwd_model(dev: MockZynq, spec, base) -> int:
-    a = {r.name: dev.arg(spec, base, r.name) for r in spec.registers if r.kind != "return"}
+    a = kernel_args(dev, spec, base)
     nb, nt, din, dout = a["batch"], a["tokens"], a["din"], a["dout"]
     x = QTensor(dev.view(a["x"], (nb, nt, din), np.int16).copy(), 0)
     dy = QTensor(dev.view(a["dy"], (nb, nt, dout), np.int16).copy(), a["frac_dy"])
@@ -175,51 +227,27 @@ def linear_bwd_model(dev: MockZynq, spec, base) -> int:
 
 
 def mlp_fwd_model(dev: MockZynq, spec, base) -> int:
-    a = {r.name: dev.arg(spec, base, r.name) for r in spec.registers if r.kind != "return"}
+    a = kernel_args(dev, spec, base)
     nb, nt, d, hd = a["batch"], a["tokens"], a["dim"], a["hidden"]
-    shapes = {"ln_w": (d,), "ln_b": (d,), "fc1_w": (hd, d), "fc1_b": (hd,), "fc2_w": (d, hd), "fc2_b": (d,)}
-    params = {
-        name: QTensor(dev.view(a[key], shape, np.int16).copy(), frac)
-        for name, (key, shape), frac in zip(pb.MLP_PARAMS, shapes.items(), a["pfrac"], strict=False)
-    }
+    params = read_params(dev, a, pb.MLP_PARAMS, mlp_param_regs(d, hd))
     x = QTensor(dev.view(a["x"], (nb, nt, d), np.int16).copy(), a["frac_x"])
     out, stats, saved = blocks.mlp_block_fwd(
-        x, params, dict(zip(blocks.MLP_FWD_FRACS, a["fracs"], strict=False))
+        x, params, dict(zip(blocks.MLP_FWD_FRACS, a["fracs"], strict=True))
     )
-    for key, value in (
-        ("out", out.data),
-        ("z", saved["z"].data),
-        ("xhat", saved["ln"]["xhat"]),
-        ("h", saved["h"].data),
-        ("a", saved["a"].data),
-    ):
-        dev.view(a[key], value.shape, np.int16)[...] = value
-    dev.view(a["rsqrt"], (nb, nt, 1), np.int32)[...] = np.asarray(saved["ln"]["rsqrt"]).reshape(nb, nt, 1)
-    dev.view(a["kk"], (nb, nt, 1), np.int32)[...] = np.asarray(saved["ln"]["k"]).reshape(nb, nt, 1)
+    write_fwd_outputs(dev, a, out, saved, ("h", "a"))
     dev.write_array(spec, base, "stats", [stats[k] for k in blocks.MLP_FWD_FRACS])
     return pb.TL_OK
 
 
 def mlp_bwd_model(dev: MockZynq, spec, base) -> int:
-    a = {r.name: dev.arg(spec, base, r.name) for r in spec.registers if r.kind != "return"}
+    a = kernel_args(dev, spec, base)
     nb, nt, d, hd = a["batch"], a["tokens"], a["dim"], a["hidden"]
-    shapes = {"ln_w": (d,), "ln_b": (d,), "fc1_w": (hd, d), "fc1_b": (hd,), "fc2_w": (d, hd), "fc2_b": (d,)}
-    params = {
-        name: QTensor(dev.view(a[key], shape, np.int16).copy() if key in a else np.zeros(shape, np.int16), f)
-        for name, (key, shape), f in zip(pb.MLP_PARAMS, shapes.items(), a["pfrac"], strict=True)
-    }
-    grads = {
-        name: dev.view(a["g_" + key], shape, np.int64)
-        for name, (key, shape) in zip(pb.MLP_PARAMS, shapes.items(), strict=True)
-    }
+    regs = mlp_param_regs(d, hd)
+    params = read_params(dev, a, pb.MLP_PARAMS, regs)
+    grads = grad_views(dev, a, pb.MLP_PARAMS, regs)
     h = QTensor(dev.view(a["h"], (nb, nt, hd), np.int16).copy(), a["frac_h"])
     saved = {
-        "ln": {
-            "xhat": dev.view(a["xhat"], (nb, nt, d), np.int16).copy(),
-            "rsqrt": dev.view(a["rsqrt"], (nb, nt, 1), np.int32).astype(np.int64),
-            "k": dev.view(a["kk"], (nb, nt, 1), np.int32).astype(np.int64),
-            "frac_x": a["frac_x"],
-        },
+        "ln": read_saved_ln(dev, a, nb, nt, d),
         "z": QTensor(dev.view(a["z"], (nb, nt, d), np.int16).copy(), 0),
         "h": h,
         "a": QTensor(dev.view(a["a"], (nb, nt, hd), np.int16).copy(), 0),
@@ -234,37 +262,19 @@ def mlp_bwd_model(dev: MockZynq, spec, base) -> int:
 
 
 def attn_bwd_model(dev: MockZynq, spec, base) -> int:
-    a = {r.name: dev.arg(spec, base, r.name) for r in spec.registers if r.kind != "return"}
+    a = kernel_args(dev, spec, base)
     nb, nt, d, nh, keep, r = a["batch"], a["tokens"], a["dim"], a["heads"], a["keep"], a["dense_rows"]
-    shapes = {
-        "ln_w": (d,),
-        "ln_b": (d,),
-        "qkv_w": (3 * d, d),
-        "qkv_b": (3 * d,),
-        "proj_w": (d, d),
-        "proj_b": (d,),
-    }
-    params = {
-        name: QTensor(dev.view(a[key], shape, np.int16).copy() if key in a else np.zeros(shape, np.int16), f)
-        for name, (key, shape), f in zip(pb.ATTN_PARAMS, shapes.items(), a["pfrac"], strict=True)
-    }
-    grads = {
-        name: dev.view(a["g_" + key], shape, np.int64)
-        for name, (key, shape) in zip(pb.ATTN_PARAMS, shapes.items(), strict=True)
-    }
+    regs = attn_param_regs(d)
+    params = read_params(dev, a, pb.ATTN_PARAMS, regs)
+    grads = grad_views(dev, a, pb.ATTN_PARAMS, regs)
     conn = dev.view(a["conn"], (nb, nt - r, keep), np.int32).copy() if a["has_conn"] else None
     compact = dev.view(a["probs"], (nb, nh, nt, nt), np.int16).copy()
     saved = {
-        "ln": {
-            "xhat": dev.view(a["xhat"], (nb, nt, d), np.int16).copy(),
-            "rsqrt": dev.view(a["rsqrt"], (nb, nt, 1), np.int32).astype(np.int64),
-            "k": dev.view(a["kk"], (nb, nt, 1), np.int32).astype(np.int64),
-            "frac_x": a["frac_x"],
-        },
+        "ln": read_saved_ln(dev, a, nb, nt, d),
         "z": QTensor(dev.view(a["z"], (nb, nt, d), np.int16).copy(), 0),
         "qkv": QTensor(dev.view(a["qkv"], (nb, nt, 3 * d), np.int16).copy(), a["frac_qkv"]),
         "ctx": QTensor(dev.view(a["ctx"], (nb, nt, d), np.int16).copy(), 0),
-        "probs": _dense_probs(compact, conn, r),
+        "probs": dense_probs(compact, conn, r),
         "num_heads": nh,
         "conn": conn,
         "dense_rows": r,
@@ -278,7 +288,7 @@ def attn_bwd_model(dev: MockZynq, spec, base) -> int:
 
 
 def topk_model(dev: MockZynq, spec, base) -> int:
-    a = {r.name: dev.arg(spec, base, r.name) for r in spec.registers if r.kind != "return"}
+    a = kernel_args(dev, spec, base)
     nb, n, k = a["batch"], a["n"], a["k"]
     if a["connections"]:
         out = topk.topk_connections(dev.view(a["scores"], (nb, n, n), np.int32), k, bool(a["has_cls"]))
@@ -289,7 +299,7 @@ def topk_model(dev: MockZynq, spec, base) -> int:
 
 
 def optimizer_model(dev: MockZynq, spec, base) -> int:
-    a = {r.name: dev.arg(spec, base, r.name) for r in spec.registers if r.kind not in ("return", "output")}
+    a = kernel_args(dev, spec, base, skip=("return", "output"))
     n = a["n"]
     master, m = dev.view(a["master"], (n,), np.float32), dev.view(a["m"], (n,), np.float32)
     grad = dev.view(a["grad_acc"], (n,), np.int64)
@@ -310,35 +320,15 @@ def optimizer_model(dev: MockZynq, spec, base) -> int:
 
 
 def attn_fwd_model(dev: MockZynq, spec, base) -> int:
-    a = {r.name: dev.arg(spec, base, r.name) for r in spec.registers if r.kind != "return"}
+    a = kernel_args(dev, spec, base)
     nb, nt, d, nh, keep, r = a["batch"], a["tokens"], a["dim"], a["heads"], a["keep"], a["dense_rows"]
-    shapes = {
-        "ln_w": (d,),
-        "ln_b": (d,),
-        "qkv_w": (3 * d, d),
-        "qkv_b": (3 * d,),
-        "proj_w": (d, d),
-        "proj_b": (d,),
-    }
-    params = {
-        name: QTensor(dev.view(a[key], shape, np.int16).copy(), frac)
-        for name, (key, shape), frac in zip(pb.ATTN_PARAMS, shapes.items(), a["pfrac"], strict=True)
-    }
+    params = read_params(dev, a, pb.ATTN_PARAMS, attn_param_regs(d))
     x = QTensor(dev.view(a["x"], (nb, nt, d), np.int16).copy(), a["frac_x"])
     conn = dev.view(a["conn"], (nb, nt - r, keep), np.int32).astype(np.int64) if a["has_conn"] else None
     fr = dict(zip(blocks.ATTN_FWD_FRACS, a["fracs"], strict=True))
     out, stats, saved = blocks.attn_block_fwd(x, params, fr, nh, conn, r)
-    for key, value in (
-        ("out", out.data),
-        ("z", saved["z"].data),
-        ("xhat", saved["ln"]["xhat"]),
-        ("qkv", saved["qkv"].data),
-        ("ctx", saved["ctx"].data),
-    ):
-        dev.view(a[key], value.shape, np.int16)[...] = value
-    dev.view(a["rsqrt"], (nb, nt, 1), np.int32)[...] = np.asarray(saved["ln"]["rsqrt"]).reshape(nb, nt, 1)
-    dev.view(a["kk"], (nb, nt, 1), np.int32)[...] = np.asarray(saved["ln"]["k"]).reshape(nb, nt, 1)
-    compact = _compact_probs(np.asarray(saved["probs"]), None if conn is None else conn.astype(np.int32), r)
+    write_fwd_outputs(dev, a, out, saved, ("qkv", "ctx"))
+    compact = compact_probs(np.asarray(saved["probs"]), None if conn is None else conn.astype(np.int32), r)
     dev.view(a["probs"], compact.shape, np.int16)[...] = compact
     dev.view(a["attn_sum"], (nb, nt, nt), np.int32)[...] = saved["attn_sum"]
     dev.write_array(spec, base, "stats", [stats[k] for k in blocks.ATTN_FWD_FRACS])

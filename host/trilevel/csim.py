@@ -34,9 +34,7 @@ from trilevel.accel.kernel_args import (
     attn_param_shapes,
     check_heads,
     check_optimizer_args,
-    compact_probs,
     conn_lists,
-    dense_probs,
     mlp_fwd_outputs,
     mlp_fwd_saved,
     mlp_param_shapes,
@@ -62,8 +60,6 @@ _u32p = np.ctypeslib.ndpointer(np.uint32, flags="C_CONTIGUOUS")
 _f32p = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
 _int, _i64, _u32, _vp = ctypes.c_int, ctypes.c_int64, ctypes.c_uint32, ctypes.c_void_p
 _RNE_SR = {"rne": 0, "sr": 1}
-# The attention layouts' former private names here (tests import them from this module).
-_compact_probs, _dense_probs = compact_probs, dense_probs
 
 # name -> (restype, argtypes) of every exported function.
 _SIGNATURES: dict[str, tuple[object, list[object]]] = {
