@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from trilevel import csim
+from trilevel.accel.kernel_args import ATTN_PARAMS, MLP_PARAMS, attn_param_shapes, mlp_param_shapes
 from trilevel.config import CONFIGS, keep_count
 from trilevel.intref import blocks, layers, optim, topk
 from trilevel.intref.fixed import QTensor
@@ -27,20 +28,9 @@ def qt(rng: np.random.Generator, shape: tuple[int, ...], frac: int, amp: int = 8
 
 def block_params(rng: np.random.Generator, dim: int, hidden: int) -> dict[str, QTensor]:
     """Random block parameters with the golden model's names and realistic magnitudes."""
-    shapes = {
-        "norm1.weight": (dim,),
-        "norm1.bias": (dim,),
-        "attn.qkv.weight": (3 * dim, dim),
-        "attn.qkv.bias": (3 * dim,),
-        "attn.proj.weight": (dim, dim),
-        "attn.proj.bias": (dim,),
-        "norm2.weight": (dim,),
-        "norm2.bias": (dim,),
-        "mlp.fc1.weight": (hidden, dim),
-        "mlp.fc1.bias": (hidden,),
-        "mlp.fc2.weight": (dim, hidden),
-        "mlp.fc2.bias": (dim,),
-    }
+    shapes = dict(
+        zip(ATTN_PARAMS + MLP_PARAMS, attn_param_shapes(dim) + mlp_param_shapes(dim, hidden), strict=True)
+    )
     params = {}
     for name, shape in shapes.items():
         if name.startswith("norm") and name.endswith("weight"):
