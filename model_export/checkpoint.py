@@ -15,8 +15,9 @@ from typing import Any
 
 import torch
 
-from model_export.pack import ExportError, atomic_write, config_to_json
+from model_export.pack import ExportError, config_to_json
 from trilevel.config import ViTConfig, get_config
+from trilevel.fileio import atomic_write
 
 
 class CheckpointError(ExportError):

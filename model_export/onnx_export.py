@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from model_export.pack import ExportError, atomic_write
+from model_export.pack import ExportError
+from trilevel.fileio import atomic_write
 
 DEFAULT_OPSET = 18
 

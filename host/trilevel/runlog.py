@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, TypedDict
 
 import numpy as np
 import torch
+
+from trilevel.fileio import atomic_write
 
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -71,37 +72,14 @@ def truncate_metrics(out_dir: str | Path, last_epoch: int) -> list[dict[str, Any
     kept = [r for r in read_metrics(out_dir) if r["epoch"] <= last_epoch]
     path = Path(out_dir) / METRICS_FILE
     if path.exists():
-        _atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return kept
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace``: a crash leaves either
-    the old or the new checkpoint, never a torn one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(to_checkpoint_safe(obj), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` through `atomic_write`: a crash leaves either the old or the new checkpoint."""
+    atomic_write(path, lambda tmp: torch.save(to_checkpoint_safe(obj), tmp))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
