@@ -18,7 +18,6 @@ from model_export.onnx_export import ExportError, export_onnx
 from trilevel.cli import main as cli_main
 from trilevel.model import build_model
 
-torch.set_num_threads(1)
 TOL = 1e-4
 
 

@@ -19,8 +19,6 @@ from trilevel.config import get_config
 from trilevel.intref import fixed
 from trilevel.model import build_model
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def model():

@@ -12,8 +12,6 @@ from trilevel.intref import blocks
 from trilevel.intref.fixed import QTensor
 from trilevel.intref.fracs import calibrate
 
-torch.set_num_threads(1)
-
 # Tolerances of the integer reference vs float64 PyTorch on the same (dequantized) inputs, as a
 # fraction of the reference tensor's max-abs, with fracs calibrated from the kernel's own stats.
 FWD_TOL = 0.005

@@ -11,8 +11,6 @@ from trilevel.intref import blocks, layers, luts
 from trilevel.intref.fixed import QTensor, choose_frac, quantize, requantize
 from trilevel.intref.fracs import FracController, calibrate, clamp_frac
 
-torch.set_num_threads(1)
-
 FWD_TOL = 0.005  # as in test_intref_kernels / docs/numerics.md §2.13
 GRAD_TOL = 0.01
 

@@ -11,8 +11,6 @@ from trilevel.intref import optim, topk
 from trilevel.intref.fixed import QTensor, choose_frac, topk_select
 from trilevel.model import build_model
 
-torch.set_num_threads(1)
-
 
 def random_attn_sum(rng, batch, length, heads=3, ties=False):
     """A head-sum of `heads` softmax-like rows at frac 15 (integers, optionally with many ties)."""

@@ -6,19 +6,10 @@ import dataclasses
 import json
 
 import pytest
-import torch
 
 from trilevel.cli import main
 from trilevel.config import get_config
 from trilevel.macs import MacCounter, RunPlan, count_model_macs, run_macs
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def closed_form_macs(cfg, tokens, keys, masked: bool = False) -> int:

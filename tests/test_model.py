@@ -14,8 +14,6 @@ from trilevel.config import ViTConfig, get_config, keep_count
 from trilevel.model import ForwardInfo, VisionTransformer, build_model, token_plan
 from trilevel.selectors import ClsAttentionTokenPolicy, TokenPolicy
 
-torch.set_num_threads(1)
-
 # 16 patches + [CLS], two selectors back to back: the second one sees the first one's sparse attention.
 SMALL = ViTConfig("small_test", 8, 2, 1, 5, 16, 4, 2, 2.0, (1, 2))
 SMALL_NO_CLS = dataclasses.replace(SMALL, cls_token=False)

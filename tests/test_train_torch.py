@@ -13,14 +13,6 @@ from trilevel.selectors import LongformerWindowAttentionPolicy, StaticTokenPolic
 from trilevel.train_torch import TrainConfig, train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_demo_learns_digits_with_tri_level_sparsity(tmp_path):
     records = train(
         TrainConfig(
