@@ -164,46 +164,44 @@ ERR_CAUSE: dict[Err, str] = {
 }
 
 
-# AXI-Lite register map: name -> (byte offset, meaning). 64-bit counters are LO/HI pairs.
+# AXI-Lite register map: name -> (byte offset, meaning). It is exactly the map Vitis HLS generates for the
+# HLS engine's top function (bitstreams/hls_interface.py derives it from hls/engine and a test compares),
+#   uint32_t trilevel_engine(ap_uint<128>* gmem, uint32_t cmd_addr, uint32_t cmd_count, uint32_t* err_pc,
+#                            uint64_t counters[N_COUNTERS])   (ap_ctrl_hs, s_axilite bundle "control")
+# and the RTL engine implements the same map, so one driver runs either IP.
 REGISTERS: dict[str, tuple[int, str]] = {
-    "CTRL": (0x00, "bit 0 start (self-clearing), bit 1 soft reset, bit 2 clear counters"),
-    "STATUS": (0x04, "bit 0 busy, bit 1 done, bit 2 error (sticky until start/reset)"),
-    "ERROR": (0x08, "Err code of the first error"),
-    "ERR_PC": (0x0C, "index of the command that raised ERROR"),
-    "IRQ_EN": (0x10, "bit 0 interrupt on done (error included)"),
-    "IRQ_STATUS": (0x14, "bit 0 pending; write 1 to clear"),
-    "CMD_ADDR_LO": (0x18, "DDR byte address of the program (64-byte aligned)"),
-    "CMD_ADDR_HI": (0x1C, "upper address bits"),
-    "CMD_COUNT": (0x20, "number of commands in the program"),
-    "VERSION": (0x24, "ISA_VERSION << 16 | array rows << 8 | array cols"),
-    "CYCLES_LO": (0x40, "cycles from start to done"),
-    "CYCLES_HI": (0x44, ""),
-    "LOAD_BUSY_LO": (0x48, "cycles the LOAD module moved data"),
-    "LOAD_BUSY_HI": (0x4C, ""),
-    "GEMM_BUSY_LO": (0x50, "cycles the GEMM array was fed (one vector pair per cycle)"),
-    "GEMM_BUSY_HI": (0x54, ""),
-    "SOFTMAX_BUSY_LO": (0x58, "cycles the softmax units were busy"),
-    "SOFTMAX_BUSY_HI": (0x5C, ""),
-    "VEC_BUSY_LO": (0x60, "cycles the vector/SFU unit was busy"),
-    "VEC_BUSY_HI": (0x64, ""),
-    "TOPK_BUSY_LO": (0x68, "cycles the top-k unit was busy"),
-    "TOPK_BUSY_HI": (0x6C, ""),
-    "STORE_BUSY_LO": (0x70, "cycles the STORE module moved data"),
-    "STORE_BUSY_HI": (0x74, ""),
-    "DMA_STALL_LO": (0x78, "cycles COMPUTE waited on a LOAD token (DMA-bound time)"),
-    "DMA_STALL_HI": (0x7C, ""),
-    "DDR_RD_BYTES_LO": (0x80, "bytes read from DDR (commands included)"),
-    "DDR_RD_BYTES_HI": (0x84, ""),
-    "DDR_WR_BYTES_LO": (0x88, "bytes written to DDR"),
-    "DDR_WR_BYTES_HI": (0x8C, ""),
-    "MACS_LO": (0x90, "useful multiply-accumulates done by the GEMM array"),
-    "MACS_HI": (0x94, ""),
-    "RETIRED": (0x98, "commands retired"),
+    "CTRL": (0x00, "bit 0 ap_start, bit 1 ap_done (clear on read), bit 2 ap_idle, bit 3 ap_ready"),
+    "GIE": (0x04, "bit 0 global interrupt enable"),
+    "IER": (0x08, "bit 0 interrupt on ap_done"),
+    "ISR": (0x0C, "bit 0 ap_done interrupt pending (write 1 to toggle = clear)"),
+    "ERROR": (0x10, "ap_return: Err code of the last run (0 = ok)"),
+    "DDR_BASE_LO": (0x18, "m_axi offset of gmem: every DDR address in a command is relative to it"),
+    "DDR_BASE_HI": (0x1C, "upper 32 bits of DDR_BASE"),
+    "CMD_ADDR": (0x24, "byte offset of the program from DDR_BASE (64-byte aligned)"),
+    "CMD_COUNT": (0x2C, "number of commands in the program"),
+    "ERR_PC": (0x34, "index of the command that raised ERROR"),
+    "ERR_PC_CTRL": (0x38, "bit 0 ERR_PC valid"),
+    "COUNTERS": (0x80, "N_COUNTERS uint64 counters in COUNTERS order, low word first (cleared by ap_start)"),
 }
 COUNTERS: tuple[str, ...] = ("CYCLES", "LOAD_BUSY", "GEMM_BUSY", "SOFTMAX_BUSY", "VEC_BUSY", "TOPK_BUSY",
-                             "STORE_BUSY", "DMA_STALL", "DDR_RD_BYTES", "DDR_WR_BYTES", "MACS")
+                             "STORE_BUSY", "DMA_STALL", "DDR_RD_BYTES", "DDR_WR_BYTES", "MACS", "RETIRED")
+COUNTER_MEANING: dict[str, str] = {
+    "CYCLES": "cycles from ap_start to ap_done",
+    "LOAD_BUSY": "cycles the LOAD module moved data",
+    "GEMM_BUSY": "cycles the GEMM array was fed (one vector pair per cycle)",
+    "SOFTMAX_BUSY": "cycles the softmax units were busy",
+    "VEC_BUSY": "cycles the vector/SFU unit was busy",
+    "TOPK_BUSY": "cycles the top-k unit was busy",
+    "STORE_BUSY": "cycles the STORE module moved data",
+    "DMA_STALL": "cycles COMPUTE waited on a LOAD token (DMA-bound time)",
+    "DDR_RD_BYTES": "bytes read from DDR (commands included)",
+    "DDR_WR_BYTES": "bytes written to DDR",
+    "MACS": "useful multiply-accumulates of the GEMM array",
+    "RETIRED": "commands retired",
+}
+N_COUNTERS = len(COUNTERS)
 REGISTER_SPAN = 0x100
-STATUS_BUSY, STATUS_DONE, STATUS_ERROR = 1, 2, 4
+CTRL_START, CTRL_DONE, CTRL_IDLE, CTRL_READY = 1, 2, 4, 8
 
 
 # ----------------------------------------------------------------------------------- configuration
@@ -386,8 +384,8 @@ def c_header_text(config: EngineConfig = PRODUCTION) -> str:
     lines.append("")
     lines += [f"#define TL_ERR_{e.name} {int(e)}" for e in Err] + [""]
     lines += [f"#define TL_REG_{name} 0x{off:02X}" for name, (off, _) in REGISTERS.items()] + [""]
-    lines += [f"#define TL_STATUS_BUSY {STATUS_BUSY}", f"#define TL_STATUS_DONE {STATUS_DONE}",
-              f"#define TL_STATUS_ERROR {STATUS_ERROR}", ""]
+    lines += [f"#define TL_N_COUNTERS {N_COUNTERS}"]
+    lines += [f"#define TL_CNT_{name} {i}" for i, name in enumerate(COUNTERS)] + [""]
     sizes = {"ARRAY_ROWS": config.array_rows, "ARRAY_COLS": config.array_cols, "SPM_ELEMS": config.spm_elems,
              "ACC_ELEMS": config.acc_elems, "IDX_ELEMS": config.idx_elems, "STAT_SLOTS": config.stat_slots,
              "VEC_LANES": config.vec_lanes, "SOFTMAX_UNITS": config.softmax_units, "MAX_ROW": config.max_row,
@@ -416,6 +414,8 @@ def sv_header_text(config: EngineConfig = CI_SMALL) -> str:
         lines.append(f"localparam int TL_F_{n}_W = {width};  // {'signed' if signed else 'unsigned'}")
     lines += [f"localparam logic [7:0] TL_ERR_{e.name} = 8'd{int(e)};" for e in Err]
     lines += [f"localparam logic [7:0] TL_REG_{name} = 8'h{off:02X};" for name, (off, _) in REGISTERS.items()]
+    lines.append(f"localparam int TL_N_COUNTERS = {N_COUNTERS};")
+    lines += [f"localparam int TL_CNT_{name} = {i};" for i, name in enumerate(COUNTERS)]
     lines.append("")
     return "\n".join(lines)
 
@@ -443,6 +443,8 @@ def markdown_tables() -> str:
     rows += ["", "| register | offset | meaning |", "|---|---|---|"]
     for name, (off, meaning) in REGISTERS.items():
         rows.append(f"| `{name}` | 0x{off:02X} | {meaning} |")
+    rows += ["", "| counter | index | meaning |", "|---|---|---|"]
+    rows += [f"| `{name}` | {i} | {COUNTER_MEANING[name]} |" for i, name in enumerate(COUNTERS)]
     rows += ["", "| error | code | cause |", "|---|---|---|"]
     for e in Err:
         rows.append(f"| `{e.name}` | {int(e)} | {ERR_CAUSE[e]} |")
