@@ -1,12 +1,12 @@
 # Vivado batch flow: ZCU102 project -> block design -> bitstream + hardware handoff for PYNQ.
 # Run by bitstreams/build.sh:
-#   vivado -mode batch -source bitstreams/build.tcl -tclargs "<ip_dir> ..." <out_dir> <clock_mhz> <jobs>
+#   vivado -mode batch -source bitstreams/build.tcl -tclargs "<ip_dir> ..." <out_dir> <clock_mhz> <jobs> <rtl|hls>
 # Writes <out_dir>/trilevel.bit and <out_dir>/trilevel.hwh (PYNQ needs the same base name).
 
-if {[llength $argv] != 4} {
-    error "usage: build.tcl \"<ip_dir> ...\" <out_dir> <clock_mhz> <jobs>"
+if {[llength $argv] != 5} {
+    error "usage: build.tcl \"<ip_dir> ...\" <out_dir> <clock_mhz> <jobs> <rtl|hls>"
 }
-lassign $argv ip_dirs out_dir clock_mhz jobs
+lassign $argv ip_dirs out_dir clock_mhz jobs engine
 set script_dir [file dirname [file normalize [info script]]]
 set design trilevel
 set proj_dir [file join $out_dir vivado]
@@ -20,7 +20,7 @@ set_property ip_repo_paths $ip_dirs [current_project]
 update_ip_catalog -rebuild
 
 source [file join $script_dir zcu102_bd.tcl]
-trilevel::create_bd $design $clock_mhz
+trilevel::create_bd $design $clock_mhz $engine
 
 set bd_file [get_files $design.bd]
 generate_target all $bd_file

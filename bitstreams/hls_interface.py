@@ -1,7 +1,7 @@
 """Derive the AXI-Lite register map of each HLS top function from its C++ source.
 
 Used by the consistency tests (tests/test_bitstream_consistency.py) to check the host drivers'
-register maps (trilevel.accel.pynq_backend.KERNELS) against hls/src/*.cpp, and runnable as a script
+register map (trilevel.accel.isa.REGISTERS) against the engine's HLS top, and runnable as a script
 to print the maps: ``python bitstreams/hls_interface.py [hls_dir]``.
 
 The layout rule implemented here is the one Vitis HLS 2023.x prints in the generated ``x<top>_hw.h``

@@ -1,7 +1,7 @@
 """Checksum manifest of the built bitstream artifacts (written by build.sh, checked by flash.sh).
 
-    python3 bitstreams/manifest.py OUT_DIR --clock-mhz 150 [IP_COMPONENT_XML ...]   -> OUT_DIR/manifest.json
-    python3 bitstreams/manifest.py --verify OUT_DIR/manifest.json                   -> exit 1 on a mismatch
+    python3 bitstreams/manifest.py OUT --clock-mhz 150 --engine rtl [COMPONENT_XML]  -> OUT/manifest.json
+    python3 bitstreams/manifest.py --verify OUT/manifest.json                  -> exit 1 on a mismatch
 
 Standard library only, so it runs on the build host and on the board's Python alike.
 """
@@ -18,7 +18,10 @@ import tempfile
 from pathlib import Path
 
 ARTIFACTS = ("trilevel.bit", "trilevel.hwh")
-FORMAT = "trilevel-bitstream-manifest/1"
+FORMAT = "trilevel-bitstream-manifest/2"
+ENGINES = ("rtl", "hls")
+# The engine build the bitstream carries (trilevel.accel.isa.CONFIGS); the host driver reads it from here.
+ENGINE_CONFIG = "zcu102"
 
 
 def sha256(path: Path) -> str:
@@ -37,8 +40,10 @@ def git_commit(repo: Path) -> str | None:
     return out.stdout.strip() or None
 
 
-def write_manifest(out_dir: Path, clock_mhz: float, ip_files: list[Path]) -> Path:
-    """Record the SHA-256 of every artifact in out_dir and of the kernel IPs it was built from."""
+def write_manifest(out_dir: Path, clock_mhz: float, ip_files: list[Path], engine: str = "rtl") -> Path:
+    """Record the SHA-256 of every artifact in out_dir and of the engine IP it was built from."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     missing = [name for name in ARTIFACTS if not (out_dir / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{out_dir}: missing {', '.join(missing)}")
@@ -47,12 +52,14 @@ def write_manifest(out_dir: Path, clock_mhz: float, ip_files: list[Path]) -> Pat
         "part": "xczu9eg-ffvb1156-2-e",
         "board": "ZCU102",
         "clock_mhz": clock_mhz,
+        "engine": engine,
+        "engine_config": ENGINE_CONFIG,
         "git_commit": git_commit(Path(__file__).resolve().parent.parent),
         "artifacts": {
             name: {"sha256": sha256(out_dir / name), "bytes": (out_dir / name).stat().st_size}
             for name in ARTIFACTS
         },
-        "hls_ips": {str(p.parent): sha256(p) for p in ip_files},
+        "ips": {str(p.parent): sha256(p) for p in ip_files},
     }
     path = out_dir / "manifest.json"
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".manifest.", suffix=".tmp")
@@ -90,8 +97,9 @@ def verify_manifest(path: Path) -> list[str]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("target", help="output folder (write) or manifest.json (--verify)")
-    parser.add_argument("ip_files", nargs="*", help="component.xml of each HLS IP used")
+    parser.add_argument("ip_files", nargs="*", help="component.xml of the engine IP used")
     parser.add_argument("--clock-mhz", type=float, default=150.0)
+    parser.add_argument("--engine", choices=ENGINES, default="rtl")
     parser.add_argument("--verify", action="store_true")
     args = parser.parse_args(argv)
     if args.verify:
@@ -100,7 +108,8 @@ def main(argv: list[str]) -> int:
             print(f"manifest: {p}", file=sys.stderr)
         return 1 if problems else 0
     try:
-        path = write_manifest(Path(args.target), args.clock_mhz, [Path(p) for p in args.ip_files])
+        ips = [Path(p) for p in args.ip_files]
+        path = write_manifest(Path(args.target), args.clock_mhz, ips, args.engine)
     except FileNotFoundError as e:
         print(f"manifest: {e}", file=sys.stderr)
         return 1

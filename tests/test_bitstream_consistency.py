@@ -1,12 +1,13 @@
-"""Host drivers vs hardware sources: the HLS C++ interfaces, the IP export, the block-design Tcl.
+"""Host driver vs hardware sources: the engine's register map, the block-design Tcl, the IP packaging.
 
-* Register maps: `trilevel.accel.pynq_backend.KERNELS` equals the map derived from hls/src/*.cpp by
-  bitstreams/hls_interface.py (Vitis HLS 2023.x layout rule, documented there).
+* Register map: trilevel.accel.isa.REGISTERS is the map Vitis HLS generates for the HLS engine's top
+  function (the layout rule of bitstreams/hls_interface.py), so one driver runs the HLS and the RTL IP.
 * Block design: bitstreams/zcu102_bd.tcl runs in a real Tcl interpreter (tkinter.Tcl) whose Vivado
-  commands are recording stubs; the recorded design must instantiate every kernel the drivers bind
-  (same VLNV and instance name), at the AXI-Lite base address they check, with control, data,
-  clock, reset and interrupt wiring complete.
-* The build/flash scripts fail with one clear line without Vivado; the artifact manifest verifies.
+  commands are recording stubs; the recorded design must instantiate the one engine IP the driver binds
+  (VLNV and instance name of isa), at its AXI-Lite base, with control, data, clock, reset and interrupt
+  wiring complete, for either implementation.
+* The IP packaging and build scripts: run against stubs; without Vivado they fail with one clear line;
+  the artifact manifest verifies.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import re
 import subprocess
 import sys
 import tkinter
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from trilevel.accel import pynq_backend as pb
+from trilevel.accel import isa
 
 ROOT = Path(__file__).resolve().parents[1]
 HLS = ROOT / "hls"
@@ -38,36 +38,34 @@ def _load(name: str):
 
 hls_interface = _load("hls_interface")
 manifest = _load("manifest")
+ENGINE_PORTS = ("ap_clk", "ap_rst_n", "interrupt", "s_axi_control", "m_axi_gmem")
 
 
-def _tops_in_sources() -> set[str]:
-    text = "\n".join(p.read_text() for p in sorted((HLS / "src").glob("*.cpp")))
-    return {k for k in pb.KERNEL_ORDER if re.search(rf"\b(int|void)\s+{k}\s*\(", text)}
+# ------------------------------------------------------------------------------------------ register map
 
 
-@pytest.fixture(scope="module")
-def derived() -> dict[str, list]:
-    return hls_interface.hls_register_maps(HLS, sorted(_tops_in_sources()))
-
-
-# ------------------------------------------------------------------------------------------ register maps
-
-
-def test_driver_register_maps_equal_the_hls_sources(derived):
-    assert set(derived) == set(pb.KERNELS), (
-        f"HLS top functions with a driver map: {sorted(pb.KERNELS)}; in hls/src: {sorted(derived)}"
-    )
-    for name, regs in derived.items():
-        ours = [r.as_tuple() for r in pb.KERNELS[name].registers]
-        theirs = [r.as_reg() for r in regs]
-        assert ours == theirs, f"{name}: driver register map differs from hls/src"
-        assert max(r.offset for r in regs) < pb.CTRL_RANGE
-
-
-def test_ip_identity_matches_the_hls_export():
-    assert hls_interface.hls_vlnv(HLS) == (pb.IP_VENDOR, pb.IP_LIBRARY, pb.IP_VERSION)
-    for spec in pb.KERNELS.values():
-        assert (HLS / "tcl" / f"{spec.name}.tcl").is_file()
+def test_register_map_follows_the_vitis_layout_of_the_engine_signature():
+    """isa.REGISTERS equals the Vitis HLS layout of `uint32_t trilevel_engine(gmem, cmd_addr, cmd_count,
+    err_pc, counters[N])`: the map the HLS IP gets and the RTL engine implements."""
+    src = f"""
+    uint32_t {isa.HLS_TOP}(ap_uint<128>* gmem, uint32_t cmd_addr, uint32_t cmd_count, uint32_t* err_pc,
+                           uint64_t counters[{isa.N_COUNTERS}]) {{
+    #pragma HLS INTERFACE m_axi port=gmem offset=slave bundle=gmem
+    #pragma HLS INTERFACE s_axilite port=cmd_addr bundle=control
+    #pragma HLS INTERFACE s_axilite port=cmd_count bundle=control
+    #pragma HLS INTERFACE s_axilite port=err_pc bundle=control
+    #pragma HLS INTERFACE s_axilite port=counters bundle=control
+    #pragma HLS INTERFACE s_axilite port=return bundle=control
+    }}"""
+    regs = hls_interface.register_map(src, isa.HLS_TOP, hls_interface.type_bits(HLS))
+    offsets = {isa.HLS_ARGS[r.name]: r.offset for r in regs}
+    assert offsets == {name: isa.REGISTERS[name][0] for name in isa.HLS_ARGS.values()}
+    counters = next(r for r in regs if r.name == "counters")
+    assert (counters.count, counters.bits) == (isa.N_COUNTERS, 64)
+    assert isa.REGISTERS["DDR_BASE_HI"][0] == isa.REGISTERS["DDR_BASE_LO"][0] + 4
+    assert isa.REGISTERS["ERR_PC_CTRL"][0] == isa.REGISTERS["ERR_PC"][0] + 4
+    assert [isa.REGISTERS[n][0] for n in ("CTRL", "GIE", "IER", "ISR")] == [0x00, 0x04, 0x08, 0x0C]
+    assert isa.REGISTERS["COUNTERS"][0] + 8 * isa.N_COUNTERS <= isa.REGISTER_SPAN <= isa.CTRL_RANGE
 
 
 def test_layout_rule_on_a_known_signature():
@@ -105,10 +103,10 @@ def test_layout_rule_on_a_known_signature():
 
 
 class VivadoStub:
-    """Records what zcu102_bd.tcl asks Vivado to build; refuses pins that the IPs do not have."""
+    """Records what zcu102_bd.tcl asks Vivado to build; refuses engine pins the IPs do not have."""
 
-    def __init__(self, tcl: tkinter.Tcl, masters: dict[str, list[str]]) -> None:
-        self.tcl, self.masters = tcl, masters
+    def __init__(self, tcl: tkinter.Tcl) -> None:
+        self.tcl = tcl
         self.cells: dict[str, str] = {}
         self.props: dict[str, dict[str, str]] = {}
         self.nets: list[tuple[str, ...]] = []
@@ -155,20 +153,8 @@ class VivadoStub:
         cell, _, pin = p.strip("/").partition("/")
         if cell not in self.cells:
             raise tkinter.TclError(f"{kind} {p}: no cell {cell!r}")
-        kernel = next((k for k in pb.KERNEL_ORDER if f"{k}_0" == cell), None)
-        if (
-            kernel
-            and pin
-            and pin.split("/")[0]
-            not in (
-                "ap_clk",
-                "ap_rst_n",
-                "interrupt",
-                "s_axi_control",
-                *[m.rsplit("/", 1)[1] for m in self.masters[kernel]],
-            )
-        ):
-            raise tkinter.TclError(f"{kind} {p}: the HLS IP {cell} has no port {pin!r}")
+        if cell == isa.INSTANCE and pin and pin.split("/")[0] not in ENGINE_PORTS:
+            raise tkinter.TclError(f"{kind} {p}: the engine IP has no port {pin!r}")
         return "/" + p.strip("/")
 
     def create_bd_cell(self, *args):
@@ -189,14 +175,8 @@ class VivadoStub:
     def get_bd_pins(self, p):
         return self._path(p, "pin")
 
-    def get_bd_intf_pins(self, *args):
-        opts, rest = self._opts(args)
-        if "of_objects" in opts:
-            assert opts.get("filter") == "MODE == Master"
-            cell = opts["of_objects"].strip("/")
-            kernel = next(k for k in pb.KERNEL_ORDER if f"{k}_0" == cell)
-            return tuple(self.masters[kernel])
-        return self._path(rest[0], "interface pin")
+    def get_bd_intf_pins(self, p):
+        return self._path(p, "interface pin")
 
     def get_bd_addr_spaces(self, p):
         return self._path(p, "address space")
@@ -215,67 +195,115 @@ class VivadoStub:
         self.addresses.append({**opts, "segments": " ".join(rest)})
 
 
-@pytest.fixture(scope="module")
-def design(derived) -> VivadoStub:
-    masters = {k: [] for k in pb.KERNEL_ORDER}
-    for k, regs in derived.items():
-        bundles = sorted({r.bundle for r in regs if r.kind == "pointer"}, key=lambda b: int(b[4:]))
-        masters[k] = [f"/{k}_0/m_axi_{b}" for b in bundles]
+def _design(impl: str) -> VivadoStub:
     tcl = tkinter.Tcl()
-    stub = VivadoStub(tcl, masters)
+    stub = VivadoStub(tcl)
     tcl.eval(f"source {{{ROOT / 'bitstreams' / 'zcu102_bd.tcl'}}}")
-    tcl.eval("trilevel::create_bd trilevel 150")
-    stub.kernels = list(tcl.splitlist(tcl.eval("set trilevel::kernels")))
+    tcl.eval(f"trilevel::create_bd trilevel 150 {impl}")
     return stub
 
 
-def test_block_design_instantiates_every_driver_kernel(design):
-    assert design.kernels == list(pb.KERNEL_ORDER)
-    for spec in (pb.KernelSpec(k, i, ()) for i, k in enumerate(pb.KERNEL_ORDER)):
-        assert design.cells.get(spec.instance) == spec.vlnv
-    assert design.cells["zynq_ultra_ps_e_0"].startswith("xilinx.com:ip:zynq_ultra_ps_e")
-    assert design.calls[-2:] == ["validate_bd_design", "save_bd_design"]
+@pytest.fixture(scope="module", params=sorted(isa.IP_NAMES))
+def design(request) -> tuple[str, VivadoStub]:
+    return request.param, _design(request.param)
 
 
-def test_address_map_matches_the_drivers(design):
-    windows = {a["segments"]: a for a in design.addresses if "offset" in a}
-    for i, k in enumerate(pb.KERNEL_ORDER):
-        spec = pb.KernelSpec(k, i, ())
-        entry = windows[f"/{spec.instance}/s_axi_control/Reg"]
-        assert int(entry["offset"], 16) == spec.base_address
-        assert entry["range"] == "64K" and pb.CTRL_RANGE == 64 * 1024
-        assert entry["target_address_space"] == "/zynq_ultra_ps_e_0/Data"
-    assert {"segments": ""} in design.addresses  # the m_axi spaces get DDR from the auto-assignment
+def test_block_design_instantiates_the_one_engine(design):
+    impl, bd = design
+    vlnv = f"{isa.IP_VENDOR}:{isa.IP_LIBRARY}:{isa.IP_NAMES[impl]}:{isa.IP_VERSION}"
+    engines = {name: v for name, v in bd.cells.items() if v.startswith(isa.IP_VENDOR)}
+    assert engines == {isa.INSTANCE: vlnv}
+    assert bd.cells["zynq_ultra_ps_e_0"].startswith("xilinx.com:ip:zynq_ultra_ps_e")
+    assert bd.calls[-2:] == ["validate_bd_design", "save_bd_design"]
+
+
+def test_block_design_rejects_an_unknown_implementation():
+    with pytest.raises(tkinter.TclError, match="must be one of"):
+        _design("vhdl")
+
+
+def test_address_map_matches_the_driver(design):
+    _, bd = design
+    windows = {a["segments"]: a for a in bd.addresses if "offset" in a}
+    entry = windows[f"/{isa.INSTANCE}/s_axi_control/Reg"]
+    assert int(entry["offset"], 16) == isa.CTRL_BASE
+    assert entry["range"] == "64K" and isa.CTRL_RANGE == 64 * 1024
+    assert entry["target_address_space"] == "/zynq_ultra_ps_e_0/Data"
+    assert {"segments": ""} in bd.addresses  # the m_axi space gets DDR from the auto-assignment
 
 
 def test_control_data_clock_reset_and_interrupt_wiring(design):
-    links = {frozenset(n) for n in design.intf_nets}
+    _, bd = design
+    links = {frozenset(n) for n in bd.intf_nets}
+    engine = f"/{isa.INSTANCE}"
     assert frozenset({"/zynq_ultra_ps_e_0/M_AXI_HPM0_FPD", "/axi_ctrl/S00_AXI"}) in links
-    for i, k in enumerate(pb.KERNEL_ORDER):
-        assert frozenset({f"/axi_ctrl/M{i:02d}_AXI", f"/{k}_0/s_axi_control"}) in links
-        for pin in design.masters[k]:
-            hp = int(pin.rsplit("gmem", 1)[1]) % 4
-            sc = next(b if a == pin else a for a, b in design.intf_nets if pin in (a, b))
-            assert sc.startswith(f"/axi_hp{hp}/S")
-            assert frozenset({f"/axi_hp{hp}/M00_AXI", f"/zynq_ultra_ps_e_0/S_AXI_HP{hp}_FPD"}) in links
-        assert (f"/{k}_0/interrupt", f"/irq_concat/In{i}") in design.nets
-    for sc in [c for c in design.cells if c.startswith("axi_hp")]:
-        n_in = sum(1 for a, b in design.intf_nets if b.startswith(f"/{sc}/S"))
-        assert design.props[sc]["CONFIG.NUM_SI"] == str(n_in)
-    assert ("/irq_concat/dout", "/zynq_ultra_ps_e_0/pl_ps_irq0") in design.nets
-    assert design.props["irq_concat"]["CONFIG.NUM_PORTS"] == str(len(pb.KERNEL_ORDER))
-    assert design.props["axi_ctrl"]["CONFIG.NUM_MI"] == str(len(pb.KERNEL_ORDER))
-    clocked = {p for n in design.nets if n[0] == "/zynq_ultra_ps_e_0/pl_clk0" for p in n[1:]}
-    resets = {p for n in design.nets if n[0] == "/rst_pl0/peripheral_aresetn" for p in n[1:]}
-    for k in pb.KERNEL_ORDER:
-        assert f"/{k}_0/ap_clk" in clocked and f"/{k}_0/ap_rst_n" in resets
-    ps = design.props["zynq_ultra_ps_e_0"]
+    assert frozenset({"/axi_ctrl/M00_AXI", f"{engine}/s_axi_control"}) in links
+    assert frozenset({f"{engine}/m_axi_gmem", "/axi_hp0/S00_AXI"}) in links
+    assert frozenset({"/axi_hp0/M00_AXI", "/zynq_ultra_ps_e_0/S_AXI_HP0_FPD"}) in links
+    assert (f"{engine}/interrupt", "/zynq_ultra_ps_e_0/pl_ps_irq0") in bd.nets
+    clocked = {p for n in bd.nets if n[0] == "/zynq_ultra_ps_e_0/pl_clk0" for p in n[1:]}
+    resets = {p for n in bd.nets if n[0] == "/rst_pl0/peripheral_aresetn" for p in n[1:]}
+    assert f"{engine}/ap_clk" in clocked and f"{engine}/ap_rst_n" in resets
+    assert "/zynq_ultra_ps_e_0/saxihp0_fpd_aclk" in clocked
+    ps = bd.props["zynq_ultra_ps_e_0"]
     assert ps["CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ"] == "150"
-    assert all(ps[f"CONFIG.PSU__USE__S_AXI_GP{n}"] == "1" for n in (2, 3, 4, 5))
+    # HP0 is S_AXI_GP2, at the engine's AXI width.
+    assert ps["CONFIG.PSU__USE__S_AXI_GP2"] == "1"
+    assert ps["CONFIG.PSU__SAXIGP2__DATA_WIDTH"] == str(8 * isa.PRODUCTION.axi_bytes)
+    assert float(ps["CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ"]) == isa.PRODUCTION.clock_mhz
 
 
-def test_vivado_flow_script_builds_and_copies_the_artifacts(derived, tmp_path):
-    """bitstreams/build.tcl end to end against stubs: project, IP repos, block design, implementation,
+def test_rtl_ip_packaging_script(tmp_path):
+    """bitstreams/package_engine.tcl against stubs: sources from files.f in order, the top, the VLNV the
+    block design instantiates, bus interfaces on ap_clk, an active-low reset, and the `Reg` window."""
+    repo = tmp_path / "repo"
+    (repo / "hls" / "rtl" / "engine").mkdir(parents=True)
+    files = "# order\nhls/rtl/a.sv\n\nhls/rtl/engine/top.sv\n"
+    (repo / "hls" / "rtl" / "engine" / "files.f").write_text(files)
+    tcl = tkinter.Tcl()
+    seen: dict[str, list[tuple]] = {}
+    props: dict[str, str] = {}
+
+    def record(name, result=""):
+        def command(*args):
+            seen.setdefault(name, []).append(args)
+            return result(*args) if callable(result) else result
+
+        tcl.createcommand(name, command)
+
+    def set_property(*args):
+        seen.setdefault("set_property", []).append(args)
+        props[args[0]] = args[1]
+
+    tcl.createcommand("set_property", set_property)
+    for name, result in [
+        ("create_project", ""), ("read_verilog", ""), ("current_fileset", "src"),
+        ("update_compile_order", ""),
+        ("ipx::package_project", ""), ("ipx::current_core", "core"), ("ipx::infer_bus_interfaces", ""),
+        ("ipx::get_bus_interfaces", lambda *a: a[0] if a[0] in ENGINE_PORTS else ""),
+        ("ipx::associate_bus_interfaces", ""), ("ipx::get_bus_parameters", "polarity"),
+        ("ipx::get_memory_maps", ""), ("ipx::add_memory_map", "mm"), ("ipx::get_address_blocks", ""),
+        ("ipx::add_address_block", "block"), ("ipx::create_xgui_files", ""), ("ipx::update_checksums", ""),
+        ("ipx::check_integrity", ""), ("ipx::save_core", ""),
+    ]:  # fmt: skip
+        record(name, result)
+    tcl.eval(f"set argv [list {{{repo}}} {{{tmp_path / 'ip'}}}]")
+    tcl.eval(f"source {{{ROOT / 'bitstreams' / 'package_engine.tcl'}}}")
+    (sources,) = seen["read_verilog"][0][1:]
+    assert tcl.splitlist(sources) == (f"{repo}/hls/rtl/a.sv", f"{repo}/hls/rtl/engine/top.sv")
+    assert props["top"] == isa.IP_NAMES["rtl"] and props["name"] == isa.IP_NAMES["rtl"]
+    assert props["version"] == isa.IP_VERSION
+    pkg = seen["ipx::package_project"][0]
+    assert pkg[pkg.index("-vendor") + 1] == isa.IP_VENDOR and pkg[pkg.index("-library") + 1] == isa.IP_LIBRARY
+    assert {a[1] for a in seen["ipx::associate_bus_interfaces"] if a[0] == "-busif"} == {"s_axi_control",
+                                                                                          "m_axi_gmem"}
+    assert props["value"] == "ACTIVE_LOW" and props["range"] == str(isa.CTRL_RANGE)
+    assert seen["ipx::add_address_block"][0][0] == "Reg"
+    assert "ipx::save_core" in seen
+
+
+def test_vivado_flow_script_builds_and_copies_the_artifacts(tmp_path):
+    """bitstreams/build.tcl end to end against stubs: project, IP repo, block design, implementation,
     and the .bit/.hwh copied under one base name (what pynq.Overlay needs)."""
     run_dir, gen = tmp_path / "impl_1", tmp_path / "gen"
     run_dir.mkdir()
@@ -283,7 +311,7 @@ def test_vivado_flow_script_builds_and_copies_the_artifacts(derived, tmp_path):
     (run_dir / "trilevel_wrapper.bit").write_bytes(b"bit")
     (gen / "trilevel.hwh").write_text("<hwh/>")
     tcl = tkinter.Tcl()
-    stub = VivadoStub(tcl, {k: [] for k in pb.KERNEL_ORDER})
+    stub = VivadoStub(tcl)
     seen: dict[str, tuple] = {}
 
     def record(name, result=""):
@@ -324,15 +352,16 @@ def test_vivado_flow_script_builds_and_copies_the_artifacts(derived, tmp_path):
 
     tcl.createcommand("set_property", set_property)
     out = tmp_path / "out"
-    tcl.eval(f"set argv [list {{/ip/a /ip/b}} {{{out}}} 175 3]")
+    tcl.eval(f"set argv [list {{/ip/engine}} {{{out}}} 175 3 hls]")
     tcl.eval(f"source {{{ROOT / 'bitstreams' / 'build.tcl'}}}")
     assert (out / "trilevel.bit").read_bytes() == b"bit" and (out / "trilevel.hwh").read_text() == "<hwh/>"
     assert seen["create_project"][-2:] == ("-part", "xczu9eg-ffvb1156-2-e")
     props = {a[0]: a[1] for a in seen["set_property"] if not a[0].startswith(("-", "CONFIG."))}
-    assert props["board_part"] == "xilinx.com:zcu102:part0:3.4" and props["ip_repo_paths"] == "/ip/a /ip/b"
+    assert props["board_part"] == "xilinx.com:zcu102:part0:3.4" and props["ip_repo_paths"] == "/ip/engine"
     assert props["top"] == "trilevel_wrapper"
     assert seen["launch_runs"] == ("impl_1", "-to_step", "write_bitstream", "-jobs", "3")
     assert stub.props["zynq_ultra_ps_e_0"]["CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ"] == "175"
+    assert stub.cells[isa.INSTANCE].split(":")[2] == isa.IP_NAMES["hls"]
 
 
 # ------------------------------------------------------------------------------------- scripts, manifest
@@ -349,18 +378,28 @@ def test_scripts_fail_with_one_line_without_vivado(script, tmp_path):
     assert r.stdout == ""
 
 
-def test_build_names_the_missing_hls_ips(tmp_path):
+def _build_with_fake_vivado(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     fake = tmp_path / "bin"
-    fake.mkdir()
+    fake.mkdir(exist_ok=True)
     (fake / "vivado").write_text("#!/bin/sh\nexit 0\n")
     (fake / "vivado").chmod(0o755)
-    env = {"PATH": f"{fake}:/usr/bin:/bin", "HOME": str(tmp_path), "TRILEVEL_HLS_CLOCK_MHZ": "123"}
-    r = subprocess.run(
-        ["bash", str(ROOT / "bitstreams" / "build.sh")], env=env, capture_output=True, text=True
-    )
+    env = {"PATH": f"{fake}:/usr/bin:/bin", "HOME": str(tmp_path), **env}
+    script = str(ROOT / "bitstreams" / "build.sh")
+    return subprocess.run(["bash", script], env=env, capture_output=True, text=True)
+
+
+def test_build_names_the_missing_hls_engine_ip(tmp_path):
+    r = _build_with_fake_vivado(tmp_path, TRILEVEL_ENGINE="hls", TRILEVEL_HLS_CLOCK_MHZ="123")
     assert r.returncode == 1
     (line,) = r.stderr.strip().splitlines()
-    assert f"HLS IP missing for {' '.join(pb.KERNEL_ORDER)} at 123 MHz" in line and "make hls" in line
+    assert "HLS engine IP missing at 123 MHz" in line and "make hls" in line
+
+
+def test_build_refuses_an_unknown_engine(tmp_path):
+    r = _build_with_fake_vivado(tmp_path, TRILEVEL_ENGINE="vhdl")
+    assert r.returncode == 2
+    (line,) = r.stderr.strip().splitlines()
+    assert "TRILEVEL_ENGINE must be rtl or hls" in line
 
 
 def test_manifest_records_and_verifies_checksums(tmp_path):
@@ -369,10 +408,11 @@ def test_manifest_records_and_verifies_checksums(tmp_path):
     ip = tmp_path / "ip" / "component.xml"
     ip.parent.mkdir()
     ip.write_text("<component/>")
-    path = manifest.write_manifest(tmp_path, 150.0, [ip])
+    path = manifest.write_manifest(tmp_path, 150.0, [ip], engine="hls")
     data = json.loads(path.read_text())
     assert data["artifacts"]["trilevel.hwh"]["sha256"] == manifest.sha256(tmp_path / "trilevel.hwh")
-    assert data["clock_mhz"] == 150.0 and str(ip.parent) in data["hls_ips"]
+    assert data["clock_mhz"] == 150.0 and str(ip.parent) in data["ips"]
+    assert data["engine"] == "hls" and data["engine_config"] in isa.CONFIGS
     assert manifest.verify_manifest(path) == []
     (tmp_path / "trilevel.bit").write_bytes(b"tampered")
     assert ["trilevel.bit: SHA-256 differs" in p for p in manifest.verify_manifest(path)] == [True]

@@ -202,6 +202,20 @@ COUNTER_MEANING: dict[str, str] = {
 N_COUNTERS = len(COUNTERS)
 REGISTER_SPAN = 0x100
 CTRL_START, CTRL_DONE, CTRL_IDLE, CTRL_READY = 1, 2, 4, 8
+# The HLS top function and the register each of its arguments becomes (checked by
+# tests/test_bitstream_consistency.py with the Vitis layout rule of bitstreams/hls_interface.py).
+HLS_TOP = "trilevel_engine"
+HLS_ARGS: dict[str, str] = {"ap_return": "ERROR", "gmem": "DDR_BASE_LO", "cmd_addr": "CMD_ADDR",
+                            "cmd_count": "CMD_COUNT", "err_pc": "ERR_PC", "counters": "COUNTERS"}
+
+
+# Block-design identity (bitstreams/zcu102_bd.tcl): the engine IP, RTL-packaged or from Vitis HLS (same ports
+# and register map), one instance whose AXI-Lite window the driver finds in the overlay by this name.
+IP_VENDOR, IP_LIBRARY, IP_VERSION = "trilevel.org", "trilevel", "1.0"
+IP_NAMES: dict[str, str] = {"rtl": "trilevel_engine_rtl", "hls": "trilevel_engine"}
+INSTANCE = "trilevel_engine_0"
+CTRL_BASE = 0xA000_0000
+CTRL_RANGE = 0x10000
 
 
 # ----------------------------------------------------------------------------------- configuration
