@@ -1,26 +1,58 @@
-"""`trilevel` command line: each subcommand lives in its own module under trilevel.commands."""
+"""`trilevel` command line: each subcommand lives in its own module under trilevel.commands.
+
+One error path for every command (trilevel.userinput): bad input is one line on stderr and exit code 2,
+Ctrl-C is one line (with the resume command for a training run) and exit code 130; anything else is a
+bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
+
+from trilevel.userinput import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, OneLineParser, UserError
 
 # Each module defines `register(subparsers)`; the parser it adds sets `func(args) -> int`.
 COMMAND_MODULES: tuple[str, ...] = ("train", "demo", "macs", "latency", "bench", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trilevel", description=__doc__)
+    parser = OneLineParser(prog="trilevel", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"trilevel.commands.{name}").register(subparsers)
     return parser
 
 
+def resume_hint(stop: Interrupted, argv: list[str]) -> str:
+    """The one line printed after Ctrl-C: where the last checkpoint is and the command that resumes."""
+    if stop.message:
+        return stop.message
+    if stop.checkpoint is None:
+        return "interrupted before the first checkpoint; nothing to resume, rerun the command to start over"
+    again = argv if "--resume" in argv else [*argv, "--resume"]
+    return (f"interrupted; last checkpoint {stop.checkpoint} (epoch {stop.epoch} of {stop.epochs}); "
+            f"resume with: trilevel {shlex.join(again)}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = f"trilevel {argv[0]}" if argv and not argv[0].startswith("-") else "trilevel"
+    try:
+        args = build_parser().parse_args(argv)
+        name = " ".join(["trilevel", args.command, *filter(None, [getattr(args, "export_command", None)])])
+        return int(args.func(args) or 0)
+    except UserError as err:
+        print(f"{name}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except Interrupted as stop:
+        print(f"{name}: {resume_hint(stop, argv)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

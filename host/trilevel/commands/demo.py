@@ -2,20 +2,25 @@
 the float PyTorch golden model with the same recipe, side by side.
 
 Writes DIR/<run>/metrics.jsonl per run, DIR/summary.json and DIR/accuracy_vs_time.png. The three runs
-are independent processes (one per core, `--jobs`); per-epoch lines are printed as they land.
+are independent processes (one per core, `--jobs`); per-epoch lines are printed as they land, and each
+run's own log (errors included) is DIR/<run>/train.log. Ctrl-C stops all three; a demo starts over.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from trilevel import userinput as ui
 
 # The recipe shared by all three runs (tuned so the fixed-point Tri-Level run passes 90% on digits).
 RECIPE: dict[str, Any] = {
@@ -40,10 +45,14 @@ def _runs(backend: str) -> list[RunSpec]:
             RunSpec("float_tri_level", "torch", TRI_LEVEL)]
 
 
-def _train_one(spec: RunSpec, out: str, recipe: dict[str, Any]) -> None:
-    """Child process: one training run, progress only through its metrics.jsonl."""
+def _train_one(spec: RunSpec, out: str, recipe: dict[str, Any], take_ctrl_c: bool) -> None:
+    """Child process: one training run, progress only through its metrics.jsonl, its output in
+    train.log. Starts with Ctrl-C ignored (see _run_all) and takes it up once the imports are done,
+    unless the demo itself ignores it (started in the background, nohup)."""
     import gc
 
+    Path(out).mkdir(parents=True, exist_ok=True)
+    sys.stderr = sys.stdout = open(Path(out) / LOG_FILE, "w", buffering=1, encoding="utf-8")
     import torch
     import torch._dynamo  # noqa: F401  (imported by the MAC counter's FlopCounterMode anyway)
 
@@ -55,10 +64,15 @@ def _train_one(spec: RunSpec, out: str, recipe: dict[str, Any]) -> None:
     # collection, which would otherwise walk them all each time the training loop triggers one.
     gc.freeze()
     settings = {**recipe, **spec.ratios, "out": out, "progress": False}
-    if spec.backend == "torch":
-        train(TrainConfig(**settings, attn_impl="gather"))  # the accelerator's attention semantics
-    else:
-        trainer.train(trainer.AccelTrainConfig(backend=spec.backend, **settings))
+    if take_ctrl_c:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        if spec.backend == "torch":
+            train(TrainConfig(**settings, attn_impl="gather"))  # the accelerator's attention semantics
+        else:
+            trainer.train(trainer.AccelTrainConfig(backend=spec.backend, **settings))
+    except (ui.Interrupted, KeyboardInterrupt):
+        raise SystemExit(ui.EXIT_INTERRUPTED) from None
 
 
 def _line(name: str, r: dict[str, Any], dense_macs: float) -> str:
@@ -69,14 +83,20 @@ def _line(name: str, r: dict[str, Any], dense_macs: float) -> str:
             f"R_e {r['keep_example']:.2f}  test {r['test_top1']:6.2%}  MACs saved {saved:6.1%}{zcu}")
 
 
-DEMO_FILES = ("metrics.jsonl", "checkpoint.pt")
+LOG_FILE = "train.log"
+# What a demo run leaves in its folder (a killed run also a stale lock and a temporary checkpoint).
+DEMO_FILES = ("metrics.jsonl", "checkpoint.pt", LOG_FILE, "run.lock")
+
+
+def _demo_file(name: str) -> bool:
+    return name in DEMO_FILES or (name.startswith(".checkpoint.pt.") and name.endswith(".tmp"))
 
 
 def _check_previous(run_dir: Path) -> None:
-    foreign = [p.name for p in run_dir.iterdir() if p.name not in DEMO_FILES] if run_dir.exists() else []
+    foreign = [p.name for p in run_dir.iterdir() if not _demo_file(p.name)] if run_dir.exists() else []
     if foreign:
-        raise FileExistsError(f"{run_dir} holds files a demo run did not write ({', '.join(foreign)}); "
-                              "pick another --out")
+        raise ui.UserError(f"{run_dir} holds files a demo run did not write ({', '.join(foreign)}); "
+                           "pick another --out")
 
 
 def _read(path: Path) -> list[dict[str, Any]]:
@@ -88,25 +108,38 @@ def _read(path: Path) -> list[dict[str, Any]]:
 
 def run_demo(out: Path, backend: str = "csim", epochs: int | None = None, jobs: int | None = None,
              progress: bool = True) -> dict[str, Any]:
-    from tqdm import tqdm
+    """Validate, lock `out`, replace a previous demo's runs there, run the three, summarize."""
+    from trilevel import runlog
 
-    from trilevel.config import get_config
-    from trilevel.macs import MacCounter
-
-    recipe = {**RECIPE, **({"epochs": epochs} if epochs else {})}
-    out.mkdir(parents=True, exist_ok=True)
+    recipe = {**RECIPE, **({"epochs": epochs} if epochs is not None else {})}
     specs = _runs(backend)
     run_dirs = [out / spec.name for spec in specs]
     for run_dir in run_dirs:  # a re-run replaces the previous demo's runs, and nothing else
         _check_previous(run_dir)
-    for run_dir in run_dirs:
-        for name in DEMO_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-    if backend == "csim":  # fail fast, before forking, if the library is missing
+    if backend == "csim":  # fail fast, before anything is written, if the library is missing
         from trilevel.accel import get_backend
+        from trilevel.accel.interface import BackendError
 
-        get_backend("csim")
+        try:
+            get_backend("csim")
+        except BackendError as err:
+            raise ui.UserError(str(err)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    with runlog.RunLock(out):
+        for run_dir in run_dirs:
+            _check_previous(run_dir)  # again, now that no other demo writes here
+            for path in list(run_dir.iterdir()) if run_dir.exists() else []:
+                path.unlink()
+        return _run_all(out, backend, specs, recipe, jobs, progress)
+
+
+def _run_all(out: Path, backend: str, specs: list[RunSpec], recipe: dict[str, Any], jobs: int | None,
+             progress: bool) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from trilevel.config import get_config
     from trilevel.data import load_digits_split
+    from trilevel.macs import MacCounter
 
     train_images = len(load_digits_split(seed=recipe["seed"])[0])
     dense_macs = train_images * MacCounter(get_config(recipe["model"])).count(1.0, 1.0, train=True)
@@ -114,39 +147,53 @@ def run_demo(out: Path, backend: str = "csim", epochs: int | None = None, jobs: 
     for var in _SINGLE_THREAD_ENV:  # each run is one process on one core: no spinning BLAS/OpenMP pools
         os.environ.setdefault(var, "1")
     t0 = time.perf_counter()
-    jobs = jobs or len(specs)  # the OS shares the cores; the slowest (dense) run sets the pace either way
+    # The OS shares the cores; the slowest (dense) run sets the pace either way.
+    jobs = len(specs) if jobs is None else jobs
     ctx = mp.get_context("spawn")
     pending = list(specs)
     running: dict[str, Any] = {}
     seen = {spec.name: 0 for spec in specs}
     bars = {spec.name: tqdm(total=recipe["epochs"], desc=f"{spec.name} [{spec.backend}]", position=i,
-                            leave=True, disable=not progress, file=sys.stderr)
+                            leave=True, disable=ui.bars_disabled(progress), file=sys.stderr)
             for i, spec in enumerate(specs)}
     failed: list[str] = []
-    while pending or running:
-        while pending and len(running) < jobs:
-            spec = pending.pop(0)
-            proc = ctx.Process(target=_train_one, args=(spec, str(out / spec.name), recipe), name=spec.name)
-            proc.start()
-            running[spec.name] = proc
-        time.sleep(0.5)
-        for spec in specs:
-            records = _read(out / spec.name / "metrics.jsonl")
-            for r in records[seen[spec.name]:]:
-                bars[spec.name].update(1)
-                tqdm.write(_line(spec.name, r, dense_macs), file=sys.stdout)
-                sys.stdout.flush()
-            seen[spec.name] = len(records)
-        for name, proc in list(running.items()):
-            if not proc.is_alive():
-                proc.join()
-                if proc.exitcode != 0:
-                    failed.append(f"{name} (exit code {proc.exitcode})")
-                del running[name]
-    for bar in bars.values():
-        bar.close()
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                spec = pending.pop(0)
+                take_ctrl_c = signal.getsignal(signal.SIGINT) != signal.SIG_IGN
+                run_args = (spec, str(out / spec.name), recipe, take_ctrl_c)
+                proc = ctx.Process(target=_train_one, args=run_args, name=spec.name)
+                # Children start with Ctrl-C ignored (inherited): none dies mid-import with a traceback.
+                handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+                try:
+                    proc.start()
+                finally:
+                    signal.signal(signal.SIGINT, handler)
+                running[spec.name] = proc
+            time.sleep(0.5)
+            for spec in specs:
+                records = _read(out / spec.name / "metrics.jsonl")
+                for r in records[seen[spec.name]:]:
+                    bars[spec.name].update(1)
+                    tqdm.write(_line(spec.name, r, dense_macs), file=sys.stdout)
+                    sys.stdout.flush()
+                seen[spec.name] = len(records)
+            for name, proc in list(running.items()):
+                if not proc.is_alive():
+                    proc.join()
+                    if proc.exitcode != 0:
+                        failed.append(f"{name} (exit code {proc.exitcode}, see {out / name / LOG_FILE})")
+                    del running[name]
+    except KeyboardInterrupt:
+        _stop(list(running.values()))
+        raise ui.Interrupted(None, message=f"interrupted; the demo runs in {out} are incomplete and a demo "
+                             "does not resume: rerun the command to start over") from None
+    finally:
+        for bar in bars.values():
+            bar.close()
     if failed:
-        raise RuntimeError(f"demo runs failed: {', '.join(failed)}")
+        raise DemoRunFailed(f"demo runs failed: {', '.join(failed)}")
     total_s = time.perf_counter() - t0
 
     runs = {spec.name: _read(out / spec.name / "metrics.jsonl") for spec in specs}
@@ -154,6 +201,25 @@ def run_demo(out: Path, backend: str = "csim", epochs: int | None = None, jobs: 
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _plot(specs, runs, out / "accuracy_vs_time.png")
     return summary
+
+
+class DemoRunFailed(RuntimeError):
+    """A training run of the demo ended with an error (its traceback is in its train.log)."""
+
+
+def _stop(procs: list[Any], grace_s: float = 10.0) -> None:
+    """After Ctrl-C: the children got it too (or get it now) and leave at their next step; a child
+    still starting (Ctrl-C ignored) or stuck is terminated after `grace_s`."""
+    for proc in procs:
+        if proc.is_alive() and proc.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGINT)
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.terminate()
+            proc.join()
 
 
 def _summarize(specs: list[RunSpec], runs: dict[str, list[dict]], recipe: dict[str, Any], dense_macs: float,
@@ -217,9 +283,9 @@ def _plot(specs: list[RunSpec], runs: dict[str, list[dict]], path: Path) -> None
 def _run(args: argparse.Namespace) -> int:
     try:
         summary = run_demo(Path(args.out), args.backend, args.epochs, args.jobs, args.progress)
-    except (FileExistsError, RuntimeError, ValueError) as err:
-        print(f"trilevel demo: error: {err}", file=sys.stderr)
-        return 2
+    except DemoRunFailed as err:
+        print(f"trilevel demo: {err}", file=sys.stderr)
+        return 1
     runs = summary["runs"]
     print(f"\ndemo finished in {summary['demo_wall_s']:.0f} s; results in {args.out}")
     for name, r in runs.items():
@@ -234,10 +300,10 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="Tri-Level vs dense on digits through the C-sim accelerator",
                               description=__doc__)
-    p.add_argument("--out", required=True, help="output folder (one subfolder per run)")
+    p.add_argument("--out", type=ui.output_dir, required=True, help="output folder (one subfolder per run)")
     p.add_argument("--backend", choices=("csim", "reference"), default="csim",
                    help="fixed-point backend of the two accelerator runs")
-    p.add_argument("--epochs", type=int, default=None, help=f"default {RECIPE['epochs']}")
-    p.add_argument("--jobs", type=int, default=None, help="runs at a time (default: all three)")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--epochs", type=ui.POSITIVE_INT, default=None, help=f"default {RECIPE['epochs']}")
+    p.add_argument("--jobs", type=ui.POSITIVE_INT, default=None, help="runs at a time (default: all three)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.set_defaults(func=_run)
