@@ -15,6 +15,7 @@ statistics so all ranks hold the same active subset.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -39,8 +40,10 @@ from trilevel import runlog, schedule
 from trilevel.config import get_config
 from trilevel.data import load_dataset
 from trilevel.example_filter import ExampleFilter
+from trilevel.imagecheck import check_images
 from trilevel.macs import MacCounter
 from trilevel.model import ATTN_IMPLS, build_model
+from trilevel.userinput import bars_disabled
 
 TORCH_ATTN_IMPL = "mask"  # the faster attention implementation (measured: docs/benchmarks.md)
 
@@ -106,7 +109,8 @@ class TrainConfig:
     resume: bool = False
     stop_after: int | None = None  # leave after this many epochs of this invocation (time-sliced jobs)
     num_workers: int = 0
-    progress: bool = True
+    progress: bool = True  # progress bars (on a terminal); the per-epoch lines print either way
+    bad_images: str = "error"  # image folders: stop at an undecodable file (error) or leave it out (skip)
     amp: bool = True  # bf16 autocast on CUDA
 
     def resolved(self, global_batch: int) -> TrainConfig:
@@ -247,26 +251,40 @@ def _config_record(config: TrainConfig) -> dict[str, Any]:
     return {key: getattr(config, key) for key in _RESUME_FIELDS}
 
 
+_CHECKPOINT_KEYS = ("config", "model", "optimizer", "example_filter", "epoch", "iteration", "totals", "rng")
+
+
 def train(config: TrainConfig) -> list[dict[str, Any]]:
-    """Train and return every epoch's metrics record (including epochs restored by ``resume``)."""
+    """Train and return every epoch's metrics record (including epochs restored by ``resume``).
+
+    Every input is validated (config, data, images, checkpoint) before the run folder is created and
+    locked (`runlog.RunLock`); Ctrl-C raises `trilevel.userinput.Interrupted` naming the last checkpoint.
+    """
     env = _Dist(config.device)
     try:
-        return _train(config, env)
+        with contextlib.ExitStack() as run_scope:
+            return _train(config, env, run_scope)
+    except KeyboardInterrupt:
+        raise runlog.interrupted(config.out, config.epochs) from None
     finally:
         env.close()
 
 
-def _train(config: TrainConfig, env: _Dist) -> list[dict[str, Any]]:
+def _resume_state(config: TrainConfig, ckpt_path: Path) -> dict[str, Any] | None:
+    """The checkpoint to resume from (None: start from scratch), refused if its settings differ."""
+    if not (config.resume and ckpt_path.exists()):
+        return None
+    state = runlog.load_checkpoint(ckpt_path, required=_CHECKPOINT_KEYS)
+    runlog.check_resume_config(_config_record(config), state["config"])
+    return state
+
+
+def _train(config: TrainConfig, env: _Dist, run_scope: contextlib.ExitStack) -> list[dict[str, Any]]:
     cfg_run = config.resolved(config.batch_size * env.world)
     out = Path(cfg_run.out)
     ckpt_path = out / runlog.CHECKPOINT_FILE
-    if not cfg_run.resume and (ckpt_path.exists() or (out / runlog.METRICS_FILE).exists()):
-        raise FileExistsError(
-            f"{out} already holds a run; pass --resume to continue it or pick another --out"
-        )
-    if env.main:
-        out.mkdir(parents=True, exist_ok=True)
-    env.barrier()
+    runlog.refuse_overwrite(out, cfg_run.resume)
+    state, state_stamp = _resume_state(cfg_run, ckpt_path), runlog.file_stamp(ckpt_path)
 
     torch.manual_seed(cfg_run.seed)
     np.random.seed(cfg_run.seed)
@@ -280,6 +298,7 @@ def _train(config: TrainConfig, env: _Dist) -> list[dict[str, Any]]:
         seed=cfg_run.seed,
         augment=cfg_run.augment,
     )
+    check_images((train_set, test_set), cfg_run.bad_images, cfg_run.progress and env.main)
     model = build_model(
         cfg_run.model,
         num_classes=train_set.num_classes,
@@ -316,18 +335,19 @@ def _train(config: TrainConfig, env: _Dist) -> list[dict[str, Any]]:
     counter = MacCounter(model.cfg, "gather")
     executed = counter if cfg_run.attn_impl == "gather" else MacCounter(model.cfg, cfg_run.attn_impl)
 
+    # Every input is valid: create and lock the run folder (one writer), then look again under the lock.
+    if env.main:
+        out.mkdir(parents=True, exist_ok=True)
+        run_scope.enter_context(runlog.RunLock(out))
+        runlog.refuse_overwrite(out, cfg_run.resume)
+        if runlog.file_stamp(ckpt_path) != state_stamp:  # a writer finished an epoch before we locked
+            state = _resume_state(cfg_run, ckpt_path)
+    env.barrier()
+
     start_epoch, iteration = 0, 0
     totals = {"cumulative_wall_s": 0.0, "cumulative_images": 0, "cumulative_train_macs": 0}
     records: list[dict[str, Any]] = []
-    if cfg_run.resume and ckpt_path.exists():
-        state = runlog.load_checkpoint(ckpt_path)
-        differ = {
-            k: (v, state["config"].get(k))
-            for k, v in _config_record(cfg_run).items()
-            if state["config"].get(k) != v
-        }
-        if differ:
-            raise ValueError(f"--resume with settings that differ from the checkpoint (now, then): {differ}")
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         example_filter.load_state_dict(state["example_filter"])
@@ -335,11 +355,11 @@ def _train(config: TrainConfig, env: _Dist) -> list[dict[str, Any]]:
         runlog.restore_rng_state(state["rng"])
         if env.main:
             records = runlog.truncate_metrics(out, start_epoch)
-        if env.main and cfg_run.progress:
+        if env.main:
             print(f"resumed {out} after epoch {start_epoch} (iteration {iteration})", file=sys.stderr)
-    elif cfg_run.resume and env.main and cfg_run.progress:
+    elif cfg_run.resume and env.main:
         print(f"no checkpoint in {out}; starting from scratch", file=sys.stderr)
-    if env.main and start_epoch == 0 and cfg_run.progress:
+    if env.main and start_epoch == 0:
         print(
             f"train {model.cfg.name} on {cfg_run.data}: {len(train_set)} train / {len(test_set)} test, "
             f"{example_filter.num_active} active, {iters_per_epoch} it/epoch, global batch "
@@ -379,7 +399,7 @@ def _train(config: TrainConfig, env: _Dist) -> list[dict[str, Any]]:
             loader,
             desc=f"epoch {epoch + 1}/{cfg_run.epochs}",
             leave=False,
-            disable=not (cfg_run.progress and env.main),
+            disable=bars_disabled(cfg_run.progress) or not env.main,
             file=sys.stderr,
         )
         for images, labels, indices in bar:
@@ -455,7 +475,8 @@ def _train(config: TrainConfig, env: _Dist) -> list[dict[str, Any]]:
         }
         records.append(record)
         if env.main:
-            runlog.atomic_save(
+            runlog.commit_epoch(
+                out,
                 {
                     "config": _config_record(cfg_run),
                     "model_config": dataclasses.asdict(model.cfg),
@@ -467,11 +488,9 @@ def _train(config: TrainConfig, env: _Dist) -> list[dict[str, Any]]:
                     "totals": totals,
                     "rng": runlog.capture_rng_state(),
                 },
-                ckpt_path,
+                record,
             )
-            runlog.append_metrics(out, record)
-            if cfg_run.progress:
-                print(format_record(record), file=sys.stderr)
+            print(format_record(record), file=sys.stderr)
         env.barrier()
     return records
 

@@ -22,6 +22,7 @@ The recipe, data order, schedules, example filter and initial weights are those 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import sys
@@ -37,20 +38,23 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm import tqdm
 
 from trilevel import runlog
-from trilevel.accel.interface import Accelerator, get_backend
+from trilevel.accel.interface import Accelerator, BackendError, get_backend
 from trilevel.config import ViTConfig, get_config, keep_count
 from trilevel.data import load_dataset
 from trilevel.example_filter import ExampleFilter
+from trilevel.imagecheck import check_images
 from trilevel.intref.fixed import FRAC_MAX, QTensor, choose_frac_int, hash32, quantize
 from trilevel.intref.fracs import clamp_frac
 from trilevel.intref.optim import AdamWScalars, SgdmScalars
 from trilevel.train_torch import TrainConfig, cosine_lr, format_record
+from trilevel.userinput import UserError, bars_disabled
 
 _RESUME_FIELDS = (
     "model", "data", "epochs", "batch_size", "micro_batch", "keep_example", "keep_token", "keep_attn", "lr",
     "min_lr", "warmup_epochs", "weight_decay", "keep_warmup_epochs", "keep_decay_epochs", "example_period",
     "example_remove_frac", "example_policy", "img_size", "seed", "backend", "optimizer",
 )
+_CHECKPOINT_KEYS = ("config", "net", "example_filter", "epoch", "iteration", "totals", "rng")
 CALIBRATION_PASSES = 6
 # Fracs before calibration: activations ~N(0, 1) fit 12 bits of fraction, gradients are small.
 DEFAULT_FWD_FRAC, DEFAULT_BWD_FRAC = 10, 20
@@ -460,21 +464,44 @@ def train(config: AccelTrainConfig, backend: Accelerator | None = None,
           datasets: tuple[Dataset, Dataset] | None = None) -> list[dict[str, Any]]:
     """Train with the layer-wise fixed-point trainer; returns every epoch's metrics record (including
     epochs restored by `resume`). `on_epoch` sees each new record as it lands (default: print it);
-    `datasets` = (train, test) replaces loading `config.data` (items: image, label, example index)."""
+    `datasets` = (train, test) replaces loading `config.data` (items: image, label, example index).
+
+    Every input is validated (config, backend, data, images, checkpoint) before the run folder is
+    created and locked (`runlog.RunLock`); Ctrl-C raises `trilevel.userinput.Interrupted`."""
+    try:
+        with contextlib.ExitStack() as run_scope:
+            return _train(config, backend, on_epoch, datasets, run_scope)
+    except KeyboardInterrupt:
+        raise runlog.interrupted(config.out, config.epochs) from None
+
+
+def _resume_state(run: AccelTrainConfig, ckpt_path: Path) -> dict[str, Any] | None:
+    """The checkpoint to resume from (None: start from scratch), refused if its settings differ."""
+    if not (run.resume and ckpt_path.exists()):
+        return None
+    state = runlog.load_checkpoint(ckpt_path, required=_CHECKPOINT_KEYS)
+    runlog.check_resume_config({k: getattr(run, k) for k in _RESUME_FIELDS}, state["config"])
+    return state
+
+
+def _train(config: AccelTrainConfig, backend: Accelerator | None,
+           on_epoch: Callable[[dict[str, Any]], None] | None, datasets: tuple[Dataset, Dataset] | None,
+           run_scope: contextlib.ExitStack) -> list[dict[str, Any]]:
     from trilevel.macs import MacCounter
     from trilevel.model import build_model
     from trilevel.schedule import KeepRatioSchedule
 
     run = _resolve(config)
     out = Path(run.out)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / runlog.CHECKPOINT_FILE
-    if not run.resume and (ckpt_path.exists() or (out / runlog.METRICS_FILE).exists()):
-        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or pick another "
-                              "--out")
+    runlog.refuse_overwrite(out, run.resume)
+    state, state_stamp = _resume_state(run, ckpt_path), runlog.file_stamp(ckpt_path)
     if backend is None:
         opts = {"lib": run.csim_lib} if run.backend == "csim" and run.csim_lib else {}
-        backend = get_backend(run.backend, **opts)
+        try:
+            backend = get_backend(run.backend, **opts)
+        except (BackendError, ImportError, OSError) as err:  # OSError: a library that does not load
+            raise UserError(f"--backend {run.backend}: {err}") from None
 
     # Same order of seeding, data loading and model construction as trilevel.train_torch: same init.
     torch.manual_seed(run.seed)
@@ -484,6 +511,7 @@ def train(config: AccelTrainConfig, backend: Accelerator | None = None,
         datasets = load_dataset(run.data, img_size=run.img_size, in_chans=base_cfg.in_chans,
                                 num_classes=base_cfg.num_classes, seed=run.seed)
     train_set, test_set = datasets
+    check_images(datasets, run.bad_images, run.progress)
     golden = build_model(run.model, num_classes=train_set.num_classes, in_chans=train_set.in_chans,
                          img_size=train_set.img_size)
     cfg = golden.cfg
@@ -500,23 +528,25 @@ def train(config: AccelTrainConfig, backend: Accelerator | None = None,
     counter = MacCounter(cfg)
     latency = _LatencyProjector(cfg, run.micro_batch, run.batch_size) if run.project_latency else None
 
+    # Every input is valid: create and lock the run folder (one writer), then look again under the lock.
+    out.mkdir(parents=True, exist_ok=True)
+    run_scope.enter_context(runlog.RunLock(out))
+    runlog.refuse_overwrite(out, run.resume)
+    if runlog.file_stamp(ckpt_path) != state_stamp:  # a writer finished an epoch before we locked
+        state = _resume_state(run, ckpt_path)
+
     start_epoch, iteration = 0, 0
     totals: dict[str, Any] = {"cumulative_wall_s": 0.0, "cumulative_images": 0, "cumulative_train_macs": 0,
                               "cumulative_zcu102_s": 0.0}
     records: list[dict[str, Any]] = []
     config_record = {k: getattr(run, k) for k in _RESUME_FIELDS}
-    if run.resume and ckpt_path.exists():
-        state = runlog.load_checkpoint(ckpt_path)
-        then = state["config"]
-        differ = {k: (v, then.get(k)) for k, v in config_record.items() if then.get(k) != v}
-        if differ:
-            raise ValueError(f"--resume with settings that differ from the checkpoint (now, then): {differ}")
+    if state is not None:
         net.load_state_dict(state["net"])
         example_filter.load_state_dict(state["example_filter"])
         start_epoch, iteration, totals = state["epoch"], state["iteration"], dict(state["totals"])
         runlog.restore_rng_state(state["rng"])
         records = runlog.truncate_metrics(out, start_epoch)
-    if run.progress and start_epoch == 0:
+    if start_epoch == 0:
         print(f"train {cfg.name} on {run.data} with the {backend.name} backend: {len(train_set)} train / "
               f"{len(test_set)} test, {example_filter.num_active} active, {iters_per_epoch} it/epoch, batch "
               f"{run.batch_size} (micro-batch {run.micro_batch}), lr {run.lr:.3g}", file=sys.stderr)
@@ -531,7 +561,7 @@ def train(config: AccelTrainConfig, backend: Accelerator | None = None,
         loader = DataLoader(sampler.dataset, batch_size=run.batch_size, sampler=sampler)
         loss_sum, correct, images, train_macs, zcu102_s = 0.0, 0, 0, 0, 0.0
         seen_idx, seen_ok, seen_var = [], [], []
-        bar = tqdm(_batches(loader), total=len(loader), leave=False, disable=not run.progress,
+        bar = tqdm(_batches(loader), total=len(loader), leave=False, disable=bars_disabled(run.progress),
                    desc=f"epoch {epoch + 1}/{run.epochs} [{backend.name}]", file=sys.stderr)
         lr = lr_at(iteration)
         keep_token, keep_attn = token_at(iteration), attn_at(iteration)
@@ -578,15 +608,14 @@ def train(config: AccelTrainConfig, backend: Accelerator | None = None,
             record["zcu102_train_s"] = zcu102_s
             record["cumulative_zcu102_s"] = totals["cumulative_zcu102_s"]
         records.append(record)
-        runlog.atomic_save({
+        runlog.commit_epoch(out, {
             "config": config_record, "model_config": dataclasses.asdict(cfg), "net": net.state_dict(),
             "example_filter": example_filter.state_dict(), "epoch": epoch + 1, "iteration": iteration,
             "totals": totals, "rng": runlog.capture_rng_state(),
-        }, ckpt_path)
-        runlog.append_metrics(out, record)
+        }, record)
         if on_epoch is not None:
             on_epoch(record)
-        elif run.progress:
+        else:
             print(format_record(record), file=sys.stderr)
     return records
 
@@ -613,11 +642,6 @@ _ARG_FIELDS = {f.name for f in dataclasses.fields(AccelTrainConfig)}
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of `trilevel train --backend reference|csim|pynq`."""
-    config = AccelTrainConfig(**{k: v for k, v in vars(args).items() if k in _ARG_FIELDS})
-    try:
-        train(config)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, ImportError) as err:
-        print(f"trilevel train: error: {err}", file=sys.stderr)
-        return 2
+    """Entry point of `trilevel train --backend reference|csim|pynq` (errors: trilevel.commands.train)."""
+    train(AccelTrainConfig(**{k: v for k, v in vars(args).items() if k in _ARG_FIELDS}))
     return 0

@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from trilevel import userinput as ui
 from trilevel.config import CONFIGS
 from trilevel.example_filter import EXAMPLE_POLICIES
 from trilevel.selectors import ATTENTION_POLICIES, TOKEN_POLICIES
 
 BACKENDS = ("torch", "reference", "csim", "pynq")
-
-
-def _ratio(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a keep ratio must be in (0, 1], got {text}")
-    return value
-
+# What the trainers raise for a config or data set they refuse (their own validation), as opposed to bugs.
+TRAINER_INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
 
 # Options of trilevel.accel.trainer.AccelTrainConfig; left out of the namespace unless given.
 ACCEL_OPTIONS: dict[str, dict] = {
-    "--micro-batch": {"type": int, "help": "images per kernel call (default: the whole batch)"},
+    "--micro-batch": {"type": ui.POSITIVE_INT, "help": "images per kernel call (default: the whole batch)"},
     "--optimizer": {"choices": ("adamw", "sgdm"), "help": "default adamw"},
-    "--momentum": {"type": float, "help": "sgdm momentum (default 0.9)"},
-    "--csim-lib": {"help": "C-sim shared library (default build/csim/libtrilevel_csim.so)"},
+    "--momentum": {"type": ui.FRACTION, "help": "sgdm momentum (default 0.9)"},
+    "--csim-lib": {
+        "type": ui.shared_library,
+        "help": "C-sim shared library (default build/csim/libtrilevel_csim.so)",
+    },
     "--no-project-latency": {
         "dest": "project_latency",
         "action": "store_false",
@@ -40,31 +37,24 @@ def _run(args: argparse.Namespace) -> int:
     chosen = {"--token-policy": args.token_policy, "--attn-policy": args.attn_policy}
     policies = [flag for flag, value in chosen.items() if value is not None]
     if args.backend != "torch" and policies:
-        print(f"trilevel train: error: {', '.join(policies)} apply to --backend torch only", file=sys.stderr)
-        return 2
+        raise ui.UserError(f"{', '.join(policies)} apply to --backend torch only")
     if args.backend == "torch" and given:
-        print(
-            f"trilevel train: error: {', '.join(given)} apply to the accelerator backends only",
-            file=sys.stderr,
-        )
-        return 2
-    if args.backend != "torch":
-        from trilevel.accel.trainer import run  # written for the accelerator backends
-
-        if args.attn_impl is None:  # the accelerator computes only the kept connections
-            args.attn_impl = "gather"
-        return int(run(args) or 0)
-    from trilevel.train_torch import TORCH_ATTN_IMPL, TrainConfig, train
-
-    if args.attn_impl is None:
-        args.attn_impl = TORCH_ATTN_IMPL
-    fields = set(TrainConfig.__dataclass_fields__)
-    config = TrainConfig(**{key: value for key, value in vars(args).items() if key in fields})
+        raise ui.UserError(f"{', '.join(given)} apply to the accelerator backends only")
     try:
-        train(config)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
-        print(f"trilevel train: error: {err}", file=sys.stderr)
-        return 2
+        if args.backend != "torch":
+            from trilevel.accel.trainer import run  # written for the accelerator backends
+
+            if args.attn_impl is None:  # the accelerator computes only the kept connections
+                args.attn_impl = "gather"
+            return int(run(args) or 0)
+        from trilevel.train_torch import TORCH_ATTN_IMPL, TrainConfig, train
+
+        if args.attn_impl is None:
+            args.attn_impl = TORCH_ATTN_IMPL
+        fields = set(TrainConfig.__dataclass_fields__)
+        train(TrainConfig(**{key: value for key, value in vars(args).items() if key in fields}))
+    except TRAINER_INPUT_ERRORS as err:
+        raise ui.UserError(str(err)) from None
     return 0
 
 
@@ -83,31 +73,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="digits",
         help="digits | synthetic | cifar10:PATH | imagefolder:PATH | a folder (detected)",
     )
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64, help="per process")
-    p.add_argument("--keep-example", type=_ratio, default=1.0, help="r_e (1 disables the example level)")
-    p.add_argument("--keep-token", type=_ratio, default=1.0, help="target R_T")
-    p.add_argument("--keep-attn", type=_ratio, default=1.0, help="target R_A")
-    p.add_argument("--lr", type=float, default=None, help="default 5e-4 * global batch / 512")
-    p.add_argument("--min-lr", type=float, default=None, help="cosine floor, default lr / 50")
-    p.add_argument("--warmup-epochs", type=float, default=None, help="lr warm-up, default epochs / 60")
-    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--epochs", type=ui.POSITIVE_INT, default=10)
+    p.add_argument("--batch-size", type=ui.POSITIVE_INT, default=64, help="per process")
     p.add_argument(
-        "--keep-warmup-epochs", type=float, default=None, help="R_T/R_A stay 1; default epochs / 30"
+        "--keep-example", type=ui.KEEP_RATIO, default=1.0, help="r_e (1 disables the example level)"
+    )
+    p.add_argument("--keep-token", type=ui.KEEP_RATIO, default=1.0, help="target R_T")
+    p.add_argument("--keep-attn", type=ui.KEEP_RATIO, default=1.0, help="target R_A")
+    p.add_argument("--lr", type=ui.POSITIVE, default=None, help="default 5e-4 * global batch / 512")
+    p.add_argument("--min-lr", type=ui.NON_NEGATIVE, default=None, help="cosine floor, default lr / 50")
+    p.add_argument(
+        "--warmup-epochs", type=ui.NON_NEGATIVE, default=None, help="lr warm-up, default epochs / 60"
+    )
+    p.add_argument("--weight-decay", type=ui.NON_NEGATIVE, default=0.05)
+    p.add_argument(
+        "--keep-warmup-epochs", type=ui.NON_NEGATIVE, default=None, help="R_T/R_A stay 1; default epochs / 30"
     )
     p.add_argument(
         "--keep-decay-epochs",
-        type=float,
+        type=ui.NON_NEGATIVE,
         default=None,
         help="cosine decay to the targets; default epochs / 3",
     )
     p.add_argument(
         "--example-period",
-        type=int,
+        type=ui.POSITIVE_INT,
         default=None,
         help="remove-and-restore every P epochs; default epochs / 10 (paper 30 of 300)",
     )
-    p.add_argument("--example-remove-frac", type=float, default=0.05, help="n, fraction of the dataset")
+    p.add_argument("--example-remove-frac", type=ui.FRACTION, default=0.05, help="n, fraction of the dataset")
     p.add_argument(
         "--example-policy",
         choices=sorted(EXAMPLE_POLICIES),
@@ -136,19 +130,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="TA-selector connection rule (baselines; default topk, the paper's)",
     )
-    p.add_argument("--drop-path", type=float, default=0.0)
-    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--drop-path", type=ui.FRACTION, default=0.0)
+    p.add_argument("--label-smoothing", type=ui.FRACTION, default=0.0)
     p.add_argument(
-        "--img-size", type=int, default=None, help="resize data and size the model (default native)"
+        "--img-size",
+        type=ui.POSITIVE_INT,
+        default=None,
+        help="resize data and size the model (default native)",
     )
     p.add_argument("--augment", action="store_true", help="random crop + flip (CIFAR / image folders)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="run folder (metrics.jsonl, checkpoint.pt)")
+    p.add_argument("--device", type=ui.device, default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--seed", type=ui.SEED, default=0)
+    p.add_argument(
+        "--out", type=ui.output_dir, required=True, help="run folder (metrics.jsonl, checkpoint.pt, run.lock)"
+    )
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
-    p.add_argument("--stop-after", type=int, default=None, help="leave after N epochs of this invocation")
-    p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument(
+        "--stop-after", type=ui.POSITIVE_INT, default=None, help="leave after N epochs of this invocation"
+    )
+    p.add_argument("--num-workers", type=ui.NON_NEGATIVE_INT, default=0, help="0: load in the main process")
+    p.add_argument(
+        "--bad-images",
+        choices=("error", "skip"),
+        default="error",
+        help="image folders are scanned before training: stop at undecodable files (error, default) "
+        "or leave them out and report how many (skip)",
+    )
+    p.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress bars (epoch lines stay)"
+    )
     p.add_argument("--no-amp", dest="amp", action="store_false", help="no bf16 autocast on CUDA")
     accel = p.add_argument_group("accelerator backends (reference | csim | pynq) only")
     for flag, kwargs in ACCEL_OPTIONS.items():
