@@ -1,8 +1,11 @@
 """Read and write PyTorch checkpoints in the shapes this project meets.
 
-Accepted inputs: a plain state dict, or a dict holding one under ``model`` (DeiT and `trilevel train`
-checkpoints) or ``state_dict``. The model config comes from the checkpoint's ``config`` entry when it
-has one (a ViTConfig, its field dict, or a config name), otherwise from the caller.
+Accepted inputs: a plain state dict, or a dict holding one under ``model`` (DeiT and `trilevel train
+--backend torch` checkpoints) or ``state_dict``, or a layer-wise trainer checkpoint (`trilevel train
+--backend reference|csim|pynq`: its fp32 master weights under ``net``). The model config comes from the
+checkpoint's ``model_config`` entry (the trainers record the exact ViTConfig fields), else its
+``config`` entry when that describes a model (a ViTConfig, its field dict, or a config name), otherwise
+from the caller. Files are read with ``torch.load(weights_only=True)``: no code runs on loading.
 """
 
 from __future__ import annotations
@@ -24,6 +27,22 @@ class CheckpointError(ExportError):
     """A checkpoint that cannot be read or does not fit the requested model."""
 
 
+def _layerwise_masters(obj: Any, cfg: ViTConfig | None) -> dict[str, torch.Tensor] | None:
+    """The golden-model state dict of a layer-wise trainer checkpoint (None if `obj` is not one): its
+    fp32 master weights, the patch embedding stored [D, C*p*p] given back its conv shape."""
+    net = obj.get("net") if isinstance(obj, Mapping) else None
+    weights = net.get("weights") if isinstance(net, Mapping) else None
+    master = weights.get("master") if isinstance(weights, Mapping) else None
+    if not isinstance(master, Mapping) or cfg is None:
+        return None
+    state = {k: torch.as_tensor(v) for k, v in master.items()}
+    name = "patch_embed.proj.weight"
+    if name in state:
+        p = cfg.patch_size
+        state[name] = state[name].reshape(cfg.embed_dim, cfg.in_chans, p, p)
+    return state
+
+
 def _state_dict_of(obj: Any, source: str) -> dict[str, torch.Tensor]:
     if isinstance(obj, Mapping):
         for key in ("model", "state_dict"):
@@ -38,15 +57,25 @@ def _state_dict_of(obj: Any, source: str) -> dict[str, torch.Tensor]:
 
 
 def _config_of(obj: Any) -> ViTConfig | None:
-    cfg = obj.get("config") if isinstance(obj, Mapping) else None
+    if not isinstance(obj, Mapping):
+        return None
+    for key in ("model_config", "config"):  # a trainer's "config" is its run settings, not a model
+        cfg = _config_from(obj.get(key))
+        if cfg is not None:
+            return cfg
+    return None
+
+
+def _config_from(cfg: Any) -> ViTConfig | None:
     if isinstance(cfg, ViTConfig):
         return cfg
     if isinstance(cfg, str):
         return get_config(cfg)
-    if isinstance(cfg, Mapping):
-        fields = {f.name for f in dataclasses.fields(ViTConfig)}
-        if fields <= set(cfg):
-            values = {k: cfg[k] for k in fields}
+    if isinstance(cfg, Mapping):  # ViTConfig fields; those with defaults may be absent (older files)
+        fields = dataclasses.fields(ViTConfig)
+        required = {f.name for f in fields if f.default is dataclasses.MISSING}
+        if required <= set(cfg):
+            values = {f.name: cfg[f.name] for f in fields if f.name in cfg}
             values["prune_blocks"] = tuple(values["prune_blocks"])
             return ViTConfig(**values)
     return None
@@ -58,13 +87,17 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], V
         obj = torch.load(Path(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
-    except Exception as e:  # torch raises many types for corrupt files
-        raise CheckpointError(f"{path}: cannot load checkpoint: {e}") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint") from None
+    except Exception as e:  # torch raises many types for corrupt files (zip, pickle, EOF, ...)
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({reason})") from None
     try:
         cfg = _config_of(obj)
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: invalid 'config' entry: {e}") from None
-    return _state_dict_of(obj, str(path)), cfg
+        raise CheckpointError(f"{path}: invalid model config entry: {e}") from None
+    masters = _layerwise_masters(obj, cfg)
+    return (masters if masters is not None else _state_dict_of(obj, str(path))), cfg
 
 
 def resolve_config(ckpt_cfg: ViTConfig | None, model: str | None, source: str) -> ViTConfig:

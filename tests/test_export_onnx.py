@@ -81,6 +81,6 @@ def test_cli_exports_a_checkpoint(model, tmp_path, capsys):
     np.testing.assert_allclose(session.run(None, {"images": x.numpy()})[0], want, rtol=0, atol=TOL)
     assert (
         cli_main(["export", "onnx", "--checkpoint", str(ckpt), "--model", "deit_tiny", "--out", str(out)])
-        == 1
+        == 2
     )
     assert "differs from --model" in capsys.readouterr().err

@@ -250,9 +250,9 @@ def test_cli_pack_import_inspect(model, tmp_path, capsys):
     listed = json.loads(capsys.readouterr().out)
     assert listed["model"]["name"] == "demo" and len(listed["tensors"]) == len(state)
     out.write_bytes(out.read_bytes()[:-1])
-    assert cli_main(["export", "inspect", str(out)]) == 1
+    assert cli_main(["export", "inspect", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "truncated" in err[0]
     # A checkpoint without a recorded config needs --model; a wrong one is named.
-    assert cli_main(["export", "pack", "--checkpoint", str(ckpt), "--out", str(out)]) == 1
+    assert cli_main(["export", "pack", "--checkpoint", str(ckpt), "--out", str(out)]) == 2
     assert "--model" in capsys.readouterr().err

@@ -44,7 +44,7 @@ def test_cli_clock_scales_compute(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_cli_rejects_bad_ratio(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["latency", "--keep-token", "0", "--json"]) == 2
-    assert "keep_token must be in (0, 1]" in capsys.readouterr().err
+    assert "--keep-token: must be a finite number in (0, 1], got 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("model", ["deit_tiny", "deit_small"])

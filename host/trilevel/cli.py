@@ -41,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     name = f"trilevel {argv[0]}" if argv and not argv[0].startswith("-") else "trilevel"
     try:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as done:  # --help, or a usage error argparse already printed: its exit code
+            return done.code if isinstance(done.code, int) else EXIT_USAGE
         name = " ".join(["trilevel", args.command, *filter(None, [getattr(args, "export_command", None)])])
         return int(args.func(args) or 0)
     except UserError as err:

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+
+from trilevel import userinput as ui
+from trilevel.config import CONFIGS
 
 
 def _add_source(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--checkpoint", help="PyTorch checkpoint (state dict, or a dict with 'model'/'state_dict')"
+        "--checkpoint",
+        type=ui.existing_file,
+        help="PyTorch checkpoint: a `trilevel train` run's checkpoint.pt (any backend), a state dict, "
+        "or a dict with 'model'/'state_dict'",
     )
-    p.add_argument("--model", help="model config name (default: the config recorded in the checkpoint)")
-    p.add_argument("--seed", type=int, default=0, help="init seed when no --checkpoint is given")
+    p.add_argument(
+        "--model",
+        choices=sorted(CONFIGS),
+        help="model config name (default: the config recorded in the checkpoint)",
+    )
+    p.add_argument("--seed", type=ui.SEED, default=0, help="init seed when no --checkpoint is given")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,10 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("onnx", help="PyTorch -> ONNX (TA-selector TopK/Gather in the graph)")
     _add_source(p)
-    p.add_argument("--out", required=True, help="output .onnx path")
-    p.add_argument("--keep-token", type=float, default=1.0, help="token keep ratio R_T (1 = dense)")
-    p.add_argument("--keep-attn", type=float, default=1.0, help="attention keep ratio R_A (1 = dense)")
-    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--out", type=ui.output_file, required=True, help="output .onnx path")
+    p.add_argument("--keep-token", type=ui.KEEP_RATIO, default=1.0, help="token keep ratio R_T (1 = dense)")
+    p.add_argument(
+        "--keep-attn", type=ui.KEEP_RATIO, default=1.0, help="attention keep ratio R_A (1 = dense)"
+    )
+    p.add_argument("--opset", type=ui.int_in(17), default=18, help="ONNX opset (LayerNormalization: >= 17)")
     p.add_argument(
         "--selections", action="store_true", help="also output kept patch ids and connection lists"
     )
@@ -32,32 +43,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("pack", help="PyTorch -> fixed-point weight pack for the board")
     _add_source(p)
-    p.add_argument("--out", required=True, help="output pack path (.tlpack)")
+    p.add_argument("--out", type=ui.output_file, required=True, help="output pack path (.tlpack)")
     p.add_argument("--master", action="store_true", help="also store fp32 master weights (training on board)")
     p.set_defaults(func=_pack)
 
     p = sub.add_parser("import", help="weight pack -> PyTorch checkpoint")
-    p.add_argument("pack", help="input pack")
-    p.add_argument("--out", required=True, help="output checkpoint (.pt)")
+    p.add_argument("pack", type=ui.existing_file, help="input pack")
+    p.add_argument("--out", type=ui.output_file, required=True, help="output checkpoint (.pt)")
     p.set_defaults(func=_import)
 
     p = sub.add_parser("inspect", help="verify a pack and print its manifest summary")
-    p.add_argument("pack")
+    p.add_argument("pack", type=ui.existing_file)
     p.add_argument("--json", action="store_true", help="print the tensor table as JSON")
     p.set_defaults(func=_inspect)
 
 
 def _guarded(run):
-    """Run a subcommand body; model_export errors become one 'error:' line and exit code 1."""
+    """Run a subcommand body; model_export's errors (bad checkpoints, packs, ratios) are user errors."""
 
     def wrapper(args: argparse.Namespace) -> int:
         from model_export.pack import ExportError
 
         try:
             return run(args)
-        except (ExportError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+        except ExportError as e:
+            raise ui.UserError(str(e)) from None
 
     return wrapper
 
@@ -71,7 +81,9 @@ def _load_model(args: argparse.Namespace):
 
     if args.checkpoint is None:
         if args.model is None:
-            raise ValueError("give --checkpoint or --model (the latter exports a freshly initialized model)")
+            raise ui.UserError(
+                "give --checkpoint or --model (the latter exports a freshly initialized model)"
+            )
         torch.manual_seed(args.seed)
         print(f"note: no --checkpoint, using {args.model!r} initialized with seed {args.seed}")
         return build_model(args.model)

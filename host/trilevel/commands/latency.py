@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+from collections.abc import Callable
 
+from trilevel import userinput as ui
 from trilevel.config import CONFIGS
 
 # Platform fields settable from the command line; defaults live in trilevel.latency.Platform.
-PLATFORM_OPTIONS: dict[str, tuple[type, str]] = {
-    "pe_rows": (int, "MAC array rows (DSP48E2 = rows x cols)"),
-    "pe_cols": (int, "MAC array columns"),
-    "softmax_units": (int, "parallel softmax units"),
-    "topk_units": (int, "parallel top-k units"),
-    "vector_lanes": (int, "element-wise lanes"),
-    "ddr_gbps": (float, "effective PL<->DDR bandwidth in GB/s"),
-    "launch_cycles": (int, "fixed cycles per kernel call"),
+PLATFORM_OPTIONS: dict[str, tuple[Callable[[str], float], str]] = {
+    "pe_rows": (ui.POSITIVE_INT, "MAC array rows (DSP48E2 = rows x cols)"),
+    "pe_cols": (ui.POSITIVE_INT, "MAC array columns"),
+    "softmax_units": (ui.POSITIVE_INT, "parallel softmax units"),
+    "topk_units": (ui.POSITIVE_INT, "parallel top-k units"),
+    "vector_lanes": (ui.POSITIVE_INT, "element-wise lanes"),
+    "ddr_gbps": (ui.POSITIVE, "effective PL<->DDR bandwidth in GB/s"),
+    "launch_cycles": (ui.NON_NEGATIVE_INT, "fixed cycles per kernel call (0: none)"),
 }
 
 
@@ -24,8 +25,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return _project(args)
     except ValueError as err:
-        print(f"trilevel latency: error: {err}", file=sys.stderr)
-        return 2
+        raise ui.UserError(str(err)) from None
 
 
 def _project(args: argparse.Namespace) -> int:
@@ -33,11 +33,11 @@ def _project(args: argparse.Namespace) -> int:
 
     overrides = {name: getattr(args, name) for name in PLATFORM_OPTIONS if getattr(args, name) is not None}
     platform = Platform(clock_mhz=args.clock_mhz, **overrides)
+    dataset_size = IMAGENET_TRAIN_IMAGES if args.dataset_size is None else args.dataset_size
     dense = project(args.model, platform=platform, micro_batch=args.micro_batch, batch_size=args.batch_size,
-                    dataset_size=args.dataset_size or IMAGENET_TRAIN_IMAGES)
+                    dataset_size=dataset_size)
     sparse = project(args.model, args.keep_token, args.keep_attn, args.keep_example, platform=platform,
-                     micro_batch=args.micro_batch, batch_size=args.batch_size,
-                     dataset_size=args.dataset_size or IMAGENET_TRAIN_IMAGES)
+                     micro_batch=args.micro_batch, batch_size=args.batch_size, dataset_size=dataset_size)
     if args.json:
         out = {"dense": dense.to_dict(), "sparse": sparse.to_dict()}
         if not args.per_call:
@@ -57,16 +57,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("latency", help="project ZCU102 inference/training latency (cycle model)",
                               description=__doc__)
     p.add_argument("--model", choices=sorted(CONFIGS), default="deit_tiny")
-    p.add_argument("--keep-token", type=float, default=0.7)
-    p.add_argument("--keep-attn", type=float, default=0.3)
-    p.add_argument("--keep-example", type=float, default=0.7)
-    p.add_argument("--clock-mhz", type=float, default=150.0)
-    p.add_argument("--dataset-size", type=int, default=None, help="images per full epoch (ImageNet-1K)")
+    p.add_argument("--keep-token", type=ui.KEEP_RATIO, default=0.7)
+    p.add_argument("--keep-attn", type=ui.KEEP_RATIO, default=0.3)
+    p.add_argument("--keep-example", type=ui.KEEP_RATIO, default=0.7)
+    p.add_argument("--clock-mhz", type=ui.POSITIVE, default=150.0)
+    p.add_argument("--dataset-size", type=ui.POSITIVE_INT, default=None,
+                   help="images per full epoch (default ImageNet-1K)")
     for name, (kind, text) in PLATFORM_OPTIONS.items():
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
                        help=f"{text} (default: trilevel.latency.Platform)")
-    p.add_argument("--micro-batch", type=int, default=1, help="images per kernel call in training")
-    p.add_argument("--batch-size", type=int, default=64, help="images per optimizer step")
+    p.add_argument("--micro-batch", type=ui.POSITIVE_INT, default=1,
+                   help="images per kernel call in training")
+    p.add_argument("--batch-size", type=ui.POSITIVE_INT, default=64, help="images per optimizer step")
     p.add_argument("--json", action="store_true", help="print JSON (dense and sparse projections)")
     p.add_argument("--per-call", action="store_true", help="include every kernel call in the JSON")
     p.set_defaults(func=_run)
