@@ -51,7 +51,11 @@ class CandidateStats:
 
 
 class ExamplePolicy(ABC):
-    """Chooses which active examples a remove-and-restore round removes."""
+    """Chooses which active examples a remove-and-restore round removes.
+
+    Baselines with another schedule (a two-phase filter, per-epoch weighted sampling) also override
+    the optional hooks ``initialize``, ``end_epoch``, ``observe`` and the policy's own state.
+    """
 
     name: ClassVar[str] = ""
 
@@ -59,6 +63,28 @@ class ExamplePolicy(ABC):
     def removal_order(self, stats: CandidateStats, rng: np.random.Generator) -> np.ndarray:
         """Return ``stats.indices`` reordered, first removed first. Random choices must use ``rng``
         (the filter's generator, checkpointed with it) so that runs and resumes are reproducible."""
+
+    def initialize(self, example_filter: ExampleFilter) -> None:
+        """Called once the filter has drawn its initial subset (it may change ``example_filter.active``)."""
+        return None  # default: keep the random initial subset
+
+    def end_epoch(self, example_filter: ExampleFilter, epoch: int) -> bool | None:
+        """Replace the filter's remove-and-restore round after epoch ``epoch`` (0-based): return whether
+        the active subset changed, or None (the default) for the round of the paper's schedule."""
+        return None
+
+    def observe(self, indices: np.ndarray, correct: np.ndarray, true_prob: np.ndarray | None) -> None:
+        """One presentation of each of ``indices`` (unique), with the predicted probability of the true
+        class when the trainer reports it."""
+        return None  # default: the filter's own statistics suffice
+
+    def state_dict(self) -> dict[str, Any]:
+        """The policy's own statistics, saved in the filter's checkpoint."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict``."""
+        return None  # default: no state of its own
 
 
 EXAMPLE_POLICIES: dict[str, type[ExamplePolicy]] = {}
@@ -164,12 +190,14 @@ class ExampleFilter:
         self.forgetting = np.zeros(num_examples, dtype=np.int64)
         self.cls_attn_var = np.zeros(num_examples, dtype=np.float64)
         self.rounds_done = 0
+        self.policy.initialize(self)
 
     # ------------------------------------------------------------------ statistics
-    def update(self, indices: Any, correct: Any, cls_attn_var: Any) -> None:
+    def update(self, indices: Any, correct: Any, cls_attn_var: Any, true_prob: Any = None) -> None:
         """Record one presentation of each example in ``indices``.
 
-        ``correct`` (bool) and ``cls_attn_var`` (float) are aligned with ``indices``. If an index occurs
+        ``correct`` (bool), ``cls_attn_var`` (float) and the optional ``true_prob`` (predicted probability
+        of the true class, for policies that use it) are aligned with ``indices``. If an index occurs
         more than once (e.g. the padding of a distributed sampler), only its first occurrence counts.
         """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -187,10 +215,17 @@ class ExampleFilter:
             )
         idx, first = np.unique(idx, return_index=True)
         ok, var = ok[first], var[first]
+        prob = None if true_prob is None else np.asarray(true_prob, dtype=np.float64).reshape(-1)[first]
+        self.policy.observe(idx, ok, prob)
         self.forgetting[idx] += (self.last_correct[idx] == 1) & ~ok
         self.last_correct[idx] = ok
         self.ever_correct[idx] |= ok
         self.cls_attn_var[idx] = var
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The filter's seeded generator (checkpointed): policies draw every random choice from it."""
+        return self._rng
 
     @property
     def policy_name(self) -> str:
@@ -219,7 +254,12 @@ class ExampleFilter:
     def end_epoch(self, epoch: int) -> bool:
         """Call after epoch ``epoch`` (0-based) finished; runs a remove-and-restore round after every
         ``period_epochs`` epochs while rounds are left. Returns whether the active subset changed."""
-        if not self.enabled or self.rounds_done >= self.max_rounds or (epoch + 1) % self.period_epochs:
+        if not self.enabled:
+            return False
+        custom = self.policy.end_epoch(self, epoch)
+        if custom is not None:
+            return custom
+        if self.rounds_done >= self.max_rounds or (epoch + 1) % self.period_epochs:
             return False
         pool = np.flatnonzero(~self.active)  # removed before this round
         removed = self.removal_order(np.flatnonzero(self.active))[: self.remove_count]
@@ -248,6 +288,7 @@ class ExampleFilter:
             "cls_attn_var": self.cls_attn_var.copy(),
             "rounds_done": self.rounds_done,
             "rng": self._rng.bit_generator.state,
+            "policy_state": self.policy.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -276,3 +317,4 @@ class ExampleFilter:
             setattr(self, key, value)
         self.rounds_done = int(state["rounds_done"])
         self._rng.bit_generator.state = state["rng"]
+        self.policy.load_state_dict(state.get("policy_state", {}))

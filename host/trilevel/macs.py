@@ -91,9 +91,10 @@ class MacCounter:
     disturbs the caller's random streams (a resumed run stays identical to an uninterrupted one).
     """
 
-    def __init__(self, cfg: ViTConfig | str, attn_impl: str = "gather") -> None:
+    def __init__(self, cfg: ViTConfig | str, attn_impl: str = "gather", merged_tokens: int = 0) -> None:
         self.cfg = _resolve(cfg)
         self.attn_impl = attn_impl
+        self.merged_tokens = merged_tokens  # the token policy's (EViT: 1), see token_plan
         self._parts: dict[tuple[Any, ...], int] = {}
         self._model: torch.nn.Module | None = None
 
@@ -106,14 +107,15 @@ class MacCounter:
         return self._model
 
     def plan(self, keep_token: float, keep_attn: float) -> tuple[list[int], list[int]]:
-        return token_plan(self.cfg, keep_token, keep_attn)
+        return token_plan(self.cfg, keep_token, keep_attn, self.merged_tokens)
 
     def count(self, keep_token: float = 1.0, keep_attn: float = 1.0, train: bool = False) -> int:
         """MACs for one image: forward only, or forward + backward (``train=True``)."""
         cfg = self.cfg
         tokens, keys = self.plan(keep_token, keep_attn)
         # Tokens leaving each block (its MLP runs on them): the next block's input, one block past the end.
-        leaving = token_plan(dataclasses.replace(cfg, depth=cfg.depth + 1), keep_token, keep_attn)[0][1:]
+        deeper = dataclasses.replace(cfg, depth=cfg.depth + 1)
+        leaving = token_plan(deeper, keep_token, keep_attn, self.merged_tokens)[0][1:]
         total = self._part(("embed_head",), train)
         for n, k, m in zip(tokens, keys, leaving, strict=True):
             total += self._part(("attn", n, k), train) + self._part(("mlp", m), train)

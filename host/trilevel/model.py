@@ -39,9 +39,10 @@ class ForwardInfo:
 
 
 def token_plan(
-    cfg: ViTConfig, keep_token: float = 1.0, keep_attn: float = 1.0
+    cfg: ViTConfig, keep_token: float = 1.0, keep_attn: float = 1.0, merged_tokens: int = 0
 ) -> tuple[list[int], list[int]]:
-    """(tokens_per_block, keys_per_query) of a forward pass, without running it (for MAC counting)."""
+    """(tokens_per_block, keys_per_query) of a forward pass, without running it (for MAC counting).
+    `merged_tokens`: tokens the token policy appends at a selector that drops some (EViT: 1)."""
     cls = int(cfg.cls_token)
     tokens, keys = [], []
     n_tokens, n_keys = cfg.num_tokens, cfg.num_tokens
@@ -50,8 +51,9 @@ def token_plan(
         keys.append(n_keys)
         if block in cfg.prune_blocks:
             kept = keep_count(keep_token, n_tokens - cls)
-            n_tokens = kept + cls
-            n_keys = keep_count(keep_attn, kept) + cls
+            merged = merged_tokens if kept < n_tokens - cls else 0
+            n_tokens = kept + cls + merged
+            n_keys = keep_count(keep_attn, kept) + cls if not merged else n_tokens
     return tokens, keys
 
 
@@ -109,6 +111,17 @@ class Attention(nn.Module):
             out = probs @ v
             attn_map = probs.detach().mean(dim=1) if need_map else None
         return self.proj(out.transpose(1, 2).reshape(batch, length, dim)), attn_map
+
+    @torch.no_grad()
+    def logit_magnitude(self, x: Tensor, conn: Tensor | None, dense_rows: int) -> Tensor:
+        """Head-mean |q.k| / sqrt(d_h) before the softmax, [B, L, L], 0 on dropped connections
+        (the connection scores of magnitude-based attention policies; recomputed, no gradient)."""
+        batch, length, _ = x.shape
+        q, k, _ = self.qkv(x).reshape(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        magnitude = ((q * self.scale) @ k.transpose(-2, -1)).abs().float().mean(dim=1)
+        if conn is not None:
+            magnitude = magnitude.masked_fill(~connection_mask(conn, length, dense_rows), 0.0)
+        return magnitude
 
 
 def connection_mask(conn: Tensor, length: int, dense_rows: int) -> Tensor:
@@ -250,14 +263,18 @@ class VisionTransformer(nn.Module):
             prune = i in cfg.prune_blocks
             tokens.append(x.shape[1])
             keys.append(x.shape[1] if conn is None else conn.shape[-1])
+            normed = block.norm1(x)
             h, attn_map = block.attn(
-                block.norm1(x), conn, dense_rows, self.attn_impl, prune or (return_info and i == last)
+                normed, conn, dense_rows, self.attn_impl, prune or (return_info and i == last)
             )
             x = x + block.drop_path(h)
             if return_info and i == last:
                 cls_attn_var = _attention_variance(attn_map, cfg.cls_token)
             if prune:
-                x, conn, patch_ids = self._ta_select(x, attn_map, keep_token, keep_attn, patch_ids)
+                conn_map = attn_map
+                if self.attn_policy.score_map == "logit_magnitude":
+                    conn_map = block.attn.logit_magnitude(normed, conn, dense_rows)
+                x, conn, patch_ids = self._ta_select(x, attn_map, keep_token, keep_attn, patch_ids, conn_map)
                 kept_patches.append(patch_ids)
                 connections.append(conn)
             x = x + block.drop_path(block.mlp(block.norm2(x)))
@@ -268,27 +285,42 @@ class VisionTransformer(nn.Module):
         return logits, ForwardInfo(cls_attn_var, tokens, keys, kept_patches, connections)
 
     def _ta_select(
-        self, x: Tensor, attn_map: Tensor, keep_token: float, keep_attn: float, patch_ids: Tensor
+        self,
+        x: Tensor,
+        attn_map: Tensor,
+        keep_token: float,
+        keep_attn: float,
+        patch_ids: Tensor,
+        conn_map: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None, Tensor]:
-        """Gather the kept tokens, then choose the kept connections inside the kept set."""
+        """Gather the kept tokens (plus any the token policy merges from the rest), then choose the
+        kept connections inside the kept set, ranked on `conn_map` (default: `attn_map`)."""
         has_cls = self.cfg.cls_token
         r = int(has_cls)
         batch, length, dim = x.shape
         n = length - r
         k = keep_count(keep_token, n)
         with torch.no_grad():
-            idx = self.token_policy.select(self.token_policy.scores(attn_map, has_cls), k)
+            scores = self.token_policy.scores(attn_map, has_cls)
+            idx = self.token_policy.select(scores, k)
         _check_indices(idx, (batch, k), n, "token")
         patches = x[:, r:].gather(1, idx[..., None].expand(-1, -1, dim))
-        x = torch.cat([x[:, :r], patches], dim=1)
+        merged = self.token_policy.merge(x[:, r:], scores, idx) if k < n else None
+        x = torch.cat([x[:, :r], patches, *([] if merged is None else [merged])], dim=1)
         patch_ids = patch_ids.gather(1, idx)
         k_attn = keep_count(keep_attn, k)
+        if merged is not None:  # merged tokens have no place in the attention map yet: dense attention
+            if k_attn < k:
+                raise ValueError(f"token policy {self.token_policy.name!r} merges tokens; use keep_attn 1")
+            return x, None, torch.cat([patch_ids, patch_ids.new_full(merged.shape[:2], -1)], dim=1)
         if k_attn == k:
             return x, None, patch_ids
         with torch.no_grad():
-            sub = attn_map[:, r:, r:].gather(1, idx[:, :, None].expand(-1, -1, n))
+            ranked = attn_map if conn_map is None else conn_map
+            sub = ranked[:, r:, r:].gather(1, idx[:, :, None].expand(-1, -1, n))
             sub = sub.gather(2, idx[:, None, :].expand(-1, k, -1))  # [B, k, k] kept patch x kept patch
-            keys = self.attn_policy.select(sub, k_attn)
+            grid = self.cfg.img_size // self.cfg.patch_size
+            keys = self.attn_policy.select_at(sub, k_attn, patch_ids, grid)
         _check_indices(keys, (batch, k, k_attn), k, "attention")
         conn = keys + r
         if has_cls:  # every patch query keeps the [CLS] key

@@ -37,8 +37,12 @@ def topk_indices(scores: Tensor, k: int) -> Tensor:
         # Lowered to ONNX TopK, whose spec also breaks ties by the lower index (stable sort has no
         # ONNX lowering); the data-dependent NaN check cannot be traced.
         return torch.topk(scores, k, dim=-1).indices.sort(dim=-1).values
-    if scores.is_floating_point() and bool(torch.isnan(scores).any()):
-        raise ValueError("scores contain NaN")
+    if scores.is_floating_point():
+        has_nan = torch.isnan(scores).any()
+        if scores.device.type != "cpu":  # a device-side assert: no host sync per selection
+            torch._assert_async(~has_nan, "scores contain NaN")
+        elif bool(has_nan):
+            raise ValueError("scores contain NaN")
     order = torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :k]
     return order.sort(dim=-1).values
 
@@ -57,6 +61,8 @@ class TokenPolicy(ABC):
     """Chooses the patch tokens a TA-selector keeps."""
 
     name: ClassVar[str] = ""
+    # Tokens `merge` appends after the kept patches whenever it drops some (MAC counting, token plans).
+    merged_tokens: ClassVar[int] = 0
 
     def scores(self, attn: Tensor, has_cls: bool) -> Tensor:
         """Per-patch scores [B, N] from the head-mean attention map [B, L, L] (patch order)."""
@@ -66,16 +72,30 @@ class TokenPolicy(ABC):
     def select(self, scores: Tensor, k: int) -> Tensor:
         """Return [B, k] patch indices (0-based among the N patches), ascending per row."""
 
+    def merge(self, patches: Tensor, scores: Tensor, kept: Tensor) -> Tensor | None:
+        """Tokens to append after the kept ones, [B, merged_tokens, D], built (with gradient) from all
+        `patches` [B, N, D], their `scores` [B, N] and the `kept` indices [B, k]; called only when
+        some patches are dropped. None (the default): a select-only policy."""
+        return None
+
 
 class AttentionPolicy(ABC):
     """Chooses, for each kept patch query, the patch keys it keeps attending to."""
 
     name: ClassVar[str] = ""
+    # Which [B, M, K] map `select` ranks: "probs", the head-mean attention probabilities, or
+    # "logit_magnitude", the head-mean |q.k| / sqrt(d_h) before the softmax.
+    score_map: ClassVar[str] = "probs"
 
     @abstractmethod
     def select(self, attn: Tensor, k: int) -> Tensor:
         """`attn` [B, M, K]: head-mean attention of M patch queries over K patch keys, both in kept-set
         order. Return [B, M, k] key indices (0..K-1), ascending per row."""
+
+    def select_at(self, attn: Tensor, k: int, positions: Tensor, grid: int) -> Tensor:
+        """What the model calls: `select` plus where the kept tokens sit, `positions` [B, K] row-major
+        indices into the `grid` x `grid` patch grid (-1 for merged tokens). Geometric rules override it."""
+        return self.select(attn, k)
 
 
 TOKEN_POLICIES: dict[str, type[TokenPolicy]] = {}
