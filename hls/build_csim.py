@@ -1,8 +1,11 @@
-"""Build the C-simulation library of the HLS kernels: build/csim/libtrilevel_csim.so (`make csim`).
+"""Build the C-simulation library: build/csim/libtrilevel_csim.so (`make csim`).
 
-Compiles every hls/src/*.cpp (kernels, building-block units and their `extern "C"` wrappers) with
-g++ -O3 -fPIC -shared -ffp-contract=off against the Xilinx ap_types shipped in the hls4ml wheel
-(found with importlib, never copied) and the LUT header generated from trilevel.intref.luts.
+Compiles the engine (hls/engine/*.cpp: its module tops and the C-sim scheduler with the C API
+tl_engine_config / tl_engine_run / tl_engine_set_queue_depth, docs/hls.md) and, until the host's
+switch to the engine lands, the per-op kernels of hls/src/*.cpp, with g++ -O3 -fPIC -shared
+-ffp-contract=off against the Xilinx ap_types shipped in the hls4ml wheel (found with importlib, never
+copied), the LUT header generated from trilevel.intref.luts and the command-set header tl_isa.h
+generated from trilevel.accel.isa (--config picks the engine build: zcu102 or ci).
 The build is skipped when sources, flags and compiler are unchanged.
 
     python hls/build_csim.py                      # fast C-sim (native integer types), the default
@@ -23,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "hls" / "src"
+ENGINE = ROOT / "hls" / "engine"
 INCLUDE = ROOT / "hls" / "include"
 BUILD = ROOT / "build" / "csim"
 DEFAULT_LIB = BUILD / "libtrilevel_csim.so"
@@ -60,10 +64,30 @@ def write_luts(include_dir: Path) -> Path:
     return path
 
 
+def write_isa(include_dir: Path, config: str = "zcu102") -> Path:
+    """Generate tl_isa.h from trilevel.accel.isa for the named EngineConfig (rewritten only on change)."""
+    if importlib.util.find_spec("trilevel") is None:
+        sys.path.insert(0, str(ROOT / "host"))
+    from trilevel.accel import isa
+
+    if config not in isa.CONFIGS:
+        raise BuildError(f"unknown engine config {config!r} (one of {sorted(isa.CONFIGS)})")
+    path = include_dir / "tl_isa.h"
+    text = isa.c_header_text(isa.CONFIGS[config])
+    if not path.is_file() or path.read_text() != text:
+        include_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return path
+
+
+def engine_sources() -> list[Path]:
+    return sorted(ENGINE.glob("*.cpp"))
+
+
 def select_sources(names: list[str] | None) -> list[Path]:
-    """All hls/src/*.cpp, or the core units plus the named kernel files."""
+    """The engine plus all hls/src/*.cpp, or the core units plus the named kernel files."""
     if names is None:
-        return sorted(SRC.glob("*.cpp"))
+        return [*engine_sources(), *sorted(SRC.glob("*.cpp"))]
     sources = []
     for name in (*CORE_SOURCES, *names):
         path = SRC / f"{name}.cpp"
@@ -74,7 +98,8 @@ def select_sources(names: list[str] | None) -> list[Path]:
 
 
 def build(
-    out: Path = DEFAULT_LIB, flavor: str = "fast", sources: list[str] | None = None, force: bool = False
+    out: Path = DEFAULT_LIB, flavor: str = "fast", sources: list[str] | None = None, force: bool = False,
+    config: str = "zcu102",
 ) -> Path:
     """Compile the library; returns its path. Raises BuildError with one clear line on failure."""
     if flavor not in ("fast", "ap"):
@@ -85,12 +110,14 @@ def build(
     out = Path(out).resolve()
     gen_include = out.parent / "include"
     luts_header = write_luts(gen_include)
+    isa_header = write_isa(gen_include, config)
     files = select_sources(sources)
     defines = ["-DTRILEVEL_FAST_CSIM"] if flavor == "fast" else []
-    flags = [cxx, *CXXFLAGS, *defines, f"-I{INCLUDE}", f"-I{gen_include}", f"-I{ap_types_dir()}"]
+    includes = [f"-I{ENGINE}", f"-I{INCLUDE}", f"-I{gen_include}", f"-I{ap_types_dir()}"]
+    flags = [cxx, *CXXFLAGS, *defines, *includes]
     digest = hashlib.sha256(" ".join([*flags, *map(str, files), str(out)]).encode())
     digest.update(subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.encode())
-    for path in [*files, *sorted(INCLUDE.glob("*.h")), luts_header]:
+    for path in [*files, *sorted(INCLUDE.glob("*.h")), *sorted(ENGINE.glob("*.h")), luts_header, isa_header]:
         digest.update(path.name.encode() + path.read_bytes())
     stamp = out.with_name(out.name + ".stamp")
     if not force and out.is_file() and stamp.is_file() and stamp.read_text() == digest.hexdigest():
@@ -126,10 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME",
         help="kernel files (hls/src/NAME.cpp) to include besides the units; default all",
     )
+    parser.add_argument("--config", default="zcu102", help="engine build (isa.CONFIGS): zcu102 or ci")
     parser.add_argument("--force", action="store_true", help="rebuild even if nothing changed")
     args = parser.parse_args(argv)
     try:
-        lib = build(args.out, args.flavor, args.sources, args.force)
+        lib = build(args.out, args.flavor, args.sources, args.force, args.config)
     except BuildError as err:
         print(f"build_csim: {err}", file=sys.stderr)
         return 1

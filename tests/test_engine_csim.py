@@ -1,0 +1,579 @@
+"""The HLS C++ engine's C-sim (hls/engine, build/csim/libtrilevel_csim.so) command by command against
+trilevel.intref, on hand-encoded programs: DMA, GEMM, softmax, every VEC sub-operation, top-k, the
+statistics, the error codes, the deadlock check and the counters."""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trilevel import rtl_cycles
+from trilevel.accel import isa
+from trilevel.accel.isa import Err, Mem, Op, SoftmaxSub, Vec
+from trilevel.intref import fixed, layers
+from trilevel.intref.blocks import connection_mask
+from trilevel.intref.fixed import QTensor
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_NAMES = ("array_rows", "array_cols", "spm_elems", "acc_elems", "idx_elems", "stat_slots", "vec_lanes",
+                "softmax_units", "max_row", "axi_bytes", "queue_depth", "isa_version")
+DDR_BYTES = 1 << 21
+PROGRAM_BYTES = 1 << 15  # room for 512 commands at DDR offset 0
+WAITING_LOAD = {"sub": Mem.SPM, "m": 1, "n": 4, "index_base": PROGRAM_BYTES, "pop_next": 1}
+
+
+def _build_csim():
+    spec = importlib.util.spec_from_file_location("build_csim", ROOT / "hls" / "build_csim.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class Engine:
+    """ctypes view of the engine C API."""
+
+    def __init__(self, path: Path) -> None:
+        self.lib = ctypes.CDLL(str(path))
+        self.lib.tl_engine_run.restype = ctypes.c_uint32
+        self.lib.tl_engine_run.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint32,
+                                           ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(ctypes.c_uint32),
+                                           ctypes.POINTER(ctypes.c_uint32), ctypes.c_void_p]
+        self.lib.tl_engine_set_queue_depth.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        out = (ctypes.c_uint32 * 16)()
+        n = self.lib.tl_engine_config(out, 16)
+        self.config = dict(zip(CONFIG_NAMES, out[:n], strict=True))
+
+    def run(self, ddr: np.ndarray, cmd_addr: int, count: int) -> dict:
+        err, pc, retired = ctypes.c_uint32(), ctypes.c_uint32(), ctypes.c_uint32()
+        counters = np.zeros(isa.N_COUNTERS, dtype=np.uint64)
+        ctrl = self.lib.tl_engine_run(ddr.ctypes.data, ddr.nbytes, cmd_addr, count, ctypes.byref(err),
+                                      ctypes.byref(pc), ctypes.byref(retired), counters.ctypes.data)
+        return {"ctrl": ctrl, "error": Err(err.value), "err_pc": pc.value, "retired": retired.value,
+                "counters": dict(zip(isa.COUNTERS, (int(c) for c in counters), strict=True))}
+
+    def set_depth(self, name: str, depth: int) -> int:
+        return self.lib.tl_engine_set_queue_depth(name.encode(), depth)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine(_build_csim().build())
+
+
+class Program:
+    """A DDR image with a program at offset 0 and data after it. Commands are appended in program order;
+    dependency tokens are added between phases (LOAD -> COMPUTE -> STORE, and back for reuse)."""
+
+    def __init__(self) -> None:
+        self.ddr = np.zeros(DDR_BYTES, dtype=np.uint8)
+        self.cmds: list[tuple[Op, dict]] = []
+        self.free = PROGRAM_BYTES
+        self.results: list = []
+
+    # ---------------------------------------------------------------------------- DDR data
+    def alloc(self, nbytes: int, align: int = 16) -> int:
+        addr = -(-self.free // align) * align
+        self.free = addr + nbytes
+        assert self.free <= DDR_BYTES
+        return addr
+
+    def put(self, arr: np.ndarray, align: int = 16) -> int:
+        arr = np.ascontiguousarray(arr)
+        addr = self.alloc(arr.nbytes, align)
+        self.ddr[addr:addr + arr.nbytes] = arr.view(np.uint8).ravel()
+        return addr
+
+    def get(self, addr: int, dtype, shape) -> np.ndarray:
+        n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        return self.ddr[addr:addr + n].view(dtype).reshape(shape).copy()
+
+    # ------------------------------------------------------------------------------ commands
+    def add(self, op: Op, **fields: int) -> None:
+        module = isa.MODULE_OF[op]
+        if self.cmds:
+            prev_op, prev = self.cmds[-1]
+            pm = isa.MODULE_OF[prev_op]
+            if pm == isa.Module.LOAD and module == isa.Module.COMPUTE:
+                prev["push_next"], fields["pop_prev"] = 1, 1
+            elif pm == isa.Module.COMPUTE and module == isa.Module.STORE and prev_op != Op.FINISH:
+                prev["push_next"], fields["pop_prev"] = 1, 1
+            elif pm == isa.Module.COMPUTE and module == isa.Module.LOAD:
+                prev["push_prev"], fields["pop_next"] = 1, 1
+            elif pm == isa.Module.STORE and module == isa.Module.COMPUTE:
+                prev["push_prev"], fields["pop_next"] = 1, 1
+        self.cmds.append((op, fields))
+
+    def load(self, mem: Mem, arr: np.ndarray, at: int, stride: int | None = None, **extra: int) -> None:
+        """Put a 2-D array into DDR and LOAD it to on-chip address `at` (row stride `stride`)."""
+        arr = np.atleast_2d(arr)
+        m, n = arr.shape
+        ddr = self.put(arr)
+        self.add(Op.LOAD, sub=mem, m=m, n=n, index_base=ddr, index_stride=arr.strides[0], a_addr=at,
+                 a_stride=n if stride is None else stride, **extra)
+
+    def store(self, mem: Mem, at: int, m: int, n: int, dtype, stride: int | None = None) -> int:
+        """STORE an m x n on-chip region to fresh DDR; returns the result's index for `result()`."""
+        size = np.dtype(dtype).itemsize
+        ddr = self.alloc(m * n * size)
+        self.add(Op.STORE, sub=mem, m=m, n=n, index_base=ddr, index_stride=n * size, a_addr=at,
+                 a_stride=n if stride is None else stride)
+        self.results.append((ddr, dtype, (m, n)))
+        return len(self.results) - 1
+
+    def stat(self, slot: int, count: int = 1) -> int:
+        return self.store(Mem.STAT, slot, 1, count, np.int64)
+
+    def run(self, engine: Engine, finish: bool = True) -> dict:
+        if finish:
+            self.add(Op.FINISH)
+        words = isa.program_words([isa.encode(op, **f) for op, f in self.cmds])
+        assert words.nbytes <= PROGRAM_BYTES
+        self.ddr[:words.nbytes] = words.view(np.uint8)
+        return engine.run(self.ddr, 0, len(self.cmds))
+
+    def result(self, i: int) -> np.ndarray:
+        addr, dtype, shape = self.results[i]
+        return self.get(addr, dtype, shape)
+
+
+def ok(res: dict) -> dict:
+    assert res["error"] == Err.NONE, res
+    assert res["ctrl"] & isa.CTRL_DONE
+    return res
+
+
+def rand16(rng, shape, lo=-3000, hi=3000) -> np.ndarray:
+    return rng.integers(lo, hi, shape).astype(np.int16)
+
+
+def idx_grid(m: int, n: int, base: int = 0, stride: int | None = None) -> np.ndarray:
+    stride = n if stride is None else stride
+    return (base + np.arange(m)[:, None] * stride + np.arange(n)[None, :]).astype(np.int64)
+
+
+# ==================================================================================== config
+def test_config_matches_production_build(engine):
+    p = isa.PRODUCTION
+    want = {name: getattr(p, name) for name in CONFIG_NAMES[:-1]}
+    want["isa_version"] = isa.ISA_VERSION
+    assert engine.config == want
+
+
+# ======================================================================================= DMA
+def test_load_store_strides_unaligned_and_partial_beats(engine):
+    rng = np.random.default_rng(0)
+    x = rand16(rng, (5, 7), -32768, 32767)
+    prog = Program()
+    # source rows 2-byte aligned but not beat aligned, with a DDR row stride larger than the row
+    src = prog.alloc(5 * 40) + 6
+    for r in range(5):
+        prog.ddr[src + 40 * r: src + 40 * r + 14] = x[r].view(np.uint8)
+    prog.add(Op.LOAD, sub=Mem.SPM, m=5, n=7, index_base=src, index_stride=40, a_addr=100, a_stride=9)
+    dst = prog.alloc(5 * 30 + 16) + 2
+    guard = prog.ddr[dst - 2: dst + 5 * 30 + 2].copy()
+    guard[:] = 0xA5
+    prog.ddr[dst - 2: dst + 5 * 30 + 2] = guard
+    prog.add(Op.STORE, sub=Mem.SPM, m=5, n=7, index_base=dst, index_stride=30, a_addr=100, a_stride=9)
+    res = ok(prog.run(engine))
+    for r in range(5):
+        np.testing.assert_array_equal(prog.get(dst + 30 * r, np.int16, (7,)), x[r])
+        gap = prog.ddr[dst + 30 * r + 14: dst + 30 * (r + 1)]
+        assert (gap == 0xA5).all(), "bytes between stored rows were overwritten"
+    assert prog.ddr[dst - 2: dst].tolist() == [0xA5, 0xA5]
+    c = res["counters"]
+    assert c["DDR_RD_BYTES"] == 3 * 64 + 70 and c["DDR_WR_BYTES"] == 70
+    assert c["RETIRED"] == 3 == res["retired"]
+
+
+def test_gather_scatter_zero_acc_idx(engine):
+    rng = np.random.default_rng(1)
+    table = rand16(rng, (10, 6))
+    rows = np.array([7, 2, 2, 9], dtype=np.uint16)
+    prog = Program()
+    prog.load(Mem.IDX, rows, at=50)
+    base = prog.put(table)
+    prog.add(Op.LOAD, sub=Mem.SPM, m=4, n=6, index_base=base, index_stride=12, a_addr=0, a_stride=6, ta=1,
+             b_addr=50)
+    prog.add(Op.LOAD, sub=Mem.SPM, m=2, n=6, a_addr=24, a_stride=6, tb=1)  # zero fill
+    gathered = prog.store(Mem.SPM, 0, 6, 6, np.int16)
+    # scatter rows 0..3 of SPM to rows 1, 4, 0, 3 of a fresh 5-row DDR table (row stride 16 bytes)
+    prog.load(Mem.IDX, np.array([1, 4, 0, 3], dtype=np.uint16), at=60)
+    out = prog.alloc(5 * 16)
+    prog.add(Op.STORE, sub=Mem.SPM, m=4, n=6, index_base=out, index_stride=16, a_addr=0, a_stride=6, ta=1,
+             b_addr=60)
+    accv = rng.integers(-(2**46), 2**46, (3, 5))
+    prog.load(Mem.ACC, accv, at=1000, stride=8)
+    acc_out = prog.store(Mem.ACC, 1000, 3, 5, np.int64, stride=8)
+    idx_out = prog.store(Mem.IDX, 50, 1, 4, np.uint16)
+    ok(prog.run(engine))
+    want = np.zeros((6, 6), np.int16)
+    want[:4] = table[rows]
+    np.testing.assert_array_equal(prog.result(gathered), want)
+    got = prog.get(out, np.int16, (5, 8))[:, :6]
+    for r, dest in enumerate([1, 4, 0, 3]):
+        np.testing.assert_array_equal(got[dest], table[rows[r]])
+    np.testing.assert_array_equal(prog.result(acc_out), accv)
+    np.testing.assert_array_equal(prog.result(idx_out)[0], rows)
+
+
+# ====================================================================================== GEMM
+def gemm_ref(a, b, *, imm=1, bias=None, shift2=0, res=None, shift3=0, shift=0, mode="rne", seed=0,
+             index=None, mask=None):
+    dot = a.astype(np.int64) @ b.astype(np.int64).T
+    v = dot * imm
+    if bias is not None:
+        v = v + layers.align(bias, shift2, 0)[None, :]
+    if res is not None:
+        v = v + layers.align(res, shift3, 0)
+    y = fixed.requantize(v, shift, mode, seed, index)
+    stat_src = v if mask is None else np.where(mask != 0, v, 0)
+    return y, fixed.max_abs_out(stat_src, shift)
+
+
+@pytest.mark.parametrize("m,n,k", [(5, 7, 9), (33, 40, 70), (64, 32, 32)])
+def test_gemm_bias_residual_rne_and_stat(engine, m, n, k):
+    rng = np.random.default_rng(m * 100 + n)
+    x, w = rand16(rng, (m, k)), rand16(rng, (n, k))
+    bias, resid = rand16(rng, (n,)), rand16(rng, (m, n))
+    prog = Program()
+    prog.load(Mem.SPM, x, at=0)
+    prog.load(Mem.SPM, w, at=20000)
+    prog.load(Mem.SPM, bias, at=40000)
+    prog.load(Mem.SPM, resid, at=50000)
+    prog.add(Op.GEMM, m=m, n=n, k=k, a_addr=0, a_stride=k, b_addr=20000, b_stride=k, c_addr=60000, c_stride=n,
+             bias=1, d_addr=40000, shift2=-3, res=1, e_addr=50000, e_stride=n, shift3=2, shift=14, imm=1,
+             stat=1, slot=5)
+    y = prog.store(Mem.SPM, 60000, m, n, np.int16)
+    st = prog.stat(5)
+    res = ok(prog.run(engine))
+    want, stat = gemm_ref(x, w, bias=bias, shift2=-3, res=resid, shift3=2, shift=14)
+    np.testing.assert_array_equal(prog.result(y), want)
+    assert prog.result(st)[0, 0] == stat
+    tiles = -(-m // 32) * -(-n // 32)
+    assert res["counters"]["MACS"] == m * n * k
+    assert res["counters"]["GEMM_BUSY"] == tiles * k
+
+
+def test_gemm_transposes_sr_imm_mask(engine):
+    rng = np.random.default_rng(3)
+    m, n, k = 37, 19, 45
+    at = rand16(rng, (k, m))  # A stored transposed: A = at.T
+    bt = rand16(rng, (k, n))  # B stored transposed
+    mask = (rng.random((m, n)) < 0.4).astype(np.int16)
+    prog = Program()
+    prog.load(Mem.SPM, at, at=0, stride=m + 3)
+    prog.load(Mem.SPM, bt, at=10000, stride=n)
+    prog.load(Mem.SPM, mask, at=30000)
+    prog.add(Op.GEMM, m=m, n=n, k=k, a_addr=0, a_stride=m + 3, ta=1, b_addr=10000, b_stride=n, tb=1,
+             c_addr=40000, c_stride=n, shift=17, sr=1, seed=1234, index_base=77, index_stride=3 * n, imm=181,
+             mask=1, e_addr=30000, e_stride=n, stat=1, slot=0)
+    y = prog.store(Mem.SPM, 40000, m, n, np.int16)
+    st = prog.stat(0)
+    ok(prog.run(engine))
+    want, stat = gemm_ref(at.T, bt.T, imm=181, shift=17, mode="sr", seed=1234,
+                          index=idx_grid(m, n, 77, 3 * n), mask=mask)
+    np.testing.assert_array_equal(prog.result(y), want)
+    assert prog.result(st)[0, 0] == stat
+
+
+def test_gemm_accumulate_weight_gradient_and_overflow(engine):
+    rng = np.random.default_rng(4)
+    rows, dout, din = 50, 24, 40
+    dy, x = rand16(rng, (rows, dout)), rand16(rng, (rows, din))
+    g0 = rng.integers(-(2**40), 2**40, (dout, din))
+    prog = Program()
+    prog.load(Mem.SPM, dy, at=0)
+    prog.load(Mem.SPM, x, at=5000)
+    prog.load(Mem.ACC, g0, at=100)
+    # dW = dY^T X: A(i=o, p=r) = dy[r, o] (ta), B(j=d, p=r) = x[r, d] (tb), accumulated twice
+    for _ in range(2):
+        prog.add(Op.GEMM, m=dout, n=din, k=rows, a_addr=0, a_stride=dout, ta=1, b_addr=5000, b_stride=din,
+                 tb=1, acc=1, f_addr=100, c_stride=din)
+    g = prog.store(Mem.ACC, 100, dout, din, np.int64)
+    ok(prog.run(engine))
+    np.testing.assert_array_equal(prog.result(g), g0 + 2 * (dy.astype(np.int64).T @ x.astype(np.int64)))
+    # overflow past 48 bits -> ACC_RANGE at that command
+    prog = Program()
+    prog.load(Mem.SPM, np.full((1, 4), 32767, np.int16), at=0)
+    prog.load(Mem.ACC, np.array([[2**47 - 5]]), at=0)
+    prog.add(Op.GEMM, m=1, n=1, k=4, a_addr=0, a_stride=4, b_addr=0, b_stride=4, acc=1, f_addr=0, c_stride=1)
+    res = prog.run(engine)
+    assert res["error"] == Err.ACC_RANGE and res["err_pc"] == 2
+
+
+# =================================================================================== SOFTMAX
+def test_softmax_forward_masked_with_head_sum(engine):
+    rng = np.random.default_rng(5)
+    m, n, frac = 13, 21, 9
+    s = rand16(rng, (m, n), -6000, 6000)
+    mask = (rng.random((m, n)) < 0.5).astype(np.int16)
+    mask[3] = 0  # an empty row: all zero
+    acc0 = rng.integers(0, 2**20, (m, n))
+    prog = Program()
+    prog.load(Mem.SPM, s, at=0)
+    prog.load(Mem.SPM, mask, at=1000)
+    prog.load(Mem.ACC, acc0, at=0, stride=n + 1)
+    for mask_flag, c_addr in ((1, 2000), (0, 3000)):
+        prog.add(Op.SOFTMAX, sub=SoftmaxSub.FWD, m=m, n=n, a_addr=0, a_stride=n, c_addr=c_addr, c_stride=n,
+                 shift=frac, mask=mask_flag, e_addr=1000, e_stride=n, acc=mask_flag, d_addr=0, d_stride=n + 1)
+    p_masked = prog.store(Mem.SPM, 2000, m, n, np.int16)
+    p_dense = prog.store(Mem.SPM, 3000, m, n, np.int16)
+    hs = prog.store(Mem.ACC, 0, m, n, np.int64, stride=n + 1)
+    ok(prog.run(engine))
+    want = fixed.softmax_fwd(s, frac, mask != 0)
+    np.testing.assert_array_equal(prog.result(p_masked), want)
+    np.testing.assert_array_equal(prog.result(p_dense), fixed.softmax_fwd(s, frac))
+    np.testing.assert_array_equal(prog.result(hs), acc0 + want)
+
+
+def test_softmax_backward_sr_and_stat(engine):
+    rng = np.random.default_rng(6)
+    m, n = 9, 30
+    p = fixed.softmax_fwd(rand16(rng, (m, n)), 8)
+    dp = rand16(rng, (m, n))
+    shift = 12 + 30 - 10
+    prog = Program()
+    prog.load(Mem.SPM, p, at=0)
+    prog.load(Mem.SPM, dp, at=500)
+    prog.add(Op.SOFTMAX, sub=SoftmaxSub.BWD, m=m, n=n, a_addr=0, a_stride=n, b_addr=500, b_stride=n,
+             c_addr=1000, c_stride=n, shift=shift, seed=99, index_base=5, index_stride=2 * n, stat=1, slot=7)
+    ds = prog.store(Mem.SPM, 1000, m, n, np.int16)
+    st = prog.stat(7)
+    ok(prog.run(engine))
+    acc = fixed.softmax_bwd_acc(p, dp)
+    want = fixed.requantize(acc, shift, "sr", 99, idx_grid(m, n, 5, 2 * n))
+    np.testing.assert_array_equal(prog.result(ds), want)
+    assert prog.result(st)[0, 0] == fixed.max_abs_out(acc, shift)
+
+
+# ======================================================================================= VEC
+def test_layernorm_forward_backward_and_param_grads(engine):
+    rng = np.random.default_rng(7)
+    rows, dim = 11, 48
+    x = QTensor(rand16(rng, (1, rows, dim), -20000, 20000), 11)
+    gamma, beta = QTensor(rand16(rng, (dim,), 10000, 20000), 14), QTensor(rand16(rng, (dim,)), 13)
+    params = {"weight": gamma, "bias": beta}
+    y, st, saved = layers.layernorm_fwd(x, params, {"y": 10})
+    dy = QTensor(rand16(rng, (1, rows, dim)), 12)
+    resid = QTensor(rand16(rng, (1, rows, dim)), 9)
+    grads = {"weight": np.zeros(dim, np.int64), "bias": np.zeros(dim, np.int64)}
+    fr = {"g": 11, "t": 9, "dx": 10}
+    dx, st_b, _ = layers.layernorm_bwd(dy, saved, params, grads, fr, seed=4321, residual=resid)
+    fh = layers.ln_xhat_frac(dim)
+    prog = Program()
+    prog.load(Mem.SPM, x.data[0], at=0)
+    prog.load(Mem.SPM, gamma.data, at=5000)
+    prog.load(Mem.SPM, beta.data, at=5100)
+    prog.load(Mem.SPM, dy.data[0], at=6000)
+    prog.load(Mem.SPM, resid.data[0], at=7000)
+    prog.add(Op.LOAD, sub=Mem.ACC, m=2, n=dim, a_addr=400, a_stride=100, tb=1)  # zero the gradients
+    prog.add(Op.VEC, sub=Vec.LN_FWD, m=rows, n=dim, a_addr=0, a_stride=dim, b_addr=5000, d_addr=5100,
+             e_addr=1000, e_stride=dim, c_addr=2000, c_stride=dim, f_addr=300, shift=fh + 14 - 10,
+             shift2=13 - (fh + 14), shift4=11, stat=1, slot=1)
+    prog.add(Op.VEC, sub=Vec.LN_BWD, m=rows, n=dim, a_addr=6000, a_stride=dim, b_addr=5000, e_addr=1000,
+             e_stride=dim, f_addr=300, bias=1, d_addr=7000, d_stride=dim, c_addr=8000, c_stride=dim,
+             shift=12 + 14 - fr["g"], shift2=fr["g"] + fh - fr["t"], shift3=fr["t"] + 20 - 11 - fr["dx"],
+             shift4=9 - fr["t"] - 20 + 11, seed=4321, index_stride=dim, stat=1, slot=2)
+    prog.add(Op.VEC, sub=Vec.COLDOT, m=rows, n=dim, a_addr=6000, a_stride=dim, b_addr=1000, b_stride=dim,
+             f_addr=400)
+    prog.add(Op.VEC, sub=Vec.COLSUM, m=rows, n=dim, a_addr=6000, a_stride=dim, f_addr=500)
+    y_out = prog.store(Mem.SPM, 2000, rows, dim, np.int16)
+    xhat_out = prog.store(Mem.SPM, 1000, rows, dim, np.int16)
+    rowstat = prog.store(Mem.ACC, 300, 1, rows, np.int64)
+    dx_out = prog.store(Mem.SPM, 8000, rows, dim, np.int16)
+    gw, gb = prog.store(Mem.ACC, 400, 1, dim, np.int64), prog.store(Mem.ACC, 500, 1, dim, np.int64)
+    stats = prog.stat(1, 4)
+    ok(prog.run(engine))
+    np.testing.assert_array_equal(prog.result(y_out), y.data[0])
+    np.testing.assert_array_equal(prog.result(xhat_out), saved["xhat"][0])
+    np.testing.assert_array_equal(prog.result(rowstat)[0],
+                                  saved["rsqrt"][0, :, 0] | (saved["k"][0, :, 0] << 32))
+    np.testing.assert_array_equal(prog.result(dx_out), dx.data[0])
+    np.testing.assert_array_equal(prog.result(gw)[0], grads["weight"])
+    np.testing.assert_array_equal(prog.result(gb)[0], grads["bias"])
+    assert prog.result(stats)[0].tolist() == [st["y"], st_b["g"], st_b["t"], st_b["dx"]]
+
+
+def test_gelu_forward_backward(engine):
+    rng = np.random.default_rng(8)
+    rows, dim = 7, 100
+    h = QTensor(rand16(rng, (1, rows, dim), -32768, 32767), 12)
+    a, st, saved = layers.gelu_fwd(h, {"y": 11})
+    dy = QTensor(rand16(rng, (1, rows, dim)), 13)
+    dh, st_b = layers.gelu_bwd(dy, saved, {"dx": 12}, seed=55)
+    prog = Program()
+    prog.load(Mem.SPM, h.data[0], at=0)
+    prog.load(Mem.SPM, dy.data[0], at=1000)
+    prog.add(Op.VEC, sub=Vec.GELU_FWD, m=rows, n=dim, a_addr=0, a_stride=dim, c_addr=2000, c_stride=dim,
+             imm=12, shift=12 + 16 - 11, stat=1, slot=3)
+    prog.add(Op.VEC, sub=Vec.GELU_BWD, m=rows, n=dim, a_addr=1000, a_stride=dim, b_addr=0, b_stride=dim,
+             c_addr=3000, c_stride=dim, imm=12, shift=13 + 16 - 12, sr=1, seed=layers.subseed(55, 0),
+             index_stride=dim, stat=1, slot=4)
+    a_out = prog.store(Mem.SPM, 2000, rows, dim, np.int16)
+    dh_out = prog.store(Mem.SPM, 3000, rows, dim, np.int16)
+    stats = prog.stat(3, 2)
+    ok(prog.run(engine))
+    np.testing.assert_array_equal(prog.result(a_out), a.data[0])
+    np.testing.assert_array_equal(prog.result(dh_out), dh.data[0])
+    assert prog.result(stats)[0].tolist() == [st["y"], st_b["dx"]]
+
+
+def test_connection_mask(engine):
+    rng = np.random.default_rng(9)
+    t, keep, dense = 17, 6, 1
+    conn = np.sort(np.stack([rng.choice(t, keep, replace=False) for _ in range(t - dense)]), axis=1)
+    prog = Program()
+    prog.load(Mem.IDX, conn.astype(np.uint16), at=0, stride=keep + 2)
+    prog.add(Op.VEC, sub=Vec.MASK, m=t, n=t, k=keep, b_addr=0, b_stride=keep + 2, c_addr=100, c_stride=t,
+             imm=dense)
+    out = prog.store(Mem.SPM, 100, t, t, np.int16)
+    ok(prog.run(engine))
+    want = connection_mask(conn[None], 1, t, dense)[0].astype(np.int16)
+    np.testing.assert_array_equal(prog.result(out), want)
+
+
+# ====================================================================================== TOPK
+def test_topk_with_cls_prefix(engine):
+    rng = np.random.default_rng(10)
+    m, n, k = 6, 40, 9
+    scores = rng.integers(0, 50, (m, n))  # many ties: lower index wins
+    prog = Program()
+    prog.load(Mem.ACC, scores, at=0)
+    prog.add(Op.TOPK, m=m, n=n, k=k, a_addr=0, a_stride=n, c_addr=10, c_stride=k + 1, imm=1)
+    out = prog.store(Mem.IDX, 10, m, k + 1, np.uint16)
+    res = ok(prog.run(engine))
+    want = np.concatenate([np.zeros((m, 1), np.int64), fixed.topk_select(scores, k) + 1], axis=1)
+    np.testing.assert_array_equal(prog.result(out), want)
+    assert res["counters"]["TOPK_BUSY"] == rtl_cycles.topk_stream_cycles(m, n, k)
+
+
+# ==================================================================================== errors
+def single(engine, op_word0: int | None = None, **cmd) -> dict:
+    prog = Program()
+    prog.cmds.append(cmd.pop("op_fields"))
+    words = isa.program_words([isa.encode(op, **f) for op, f in prog.cmds])
+    if op_word0 is not None:
+        words[0] = op_word0
+    prog.ddr[:words.nbytes] = words.view(np.uint8)
+    return engine.run(prog.ddr, 0, 1)
+
+
+@pytest.mark.parametrize("word0,err", [(7, Err.BAD_OPCODE), (15, Err.BAD_OPCODE),
+                                       (int(Op.GEMM) | 1 << 26, Err.RESERVED_BITS),
+                                       (int(Op.VEC) | 9 << 8, Err.RESERVED_BITS),
+                                       (int(Op.LOAD) | 1 << 4, Err.RESERVED_BITS)])
+def test_malformed_command_word0(engine, word0, err):
+    res = single(engine, word0, op_fields=(Op.GEMM, {"m": 1, "n": 1, "k": 1, "imm": 1}))
+    assert res["error"] == err and res["err_pc"] == 0 and res["ctrl"] & isa.CTRL_DONE
+
+
+@pytest.mark.parametrize("op,fields,err", [
+    (Op.GEMM, {"m": 0, "n": 1, "k": 1}, Err.BAD_DIMS),
+    (Op.GEMM, {"m": 2, "n": 2, "k": 2, "a_addr": isa.PRODUCTION.spm_elems - 3, "a_stride": 2}, Err.SPM_RANGE),
+    (Op.GEMM, {"m": 1, "n": 1, "k": 1, "shift": 63}, Err.BAD_SHIFT),
+    (Op.GEMM, {"m": 1, "n": 1, "k": 1, "res": 1, "mask": 1}, Err.RESERVED_BITS),
+    (Op.SOFTMAX, {"m": 1, "n": 300}, Err.BAD_DIMS),
+    (Op.SOFTMAX, {"m": 1, "n": 4, "shift": 16}, Err.BAD_SHIFT),
+    (Op.TOPK, {"m": 1, "n": 4, "k": 5}, Err.BAD_DIMS),
+    (Op.LOAD, {"sub": Mem.SPM, "m": 1, "n": 8, "index_base": DDR_BYTES - 8}, Err.DDR_RANGE),
+    (Op.LOAD, {"sub": Mem.SPM, "m": 1, "n": 8, "index_base": 1001}, Err.DDR_RANGE),
+    (Op.STORE, {"sub": Mem.IDX, "m": 1, "n": 8, "a_addr": isa.PRODUCTION.idx_elems - 4}, Err.SPM_RANGE),
+])
+def test_malformed_command_fields(engine, op, fields, err):
+    res = single(engine, op_fields=(op, fields))
+    assert res["error"] == err and res["err_pc"] == 0
+
+
+def test_error_reports_the_failing_command_and_stops(engine):
+    prog = Program()
+    prog.load(Mem.SPM, np.ones((1, 4), np.int16), at=0)
+    prog.add(Op.GEMM, m=1, n=1, k=4, a_addr=0, a_stride=4, b_addr=0, b_stride=4, c_addr=10, c_stride=1, imm=1)
+    prog.add(Op.TOPK, m=1, n=4, k=0)  # BAD_DIMS at command 2
+    prog.store(Mem.SPM, 10, 1, 1, np.int16)
+    res = prog.run(engine)
+    assert res["error"] == Err.BAD_DIMS and res["err_pc"] == 2 and res["retired"] == 2
+    # the engine is usable again right after
+    prog = Program()
+    prog.load(Mem.SPM, np.ones((1, 4), np.int16), at=0)
+    ok(prog.run(engine))
+
+
+# ================================================================================== deadlock
+def test_pop_without_producer_is_reported_not_hung(engine, capfd):
+    prog = Program()
+    prog.add(Op.GEMM, m=1, n=1, k=1, imm=1, pop_prev=1)  # no LOAD ever pushes l2c
+    res = prog.run(engine)
+    assert res["error"] == Err.DEP_UNDERFLOW and res["err_pc"] == 0
+    err = capfd.readouterr().err
+    assert "deadlock" in err and "compute waits on l2c (empty, depth 64)" in err
+
+
+def _reuse_program() -> Program:
+    """Three LOADs that each wait for COMPUTE to free a buffer, then the three computes that free them.
+    Correct with load_q depth >= 2 (two LOADs wait in the queue + one in the head register)..."""
+    prog = Program()
+    for _ in range(3):
+        prog.cmds.append((Op.LOAD, WAITING_LOAD.copy()))
+    for _ in range(3):
+        prog.cmds.append((Op.GEMM, {"m": 1, "n": 1, "k": 1, "imm": 1, "push_prev": 1}))
+    return prog
+
+
+def test_shrunk_queue_deadlock_names_the_queue(engine, capfd):
+    ok(_reuse_program().run(engine))
+    assert engine.set_depth("load_q", 1) == 1
+    try:
+        res = _reuse_program().run(engine)
+    finally:
+        assert engine.set_depth("load_q", 0) == isa.PRODUCTION.queue_depth
+    assert res["error"] == Err.DEP_UNDERFLOW
+    err = capfd.readouterr().err
+    assert "fetch waits on load_q (full, depth 1)" in err and "load waits on c2l (empty" in err
+    ok(_reuse_program().run(engine))  # depth restored
+    assert engine.set_depth("no_such_queue", 3) == -1
+
+
+def _free_then_load_program() -> Program:
+    """COMPUTE frees three buffers (c2l tokens) and runs two more commands before the LOADs that take
+    the tokens come in program order."""
+    prog = Program()
+    for i in range(5):
+        prog.cmds.append((Op.GEMM, {"m": 1, "n": 1, "k": 1, "imm": 1, "push_prev": int(i < 3)}))
+    for _ in range(3):
+        prog.cmds.append((Op.LOAD, WAITING_LOAD.copy()))
+    return prog
+
+
+def test_shrunk_token_queue_deadlock_names_it(engine, capfd):
+    ok(_free_then_load_program().run(engine, finish=False))
+    # c2l depth 2: the third push blocks COMPUTE; with compute_q depth 1 fetch then blocks on the fifth
+    # command and never delivers the LOADs that would drain c2l.
+    engine.set_depth("c2l", 2)
+    engine.set_depth("compute_q", 1)
+    try:
+        res = _free_then_load_program().run(engine, finish=False)
+    finally:
+        engine.set_depth("c2l", 0)
+        engine.set_depth("compute_q", 0)
+    assert res["error"] == Err.DEP_UNDERFLOW and res["err_pc"] == 2
+    err = capfd.readouterr().err
+    assert "compute waits on c2l (full, depth 2) at command 2" in err
+    assert "fetch waits on compute_q (full, depth 1) at command 4" in err
+
+
+# ================================================================================== counters
+def test_cycle_model_of_one_gemm(engine):
+    m, n, k = 70, 50, 64
+    prog = Program()
+    prog.add(Op.GEMM, m=m, n=n, k=k, a_addr=0, a_stride=k, b_addr=0, b_stride=k, c_addr=20000, c_stride=n,
+             imm=1)
+    res = ok(prog.run(engine))
+    c = res["counters"]
+    gemm = rtl_cycles.gemm_cycles(m, n, k, 32, 32)
+    fetch = 120 + 4  # the first command arrives after one DDR latency and one 4-beat command
+    assert c["CYCLES"] == fetch + gemm + 1  # + FINISH
+    assert c["MACS"] == m * n * k and c["RETIRED"] == 2 and c["DDR_RD_BYTES"] == 128
