@@ -21,6 +21,7 @@ import torch
 from model_export.pack import ExportError, config_to_json
 from trilevel.config import ViTConfig, get_config
 from trilevel.fileio import atomic_write
+from trilevel.userinput import unreadable
 
 
 class CheckpointError(ExportError):
@@ -90,8 +91,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], V
     except IsADirectoryError:
         raise CheckpointError(f"{path}: is a folder, not a checkpoint") from None
     except Exception as e:  # torch raises many types for corrupt files (zip, pickle, EOF, ...)
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise CheckpointError(f"{path}: cannot read the checkpoint ({reason})") from None
+        raise CheckpointError(unreadable(path, e)) from None
     try:
         cfg = _config_of(obj)
     except (TypeError, ValueError) as e:

@@ -42,10 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     name = f"trilevel {argv[0]}" if argv and not argv[0].startswith("-") else "trilevel"
     try:
         try:
-            args = build_parser().parse_args(argv)
+            args, unknown = build_parser().parse_known_args(argv)
         except SystemExit as done:  # --help, or a usage error argparse already printed: its exit code
             return done.code if isinstance(done.code, int) else EXIT_USAGE
         name = " ".join(["trilevel", args.command, *filter(None, [getattr(args, "export_command", None)])])
+        if unknown:  # reported by the command's name (argparse would name only `trilevel`)
+            raise UserError(f"unrecognized arguments: {' '.join(unknown)} (see {name} --help)")
         return int(args.func(args) or 0)
     except UserError as err:
         print(f"{name}: error: {err}", file=sys.stderr)

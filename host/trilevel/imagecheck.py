@@ -30,7 +30,8 @@ def decode_error(path: Path) -> str | None:
             img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))  # JPEG: 1/8-scale decode
             img.load()
     except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError...
-        return (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
+        text = (str(err).strip().splitlines() or [""])[0].replace(str(path), "").strip(" '")
+        return text[:100] or type(err).__name__
     return None
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from trilevel.fileio import atomic_write
-from trilevel.userinput import Interrupted, UserError
+from trilevel.userinput import Interrupted, UserError, unreadable
 
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -106,8 +106,7 @@ def load_checkpoint(
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file (zip, pickle, EOF, ...)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path}: cannot read the checkpoint ({reason[:160]})") from None
+        raise UserError(unreadable(path, err)) from None
     missing = [key for key in required if not isinstance(state, dict) or key not in state]
     if missing:
         raise UserError(f"{path}: not a checkpoint of this trainer (it lacks {', '.join(missing)})")

@@ -63,12 +63,15 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _range_text(low: float | None, high: float | None, open_low: bool, open_high: bool) -> str:
+    def show(x: float) -> str:
+        return str(x) if isinstance(x, int) else f"{x:g}"
+
     if low is not None and high is not None:
-        return f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+        return f"in {'(' if open_low else '['}{show(low)}, {show(high)}{')' if open_high else ']'}"
     if low is not None:
-        return f"{'>' if open_low else '>='} {low:g}"
+        return f"{'>' if open_low else '>='} {show(low)}"
     if high is not None:
-        return f"{'<' if open_high else '<='} {high:g}"
+        return f"{'<' if open_high else '<='} {show(high)}"
     return "finite"
 
 
@@ -200,6 +203,15 @@ def device(value: str) -> str:
     if index and int(index) >= count:
         raise argparse.ArgumentTypeError(f"{value}: this machine has {count} CUDA device(s)")
     return value
+
+
+def unreadable(path: str | os.PathLike, err: BaseException, what: str = "checkpoint") -> str:
+    """One line for a file a loader refused (torch.load, Pillow, ...): the path, and the loader's own
+    reason cut to its first sentence (torch appends pages of advice, some of it to file a bug)."""
+    empty = os.path.isfile(path) and os.path.getsize(path) == 0
+    text = (str(err).strip().splitlines() or [""])[0].split(". ")[0].strip().rstrip(".")
+    reason = "empty file" if empty else (text[:100] or type(err).__name__)
+    return f"{path}: cannot read the {what}: truncated, corrupt or not a {what} ({reason})"
 
 
 def bars_disabled(progress: bool) -> bool:

@@ -37,9 +37,9 @@ def _run(args: argparse.Namespace) -> int:
     chosen = {"--token-policy": args.token_policy, "--attn-policy": args.attn_policy}
     policies = [flag for flag, value in chosen.items() if value is not None]
     if args.backend != "torch" and policies:
-        raise ui.UserError(f"{', '.join(policies)} apply to --backend torch only")
+        raise ui.UserError(f"{', '.join(policies)}: for --backend torch only")
     if args.backend == "torch" and given:
-        raise ui.UserError(f"{', '.join(given)} apply to the accelerator backends only")
+        raise ui.UserError(f"{', '.join(given)}: for the accelerator backends (reference, csim, pynq) only")
     try:
         if args.backend != "torch":
             from trilevel.accel.trainer import run  # written for the accelerator backends
