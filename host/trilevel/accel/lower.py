@@ -1,0 +1,1571 @@
+"""Host lowering: every kernel of the layer-wise trainer as a command program for the engine.
+
+A kernel call becomes one `Program`: the commands (docs/engine.md) and the DDR layout they address
+(input, output and state buffers at byte offsets from the program's base). Programs are pure functions
+of the shapes, the fracs and the engine configuration, so they are cached (`functools.lru_cache`);
+DDR addresses in commands are byte offsets from the engine's DDR_BASE register, where the driver
+puts the program's buffers, so programs need no relocation; at run time `Program.bind(seed)` writes the
+call's stochastic-rounding seeds (derived from the kernel seed exactly as
+trilevel.intref's subseed rules do) into the commands that round stochastically.
+
+Kernels are lowered stage by stage through DDR (LayerNorm -> linear -> per-image attention -> linear
+...), each stage tiled to the configuration's scratchpad and accumulator sizes. `Builder` derives
+the dependency tokens from what each command reads and writes (on-chip intervals and DDR byte
+ranges): a command waits exactly for the earlier commands of other modules it conflicts with (RAW,
+WAR, WAW), through the token queues between neighbouring modules, and through a one-element GEMM
+relay in COMPUTE when a STORE must precede a LOAD. With two alternating tile buffers, LOAD fills one
+while COMPUTE works on the other (double buffering) and STORE drains results behind them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+
+import numpy as np
+
+from trilevel.accel import isa
+from trilevel.accel.isa import Mem, Module, Op, SoftmaxSub, Vec
+from trilevel.intref import blocks, layers
+from trilevel.intref.fixed import PROB_FRAC
+from trilevel.intref.layers import ln_xhat_frac, subseed
+from trilevel.intref.luts import GELU_LUT_FRAC, RSQRT_FRAC
+
+
+class LoweringError(ValueError):
+    """A kernel call cannot be lowered for this engine configuration (shape or range too large)."""
+
+
+# ------------------------------------------------------------------------------------------ DDR layout
+@dataclasses.dataclass(frozen=True)
+class Buffer:
+    """A 2-D DDR tensor of the program: `rows` x `cols` elements of `dtype`, row-major at `offset`."""
+
+    name: str
+    offset: int  # bytes from the program's base
+    rows: int
+    cols: int
+    dtype: str  # numpy dtype string: "<i2", "<i8", "<u2"
+    role: str  # "in" (host writes), "out" (host reads), "inout", "scratch"
+
+    @property
+    def itemsize(self) -> int:
+        return np.dtype(self.dtype).itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows * self.cols * self.itemsize
+
+    def address(self, row: int, col: int) -> int:
+        return self.offset + (row * self.cols + col) * self.itemsize
+
+    @property
+    def row_bytes(self) -> int:
+        return self.cols * self.itemsize
+
+
+_MEM_OF_DTYPE = {"<i2": Mem.SPM, "<i8": Mem.ACC, "<u2": Mem.IDX}
+# Address spaces of the dependency analysis.
+_SPACE = {Mem.SPM: 0, Mem.ACC: 1, Mem.IDX: 2, Mem.STAT: 3}
+_DDR = 4
+_ANY_DDR = (_DDR, 0, 1 << 40)
+Span = tuple[int, int, int]  # (space, first, end) half-open
+
+
+def _span(space: int, addr: int, rows: int, cols: int, row_stride: int, col_stride: int = 1) -> Span:
+    return (space, addr, addr + (rows - 1) * row_stride + (cols - 1) * col_stride + 1)
+
+
+def accesses(op: Op, f: dict[str, int]) -> tuple[list[Span], list[Span]]:
+    """The on-chip and DDR ranges a command reads and writes (bounding intervals), per docs/engine.md."""
+    spm, acc, idx, stat = (_SPACE[m] for m in (Mem.SPM, Mem.ACC, Mem.IDX, Mem.STAT))
+    m, n, k = f["m"], f["n"], f["k"]
+    reads: list[Span] = []
+    writes: list[Span] = []
+    if op in (Op.LOAD, Op.STORE):
+        mem = Mem(f["sub"])
+        onchip = _span(_SPACE[mem], f["a_addr"], m, n, f["a_stride"])
+        size = isa.DDR_ELEM_BYTES[mem]
+        ddr = (
+            _ANY_DDR
+            if f["ta"]
+            else (_DDR, f["index_base"], f["index_base"] + (m - 1) * f["index_stride"] + n * size)
+        )
+        if f["ta"]:
+            reads.append(_span(idx, f["b_addr"], 1, m, 0))
+        if op == Op.LOAD:
+            writes.append(onchip)
+            if not f["tb"]:
+                reads.append(ddr)
+        else:
+            reads.append(onchip)
+            writes.append(ddr)
+        return reads, writes
+    if f["stat"]:
+        count = 3 if op == Op.VEC and f["sub"] == Vec.LN_BWD else 1
+        reads.append((stat, f["slot"], f["slot"] + count))
+        writes.append((stat, f["slot"], f["slot"] + count))
+    if op == Op.GEMM:
+        reads.append(
+            _span(spm, f["a_addr"], k, m, f["a_stride"])
+            if f["ta"]
+            else _span(spm, f["a_addr"], m, k, f["a_stride"])
+        )
+        reads.append(
+            _span(spm, f["b_addr"], k, n, f["b_stride"])
+            if f["tb"]
+            else _span(spm, f["b_addr"], n, k, f["b_stride"])
+        )
+        if f["acc"]:
+            out = _span(acc, f["f_addr"], m, n, f["c_stride"])
+            reads.append(out)
+            writes.append(out)
+            return reads, writes
+        writes.append(_span(spm, f["c_addr"], m, n, f["c_stride"]))
+        if f["bias"]:
+            reads.append(_span(spm, f["d_addr"], 1, n, 0))
+        if f["res"] or f["mask"]:
+            reads.append(_span(spm, f["e_addr"], m, n, f["e_stride"]))
+    elif op == Op.SOFTMAX:
+        reads.append(_span(spm, f["a_addr"], m, n, f["a_stride"]))
+        writes.append(_span(spm, f["c_addr"], m, n, f["c_stride"]))
+        if f["sub"] == SoftmaxSub.BWD:
+            reads.append(_span(spm, f["b_addr"], m, n, f["b_stride"]))
+        else:
+            if f["mask"]:
+                reads.append(_span(spm, f["e_addr"], m, n, f["e_stride"]))
+            if f["acc"]:
+                reads.append(_span(acc, f["d_addr"], m, n, f["d_stride"]))
+                writes.append(_span(acc, f["d_addr"], m, n, f["d_stride"]))
+    elif op == Op.VEC:
+        sub = Vec(f["sub"])
+        if sub == Vec.MASK:
+            if m > f["imm"]:
+                reads.append(_span(idx, f["b_addr"], m - f["imm"], k, f["b_stride"]))
+            writes.append(_span(spm, f["c_addr"], m, n, f["c_stride"]))
+            return reads, writes
+        reads.append(_span(spm, f["a_addr"], m, n, f["a_stride"]))
+        if sub == Vec.LN_FWD:
+            reads += [_span(spm, f["b_addr"], 1, n, 0), _span(spm, f["d_addr"], 1, n, 0)]
+            writes += [
+                _span(spm, f["c_addr"], m, n, f["c_stride"]),
+                _span(spm, f["e_addr"], m, n, f["e_stride"]),
+                _span(acc, f["f_addr"], 1, m, 0),
+            ]
+        elif sub == Vec.LN_BWD:
+            reads += [
+                _span(spm, f["b_addr"], 1, n, 0),
+                _span(spm, f["e_addr"], m, n, f["e_stride"]),
+                _span(acc, f["f_addr"], 1, m, 0),
+            ]
+            if f["bias"]:
+                reads.append(_span(spm, f["d_addr"], m, n, f["d_stride"]))
+            writes.append(_span(spm, f["c_addr"], m, n, f["c_stride"]))
+        elif sub in (Vec.GELU_FWD, Vec.GELU_BWD):
+            if sub == Vec.GELU_BWD:
+                reads.append(_span(spm, f["b_addr"], m, n, f["b_stride"]))
+            writes.append(_span(spm, f["c_addr"], m, n, f["c_stride"]))
+        else:  # COLSUM, COLDOT
+            if sub == Vec.COLDOT:
+                reads.append(_span(spm, f["b_addr"], m, n, f["b_stride"]))
+            reads.append(_span(acc, f["f_addr"], 1, n, 0))
+            writes.append(_span(acc, f["f_addr"], 1, n, 0))
+    elif op == Op.TOPK:
+        reads.append(_span(acc, f["a_addr"], m, n, f["a_stride"]))
+        writes.append(_span(idx, f["c_addr"], m, f["imm"] + k, f["c_stride"]))
+    return reads, writes
+
+
+def _overlap(a: Sequence[Span], b: Sequence[Span]) -> bool:
+    return any(x[0] == y[0] and x[1] < y[2] and y[1] < x[2] for x in a for y in b)
+
+
+# Token flags: (from module, to module) -> (push flag on the producer, pop flag on the consumer).
+_LINK = {
+    (Module.LOAD, Module.COMPUTE): ("push_next", "pop_prev"),
+    (Module.COMPUTE, Module.LOAD): ("push_prev", "pop_next"),
+    (Module.COMPUTE, Module.STORE): ("push_next", "pop_prev"),
+    (Module.STORE, Module.COMPUTE): ("push_prev", "pop_next"),
+}
+
+
+@dataclasses.dataclass
+class _Command:
+    op: Op
+    fields: dict[str, int]
+    reads: list[Span]
+    writes: list[Span]
+    module: Module
+    knows: dict[Module, int]  # highest index per module known complete before this command starts
+    seed_path: tuple[int, ...] | None = None
+
+
+class Builder:
+    """Appends commands, derives their dependency tokens and lays out the program's DDR buffers."""
+
+    def __init__(self, config: isa.EngineConfig, kernel: str) -> None:
+        self.config = config
+        self.kernel = kernel
+        self.commands: list[_Command] = []
+        self.buffers: dict[str, Buffer] = {}
+        self.ddr_top = 0
+        self._known = {x: dict.fromkeys(Module, -1) for x in Module}
+        self._last = dict.fromkeys(Module, -1)
+        self._pending: dict[Module, set[str]] = {x: set() for x in Module}
+        self.scratch = config.spm_elems - 2  # two SPM words for relay GEMMs
+        self.relays = 0
+
+    # ---- DDR
+    def buffer(self, name: str, rows: int, cols: int, dtype: str, role: str) -> Buffer:
+        if name in self.buffers:
+            raise ValueError(f"buffer {name!r} allocated twice")
+        buf = Buffer(name, self.ddr_top, rows, cols, dtype, role)
+        self.buffers[name] = buf
+        self.ddr_top += -(-max(buf.nbytes, 1) // 64) * 64
+        if self.ddr_top >= 1 << 31:
+            raise LoweringError(f"{self.kernel}: {self.ddr_top} DDR bytes exceed the 32-bit DMA addresses")
+        return buf
+
+    # ---- commands
+    def add(self, op: Op, seed_path: tuple[int, ...] | None = None, **fields: int) -> int:
+        f = isa.decode(isa.encode(op, **fields))
+        reads, writes = accesses(op, f)
+        module = isa.MODULE_OF[op]
+        # The other side of LOAD <-> STORE first: its relay through COMPUTE also orders COMPUTE.
+        for other in sorted(Module, key=lambda mod: (mod == Module.COMPUTE, mod)):
+            if other == module:
+                continue
+            producer = self._latest_conflict(other, module, reads, writes)
+            if producer >= 0:
+                self._order(other, module, producer)
+        for flag in self._pending[module]:
+            f[flag] = 1
+        self._pending[module] = set()
+        cmd = _Command(op, f, reads, writes, module, dict(self._known[module]), seed_path)
+        self.commands.append(cmd)
+        self._last[module] = len(self.commands) - 1
+        return len(self.commands) - 1
+
+    def _latest_conflict(self, other: Module, module: Module, reads: list[Span], writes: list[Span]) -> int:
+        for i in range(self._last[other], self._known[module][other], -1):
+            c = self.commands[i]
+            if c.module == other and (
+                _overlap(c.writes, reads) or _overlap(c.writes, writes) or _overlap(c.reads, writes)
+            ):
+                return i
+        return -1
+
+    def _sync(self, producer_module: Module, consumer: Module) -> None:
+        """The last command of `producer_module` pushes a token the next `consumer` command pops."""
+        last = self._last[producer_module]
+        push, pop = _LINK[(producer_module, consumer)]
+        self.commands[last].fields[push] = 1
+        self._pending[consumer].add(pop)
+        known = self._known[consumer]
+        known[producer_module] = max(known[producer_module], last)
+        for mod, idx in self.commands[last].knows.items():
+            known[mod] = max(known[mod], idx)
+
+    def _order(self, producer_module: Module, consumer: Module, producer: int) -> None:
+        if (producer_module, consumer) in _LINK:
+            self._sync(producer_module, consumer)
+            return
+        # LOAD <-> STORE: through COMPUTE, reusing its last command when that already waited for producer.
+        last_compute = self._last[Module.COMPUTE]
+        if last_compute < 0 or self.commands[last_compute].knows[producer_module] < producer:
+            self._sync(producer_module, Module.COMPUTE)
+            flags = {flag: 1 for flag in self._pending[Module.COMPUTE]}
+            self._pending[Module.COMPUTE] = set()
+            f = isa.decode(
+                isa.encode(
+                    Op.GEMM,
+                    m=1,
+                    n=1,
+                    k=1,
+                    a_addr=self.scratch,
+                    b_addr=self.scratch,
+                    c_addr=self.scratch + 1,
+                    imm=1,
+                    **flags,
+                )
+            )
+            spm = _SPACE[Mem.SPM]
+            self.commands.append(
+                _Command(
+                    Op.GEMM,
+                    f,
+                    [(spm, self.scratch, self.scratch + 1)],
+                    [(spm, self.scratch + 1, self.scratch + 2)],
+                    Module.COMPUTE,
+                    dict(self._known[Module.COMPUTE]),
+                )
+            )
+            self._last[Module.COMPUTE] = len(self.commands) - 1
+            self.relays += 1
+        self._sync(Module.COMPUTE, consumer)
+
+    def dma(
+        self,
+        op: Op,
+        mem: Mem,
+        onchip: int,
+        onchip_stride: int,
+        buf: Buffer,
+        row: int,
+        col: int,
+        rows: int,
+        cols: int,
+        zero: bool = False,
+    ) -> int:
+        """LOAD or STORE of the (rows x cols) block of `buf` at (row, col) from/to on-chip `onchip`."""
+        if _MEM_OF_DTYPE.get(buf.dtype) != mem and not (mem == Mem.STAT and buf.dtype == "<i8"):
+            raise ValueError(f"{buf.name}: {buf.dtype} does not match {mem.name}")
+        if row + rows > buf.rows or col + cols > buf.cols:
+            raise ValueError(f"{buf.name}: block ({row}+{rows}, {col}+{cols}) outside {buf.rows}x{buf.cols}")
+        ddr = {} if zero else {"index_base": buf.address(row, col), "index_stride": buf.row_bytes}
+        return self.add(
+            op, sub=mem, m=rows, n=cols, a_addr=onchip, a_stride=onchip_stride, tb=int(zero), **ddr
+        )
+
+    def load(
+        self, mem: Mem, onchip: int, onchip_stride: int, buf: Buffer, row: int, col: int, rows: int, cols: int
+    ) -> int:
+        return self.dma(Op.LOAD, mem, onchip, onchip_stride, buf, row, col, rows, cols)
+
+    def store(
+        self, mem: Mem, onchip: int, onchip_stride: int, buf: Buffer, row: int, col: int, rows: int, cols: int
+    ) -> int:
+        return self.dma(Op.STORE, mem, onchip, onchip_stride, buf, row, col, rows, cols)
+
+    def zero_acc(self, addr: int, rows: int, cols: int) -> int:
+        return self.add(Op.LOAD, sub=Mem.ACC, m=rows, n=cols, a_addr=addr, a_stride=cols, tb=1)
+
+    def finish(self, stat_keys: Sequence[str]) -> Program:
+        """STORE STAT of every statistic slot, FINISH, and the program."""
+        stats = self.buffer("stats", 1, max(1, len(stat_keys)), "<i8", "out")
+        if stat_keys:
+            self.dma(Op.STORE, Mem.STAT, 0, 0, stats, 0, 0, 1, len(stat_keys))
+        self.add(Op.FINISH)
+        prog = self.buffer("program", len(self.commands), isa.WORDS, "<u4", "program")
+        words = np.stack(
+            [
+                isa.encode(c.op, **{k: v for k, v in c.fields.items() if k not in ("op", "reserved")})
+                for c in self.commands
+            ]
+        )
+        seeds = tuple((i, c.seed_path) for i, c in enumerate(self.commands) if c.seed_path is not None)
+        return Program(
+            self.kernel,
+            self.config,
+            words.reshape(-1),
+            dict(self.buffers),
+            self.ddr_top,
+            tuple(stat_keys),
+            seeds,
+            prog.offset,
+            self.relays,
+        )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Program:
+    """A lowered kernel call: commands (seeds 0) and the DDR buffers they address (offsets from DDR_BASE)."""
+
+    kernel: str
+    config: isa.EngineConfig
+    words: np.ndarray  # uint32 template
+    buffers: dict[str, Buffer]
+    ddr_bytes: int
+    stat_keys: tuple[str, ...]
+    seed_sites: tuple[tuple[int, tuple[int, ...]], ...]  # (command, subseed path from the kernel seed)
+    program_offset: int
+    relays: int
+
+    @property
+    def count(self) -> int:
+        return self.words.size // isa.WORDS
+
+    def bind(self, seed: int = 0) -> np.ndarray:
+        """The command words with the SR seeds of kernel seed `seed`."""
+        words = self.words.reshape(-1, isa.WORDS).copy()
+        for cmd, path in self.seed_sites:
+            words[cmd, 3] = derive_seed(seed, path)
+        return words.reshape(-1)
+
+    def summary(self) -> dict[str, object]:
+        """Commands per unit, DDR payload bytes and MACs (the static counts of the program)."""
+        per_op: dict[str, int] = {}
+        rd = wr = macs = 0
+        for w in self.words.reshape(-1, isa.WORDS):
+            f = isa.decode(w)
+            op = Op(f["op"])
+            name = (
+                op.name
+                if op not in (Op.VEC, Op.SOFTMAX)
+                else f"{op.name}.{(Vec if op == Op.VEC else SoftmaxSub)(f['sub']).name}"
+            )
+            per_op[name] = per_op.get(name, 0) + 1
+            if op == Op.LOAD and not f["tb"]:
+                rd += f["m"] * f["n"] * isa.DDR_ELEM_BYTES[Mem(f["sub"])]
+            elif op == Op.STORE:
+                wr += f["m"] * f["n"] * isa.DDR_ELEM_BYTES[Mem(f["sub"])]
+            elif op == Op.GEMM:
+                macs += f["m"] * f["n"] * f["k"]
+        return {
+            "commands": self.count,
+            "per_op": per_op,
+            "relays": self.relays,
+            "ddr_read_bytes": rd + isa.COMMAND_BYTES * self.count,
+            "ddr_write_bytes": wr,
+            "macs": macs,
+            "ddr_footprint_bytes": self.ddr_bytes,
+        }
+
+
+def derive_seed(seed: int, path: tuple[int, ...]) -> int:
+    for point in path:
+        seed = subseed(seed, point)
+    return seed
+
+
+# ------------------------------------------------------------------------------------ scratchpad plan
+class Arena:
+    """Bump allocation of one on-chip memory for one stage."""
+
+    def __init__(self, size: int, what: str) -> None:
+        self.size, self.top, self.what = size, 0, what
+
+    def take(self, count: int) -> int:
+        if self.top + count > self.size:
+            raise LoweringError(f"{self.what}: needs {self.top + count} elements, the engine has {self.size}")
+        addr = self.top
+        self.top += count
+        return addr
+
+    @property
+    def free(self) -> int:
+        return self.size - self.top
+
+
+def _rows_that_fit(free: int, per_row: int, total: int, what: str) -> int:
+    rows = min(total, free // max(per_row, 1), 0xFFFF)
+    if rows < 1:
+        raise LoweringError(f"{what}: not even one row ({per_row} elements) fits the {free} free elements")
+    return rows
+
+
+def _tiles(total: int, step: int) -> list[tuple[int, int]]:
+    return [(s, min(step, total - s)) for s in range(0, total, step)]
+
+
+def _spm(b: Builder, what: str) -> Arena:
+    return Arena(b.scratch, f"{b.kernel} {what} (SPM)")
+
+
+def _check_shift(value: int, what: str, lo: int = -16, hi: int = 62) -> int:
+    if not lo <= value <= hi:
+        raise LoweringError(f"{what} shift {value} outside the requantizer's range [{lo}, {hi}]")
+    return value
+
+
+# ----------------------------------------------------------------------------------------- stages
+def stage_linear_fwd(
+    b: Builder,
+    x: Buffer,
+    w: Buffer,
+    bias: Buffer | None,
+    res: Buffer | None,
+    y: Buffer,
+    shift: int,
+    shift2: int,
+    shift3: int,
+    slot: int,
+) -> None:
+    """y = x W^T (+ bias aligned by shift2) (+ residual aligned by shift3), RNE by shift; stat slot."""
+    rows, din, dout = x.rows, x.cols, w.rows
+    spm = _spm(b, "linear")
+    nt = dout if dout * (din + 1) <= spm.free // 2 else max(1, (spm.free // 2) // (din + 1))
+    w_addr, b_addr = spm.take(nt * din), spm.take(nt)
+    per_row = din + nt + (nt if res is not None else 0)
+    mt = _rows_that_fit(spm.free // 2, per_row, rows, "linear forward tile")
+    bufs = [
+        (spm.take(mt * din), spm.take(mt * nt if res is not None else 0), spm.take(mt * nt)) for _ in range(2)
+    ]
+    step = 0
+    for n0, nn in _tiles(dout, nt):
+        b.load(Mem.SPM, w_addr, din, w, n0, 0, nn, din)
+        if bias is not None:
+            b.load(Mem.SPM, b_addr, 0, bias, 0, n0, 1, nn)
+        for m0, mm in _tiles(rows, mt):
+            x_addr, r_addr, y_addr = bufs[step % 2]
+            step += 1
+            b.load(Mem.SPM, x_addr, din, x, m0, 0, mm, din)
+            if res is not None:
+                b.load(Mem.SPM, r_addr, nn, res, m0, n0, mm, nn)
+            b.add(
+                Op.GEMM,
+                m=mm,
+                n=nn,
+                k=din,
+                a_addr=x_addr,
+                a_stride=din,
+                b_addr=w_addr,
+                b_stride=din,
+                c_addr=y_addr,
+                c_stride=nn,
+                d_addr=b_addr,
+                e_addr=r_addr,
+                e_stride=nn,
+                imm=1,
+                shift=shift,
+                shift2=shift2 if bias is not None else 0,
+                shift3=shift3 if res is not None else 0,
+                bias=int(bias is not None),
+                res=int(res is not None),
+                stat=1,
+                slot=slot,
+            )
+            b.store(Mem.SPM, y_addr, nn, y, m0, n0, mm, nn)
+
+
+def stage_linear_bwd(
+    b: Builder,
+    dy: Buffer,
+    x: Buffer,
+    w: Buffer,
+    grad_w: Buffer,
+    grad_b: Buffer | None,
+    dx: Buffer | None,
+    shift: int,
+    seed_path: tuple[int, ...],
+    slot: int,
+) -> None:
+    """dx = dY W (SR by shift, flat [rows, din] indices); grad_w += dY^T X; grad_b += column sums of dY."""
+    rows, dout, din = dy.rows, dy.cols, x.cols
+    acc_free = b.config.acc_elems
+    bias_acc = 0
+    if grad_b is not None:
+        acc_free -= dout
+        if acc_free < 1:
+            raise LoweringError(f"{b.kernel}: bias gradient of {dout} does not fit the ACC")
+        b.load(Mem.ACC, bias_acc, 0, grad_b, 0, 0, 1, dout)
+    if dx is not None or grad_b is not None:
+        spm = _spm(b, "linear backward")
+        jt = 0 if dx is None else din if dout * din <= spm.free // 2 else max(1, (spm.free // 2) // dout)
+        w_addr = spm.take(dout * jt)
+        mt = _rows_that_fit(spm.free // 2, dout + jt, rows, "linear backward tile")
+        bufs = [(spm.take(mt * dout), spm.take(mt * jt)) for _ in range(2)]
+        step = 0
+        for j_index, (j0, jj) in enumerate(_tiles(din, jt) if dx is not None else [(0, 0)]):
+            if dx is not None:
+                b.load(Mem.SPM, w_addr, jj, w, 0, j0, dout, jj)
+            for m0, mm in _tiles(rows, mt):
+                dy_addr, dx_addr = bufs[step % 2]
+                step += 1
+                b.load(Mem.SPM, dy_addr, dout, dy, m0, 0, mm, dout)
+                if grad_b is not None and j_index == 0:
+                    b.add(
+                        Op.VEC, sub=Vec.COLSUM, m=mm, n=dout, a_addr=dy_addr, a_stride=dout, f_addr=bias_acc
+                    )
+                if dx is not None:
+                    b.add(
+                        Op.GEMM,
+                        seed_path=seed_path,
+                        m=mm,
+                        n=jj,
+                        k=dout,
+                        a_addr=dy_addr,
+                        a_stride=dout,
+                        b_addr=w_addr,
+                        b_stride=jj,
+                        tb=1,
+                        c_addr=dx_addr,
+                        c_stride=jj,
+                        imm=1,
+                        shift=shift,
+                        sr=1,
+                        index_base=m0 * din + j0,
+                        index_stride=din,
+                        stat=1,
+                        slot=slot,
+                    )
+                    b.store(Mem.SPM, dx_addr, jj, dx, m0, j0, mm, jj)
+    if grad_b is not None:
+        b.store(Mem.ACC, bias_acc, 0, grad_b, 0, 0, 1, dout)
+    # Weight gradient: ACC blocks of (ot x dt), accumulated over token tiles (A = dY^T: ta, B = X: tb).
+    acc_base = dout if grad_b is not None else 0
+    ot = min(dout, acc_free)
+    dt = min(din, acc_free // ot)
+    spm = _spm(b, "weight gradient")
+    tt = _rows_that_fit(spm.free // 2, ot + dt, rows, "weight-gradient token tile")
+    bufs2 = [(spm.take(tt * ot), spm.take(tt * dt)) for _ in range(2)]
+    step = 0
+    for o0, oo in _tiles(dout, ot):
+        for d0, dd in _tiles(din, dt):
+            b.load(Mem.ACC, acc_base, dd, grad_w, o0, d0, oo, dd)
+            for t0, tn in _tiles(rows, tt):
+                dy_addr, x_addr = bufs2[step % 2]
+                step += 1
+                b.load(Mem.SPM, dy_addr, oo, dy, t0, o0, tn, oo)
+                b.load(Mem.SPM, x_addr, dd, x, t0, d0, tn, dd)
+                b.add(
+                    Op.GEMM,
+                    m=oo,
+                    n=dd,
+                    k=tn,
+                    a_addr=dy_addr,
+                    a_stride=oo,
+                    ta=1,
+                    b_addr=x_addr,
+                    b_stride=dd,
+                    tb=1,
+                    acc=1,
+                    f_addr=acc_base,
+                    c_stride=dd,
+                )
+            b.store(Mem.ACC, acc_base, dd, grad_w, o0, d0, oo, dd)
+
+
+def stage_ln_fwd(
+    b: Builder,
+    x: Buffer,
+    gamma: Buffer,
+    beta: Buffer,
+    y: Buffer,
+    xhat: Buffer,
+    row_stats: Buffer,
+    shift: int,
+    shift2: int,
+    frac_x: int,
+    slot: int,
+) -> None:
+    rows, dim = x.rows, x.cols
+    if dim > b.config.max_row:
+        raise LoweringError(f"LayerNorm over {dim} > max_row {b.config.max_row}")
+    spm = _spm(b, "LayerNorm")
+    g_addr, be_addr = spm.take(dim), spm.take(dim)
+    mt = min(_rows_that_fit(spm.free // 2, 3 * dim, rows, "LayerNorm tile"), b.config.acc_elems // 2)
+    bufs = [(spm.take(mt * dim), spm.take(mt * dim), spm.take(mt * dim), i * mt) for i in range(2)]
+    b.load(Mem.SPM, g_addr, 0, gamma, 0, 0, 1, dim)
+    b.load(Mem.SPM, be_addr, 0, beta, 0, 0, 1, dim)
+    for step, (m0, mm) in enumerate(_tiles(rows, mt)):
+        x_addr, y_addr, h_addr, r_addr = bufs[step % 2]
+        b.load(Mem.SPM, x_addr, dim, x, m0, 0, mm, dim)
+        b.add(
+            Op.VEC,
+            sub=Vec.LN_FWD,
+            m=mm,
+            n=dim,
+            a_addr=x_addr,
+            a_stride=dim,
+            b_addr=g_addr,
+            d_addr=be_addr,
+            c_addr=y_addr,
+            c_stride=dim,
+            e_addr=h_addr,
+            e_stride=dim,
+            f_addr=r_addr,
+            shift=shift,
+            shift2=shift2,
+            shift4=frac_x,
+            stat=1,
+            slot=slot,
+        )
+        b.store(Mem.SPM, y_addr, dim, y, m0, 0, mm, dim)
+        b.store(Mem.SPM, h_addr, dim, xhat, m0, 0, mm, dim)
+        b.store(Mem.ACC, r_addr, 0, row_stats, 0, m0, 1, mm)
+
+
+def stage_ln_bwd(
+    b: Builder,
+    dy: Buffer,
+    xhat: Buffer,
+    row_stats: Buffer,
+    gamma: Buffer,
+    res: Buffer | None,
+    dx: Buffer,
+    grad_g: Buffer,
+    grad_b: Buffer,
+    shifts: tuple[int, int, int, int],
+    seed_path: tuple[int, ...],
+    slot: int,
+) -> None:
+    rows, dim = dy.rows, dy.cols
+    if dim > b.config.max_row:
+        raise LoweringError(f"LayerNorm over {dim} > max_row {b.config.max_row}")
+    spm = _spm(b, "LayerNorm backward")
+    g_addr = spm.take(dim)
+    per_row = dim * (4 if res is not None else 3)
+    mt = min(
+        _rows_that_fit(spm.free // 2, per_row, rows, "LayerNorm backward tile"),
+        (b.config.acc_elems - 2 * dim) // 2,
+    )
+    if mt < 1:
+        raise LoweringError(f"LayerNorm backward over {dim}: ACC too small")
+    bufs = [
+        (
+            spm.take(mt * dim),
+            spm.take(mt * dim),
+            spm.take(mt * dim),
+            spm.take(mt * dim) if res is not None else 0,
+            2 * dim + i * mt,
+        )
+        for i in range(2)
+    ]
+    b.load(Mem.SPM, g_addr, 0, gamma, 0, 0, 1, dim)
+    b.load(Mem.ACC, 0, 0, grad_g, 0, 0, 1, dim)
+    b.load(Mem.ACC, dim, 0, grad_b, 0, 0, 1, dim)
+    shift, shift2, shift3, shift4 = shifts
+    for step, (m0, mm) in enumerate(_tiles(rows, mt)):
+        dy_addr, h_addr, dx_addr, r_addr, rs_addr = bufs[step % 2]
+        b.load(Mem.SPM, dy_addr, dim, dy, m0, 0, mm, dim)
+        b.load(Mem.SPM, h_addr, dim, xhat, m0, 0, mm, dim)
+        b.load(Mem.ACC, rs_addr, 0, row_stats, 0, m0, 1, mm)
+        if res is not None:
+            b.load(Mem.SPM, r_addr, dim, res, m0, 0, mm, dim)
+        b.add(
+            Op.VEC,
+            seed_path=seed_path,
+            sub=Vec.LN_BWD,
+            m=mm,
+            n=dim,
+            a_addr=dy_addr,
+            a_stride=dim,
+            b_addr=g_addr,
+            e_addr=h_addr,
+            e_stride=dim,
+            f_addr=rs_addr,
+            d_addr=r_addr,
+            d_stride=dim if res is not None else 0,
+            bias=int(res is not None),
+            c_addr=dx_addr,
+            c_stride=dim,
+            shift=shift,
+            shift2=shift2,
+            shift3=shift3,
+            shift4=shift4 if res is not None else 0,
+            sr=1,
+            index_base=m0 * dim,
+            index_stride=dim,
+            stat=1,
+            slot=slot,
+        )
+        b.add(
+            Op.VEC,
+            sub=Vec.COLDOT,
+            m=mm,
+            n=dim,
+            a_addr=dy_addr,
+            a_stride=dim,
+            b_addr=h_addr,
+            b_stride=dim,
+            f_addr=0,
+        )
+        b.add(Op.VEC, sub=Vec.COLSUM, m=mm, n=dim, a_addr=dy_addr, a_stride=dim, f_addr=dim)
+        b.store(Mem.SPM, dx_addr, dim, dx, m0, 0, mm, dim)
+    b.store(Mem.ACC, 0, 0, grad_g, 0, 0, 1, dim)
+    b.store(Mem.ACC, dim, 0, grad_b, 0, 0, 1, dim)
+
+
+def stage_gelu(
+    b: Builder,
+    a: Buffer,
+    x: Buffer | None,
+    out: Buffer,
+    sub: Vec,
+    shift: int,
+    frac_x: int,
+    seed_path: tuple[int, ...] | None,
+    slot: int,
+) -> None:
+    """GELU_FWD (a = h) or GELU_BWD (a = dy, x = h) over row tiles; SR indices are flat [rows, cols]."""
+    rows, cols = a.rows, a.cols
+    spm = _spm(b, "GELU")
+    mt = _rows_that_fit(spm.free // 2, cols * (3 if x is not None else 2), rows, "GELU tile")
+    bufs = [
+        (spm.take(mt * cols), spm.take(mt * cols), spm.take(mt * cols) if x is not None else 0)
+        for _ in range(2)
+    ]
+    for step, (m0, mm) in enumerate(_tiles(rows, mt)):
+        a_addr, c_addr, x_addr = bufs[step % 2]
+        b.load(Mem.SPM, a_addr, cols, a, m0, 0, mm, cols)
+        if x is not None:
+            b.load(Mem.SPM, x_addr, cols, x, m0, 0, mm, cols)
+        sr = {"sr": 1, "index_base": m0 * cols, "index_stride": cols} if sub == Vec.GELU_BWD else {}
+        b.add(
+            Op.VEC,
+            seed_path=seed_path,
+            sub=sub,
+            m=mm,
+            n=cols,
+            a_addr=a_addr,
+            a_stride=cols,
+            b_addr=x_addr,
+            b_stride=cols if x is not None else 0,
+            c_addr=c_addr,
+            c_stride=cols,
+            shift=shift,
+            imm=frac_x,
+            stat=1,
+            slot=slot,
+            **sr,
+        )
+        b.store(Mem.SPM, c_addr, cols, out, m0, 0, mm, cols)
+
+
+def _mask_rows(
+    b: Builder, conn: Buffer, image: int, length: int, dense: int, lists: int, mask_addr: int
+) -> None:
+    """SPM mask [length, length] of image `image` from its connection lists, in IDX-sized row chunks."""
+    chunk = max(1, min(length - dense, b.config.idx_elems // max(lists, 1)))
+    first_rows = length - dense
+    for r0, rr in _tiles(first_rows, chunk):
+        b.load(Mem.IDX, 0, lists, conn, image * first_rows + r0, 0, rr, lists)
+        lead = dense if r0 == 0 else 0
+        row = 0 if r0 == 0 else dense + r0
+        b.add(
+            Op.VEC,
+            sub=Vec.MASK,
+            m=rr + lead,
+            n=length,
+            k=lists,
+            b_addr=0,
+            b_stride=lists,
+            c_addr=mask_addr + row * length,
+            c_stride=length,
+            imm=lead,
+        )
+
+
+def stage_attn_core_fwd(
+    b: Builder,
+    qkv: Buffer,
+    conn: Buffer | None,
+    probs: Buffer,
+    ctx: Buffer,
+    attn_sum: Buffer,
+    batch: int,
+    length: int,
+    heads: int,
+    dense: int,
+    lists: int,
+    f: dict[str, int],
+    frac_qkv: int,
+    slots: dict[str, int],
+) -> None:
+    dim = qkv.cols // 3
+    hd = dim // heads
+    mult, extra = blocks.attn_scale(hd)
+    if length > b.config.max_row:
+        raise LoweringError(f"attention over {length} tokens > max_row {b.config.max_row}")
+    spm = _spm(b, "attention")
+    tt = length * length
+    qkv_addr, ctx_addr = spm.take(length * 3 * dim), spm.take(length * dim)
+    mask_addr = spm.take(tt) if conn is not None else 0
+    s_bufs = [spm.take(tt) for _ in range(2)]
+    p_bufs = [spm.take(tt) for _ in range(2)]
+    if tt > b.config.acc_elems:
+        raise LoweringError(f"head-sum attention {length}x{length} exceeds the ACC")
+    s_shift = _check_shift(2 * frac_qkv + extra - f["s"], "score")
+    ctx_shift = _check_shift(PROB_FRAC + frac_qkv - f["ctx"], "context")
+    mask = {"mask": 1, "e_addr": mask_addr, "e_stride": length} if conn is not None else {}
+    step = 0
+    for img in range(batch):
+        b.load(Mem.SPM, qkv_addr, 3 * dim, qkv, img * length, 0, length, 3 * dim)
+        if conn is not None:
+            _mask_rows(b, conn, img, length, dense, lists, mask_addr)
+        b.zero_acc(0, length, length)
+        for h in range(heads):
+            s_addr, p_addr = s_bufs[step % 2], p_bufs[step % 2]
+            step += 1
+            b.add(
+                Op.GEMM,
+                m=length,
+                n=length,
+                k=hd,
+                a_addr=qkv_addr + h * hd,
+                a_stride=3 * dim,
+                b_addr=qkv_addr + dim + h * hd,
+                b_stride=3 * dim,
+                c_addr=s_addr,
+                c_stride=length,
+                imm=mult,
+                shift=s_shift,
+                stat=1,
+                slot=slots["s"],
+                **mask,
+            )
+            b.add(
+                Op.SOFTMAX,
+                sub=SoftmaxSub.FWD,
+                m=length,
+                n=length,
+                a_addr=s_addr,
+                a_stride=length,
+                c_addr=p_addr,
+                c_stride=length,
+                shift=f["s"],
+                acc=1,
+                d_addr=0,
+                d_stride=length,
+                **mask,
+            )
+            b.store(Mem.SPM, p_addr, length, probs, (img * heads + h) * length, 0, length, length)
+            b.add(
+                Op.GEMM,
+                m=length,
+                n=hd,
+                k=length,
+                a_addr=p_addr,
+                a_stride=length,
+                b_addr=qkv_addr + 2 * dim + h * hd,
+                b_stride=3 * dim,
+                tb=1,
+                c_addr=ctx_addr + h * hd,
+                c_stride=dim,
+                imm=1,
+                shift=ctx_shift,
+                stat=1,
+                slot=slots["ctx"],
+            )
+        b.store(Mem.SPM, ctx_addr, dim, ctx, img * length, 0, length, dim)
+        b.store(Mem.ACC, 0, length, attn_sum, img * length, 0, length, length)
+
+
+def stage_attn_core_bwd(
+    b: Builder,
+    qkv: Buffer,
+    dctx: Buffer,
+    probs: Buffer,
+    conn: Buffer | None,
+    dqkv: Buffer,
+    batch: int,
+    length: int,
+    heads: int,
+    dense: int,
+    lists: int,
+    f: dict[str, int],
+    frac_qkv: int,
+    frac_dctx: int,
+    seed: tuple[int, ...],
+    slots: dict[str, int],
+) -> None:
+    dim = qkv.cols // 3
+    hd = dim // heads
+    mult, extra = blocks.attn_scale(hd)
+    if length > b.config.max_row:
+        raise LoweringError(f"attention over {length} tokens > max_row {b.config.max_row}")
+    spm = _spm(b, "attention backward")
+    tt = length * length
+    qkv_addr, dctx_addr, dqkv_addr = (
+        spm.take(length * 3 * dim),
+        spm.take(length * dim),
+        spm.take(length * 3 * dim),
+    )
+    mask_addr = spm.take(tt) if conn is not None else 0
+    bufs = [(spm.take(tt), spm.take(tt), spm.take(tt)) for _ in range(2)]  # P, dP, dS
+    dp_shift = _check_shift(frac_dctx + frac_qkv - f["dp"], "dP")
+    ds_shift = _check_shift(f["dp"] + 30 - f["ds"], "dS")
+    qk_shift = _check_shift(f["ds"] + frac_qkv + extra - f["dqkv"], "dQ/dK")
+    v_shift = _check_shift(PROB_FRAC + frac_dctx - f["dqkv"], "dV")
+    mask = {"mask": 1, "e_addr": mask_addr, "e_stride": length} if conn is not None else {}
+    row3 = 3 * dim
+    step = 0
+    for img in range(batch):
+        b.load(Mem.SPM, qkv_addr, row3, qkv, img * length, 0, length, row3)
+        b.load(Mem.SPM, dctx_addr, dim, dctx, img * length, 0, length, dim)
+        if conn is not None:
+            _mask_rows(b, conn, img, length, dense, lists, mask_addr)
+        for h in range(heads):
+            p_addr, dp_addr, ds_addr = bufs[step % 2]
+            step += 1
+            b.load(Mem.SPM, p_addr, length, probs, (img * heads + h) * length, 0, length, length)
+            sq = {"sr": 1, "index_base": (img * heads + h) * tt, "index_stride": length}
+            b.add(
+                Op.GEMM,
+                seed_path=seed + (1,),
+                m=length,
+                n=length,
+                k=hd,
+                a_addr=dctx_addr + h * hd,
+                a_stride=dim,
+                b_addr=qkv_addr + 2 * dim + h * hd,
+                b_stride=row3,
+                c_addr=dp_addr,
+                c_stride=length,
+                imm=1,
+                shift=dp_shift,
+                stat=1,
+                slot=slots["dp"],
+                **sq,
+                **mask,
+            )
+            b.add(
+                Op.SOFTMAX,
+                seed_path=seed + (2,),
+                sub=SoftmaxSub.BWD,
+                m=length,
+                n=length,
+                a_addr=p_addr,
+                a_stride=length,
+                b_addr=dp_addr,
+                b_stride=length,
+                c_addr=ds_addr,
+                c_stride=length,
+                shift=ds_shift,
+                stat=1,
+                slot=slots["ds"],
+                **sq,
+            )
+            base = img * length * row3 + h * hd
+            common = {"sr": 1, "index_stride": row3, "stat": 1, "slot": slots["dqkv"], "c_stride": row3}
+            # dQ = dS K * mult; dK = dS^T Q * mult; dV = P^T dctx_h
+            b.add(
+                Op.GEMM,
+                seed_path=seed + (3,),
+                m=length,
+                n=hd,
+                k=length,
+                a_addr=ds_addr,
+                a_stride=length,
+                b_addr=qkv_addr + dim + h * hd,
+                b_stride=row3,
+                tb=1,
+                c_addr=dqkv_addr + h * hd,
+                imm=mult,
+                shift=qk_shift,
+                index_base=base,
+                **common,
+            )
+            b.add(
+                Op.GEMM,
+                seed_path=seed + (3,),
+                m=length,
+                n=hd,
+                k=length,
+                a_addr=ds_addr,
+                a_stride=length,
+                ta=1,
+                b_addr=qkv_addr + h * hd,
+                b_stride=row3,
+                tb=1,
+                c_addr=dqkv_addr + dim + h * hd,
+                imm=mult,
+                shift=qk_shift,
+                index_base=base + dim,
+                **common,
+            )
+            b.add(
+                Op.GEMM,
+                seed_path=seed + (3,),
+                m=length,
+                n=hd,
+                k=length,
+                a_addr=p_addr,
+                a_stride=length,
+                ta=1,
+                b_addr=dctx_addr + h * hd,
+                b_stride=dim,
+                tb=1,
+                c_addr=dqkv_addr + 2 * dim + h * hd,
+                imm=1,
+                shift=v_shift,
+                index_base=base + 2 * dim,
+                **common,
+            )
+        b.store(Mem.SPM, dqkv_addr, row3, dqkv, img * length, 0, length, row3)
+
+
+# ------------------------------------------------------------------------------------------ kernels
+# Each lowering is a pure function of shapes, fracs and the configuration (cached). Buffer names are
+# the contract with the backend (trilevel.accel.engine), which writes inputs and reads outputs by name.
+_CACHE = 512
+
+
+def _keys_slots(keys: Sequence[str]) -> dict[str, int]:
+    return {k: i for i, k in enumerate(keys)}
+
+
+@functools.lru_cache(maxsize=_CACHE)
+def linear_fwd(
+    config: isa.EngineConfig,
+    rows: int,
+    din: int,
+    dout: int,
+    frac_x: int,
+    frac_w: int,
+    frac_b: int | None,
+    frac_res: int | None,
+    frac_y: int,
+) -> Program:
+    b = Builder(config, "linear_fwd")
+    x = b.buffer("x", rows, din, "<i2", "in")
+    w = b.buffer("weight", dout, din, "<i2", "in")
+    bias = b.buffer("bias", 1, dout, "<i2", "in") if frac_b is not None else None
+    res = b.buffer("residual", rows, dout, "<i2", "in") if frac_res is not None else None
+    y = b.buffer("y", rows, dout, "<i2", "out")
+    fa = frac_x + frac_w
+    stage_linear_fwd(
+        b,
+        x,
+        w,
+        bias,
+        res,
+        y,
+        _check_shift(fa - frac_y, "output"),
+        _check_shift(frac_b - fa, "bias") if frac_b is not None else 0,
+        _check_shift(frac_res - fa, "residual") if frac_res is not None else 0,
+        0,
+    )
+    return b.finish(layers.LINEAR_FWD_FRACS)
+
+
+@functools.lru_cache(maxsize=_CACHE)
+def linear_bwd(
+    config: isa.EngineConfig,
+    rows: int,
+    din: int,
+    dout: int,
+    has_bias: bool,
+    need_dx: bool,
+    frac_dy: int,
+    frac_w: int,
+    frac_dx: int,
+) -> Program:
+    b = Builder(config, "linear_bwd")
+    dy = b.buffer("dy", rows, dout, "<i2", "in")
+    x = b.buffer("x", rows, din, "<i2", "in")
+    w = b.buffer("weight", dout, din, "<i2", "in")
+    gw = b.buffer("grad_weight", dout, din, "<i8", "inout")
+    gb = b.buffer("grad_bias", 1, dout, "<i8", "inout") if has_bias else None
+    dx = b.buffer("dx", rows, din, "<i2", "out") if need_dx else None
+    stage_linear_bwd(
+        b, dy, x, w, gw, gb, dx, _check_shift(frac_dy + frac_w - frac_dx, "dx") if need_dx else 0, (0,), 0
+    )
+    return b.finish(layers.LINEAR_BWD_FRACS if need_dx else ())
+
+
+def _ln_fwd_shifts(dim: int, frac_g: int, frac_b: int, frac_y: int) -> tuple[int, int]:
+    fa = ln_xhat_frac(dim) + frac_g
+    return _check_shift(fa - frac_y, "LayerNorm output"), _check_shift(frac_b - fa, "LayerNorm beta")
+
+
+def _ln_bwd_shifts(
+    dim: int, frac_dy: int, frac_g: int, frac_x: int, frac_res: int | None, f: dict[str, int]
+) -> tuple[int, int, int, int]:
+    fh = ln_xhat_frac(dim)
+    shift4 = frac_res - f["t"] - RSQRT_FRAC + frac_x if frac_res is not None else 0
+    return (
+        _check_shift(frac_dy + frac_g - f["g"], "LayerNorm g"),
+        _check_shift(f["g"] + fh - f["t"], "t"),
+        _check_shift(f["t"] + RSQRT_FRAC - frac_x - f["dx"], "LayerNorm dx"),
+        _check_shift(shift4, "LayerNorm residual"),
+    )
+
+
+@functools.lru_cache(maxsize=_CACHE)
+def layernorm_fwd(
+    config: isa.EngineConfig, rows: int, dim: int, frac_x: int, frac_g: int, frac_b: int, frac_y: int
+) -> Program:
+    b = Builder(config, "layernorm_fwd")
+    x = b.buffer("x", rows, dim, "<i2", "in")
+    g = b.buffer("weight", 1, dim, "<i2", "in")
+    be = b.buffer("bias", 1, dim, "<i2", "in")
+    y = b.buffer("y", rows, dim, "<i2", "out")
+    xhat = b.buffer("xhat", rows, dim, "<i2", "out")
+    rs = b.buffer("row_stats", 1, rows, "<i8", "out")
+    shift, shift2 = _ln_fwd_shifts(dim, frac_g, frac_b, frac_y)
+    stage_ln_fwd(b, x, g, be, y, xhat, rs, shift, shift2, frac_x, 0)
+    return b.finish(layers.LAYERNORM_FWD_FRACS)
+
+
+@functools.lru_cache(maxsize=_CACHE)
+def layernorm_bwd(
+    config: isa.EngineConfig,
+    rows: int,
+    dim: int,
+    frac_dy: int,
+    frac_g: int,
+    frac_x: int,
+    frac_res: int | None,
+    fracs: tuple[tuple[str, int], ...],
+) -> Program:
+    f = dict(fracs)
+    b = Builder(config, "layernorm_bwd")
+    dy = b.buffer("dy", rows, dim, "<i2", "in")
+    xhat = b.buffer("xhat", rows, dim, "<i2", "in")
+    rs = b.buffer("row_stats", 1, rows, "<i8", "in")
+    g = b.buffer("weight", 1, dim, "<i2", "in")
+    res = b.buffer("residual", rows, dim, "<i2", "in") if frac_res is not None else None
+    dx = b.buffer("dx", rows, dim, "<i2", "out")
+    gg = b.buffer("grad_weight", 1, dim, "<i8", "inout")
+    gb = b.buffer("grad_bias", 1, dim, "<i8", "inout")
+    stage_ln_bwd(
+        b, dy, xhat, rs, g, res, dx, gg, gb, _ln_bwd_shifts(dim, frac_dy, frac_g, frac_x, frac_res, f), (), 0
+    )
+    return b.finish(layers.LAYERNORM_BWD_FRACS)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttnShape:
+    batch: int
+    length: int
+    dim: int
+    heads: int
+    dense: int  # dense rows ([CLS]) before the connection-listed ones
+    lists: int  # connections per listed row (0: dense attention)
+
+
+@functools.lru_cache(maxsize=_CACHE)
+def attn_block_fwd(
+    config: isa.EngineConfig,
+    s: AttnShape,
+    frac_x: int,
+    pf: tuple[tuple[str, int], ...],
+    fracs: tuple[tuple[str, int], ...],
+) -> Program:
+    """pf: the parameter fracs (norm1.weight, ...); fracs: ATTN_FWD_FRACS."""
+    f, p = dict(fracs), dict(pf)
+    b = Builder(config, "attn_block_fwd")
+    rows, dim = s.batch * s.length, s.dim
+    slots = _keys_slots(blocks.ATTN_FWD_FRACS)
+    x = b.buffer("x", rows, dim, "<i2", "in")
+    params = {name: b.buffer(name, *shape, "<i2", "in") for name, shape in _attn_param_shapes(dim).items()}
+    conn = b.buffer("conn", s.batch * (s.length - s.dense), s.lists, "<u2", "in") if s.lists else None
+    z = b.buffer("z", rows, dim, "<i2", "out")
+    xhat = b.buffer("xhat", rows, dim, "<i2", "out")
+    rs = b.buffer("row_stats", 1, rows, "<i8", "out")
+    qkv = b.buffer("qkv", rows, 3 * dim, "<i2", "out")
+    probs = b.buffer("probs", s.batch * s.heads * s.length, s.length, "<i2", "out")
+    ctx = b.buffer("ctx", rows, dim, "<i2", "out")
+    attn_sum = b.buffer("attn_sum", rows, s.length, "<i8", "out")
+    out = b.buffer("out", rows, dim, "<i2", "out")
+    shift, shift2 = _ln_fwd_shifts(dim, p["norm1.weight"], p["norm1.bias"], f["ln"])
+    stage_ln_fwd(
+        b, x, params["norm1.weight"], params["norm1.bias"], z, xhat, rs, shift, shift2, frac_x, slots["ln"]
+    )
+    fa = f["ln"] + p["attn.qkv.weight"]
+    stage_linear_fwd(
+        b,
+        z,
+        params["attn.qkv.weight"],
+        params["attn.qkv.bias"],
+        None,
+        qkv,
+        _check_shift(fa - f["qkv"], "qkv"),
+        _check_shift(p["attn.qkv.bias"] - fa, "qkv bias"),
+        0,
+        slots["qkv"],
+    )
+    stage_attn_core_fwd(
+        b, qkv, conn, probs, ctx, attn_sum, s.batch, s.length, s.heads, s.dense, s.lists, f, f["qkv"], slots
+    )
+    fa = f["ctx"] + p["attn.proj.weight"]
+    stage_linear_fwd(
+        b,
+        ctx,
+        params["attn.proj.weight"],
+        params["attn.proj.bias"],
+        x,
+        out,
+        _check_shift(fa - f["out"], "proj"),
+        _check_shift(p["attn.proj.bias"] - fa, "proj bias"),
+        _check_shift(frac_x - fa, "residual"),
+        slots["out"],
+    )
+    return b.finish(blocks.ATTN_FWD_FRACS)
+
+
+def _attn_param_shapes(dim: int) -> dict[str, tuple[int, int]]:
+    return {
+        "norm1.weight": (1, dim),
+        "norm1.bias": (1, dim),
+        "attn.qkv.weight": (3 * dim, dim),
+        "attn.qkv.bias": (1, 3 * dim),
+        "attn.proj.weight": (dim, dim),
+        "attn.proj.bias": (1, dim),
+    }
+
+
+def _mlp_param_shapes(dim: int, hidden: int) -> dict[str, tuple[int, int]]:
+    return {
+        "norm2.weight": (1, dim),
+        "norm2.bias": (1, dim),
+        "mlp.fc1.weight": (hidden, dim),
+        "mlp.fc1.bias": (1, hidden),
+        "mlp.fc2.weight": (dim, hidden),
+        "mlp.fc2.bias": (1, dim),
+    }
+
+
+@functools.lru_cache(maxsize=_CACHE)
+def attn_block_bwd(
+    config: isa.EngineConfig,
+    s: AttnShape,
+    frac_dout: int,
+    saved_fracs: tuple[int, int, int, int],
+    pf: tuple[tuple[str, int], ...],
+    fracs: tuple[tuple[str, int], ...],
+) -> Program:
+    """saved_fracs: (frac_x of LN1, frac_z, frac_qkv, frac_ctx); pf: parameter fracs; fracs: ATTN_BWD_FRACS"""
+    f, p = dict(fracs), dict(pf)
+    frac_x, _, frac_qkv, _ = saved_fracs
+    b = Builder(config, "attn_block_bwd")
+    rows, dim = s.batch * s.length, s.dim
+    slots = _keys_slots(blocks.ATTN_BWD_FRACS)
+    dout = b.buffer("dout", rows, dim, "<i2", "in")
+    params = {name: b.buffer(name, *shape, "<i2", "in") for name, shape in _attn_param_shapes(dim).items()}
+    grads = {
+        name: b.buffer("grad." + name, *shape, "<i8", "inout")
+        for name, shape in _attn_param_shapes(dim).items()
+    }
+    z = b.buffer("z", rows, dim, "<i2", "in")
+    xhat = b.buffer("xhat", rows, dim, "<i2", "in")
+    rs = b.buffer("row_stats", 1, rows, "<i8", "in")
+    qkv = b.buffer("qkv", rows, 3 * dim, "<i2", "in")
+    probs = b.buffer("probs", s.batch * s.heads * s.length, s.length, "<i2", "in")
+    ctx = b.buffer("ctx", rows, dim, "<i2", "in")
+    conn = b.buffer("conn", s.batch * (s.length - s.dense), s.lists, "<u2", "in") if s.lists else None
+    dctx = b.buffer("dctx", rows, dim, "<i2", "scratch")
+    dqkv = b.buffer("dqkv", rows, 3 * dim, "<i2", "scratch")
+    dz = b.buffer("dz", rows, dim, "<i2", "scratch")
+    dx = b.buffer("dx", rows, dim, "<i2", "out")
+    stage_linear_bwd(
+        b,
+        dout,
+        ctx,
+        params["attn.proj.weight"],
+        grads["attn.proj.weight"],
+        grads["attn.proj.bias"],
+        dctx,
+        _check_shift(frac_dout + p["attn.proj.weight"] - f["dctx"], "dctx"),
+        (0, 0),
+        slots["dctx"],
+    )
+    stage_attn_core_bwd(
+        b,
+        qkv,
+        dctx,
+        probs,
+        conn,
+        dqkv,
+        s.batch,
+        s.length,
+        s.heads,
+        s.dense,
+        s.lists,
+        f,
+        frac_qkv,
+        f["dctx"],
+        (),
+        slots,
+    )
+    stage_linear_bwd(
+        b,
+        dqkv,
+        z,
+        params["attn.qkv.weight"],
+        grads["attn.qkv.weight"],
+        grads["attn.qkv.bias"],
+        dz,
+        _check_shift(f["dqkv"] + p["attn.qkv.weight"] - f["dln"], "dz"),
+        (4, 0),
+        slots["dln"],
+    )
+    ln_f = {"g": f["ln_g"], "t": f["ln_t"], "dx": f["dx"]}
+    stage_ln_bwd(
+        b,
+        dz,
+        xhat,
+        rs,
+        params["norm1.weight"],
+        dout,
+        dx,
+        grads["norm1.weight"],
+        grads["norm1.bias"],
+        _ln_bwd_shifts(dim, f["dln"], p["norm1.weight"], frac_x, frac_dout, ln_f),
+        (5,),
+        slots["ln_g"],
+    )
+    return b.finish(blocks.ATTN_BWD_FRACS)
+
+
+@functools.lru_cache(maxsize=_CACHE)
+def mlp_block_fwd(
+    config: isa.EngineConfig,
+    rows: int,
+    dim: int,
+    hidden: int,
+    frac_x: int,
+    pf: tuple[tuple[str, int], ...],
+    fracs: tuple[tuple[str, int], ...],
+) -> Program:
+    f, p = dict(fracs), dict(pf)
+    b = Builder(config, "mlp_block_fwd")
+    slots = _keys_slots(blocks.MLP_FWD_FRACS)
+    x = b.buffer("x", rows, dim, "<i2", "in")
+    params = {
+        name: b.buffer(name, *shape, "<i2", "in") for name, shape in _mlp_param_shapes(dim, hidden).items()
+    }
+    z = b.buffer("z", rows, dim, "<i2", "out")
+    xhat = b.buffer("xhat", rows, dim, "<i2", "out")
+    rs = b.buffer("row_stats", 1, rows, "<i8", "out")
+    h = b.buffer("h", rows, hidden, "<i2", "out")
+    a = b.buffer("a", rows, hidden, "<i2", "out")
+    out = b.buffer("out", rows, dim, "<i2", "out")
+    shift, shift2 = _ln_fwd_shifts(dim, p["norm2.weight"], p["norm2.bias"], f["ln"])
+    stage_ln_fwd(
+        b, x, params["norm2.weight"], params["norm2.bias"], z, xhat, rs, shift, shift2, frac_x, slots["ln"]
+    )
+    fa = f["ln"] + p["mlp.fc1.weight"]
+    stage_linear_fwd(
+        b,
+        z,
+        params["mlp.fc1.weight"],
+        params["mlp.fc1.bias"],
+        None,
+        h,
+        _check_shift(fa - f["h"], "fc1"),
+        _check_shift(p["mlp.fc1.bias"] - fa, "fc1 bias"),
+        0,
+        slots["h"],
+    )
+    stage_gelu(
+        b,
+        h,
+        None,
+        a,
+        Vec.GELU_FWD,
+        _check_shift(f["h"] + GELU_LUT_FRAC - f["a"], "GELU"),
+        f["h"],
+        None,
+        slots["a"],
+    )
+    fa = f["a"] + p["mlp.fc2.weight"]
+    stage_linear_fwd(
+        b,
+        a,
+        params["mlp.fc2.weight"],
+        params["mlp.fc2.bias"],
+        x,
+        out,
+        _check_shift(fa - f["out"], "fc2"),
+        _check_shift(p["mlp.fc2.bias"] - fa, "fc2 bias"),
+        _check_shift(frac_x - fa, "residual"),
+        slots["out"],
+    )
+    return b.finish(blocks.MLP_FWD_FRACS)
+
+
+@functools.lru_cache(maxsize=_CACHE)
+def mlp_block_bwd(
+    config: isa.EngineConfig,
+    rows: int,
+    dim: int,
+    hidden: int,
+    frac_dout: int,
+    saved_fracs: tuple[int, int, int, int],
+    pf: tuple[tuple[str, int], ...],
+    fracs: tuple[tuple[str, int], ...],
+) -> Program:
+    """saved_fracs: (frac_x of LN2, frac_z, frac_h, frac_a)."""
+    f, p = dict(fracs), dict(pf)
+    frac_x, _, frac_h, _ = saved_fracs
+    b = Builder(config, "mlp_block_bwd")
+    slots = _keys_slots(blocks.MLP_BWD_FRACS)
+    shapes = _mlp_param_shapes(dim, hidden)
+    dout = b.buffer("dout", rows, dim, "<i2", "in")
+    params = {name: b.buffer(name, *shape, "<i2", "in") for name, shape in shapes.items()}
+    grads = {name: b.buffer("grad." + name, *shape, "<i8", "inout") for name, shape in shapes.items()}
+    z = b.buffer("z", rows, dim, "<i2", "in")
+    xhat = b.buffer("xhat", rows, dim, "<i2", "in")
+    rs = b.buffer("row_stats", 1, rows, "<i8", "in")
+    h = b.buffer("h", rows, hidden, "<i2", "in")
+    a = b.buffer("a", rows, hidden, "<i2", "in")
+    da = b.buffer("da", rows, hidden, "<i2", "scratch")
+    dh = b.buffer("dh", rows, hidden, "<i2", "scratch")
+    dz = b.buffer("dz", rows, dim, "<i2", "scratch")
+    dx = b.buffer("dx", rows, dim, "<i2", "out")
+    stage_linear_bwd(
+        b,
+        dout,
+        a,
+        params["mlp.fc2.weight"],
+        grads["mlp.fc2.weight"],
+        grads["mlp.fc2.bias"],
+        da,
+        _check_shift(frac_dout + p["mlp.fc2.weight"] - f["da"], "da"),
+        (0, 0),
+        slots["da"],
+    )
+    stage_gelu(
+        b,
+        da,
+        h,
+        dh,
+        Vec.GELU_BWD,
+        _check_shift(f["da"] + GELU_LUT_FRAC - f["dh"], "dh"),
+        frac_h,
+        (1, 0),
+        slots["dh"],
+    )
+    stage_linear_bwd(
+        b,
+        dh,
+        z,
+        params["mlp.fc1.weight"],
+        grads["mlp.fc1.weight"],
+        grads["mlp.fc1.bias"],
+        dz,
+        _check_shift(f["dh"] + p["mlp.fc1.weight"] - f["dln"], "dz"),
+        (2, 0),
+        slots["dln"],
+    )
+    ln_f = {"g": f["ln_g"], "t": f["ln_t"], "dx": f["dx"]}
+    stage_ln_bwd(
+        b,
+        dz,
+        xhat,
+        rs,
+        params["norm2.weight"],
+        dout,
+        dx,
+        grads["norm2.weight"],
+        grads["norm2.bias"],
+        _ln_bwd_shifts(dim, f["dln"], p["norm2.weight"], frac_x, frac_dout, ln_f),
+        (3,),
+        slots["ln_g"],
+    )
+    return b.finish(blocks.MLP_BWD_FRACS)
+
+
+@functools.lru_cache(maxsize=_CACHE)
+def topk(
+    config: isa.EngineConfig, images: int, img_rows: int, img_cols: int, first: int, k: int, lead: int
+) -> Program:
+    """Scores: int64 [images * img_rows, img_cols]. For rows and columns `first`.. of each image: the k best
+    columns (counted from `first`, ascending), each selected row prefixed by 0..lead-1 and shifted by lead."""
+    rows, n = img_rows - first, img_cols - first
+    if n > config.max_row:
+        raise LoweringError(f"top-k over {n} > max_row {config.max_row}")
+    if not 1 <= k <= n:
+        raise LoweringError(f"top-k: k={k} must be in 1..{n}")
+    if rows * n > config.acc_elems or rows * (lead + k) > config.idx_elems:
+        raise LoweringError(f"top-k of {rows}x{n} does not fit the ACC/IDX memories")
+    b = Builder(config, "topk")
+    scores = b.buffer("scores", images * img_rows, img_cols, "<i8", "in")
+    out = b.buffer("selected", images * rows, lead + k, "<u2", "out")
+    per_chunk = max(
+        1, min(config.acc_elems // (rows * n), config.idx_elems // (rows * (lead + k)), 0xFFFF // rows)
+    )
+    for i0, ii in _tiles(images, per_chunk):
+        for i in range(ii):
+            b.load(Mem.ACC, i * rows * n, n, scores, (i0 + i) * img_rows + first, first, rows, n)
+        b.add(Op.TOPK, m=ii * rows, n=n, k=k, a_addr=0, a_stride=n, c_addr=0, c_stride=lead + k, imm=lead)
+        b.store(Mem.IDX, 0, lead + k, out, i0 * rows, 0, ii * rows, lead + k)
+    return b.finish(())
+
+
+def fracs_key(fracs: dict[str, int], keys: Sequence[str]) -> tuple[tuple[str, int], ...]:
+    return tuple((k, int(fracs[k])) for k in keys)

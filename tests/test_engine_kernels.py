@@ -1,0 +1,250 @@
+"""Every kernel lowered to engine commands (trilevel.accel.lower) and run through the engine driver on a
+simulated board (pynq MMIO/allocate over a non-coherent DDR) equals trilevel.intref bit for bit: outputs,
+saved state, statistics and gradient accumulators. Demo shapes on the production and the CI (RTL) engine
+configurations; DeiT-T shapes at the pruned token counts with connection lists; independence of the
+result from the module schedule (the dependency tokens are sufficient); the C-sim engine once built."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from trilevel.accel import isa, lower
+from trilevel.accel.engine import EngineBackend, EngineOverflowError, csim_engine_available
+from trilevel.accel.fsim import FunctionalEngine
+from trilevel.accel.isa import Module
+from trilevel.accel.reference_backend import ReferenceBackend
+from trilevel.config import keep_count
+from trilevel.intref import topk
+from trilevel.intref.fixed import QTensor
+
+REF = ReferenceBackend()
+
+
+def assert_same(got: Any, want: Any, what: str = "") -> None:
+    """Recursive bit-exact equality of kernel results (QTensors, arrays, dicts, ints)."""
+    if isinstance(want, QTensor):
+        assert isinstance(got, QTensor) and got.frac == want.frac, what
+        got, want = got.data, want.data
+    if isinstance(want, tuple | list):
+        assert isinstance(got, tuple | list) and len(got) == len(want), what
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert_same(g, w, f"{what}[{i}]")
+    elif isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), (what, sorted(got), sorted(want))
+        for key in want:
+            assert_same(got[key], want[key], f"{what}.{key}")
+    elif isinstance(want, np.ndarray) or isinstance(got, np.ndarray):
+        got, want = np.asarray(got), np.asarray(want)
+        assert got.shape == want.shape, (what, got.shape, want.shape)
+        bad = np.argwhere(got != want)
+        assert bad.size == 0, f"{what}: {len(bad)} elements differ, first at {bad[:3].tolist()}"
+    else:
+        assert got == want, (what, got, want)
+
+
+class Case:
+    """Random inputs of one block's kernels (dim, heads, hidden) with plausible fracs."""
+
+    def __init__(self, batch: int, length: int, dim: int, heads: int, hidden: int, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.batch, self.length, self.dim, self.heads, self.hidden = batch, length, dim, heads, hidden
+        self.x = self.q((batch, length, dim), 12)
+        d, h = dim, hidden
+        shapes = {"norm1.weight": (d,), "norm1.bias": (d,), "attn.qkv.weight": (3 * d, d),
+                  "attn.qkv.bias": (3 * d,), "attn.proj.weight": (d, d), "attn.proj.bias": (d,),
+                  "norm2.weight": (d,), "norm2.bias": (d,), "mlp.fc1.weight": (h, d), "mlp.fc1.bias": (h,),
+                  "mlp.fc2.weight": (d, h), "mlp.fc2.bias": (d,)}
+        self.shapes = shapes
+        self.params = {n: self.q(s, 14 if n.endswith("weight") else 13,
+                                 20000 if n.startswith("norm") and n.endswith("weight") else 3000)
+                       for n, s in shapes.items()}
+
+    def q(self, shape: tuple[int, ...], frac: int, scale: int = 3000) -> QTensor:
+        return QTensor(self.rng.integers(-scale, scale, size=shape).astype(np.int16), frac)
+
+    def group(self, prefix: tuple[str, ...]) -> dict[str, QTensor]:
+        return {n: p for n, p in self.params.items() if n.startswith(prefix)}
+
+    def grads(self, prefix: tuple[str, ...]) -> dict[str, np.ndarray]:
+        return {n: self.rng.integers(-1000, 1000, size=s).astype(np.int64) for n, s in self.shapes.items()
+                if n.startswith(prefix)}
+
+    def conn(self, keep_attn: float) -> np.ndarray:
+        k = keep_count(keep_attn, self.length - 1)
+        scores = self.rng.integers(0, 1 << 15, size=(self.batch, self.length, self.length))
+        return topk.topk_connections(scores, k)
+
+
+ATTN_FWD = {"ln": 12, "qkv": 11, "s": 9, "ctx": 12, "out": 11}
+ATTN_BWD = {"dctx": 12, "dp": 12, "ds": 14, "dqkv": 12, "dln": 12, "ln_g": 12, "ln_t": 10, "dx": 12}
+MLP_FWD = {"ln": 12, "h": 11, "a": 11, "out": 11}
+MLP_BWD = {"da": 12, "dh": 12, "dln": 12, "ln_g": 12, "ln_t": 10, "dx": 12}
+
+
+def both(call: Callable[[Any], Any], engine: EngineBackend) -> tuple[Any, Any]:
+    return call(engine), call(REF)
+
+
+def check_attn(engine: EngineBackend, case: Case, conn: np.ndarray | None) -> None:
+    params = case.group(("norm1.", "attn."))
+    got, want = both(lambda be: be.attn_block_fwd(case.x, params, ATTN_FWD, case.heads, conn, 1), engine)
+    assert_same(got, want, "attn_block_fwd")
+    dout = case.q(case.x.shape, 13)
+    grads = case.grads(("norm1.", "attn."))
+    g_eng, g_ref = {k: v.copy() for k, v in grads.items()}, {k: v.copy() for k, v in grads.items()}
+    got = engine.attn_block_bwd(dout, got[2], params, g_eng, ATTN_BWD, 77)
+    want = REF.attn_block_bwd(dout, want[2], params, g_ref, ATTN_BWD, 77)
+    assert_same(got, want, "attn_block_bwd")
+    assert_same(g_eng, g_ref, "attn grads")
+
+
+def check_mlp(engine: EngineBackend, case: Case) -> None:
+    params = case.group(("norm2.", "mlp."))
+    got, want = both(lambda be: be.mlp_block_fwd(case.x, params, MLP_FWD), engine)
+    assert_same(got, want, "mlp_block_fwd")
+    dout = case.q(case.x.shape, 13)
+    grads = case.grads(("norm2.", "mlp."))
+    g_eng, g_ref = {k: v.copy() for k, v in grads.items()}, {k: v.copy() for k, v in grads.items()}
+    got = engine.mlp_block_bwd(dout, got[2], params, g_eng, MLP_BWD, 55)
+    want = REF.mlp_block_bwd(dout, want[2], params, g_ref, MLP_BWD, 55)
+    assert_same(got, want, "mlp_block_bwd")
+    assert_same(g_eng, g_ref, "mlp grads")
+
+
+def check_linear_and_norm(engine: EngineBackend, case: Case) -> None:
+    x, dim = case.x, case.dim
+    params = {"weight": case.q((3 * dim, dim), 14), "bias": case.q((3 * dim,), 13)}
+    for residual in (None, case.q((case.batch, case.length, 3 * dim), 11)):
+        for p in (params, {"weight": params["weight"]}):
+            got, want = both(lambda be, p=p, r=residual: be.linear_fwd(x, p, {"y": 10}, r), engine)
+            assert_same(got, want, "linear_fwd")
+    dy = case.q((case.batch, case.length, 3 * dim), 12)
+    for need_dx in (True, False):
+        grads = {"weight": case.rng.integers(-9, 9, (3 * dim, dim)), "bias": np.arange(3 * dim)}
+        g_eng = {k: v.astype(np.int64) for k, v in grads.items()}
+        g_ref = {k: v.astype(np.int64) for k, v in grads.items()}
+        got = engine.linear_bwd(dy, {"x": x}, params, g_eng, {"dx": 11}, 1234, need_dx)
+        want = REF.linear_bwd(dy, {"x": x}, params, g_ref, {"dx": 11}, 1234, need_dx)
+        assert_same(got, want, "linear_bwd")
+        assert_same(g_eng, g_ref, "linear grads")
+    norm = {"weight": case.q((dim,), 14, 20000), "bias": case.q((dim,), 13)}
+    got, want = both(lambda be: be.layernorm_fwd(x, norm, {"y": 12}), engine)
+    assert_same(got, want, "layernorm_fwd")
+    for residual in (None, case.q(x.shape, 10)):
+        g_eng = {"weight": np.zeros(dim, np.int64), "bias": np.ones(dim, np.int64)}
+        g_ref = {k: v.copy() for k, v in g_eng.items()}
+        fr = {"g": 12, "t": 10, "dx": 13}
+        dyn = case.q(x.shape, 12)
+        assert_same(engine.layernorm_bwd(dyn, got[2], norm, g_eng, fr, 99, residual),
+                    REF.layernorm_bwd(dyn, want[2], norm, g_ref, fr, 99, residual), "layernorm_bwd")
+        assert_same(g_eng, g_ref, "layernorm grads")
+
+
+def check_topk(engine: EngineBackend, case: Case) -> None:
+    rng = case.rng
+    scores = rng.integers(0, 40, size=(case.batch, case.length, case.length))  # many ties
+    for k in (1, 5, case.length - 1):
+        cls_row = scores[:, 0, 1:]
+        assert_same(engine.topk_tokens(cls_row, k), REF.topk_tokens(cls_row, k), "topk_tokens")
+        assert_same(engine.topk_connections(scores, k), REF.topk_connections(scores, k), "topk_connections")
+    assert_same(engine.topk_connections(scores, 3, has_cls=False), REF.topk_connections(scores, 3, False),
+                "topk_connections without [CLS]")
+
+
+@pytest.fixture(scope="module", params=["zcu102", "ci"])
+def fsim(request) -> EngineBackend:
+    return EngineBackend.fsim(isa.CONFIGS[request.param])
+
+
+NEEDS_CSIM = pytest.mark.skipif(not csim_engine_available(), reason="no C-sim engine library (make csim)")
+
+
+def demo_case() -> Case:
+    return Case(batch=3, length=17, dim=64, heads=4, hidden=128)
+
+
+def test_linear_layernorm_topk_at_demo_shapes(fsim: EngineBackend) -> None:
+    case = demo_case()
+    check_linear_and_norm(fsim, case)
+    check_topk(fsim, case)
+
+
+@pytest.mark.parametrize("keep_attn", [1.0, 0.5])
+def test_blocks_at_demo_shapes(fsim: EngineBackend, keep_attn: float) -> None:
+    case = demo_case()
+    check_attn(fsim, case, None if keep_attn == 1.0 else case.conn(keep_attn))
+    check_mlp(fsim, case)
+
+
+@pytest.mark.parametrize("tokens, keep_attn", [(197, 1.0), (139, 0.7), (98, 0.5), (69, 0.5)])
+def test_blocks_at_deit_tiny_shapes(tokens: int, keep_attn: float) -> None:
+    """DeiT-T (D=192, 3 heads, MLP 768) at the token counts of its pruned stages, with connection lists."""
+    engine = EngineBackend.fsim(isa.PRODUCTION)
+    case = Case(batch=1, length=tokens, dim=192, heads=3, hidden=768, seed=tokens)
+    check_attn(engine, case, None if keep_attn == 1.0 else case.conn(keep_attn))
+    check_mlp(engine, case)
+
+
+@pytest.mark.parametrize("priority", list(itertools.permutations(Module)))
+def test_results_do_not_depend_on_the_module_schedule(priority: tuple[Module, ...]) -> None:
+    """Any module may run ahead as far as its tokens allow (here: each priority order of the three
+    modules); the results stay exact, so the derived dependency tokens cover every hazard."""
+    engine = EngineBackend.simulated(FunctionalEngine(isa.CI_SMALL, priority=priority), "fsim")
+    case = Case(batch=2, length=9, dim=32, heads=2, hidden=64, seed=5)
+    check_attn(engine, case, case.conn(0.5))
+    check_mlp(engine, case)
+    check_linear_and_norm(engine, case)
+
+
+def test_programs_are_cached_and_seeds_bound_per_call() -> None:
+    args = (isa.PRODUCTION, 34, 64, 192, True, True, 12, 14, 11)
+    prog = lower.linear_bwd(*args)
+    assert lower.linear_bwd(*args) is prog
+    a, b = prog.bind(1).reshape(-1, isa.WORDS), prog.bind(2).reshape(-1, isa.WORDS)
+    differ = np.argwhere(a != b)
+    assert differ.size and set(differ[:, 1].tolist()) == {isa.FIELDS["seed"][0]}  # only the seed word
+    ops = {isa.Op(int(w[0]) & 0xF) for w in a}
+    assert ops >= {isa.Op.LOAD, isa.Op.GEMM, isa.Op.VEC, isa.Op.STORE, isa.Op.FINISH}
+    summary = prog.summary()
+    assert summary["macs"] == 34 * 64 * 192 * 2 + summary["relays"]  # dX and dW (+1 per relay)
+
+
+def test_engine_errors_name_the_kernel_and_command() -> None:
+    engine = EngineBackend.fsim(isa.CI_SMALL)
+    case = Case(batch=1, length=5, dim=16, heads=2, hidden=32)
+    grads = {"weight": np.full((48, 16), (1 << 47) - 1, np.int64), "bias": np.zeros(48, np.int64)}
+    p = {"weight": case.q((48, 16), 14), "bias": case.q((48,), 13)}
+    dy = case.q((1, 5, 48), 12)
+    with pytest.raises(EngineOverflowError, match=r"ACC_RANGE in linear_bwd at command \d+: GEMM") as err:
+        engine.linear_bwd(dy, {"x": case.x}, p, grads, {"dx": 11}, 3)
+    assert isinstance(err.value, OverflowError)  # as the reference's 48-bit check
+    with pytest.raises(OverflowError):
+        REF.linear_bwd(dy, {"x": case.x}, p, {k: v.copy() for k, v in grads.items()}, {"dx": 11}, 3)
+    with pytest.raises(lower.LoweringError, match="max_row"):
+        engine.layernorm_fwd(QTensor(np.zeros((1, 2, 300), np.int16), 10),
+                             {"weight": QTensor(np.ones(300, np.int16), 14),
+                              "bias": QTensor(np.ones(300, np.int16), 14)}, {"y": 10})
+
+
+@NEEDS_CSIM
+@pytest.mark.parametrize("keep_attn", [1.0, 0.5])
+def test_csim_engine_at_demo_shapes(keep_attn: float) -> None:
+    engine = EngineBackend.csim()
+    case = demo_case()
+    check_attn(engine, case, None if keep_attn == 1.0 else case.conn(keep_attn))
+    check_mlp(engine, case)
+    check_linear_and_norm(engine, case)
+    check_topk(engine, case)
+
+
+@NEEDS_CSIM
+def test_csim_engine_deit_tiny_pruned_stage() -> None:
+    engine = EngineBackend.csim()
+    case = Case(batch=1, length=139, dim=192, heads=3, hidden=768, seed=139)
+    check_attn(engine, case, case.conn(0.7))
+    check_mlp(engine, case)
