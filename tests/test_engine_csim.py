@@ -94,7 +94,7 @@ class Program:
     # ------------------------------------------------------------------------------ commands
     def add(self, op: Op, **fields: int) -> None:
         module = isa.MODULE_OF[op]
-        if self.cmds:
+        if self.cmds and op != Op.FINISH:  # FINISH takes no tokens: it waits for the drain itself
             prev_op, prev = self.cmds[-1]
             pm = isa.MODULE_OF[prev_op]
             if pm == isa.Module.LOAD and module == isa.Module.COMPUTE:

@@ -10,8 +10,10 @@
 #define TL_R TL_ARRAY_ROWS
 #define TL_C TL_ARRAY_COLS
 
-static inline bool tl_round_ok(int s) { return s >= -16 && s <= 62; }  // the requantizer's range
-static inline bool tl_align_ok(int s) { return s >= -47 && s <= 62; }  // an int16 addend moved to an acc frac
+// Shift fields: right 0..62, left 0..16 (the requantizer's range; alignments of addends follow the same
+// rule). The per-row residual alignment of LN_BWD (shift4 - k) only needs to keep int16 << -s in 64 bits.
+static inline bool tl_round_ok(int s) { return s >= -16 && s <= 62; }
+static inline bool tl_align_ok(int s) { return s >= -47 && s <= 62; }
 
 static inline void tl_stat_max(int64_t* stat, int slot, int64_t v) {
 #pragma HLS INLINE
@@ -31,6 +33,8 @@ static inline uint32_t tl_gemm_out(const tl_dec_t& d, int i, int j, int64_t dot,
         acc[e] = v;
         return 0;
     }
+    const int64_t mag = tl_abs64(dot), im = d.imm < 0 ? -(int64_t)d.imm : d.imm;
+    if (im != 0 && mag >= (((int64_t)1 << 62) + im - 1) / im) return tl_fail(TL_ERR_ACC_RANGE, d.pc);
     int64_t v = dot * (int64_t)d.imm;
     if (d.bias) v += tl_align(spm[d.d_addr + j], d.shift2);
     bool counted = true;
@@ -179,9 +183,10 @@ tiles_i:
 #endif
 
 static uint32_t tl_gemm(const tl_dec_t& d, int16_t* spm, int64_t* acc, int64_t* stat) {
+    if (d.sub || (d.res && d.mask)) return tl_fail(TL_ERR_RESERVED_BITS, d.pc);
     if (d.m == 0 || d.n == 0 || d.k == 0) return tl_fail(TL_ERR_BAD_DIMS, d.pc);
-    if ((d.res && d.mask) || (d.acc && (d.bias || d.res || d.mask || d.stat || d.sr)))
-        return tl_fail(TL_ERR_RESERVED_BITS, d.pc);
+    if (!d.acc && (!tl_round_ok(d.shift) || (d.bias && !tl_round_ok(d.shift2)) || (d.res && !tl_round_ok(d.shift3))))
+        return tl_fail(TL_ERR_BAD_SHIFT, d.pc);
     const bool a_ok = d.ta ? tl_span_ok(d.a_addr, d.k, d.a_stride, d.m, TL_SPM_ELEMS)
                            : tl_span_ok(d.a_addr, d.m, d.a_stride, d.k, TL_SPM_ELEMS);
     const bool b_ok = d.tb ? tl_span_ok(d.b_addr, d.k, d.b_stride, d.n, TL_SPM_ELEMS)
@@ -192,8 +197,6 @@ static uint32_t tl_gemm(const tl_dec_t& d, int16_t* spm, int64_t* acc, int64_t* 
     const bool e_ok = !(d.res || d.mask) || tl_span_ok(d.e_addr, d.m, d.e_stride, d.n, TL_SPM_ELEMS);
     if (!(a_ok && b_ok && c_ok && d_ok && e_ok) || (d.stat && d.slot >= TL_STAT_SLOTS))
         return tl_fail(TL_ERR_SPM_RANGE, d.pc);
-    if (!d.acc && (!tl_round_ok(d.shift) || (d.bias && !tl_align_ok(d.shift2)) || (d.res && !tl_align_ok(d.shift3))))
-        return tl_fail(TL_ERR_BAD_SHIFT, d.pc);
     int64_t peak = 0;
     const uint32_t err = tl_gemm_run(d, spm, acc, &peak);
     if (err) return err;
@@ -207,6 +210,7 @@ static uint32_t tl_softmax(const tl_dec_t& d, int16_t* spm, int64_t* acc, int64_
     if (d.sub != TL_SOFTMAX_FWD && d.sub != TL_SOFTMAX_BWD) return tl_fail(TL_ERR_RESERVED_BITS, d.pc);
     if (d.m == 0 || d.n == 0 || d.n > TL_MAX_ROW) return tl_fail(TL_ERR_BAD_DIMS, d.pc);
     const bool fwd = d.sub == TL_SOFTMAX_FWD;
+    if (fwd ? (d.shift < 0 || d.shift > 15) : !tl_round_ok(d.shift)) return tl_fail(TL_ERR_BAD_SHIFT, d.pc);
     bool ok = tl_span_ok(d.a_addr, d.m, d.a_stride, d.n, TL_SPM_ELEMS) &&
               tl_span_ok(d.c_addr, d.m, d.c_stride, d.n, TL_SPM_ELEMS);
     if (fwd) {
@@ -216,7 +220,6 @@ static uint32_t tl_softmax(const tl_dec_t& d, int16_t* spm, int64_t* acc, int64_
         ok = ok && tl_span_ok(d.b_addr, d.m, d.b_stride, d.n, TL_SPM_ELEMS) && !(d.stat && d.slot >= TL_STAT_SLOTS);
     }
     if (!ok) return tl_fail(TL_ERR_SPM_RANGE, d.pc);
-    if (fwd ? (d.shift < 0 || d.shift > 15) : !tl_round_ok(d.shift)) return tl_fail(TL_ERR_BAD_SHIFT, d.pc);
     int64_t row_a[TL_MAX_ROW], row_b[TL_MAX_ROW];
     int64_t peak = 0;
 softmax_rows:
@@ -377,9 +380,17 @@ static uint32_t tl_vec(const tl_dec_t& d, int16_t* spm, int64_t* acc, uint16_t* 
     if (sub > TL_VEC_MASK) return tl_fail(TL_ERR_RESERVED_BITS, d.pc);
     if (d.m == 0 || d.n == 0) return tl_fail(TL_ERR_BAD_DIMS, d.pc);
     const bool ln = sub == TL_VEC_LN_FWD || sub == TL_VEC_LN_BWD;
-    if (ln && d.n > TL_MAX_ROW) return tl_fail(TL_ERR_BAD_DIMS, d.pc);
-    if (sub == TL_VEC_MASK && (d.imm < 0 || d.imm > d.m || (d.m > d.imm && (d.k == 0 || d.k > d.n))))
+    if ((ln || sub == TL_VEC_MASK) && d.n > TL_MAX_ROW) return tl_fail(TL_ERR_BAD_DIMS, d.pc);
+    if (sub == TL_VEC_MASK && (d.imm < 0 || (d.m > d.imm && (d.k == 0 || d.k > d.n))))
         return tl_fail(TL_ERR_BAD_DIMS, d.pc);
+    const bool shift_ok = sub == TL_VEC_LN_FWD
+                              ? tl_round_ok(d.shift) && tl_round_ok(d.shift2) && tl_round_ok(d.shift4)
+                          : sub == TL_VEC_LN_BWD
+                              ? tl_round_ok(d.shift) && tl_round_ok(d.shift2) && tl_round_ok(d.shift3) &&
+                                    (!d.bias || tl_round_ok(d.shift4))
+                          : (sub == TL_VEC_GELU_FWD || sub == TL_VEC_GELU_BWD) ? tl_round_ok(d.shift)
+                                                                               : true;
+    if (!shift_ok) return tl_fail(TL_ERR_BAD_SHIFT, d.pc);
     // Operand regions per sub-operation (docs/engine.md).
     const uint64_t S = TL_SPM_ELEMS;
     const bool uses_b_mat = sub == TL_VEC_GELU_BWD || sub == TL_VEC_COLDOT;
@@ -393,7 +404,7 @@ static uint32_t tl_vec(const tl_dec_t& d, int16_t* spm, int64_t* acc, uint16_t* 
               (sub != TL_VEC_LN_BWD || !d.bias || tl_span_ok(d.d_addr, d.m, d.d_stride, d.n, S)) &&
               (writes_c || tl_span_ok(d.f_addr, 1, 0, d.n, TL_ACC_ELEMS)) &&
               (!d.stat || d.slot + (sub == TL_VEC_LN_BWD ? 2 : 0) < TL_STAT_SLOTS);
-    if (ok && sub == TL_VEC_MASK && d.m > d.imm) {
+    if (ok && sub == TL_VEC_MASK && d.m > (int)d.imm) {
         ok = tl_span_ok(d.b_addr, d.m - d.imm, d.b_stride, d.k, TL_IDX_ELEMS);
     mask_check:
         for (int i = d.imm; ok && i < d.m; i++) {
@@ -406,11 +417,6 @@ static uint32_t tl_vec(const tl_dec_t& d, int16_t* spm, int64_t* acc, uint16_t* 
         }
     }
     if (!ok) return tl_fail(TL_ERR_SPM_RANGE, d.pc);
-    const bool shift_ok = sub == TL_VEC_LN_FWD   ? tl_round_ok(d.shift) && tl_align_ok(d.shift2)
-                          : sub == TL_VEC_LN_BWD ? tl_round_ok(d.shift) && tl_round_ok(d.shift2)
-                          : (sub == TL_VEC_GELU_FWD || sub == TL_VEC_GELU_BWD) ? tl_round_ok(d.shift)
-                                                                               : true;
-    if (!shift_ok) return tl_fail(TL_ERR_BAD_SHIFT, d.pc);
 
     if (sub == TL_VEC_LN_FWD) return tl_vec_ln_fwd(d, spm, acc, stat);
     if (sub == TL_VEC_LN_BWD) return tl_vec_ln_bwd(d, spm, acc, stat);
@@ -461,6 +467,7 @@ vec_rows:
 // index); scanning j in ascending order emits the winners in ascending order. The rank is an n-wide
 // comparator tree (unrolled over the constant TL_MAX_ROW with a guard).
 static uint32_t tl_topk(const tl_dec_t& d, const int64_t* acc, uint16_t* idx) {
+    if (d.sub) return tl_fail(TL_ERR_RESERVED_BITS, d.pc);
     if (d.m == 0 || d.n == 0 || d.n > TL_MAX_ROW || d.k == 0 || d.k > d.n || d.imm < 0 || d.imm > 65535)
         return tl_fail(TL_ERR_BAD_DIMS, d.pc);
     if (!tl_span_ok(d.a_addr, d.m, d.a_stride, d.n, TL_ACC_ELEMS) ||
@@ -509,7 +516,7 @@ topk_rows:
 uint32_t tl_exec_compute(const tl_dec_t& d, int16_t* spm, int64_t* acc, uint16_t* idx, int64_t* stat) {
     switch (d.op) {
         case TL_OP_FINISH:
-            return 0;
+            return d.sub ? tl_fail(TL_ERR_RESERVED_BITS, d.pc) : 0;
         case TL_OP_GEMM:
             return tl_gemm(d, spm, acc, stat);
         case TL_OP_SOFTMAX:

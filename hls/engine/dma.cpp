@@ -123,7 +123,7 @@ load_rows:
 uint32_t tl_exec_store(const tl_dec_t& d, tl_beat_t* ddr, uint64_t ddr_bytes, const int16_t* spm,
                        const int64_t* acc, const uint16_t* idx, const int64_t* stat) {
     const int mem = d.sub;
-    if (mem > TL_MEM_STAT || d.tb) return tl_fail(TL_ERR_RESERVED_BITS, d.pc);
+    if (mem > TL_MEM_STAT) return tl_fail(TL_ERR_RESERVED_BITS, d.pc);
     const uint32_t chk = tl_check_dma(d, mem, false, ddr_bytes, idx);
     if (chk) return chk;
     const int size = tl_elem_bytes(mem);

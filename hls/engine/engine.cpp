@@ -128,8 +128,9 @@ static uint32_t tl_run_module(int m, const tl_dec_t& d, tl_beat_t* gmem, uint64_
                               uint64_t* counters) {
     tl_queue<tl_token_t>* q[4];
     tl_token_queues(m, q);
-    if ((m == TL_M_LOAD && (d.pop_prev || d.push_prev)) || (m == TL_M_STORE && (d.pop_next || d.push_next)))
-        return tl_fail(TL_ERR_RESERVED_BITS, d.pc);  // LOAD has no previous module, STORE no next one
+    if ((m == TL_M_LOAD && (d.pop_prev || d.push_prev)) || (m == TL_M_STORE && (d.pop_next || d.push_next)) ||
+        (d.op == TL_OP_FINISH && (d.pop_prev || d.pop_next || d.push_prev || d.push_next)))
+        return tl_fail(TL_ERR_RESERVED_BITS, d.pc);  // LOAD has no previous module, STORE no next, FINISH none
     uint64_t start = tl_umax(t[m], tl_fetch_ready(d.pc));
     if (d.pop_next && q[1]) start = tl_umax(start, q[1]->read());
     if (d.pop_prev && q[0]) {
@@ -157,6 +158,7 @@ static uint32_t tl_run_module(int m, const tl_dec_t& d, tl_beat_t* gmem, uint64_
     if (d.op == TL_OP_STORE) counters[TL_CNT_DDR_WR_BYTES] += (uint64_t)d.m * d.n * elem;
     if (d.op == TL_OP_GEMM) counters[TL_CNT_MACS] += (uint64_t)d.m * d.n * d.k;
     counters[TL_CNT_RETIRED]++;
+    counters[TL_CNT_DDR_RD_BYTES] += 4 * TL_CMD_WORDS;  // the command itself (counted when it retires)
     if (d.push_prev && q[2]) q[2]->write(end);
     if (d.push_next && q[3]) q[3]->write(end);
     return 0;
@@ -206,7 +208,6 @@ sequencer:
         if (!fetch_done && !pending_valid) {
             err = tl_fetch_one(gmem, ddr_bytes, cmd_addr, pc, pending, &pending_module);
             if (err) break;
-            counters[TL_CNT_DDR_RD_BYTES] += 4 * TL_CMD_WORDS;
             pending_valid = true;
             pc++;
         }
