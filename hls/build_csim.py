@@ -85,9 +85,12 @@ def engine_sources() -> list[Path]:
 
 
 def select_sources(names: list[str] | None) -> list[Path]:
-    """The engine plus all hls/src/*.cpp, or the core units plus the named kernel files."""
+    """The engine plus all hls/src/*.cpp, the engine alone (["engine"]), or the core units plus the named
+    kernel files."""
     if names is None:
         return [*engine_sources(), *sorted(SRC.glob("*.cpp"))]
+    if names == ["engine"]:
+        return engine_sources()
     sources = []
     for name in (*CORE_SOURCES, *names):
         path = SRC / f"{name}.cpp"
@@ -151,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         "--sources",
         nargs="+",
         metavar="NAME",
-        help="kernel files (hls/src/NAME.cpp) to include besides the units; default all",
+        help="kernel files (hls/src/NAME.cpp) to include besides the units, or 'engine' for the engine "
+        "alone; default all",
     )
     parser.add_argument("--config", default="zcu102", help="engine build (isa.CONFIGS): zcu102 or ci")
     parser.add_argument("--force", action="store_true", help="rebuild even if nothing changed")

@@ -577,3 +577,20 @@ def test_cycle_model_of_one_gemm(engine):
     fetch = 120 + 4  # the first command arrives after one DDR latency and one 4-beat command
     assert c["CYCLES"] == fetch + gemm + 1  # + FINISH
     assert c["MACS"] == m * n * k and c["RETIRED"] == 2 and c["DDR_RD_BYTES"] == 128
+
+
+# ================================================================== ap_int flavour (synthesized loops)
+def test_ap_flavour_runs_the_synthesizable_gemm_with_the_same_bits(engine):
+    """--flavor ap compiles the PE-array GEMM (skewed tile buffers, ap_int<48> accumulators, II=1 loops)
+    and the rank-based top-k instead of the fast C-sim paths: a mixed program gives the same DDR bytes."""
+    from test_engine_csim_fsim import Gen
+
+    ap = Engine(_build_csim().build(ROOT / "build" / "csim" / "libtrilevel_engine_ap.so", "ap", ["engine"]))
+    for seed in (3, 4):
+        gen = Gen(np.random.default_rng(3000 + seed))
+        count = gen.build(commands=6)
+        ddr_fast, ddr_ap = gen.ddr.copy(), gen.ddr.copy()
+        want, got = engine.run(ddr_fast, 0, count), ap.run(ddr_ap, 0, count)
+        assert got["error"] == want["error"] == Err.NONE
+        np.testing.assert_array_equal(ddr_ap, ddr_fast)
+        assert got["counters"] == want["counters"]
