@@ -159,7 +159,8 @@ ERR_CAUSE: dict[Err, str] = {
     Err.SPM_RANGE: "an on-chip access (SPM, ACC, IDX, STAT) outside its memory, or an index list entry >= n",
     Err.DDR_RANGE: "a DMA address outside the DDR window, or an AXI error response",
     Err.ACC_RANGE: "an accumulator left the signed 48-bit range",
-    Err.BAD_SHIFT: "a shift outside the requantizer's range (right 0..62, left 0..16; softmax frac 0..15)",
+    Err.BAD_SHIFT: ("shift out of range: requantize -16..62, align (bias, residual, beta) -47..62, "
+                    "softmax frac 0..15"),
     Err.DEP_UNDERFLOW: "a dependency pop that no remaining command can satisfy (would deadlock)",
 }
 
