@@ -22,6 +22,7 @@ for f in "${files[@]}"; do
 done
 engine=(hls/rtl/engine/*.sv)
 if [ ${#engine[@]} -gt 0 ]; then
-    verilator --lint-only -Wall -Ihls/rtl -Ihls/rtl/engine --top-module engine_top "${engine[@]}"
+    verilator --lint-only -Wall -Ihls/rtl -Ihls/rtl/engine --top-module engine_top "${engine[@]}" \
+        hls/rtl/mac_pe.sv hls/rtl/trilevel_requant.sv
 fi
 echo "rtl lint: ${#files[@]} units and the engine (${#engine[@]} files) clean"

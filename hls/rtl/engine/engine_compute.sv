@@ -1,8 +1,8 @@
 // COMPUTE module: pops its command queue in order; waits for the tokens its pop flags ask for
 // (pop_prev: l2c from LOAD, pop_next: s2c from STORE), executes, pushes its tokens (push_prev: c2l,
 // push_next: c2s). FINISH raises `finish` and completes when the top reports the engine drained.
-// The arithmetic units (GEMM, SOFTMAX, VEC, TOPK) are not implemented in this RTL yet: those
-// opcodes stop the engine with BAD_OPCODE (never a hang), so programs using them fail loudly.
+// GEMM runs on engine_gemm (start pulse, then done or err). SOFTMAX, VEC and TOPK are not
+// implemented in this RTL yet: they stop the engine with BAD_OPCODE (never a hang).
 `timescale 1ns / 1ps
 module engine_compute (
     input  logic          clk,
@@ -20,6 +20,11 @@ module engine_compute (
     output logic          c2l_push,
     input  logic          c2s_full,
     output logic          c2s_push,
+    output logic          gemm_start,    // pulse: run `gemm_cmd` on the GEMM unit
+    output logic [511:0]  gemm_cmd,
+    input  logic          gemm_done,
+    input  logic          gemm_err,
+    input  logic [7:0]    gemm_err_code,
     output logic          finish,        // FINISH reached (after its token pops)
     input  logic          drained,       // the top saw every queue empty and every module idle
     output logic [23:0]   cur_pc,
@@ -45,7 +50,9 @@ module engine_compute (
     wire f_pop_next = c[TL_C_POP_NEXT_LSB];
     wire f_push_prev = c[TL_C_PUSH_PREV_LSB];
     wire f_push_next = c[TL_C_PUSH_NEXT_LSB];
-    logic got_prev, got_next, did_prev, did_next;
+    logic got_prev, got_next, did_prev, did_next, started;
+    assign gemm_cmd = c;
+    assign gemm_start = state == S_EXEC && f_op == TL_OP_GEMM && !started;
 
     wire need_prev = f_pop_prev && !got_prev;
     wire need_next = f_pop_next && !got_next;
@@ -72,6 +79,7 @@ module engine_compute (
             got_next <= 1'b0;
             did_prev <= 1'b0;
             did_next <= 1'b0;
+            started <= 1'b0;
             err_valid <= 1'b0;
             err_code <= '0;
             err_pc <= '0;
@@ -85,6 +93,7 @@ module engine_compute (
                     got_next <= 1'b0;
                     did_prev <= 1'b0;
                     did_next <= 1'b0;
+                    started <= 1'b0;
                     state <= S_TOKEN;
                 end
                 S_TOKEN: begin
@@ -96,6 +105,15 @@ module engine_compute (
                 S_EXEC: begin
                     if (f_op == TL_OP_FINISH) begin
                         if (drained) state <= S_PUSH;
+                    end else if (f_op == TL_OP_GEMM) begin
+                        started <= 1'b1;
+                        if (gemm_done) state <= S_PUSH;
+                        if (gemm_err) begin
+                            err_valid <= 1'b1;
+                            err_code <= gemm_err_code;
+                            err_pc <= pc;
+                            state <= S_IDLE;
+                        end
                     end else begin
                         err_valid <= 1'b1;
                         err_code <= TL_ERR_BAD_OPCODE;   // unit not implemented in RTL yet
@@ -114,6 +132,6 @@ module engine_compute (
     end
 
     /* verilator lint_off UNUSEDSIGNAL */
-    wire unused = ^c;
+    wire unused = ^{c[511:4]};
     /* verilator lint_on UNUSEDSIGNAL */
 endmodule

@@ -15,16 +15,14 @@
 // everything to idle at any time.
 `timescale 1ns / 1ps
 module engine_top #(
-    /* verilator lint_off UNUSEDPARAM */
-    parameter int ROWS = 4,                // GEMM array size (the GEMM unit is not in this RTL yet)
+    parameter int ROWS = 4,                // GEMM array rows x columns (COLS a power of two)
     parameter int COLS = 4,
-    /* verilator lint_on UNUSEDPARAM */
     parameter int SPM_ELEMS = 65536,
     parameter int ACC_ELEMS = 16384,
     parameter int IDX_ELEMS = 4096,
     parameter int STAT_SLOTS = 64,
     parameter int QUEUE_DEPTH = 16,
-    parameter int SPM_LANES = 8,           // >= 8 (one DMA beat), a power of two
+    parameter int SPM_LANES = 8,           // >= 8 (one DMA beat), >= ROWS, COLS, a power of two
     parameter int AXI_AW = 40,
     parameter int AXIL_AW = 8,
     parameter int RD_OUTSTANDING = 16,
@@ -308,6 +306,16 @@ module engine_top #(
     logic [127:0] s_rd_data;
     logic [23:0] l_idx_raddr, s_idx_raddr;
 
+    localparam int AL = COLS > 2 ? COLS : 2;        // ACC window lanes
+    // GEMM ports
+    logic [23:0] g_a_raddr, g_b_raddr, g_e_raddr, g_d_raddr, g_c_waddr, g_acc_raddr, g_acc_waddr;
+    logic [SPM_LANES*16-1:0] g_a_rdata, g_b_rdata, g_e_rdata, g_d_rdata, g_c_wdata;
+    logic [SPM_LANES-1:0] g_c_wmask;
+    logic g_c_we, g_acc_we;
+    logic [AL*48-1:0] g_acc_rdata, g_acc_wdata;
+    logic [AL-1:0] g_acc_wmask;
+
+    // SPM: write ports LOAD, GEMM C; read ports STORE, GEMM A, B, E, bias
     logic [SPM_LANES*16-1:0] spm_wdata;
     logic [SPM_LANES-1:0] spm_wmask;
     always_comb begin
@@ -316,25 +324,49 @@ module engine_top #(
         spm_wdata[127:0] = l_wr_data;
         spm_wmask[7:0] = l_wr_mask;
     end
-    logic [SPM_LANES*16-1:0] spm_rdata;
-    engine_mem #(.EW(16), .LANES(SPM_LANES), .DEPTH(SPM_ELEMS), .NR(1), .AW(SPM_AW)) u_spm (
-        .clk(clk), .we(l_wr_en && l_wr_mem == 2'd0), .waddr(l_wr_addr), .wmask(spm_wmask),
-        .wdata(spm_wdata), .raddr(s_rd_addr), .rdata(spm_rdata)
+    logic [5*SPM_LANES*16-1:0] spm_rdata;
+    engine_mem #(.EW(16), .LANES(SPM_LANES), .DEPTH(SPM_ELEMS), .NR(5), .NW(2), .AW(SPM_AW)) u_spm (
+        .clk(clk), .we({g_c_we, l_wr_en && l_wr_mem == 2'd0}), .waddr({g_c_waddr, l_wr_addr}),
+        .wmask({g_c_wmask, spm_wmask}), .wdata({g_c_wdata, spm_wdata}),
+        .raddr({g_d_raddr, g_e_raddr, g_b_raddr, g_a_raddr, s_rd_addr}), .rdata(spm_rdata)
     );
+    assign g_a_rdata = spm_rdata[1*SPM_LANES*16 +: SPM_LANES*16];
+    assign g_b_rdata = spm_rdata[2*SPM_LANES*16 +: SPM_LANES*16];
+    assign g_e_rdata = spm_rdata[3*SPM_LANES*16 +: SPM_LANES*16];
+    assign g_d_rdata = spm_rdata[4*SPM_LANES*16 +: SPM_LANES*16];
     logic [3*8*16-1:0] idx_rdata;
-    engine_mem #(.EW(16), .LANES(8), .DEPTH(IDX_ELEMS), .NR(3), .AW(24)) u_idx (
+    engine_mem #(.EW(16), .LANES(8), .DEPTH(IDX_ELEMS), .NR(3), .NW(1), .AW(24)) u_idx (
         .clk(clk), .we(l_wr_en && l_wr_mem == 2'd2), .waddr(l_wr_addr), .wmask(l_wr_mask),
         .wdata(l_wr_data), .raddr({s_rd_addr, s_idx_raddr, l_idx_raddr}), .rdata(idx_rdata)
     );
-    logic [2*48-1:0] acc_rdata;
-    engine_mem #(.EW(48), .LANES(2), .DEPTH(ACC_ELEMS), .NR(1), .AW(24)) u_acc (
-        .clk(clk), .we(l_wr_en && l_wr_mem == 2'd1), .waddr(l_wr_addr), .wmask(l_wr_mask[1:0]),
-        .wdata({l_wr_data[111:64], l_wr_data[47:0]}), .raddr(s_rd_addr), .rdata(acc_rdata)
+    // ACC: write ports LOAD (2 lanes of a beat), GEMM; read ports STORE, GEMM
+    logic [AL*48-1:0] acc_l_wdata;
+    logic [AL-1:0] acc_l_wmask;
+    always_comb begin
+        acc_l_wdata = '0;
+        acc_l_wmask = '0;
+        acc_l_wdata[95:0] = {l_wr_data[111:64], l_wr_data[47:0]};
+        acc_l_wmask[1:0] = l_wr_mask[1:0];
+    end
+    logic [2*AL*48-1:0] acc_rd;
+    engine_mem #(.EW(48), .LANES(AL), .DEPTH(ACC_ELEMS), .NR(2), .NW(2), .AW(24)) u_acc (
+        .clk(clk), .we({g_acc_we, l_wr_en && l_wr_mem == 2'd1}), .waddr({g_acc_waddr, l_wr_addr}),
+        .wmask({g_acc_wmask, acc_l_wmask}), .wdata({g_acc_wdata, acc_l_wdata}),
+        .raddr({g_acc_raddr, s_rd_addr}), .rdata(acc_rd)
     );
-    // STAT slots (int64): cleared by start; written by the compute units (none yet)
+    wire [95:0] acc_rdata = acc_rd[95:0];
+    assign g_acc_rdata = acc_rd[AL*48 +: AL*48];
+    // STAT slots (int64): cleared by start; a unit's statistic update keeps the maximum
     logic [63:0] stat [STAT_SLOTS];
+    logic g_stat_we;
+    logic [5:0] g_stat_slot;
+    logic [63:0] g_stat_value;
     always_ff @(posedge clk) begin
-        if (ers || start) for (int i = 0; i < STAT_SLOTS; i++) stat[i] <= '0;
+        if (ers || start) begin
+            for (int i = 0; i < STAT_SLOTS; i++) stat[i] <= '0;
+        end else if (g_stat_we && g_stat_value > stat[$clog2(STAT_SLOTS)'(g_stat_slot)]) begin
+            stat[$clog2(STAT_SLOTS)'(g_stat_slot)] <= g_stat_value;
+        end
     end
     localparam int SB = $clog2(STAT_SLOTS);
     logic [127:0] stat_q;
@@ -411,9 +443,27 @@ module engine_top #(
         .cmd_valid(!q_empty[1]), .cmd_ready(m_pop[1]),
         .l2c_avail(tok_avail[0]), .l2c_pop(tok_pop[0]), .s2c_avail(tok_avail[3]), .s2c_pop(tok_pop[3]),
         .c2l_full(tok_full[1]), .c2l_push(tok_push[1]), .c2s_full(tok_full[2]), .c2s_push(tok_push[2]),
-        .finish(c_finish), .drained(drained), .cur_pc(c_pc), .busy(c_busy), .waiting(c_waiting),
+        .gemm_start(g_start), .gemm_cmd(g_cmd), .gemm_done(g_done), .gemm_err(g_err),
+        .gemm_err_code(g_err_code), .finish(c_finish), .drained(drained), .cur_pc(c_pc), .busy(c_busy), .waiting(c_waiting),
         .waiting_load(c_waiting_load), .retire(c_retire), .finish_done(c_finish_done), .err_valid(c_err_v), .err_code(c_err_code),
         .err_pc(c_err_pc)
+    );
+
+    logic g_start, g_done, g_err, g_busy, g_feeding;
+    logic [511:0] g_cmd;
+    logic [7:0] g_err_code;
+    logic [15:0] g_macs;
+    engine_gemm #(.R(ROWS), .C(COLS), .L(SPM_LANES), .AL(AL), .SPM_ELEMS(SPM_ELEMS), .ACC_ELEMS(ACC_ELEMS),
+                  .STAT_SLOTS(STAT_SLOTS)) u_gemm (
+        .clk(clk), .rst(ers), .start(g_start), .cmd(g_cmd), .busy(g_busy), .done(g_done),
+        .err_valid(g_err), .err_code(g_err_code),
+        .a_raddr(g_a_raddr), .a_rdata(g_a_rdata), .b_raddr(g_b_raddr), .b_rdata(g_b_rdata),
+        .e_raddr(g_e_raddr), .e_rdata(g_e_rdata), .d_raddr(g_d_raddr), .d_rdata(g_d_rdata),
+        .c_we(g_c_we), .c_waddr(g_c_waddr), .c_wmask(g_c_wmask), .c_wdata(g_c_wdata),
+        .acc_raddr(g_acc_raddr), .acc_rdata(g_acc_rdata), .acc_we(g_acc_we), .acc_waddr(g_acc_waddr),
+        .acc_wmask(g_acc_wmask), .acc_wdata(g_acc_wdata),
+        .stat_we(g_stat_we), .stat_slot(g_stat_slot), .stat_value(g_stat_value),
+        .feeding(g_feeding), .macs(g_macs)
     );
 
     // =========================================================== completion, errors, deadlock
@@ -534,7 +584,8 @@ module engine_top #(
         inc[TL_CNT_LOAD_BUSY] = l_moving;
         inc[TL_CNT_STORE_BUSY] = s_moving;
         inc[TL_CNT_DMA_STALL] = c_waiting_load;
-        // GEMM / SOFTMAX / VEC / TOPK busy and MACS: those units are not built yet (always 0)
+        inc[TL_CNT_GEMM_BUSY] = g_feeding;
+        // SOFTMAX / VEC / TOPK busy: those units are not built yet (always 0)
     end
     always_ff @(posedge clk) begin
         if (rst || start) begin
@@ -543,6 +594,7 @@ module engine_top #(
             for (int i = 0; i < NC; i++) begin
                 if (i == TL_CNT_DDR_RD_BYTES) cnt[i] <= cnt[i] + 64'(r_bytes);
                 else if (i == TL_CNT_DDR_WR_BYTES) cnt[i] <= cnt[i] + 64'(w_bytes);
+                else if (i == TL_CNT_MACS) cnt[i] <= cnt[i] + 64'(g_macs);
                 else if (i == TL_CNT_RETIRED) cnt[i] <= cnt[i] + 64'(l_retire) + 64'(s_retire) + 64'(c_retire);
                 else if (inc[i]) cnt[i] <= cnt[i] + 64'd1;
             end
@@ -574,7 +626,7 @@ module engine_top #(
     end
 
     /* verilator lint_off UNUSEDSIGNAL */
-    wire unused = ^{tq_count, spm_rdata, idx_rdata[16 +: 112], idx_rdata[144 +: 112], c_busy,
+    wire unused = ^{tq_count, spm_rdata, g_busy, acc_rd[2*AL*48-1:96], idx_rdata[16 +: 112], idx_rdata[144 +: 112], c_busy,
                     ff_full, ddr_base[63:AXI_AW], cmd_addr[63:AXI_AW], l_pc};
     /* verilator lint_on UNUSEDSIGNAL */
 endmodule

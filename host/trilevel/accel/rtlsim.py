@@ -36,7 +36,8 @@ ENGINE_DIR = RTL_DIR / "engine"
 HARNESS = REPO / "sim" / "harness" / "engine_harness.cpp"
 BUILD_ROOT = REPO / "sim_build" / "engine_rtlsim"
 ENGINE_MODULES = ("engine_top", "engine_axil", "engine_axi_rd", "engine_axi_wr", "engine_fifo", "engine_mem",
-                  "engine_load", "engine_store", "engine_compute")
+                  "engine_load", "engine_store", "engine_compute", "engine_gemm")
+UNIT_MODULES = ("mac_pe", "trilevel_requant")   # shared with the stand-alone units in hls/rtl
 VERILATOR_FLAGS = ("--x-assign", "0", "--x-initial", "0", "-O3", "-Wno-fatal")
 STOP_IRQ, STOP_IDLE = 1, 2
 
@@ -46,7 +47,7 @@ class RtlSimError(RuntimeError):
 
 
 def engine_sources() -> list[Path]:
-    return [ENGINE_DIR / f"{m}.sv" for m in ENGINE_MODULES]
+    return [ENGINE_DIR / f"{m}.sv" for m in ENGINE_MODULES] + [RTL_DIR / f"{m}.sv" for m in UNIT_MODULES]
 
 
 def engine_parameters(config: isa.EngineConfig) -> dict[str, int]:

@@ -1,0 +1,564 @@
+// GEMM unit of the engine (docs/engine.md "GEMM"): C(i, j) = sat16(round(dot * imm + bias + res))
+// or ACC(i, j) += dot, dot = sum_p A(i, p) B(j, p), A and B read from the SPM in their stored
+// layouts (ta / tb select the transposed ones), on an R x C output-stationary array of mac_pe.
+//
+// Dataflow, one command:
+//   loaders  For every output tile (R rows x C columns; i-tiles outer, j-tiles inner) and every
+//            chunk of KC reduction steps, the A loader and the B loader (one SPM window port each)
+//            fill one of two chunk buffers: a transposed operand needs one window per step (the R
+//            or C elements of a step are consecutive), a stored-layout one one window of KC
+//            consecutive steps per row. Either way a chunk costs <= KC reads when R, C <= KC.
+//   feeder   streams the other buffer into the array, one A vector and one B vector per cycle
+//            (the skew, flags and PEs are those of mac_array); the PEs accumulate across chunks and
+//            restart on a tile's first step, so k is unbounded. A tile's last step waits until the
+//            previous tile's results have drained (max(R, C) cycles apart, as in mac_array).
+//   epilogue rows drain one per cycle: read E(i, j0..), the bias window and (acc) the ACC row; then
+//            dot * imm + align(bias, shift2) + align(E, shift3) in 64 bits, trilevel_requant
+//            (RNE / SR with hash32(seed, index_base + i * index_stride + j)), write the C row window;
+//            or ACC += dot with the 48-bit range check. The statistic (max |v| in output units,
+//            optionally only where E != 0) goes to STAT[slot] at the end.
+// Errors are found before anything moves (dims, ranges, shifts, exclusive flags), except ACC_RANGE.
+`timescale 1ns / 1ps
+module engine_gemm #(
+    parameter int R = 4,                // array rows (outputs i per tile)
+    parameter int C = 4,                // array columns (outputs j per tile)
+    parameter int L = 8,                // SPM window lanes (>= R, C); also the chunk length KC
+    parameter int AL = 4,               // ACC window lanes (>= C)
+    parameter int SPM_ELEMS = 65536,
+    parameter int ACC_ELEMS = 16384,
+    parameter int STAT_SLOTS = 64
+) (
+    input  logic                clk,
+    input  logic                rst,
+    input  logic                start,
+    input  logic [511:0]        cmd,
+    output logic                busy,
+    output logic                done,         // pulse: command complete
+    output logic                err_valid,    // pulse: command refused / failed (then no done)
+    output logic [7:0]          err_code,
+    // SPM window ports (one cycle read latency)
+    output logic [23:0]         a_raddr,
+    input  logic [L*16-1:0]     a_rdata,
+    output logic [23:0]         b_raddr,
+    input  logic [L*16-1:0]     b_rdata,
+    output logic [23:0]         e_raddr,
+    input  logic [L*16-1:0]     e_rdata,
+    output logic [23:0]         d_raddr,
+    input  logic [L*16-1:0]     d_rdata,
+    output logic                c_we,
+    output logic [23:0]         c_waddr,
+    output logic [L-1:0]        c_wmask,
+    output logic [L*16-1:0]     c_wdata,
+    // ACC window port (acc mode)
+    output logic [23:0]         acc_raddr,
+    input  logic [AL*48-1:0]    acc_rdata,
+    output logic                acc_we,
+    output logic [23:0]         acc_waddr,
+    output logic [AL-1:0]       acc_wmask,
+    output logic [AL*48-1:0]    acc_wdata,
+    // statistic (the top keeps the max)
+    output logic                stat_we,
+    output logic [5:0]          stat_slot,
+    output logic [63:0]         stat_value,
+    // counters
+    output logic                feeding,      // an A/B vector pair entered the array this cycle
+    output logic [15:0]         macs          // useful MACs of this cycle's step
+);
+    /* verilator lint_off UNUSEDPARAM */
+    `include "tl_isa.svh"
+    /* verilator lint_on UNUSEDPARAM */
+
+    localparam int KC = L;
+    localparam int KB = $clog2(KC);
+    localparam int MINP = R > C ? R : C;
+    localparam int RQ_LAT = 4;
+    localparam int RW = R > 1 ? $clog2(R) : 1;
+
+    // ------------------------------------------------------------------ command fields
+    logic [511:0] c;
+    wire [15:0] f_m = c[TL_F_M_LSB +: 16];
+    wire [15:0] f_n = c[TL_F_N_LSB +: 16];
+    wire [15:0] f_k = c[TL_F_K_LSB +: 16];
+    wire signed [7:0] f_shift = c[TL_F_SHIFT_LSB +: 8];
+    wire signed [7:0] f_shift2 = c[TL_F_SHIFT2_LSB +: 8];
+    wire signed [7:0] f_shift3 = c[TL_F_SHIFT3_LSB +: 8];
+    wire [31:0] f_seed = c[TL_F_SEED_LSB +: 32];
+    wire [31:0] f_ibase = c[TL_F_INDEX_BASE_LSB +: 32];
+    wire [31:0] f_istride = c[TL_F_INDEX_STRIDE_LSB +: 32];
+    wire [23:0] f_a = c[TL_F_A_ADDR_LSB +: 24];
+    wire [15:0] f_as = c[TL_F_A_STRIDE_LSB +: 16];
+    wire [23:0] f_b = c[TL_F_B_ADDR_LSB +: 24];
+    wire [15:0] f_bs = c[TL_F_B_STRIDE_LSB +: 16];
+    wire [23:0] f_c = c[TL_F_C_ADDR_LSB +: 24];
+    wire [15:0] f_cs = c[TL_F_C_STRIDE_LSB +: 16];
+    wire [23:0] f_d = c[TL_F_D_ADDR_LSB +: 24];
+    wire [23:0] f_e = c[TL_F_E_ADDR_LSB +: 24];
+    wire [15:0] f_es = c[TL_F_E_STRIDE_LSB +: 16];
+    wire [23:0] f_f = c[TL_F_F_ADDR_LSB +: 24];
+    wire signed [31:0] f_imm = c[TL_F_IMM_LSB +: 32];
+    wire f_sr = c[TL_C_SR_LSB];
+    wire f_acc = c[TL_C_ACC_LSB];
+    wire f_ta = c[TL_C_TA_LSB];
+    wire f_tb = c[TL_C_TB_LSB];
+    wire f_bias = c[TL_C_BIAS_LSB];
+    wire f_res = c[TL_C_RES_LSB];
+    wire f_mask = c[TL_C_MASK_LSB];
+    wire f_stat = c[TL_C_STAT_LSB];
+    wire [5:0] f_slot = c[TL_C_SLOT_LSB +: 6];
+    wire use_e = f_res || f_mask;
+
+    // ------------------------------------------------------------------ checks
+    function automatic logic [47:0] last2(input logic [23:0] base, input logic [15:0] rows,
+                                          input logic [15:0] stride, input logic [15:0] cols);
+        last2 = 48'(base) + 48'(rows - 16'd1) * 48'(stride) + 48'(cols) - 48'd1;
+    endfunction
+    function automatic logic shift_ok(input logic signed [7:0] s);
+        shift_ok = s >= -8'sd16 && s <= 8'sd62;
+    endfunction
+    wire [47:0] a_last = f_ta ? last2(f_a, f_k, f_as, f_m) : last2(f_a, f_m, f_as, f_k);
+    wire [47:0] b_last = f_tb ? last2(f_b, f_k, f_bs, f_n) : last2(f_b, f_n, f_bs, f_k);
+    logic [7:0] check_code;
+    always_comb begin
+        check_code = TL_ERR_NONE;
+        if (f_res && f_mask) check_code = TL_ERR_RESERVED_BITS;
+        else if (f_m == 0 || f_n == 0 || f_k == 0) check_code = TL_ERR_BAD_DIMS;
+        else if (a_last >= 48'(SPM_ELEMS) || b_last >= 48'(SPM_ELEMS) ||
+                 (!f_acc && last2(f_c, f_m, f_cs, f_n) >= 48'(SPM_ELEMS)) ||
+                 (f_acc && last2(f_f, f_m, f_cs, f_n) >= 48'(ACC_ELEMS)) ||
+                 (!f_acc && f_bias && 48'(f_d) + 48'(f_n) > 48'(SPM_ELEMS)) ||
+                 (!f_acc && use_e && last2(f_e, f_m, f_es, f_n) >= 48'(SPM_ELEMS)) ||
+                 (f_stat && 32'(f_slot) >= 32'(STAT_SLOTS)))
+            check_code = TL_ERR_SPM_RANGE;
+        else if (!f_acc && (!shift_ok(f_shift) || (f_bias && !shift_ok(f_shift2)) || (f_res && !shift_ok(f_shift3))))
+            check_code = TL_ERR_BAD_SHIFT;
+    end
+
+    // ------------------------------------------------------------------ control
+    localparam logic [1:0] S_IDLE = 2'd0, S_CHECK = 2'd1, S_RUN = 2'd2, S_STAT = 2'd3;
+    logic [1:0] state;
+    wire [15:0] ti_n = (f_m + 16'(R - 1)) / 16'(R);
+    wire [15:0] tj_n = (f_n + 16'(C - 1)) / 16'(C);
+    wire [15:0] ch_n = (f_k + 16'(KC - 1)) >> KB;
+    wire [31:0] tiles = 32'(ti_n) * 32'(tj_n);
+
+    // ------------------------------------------------------------------ loaders
+    // chunk buffers: [buffer][lane][step]
+    logic [15:0] abuf [2][R][KC];
+    logic [15:0] bbuf [2][C][KC];
+    logic [1:0] full;
+    logic [15:0] meta_i0 [2];
+    logic [15:0] meta_j0 [2];
+    logic [KB:0] meta_len [2];
+    logic [1:0] meta_first, meta_last;
+
+    logic [15:0] l_ti, l_tj, l_ch;        // chunk being loaded
+    logic l_all;                          // every chunk loaded
+    logic lb;                             // buffer being filled
+    logic [15:0] la_cnt, lb_cnt;          // issue counters of the A and B loaders
+    logic la_done, lb_done;
+    wire [15:0] l_i0 = l_ti * 16'(R);
+    wire [15:0] l_j0 = l_tj * 16'(C);
+    wire [15:0] l_p0 = l_ch << KB;
+    wire [15:0] l_rem = f_k - l_p0;
+    wire [KB:0] l_len = l_rem > 16'(KC) ? (KB+1)'(KC) : (KB+1)'(l_rem);
+    // reads per chunk: transposed -> l_len windows; stored layout -> one window per row
+    wire [15:0] la_total = f_ta ? 16'(l_len) : 16'(R);
+    wire [15:0] lb_total = f_tb ? 16'(l_len) : 16'(C);
+    wire l_go = state == S_RUN && !l_all && !full[lb];
+    wire la_issue = l_go && !la_done;
+    wire lb_issue = l_go && !lb_done;
+    assign a_raddr = f_ta ? f_a + 24'(32'(l_p0 + la_cnt) * 32'(f_as)) + 24'(l_i0)
+                          : f_a + 24'(32'(l_i0 + la_cnt) * 32'(f_as)) + 24'(l_p0);
+    assign b_raddr = f_tb ? f_b + 24'(32'(l_p0 + lb_cnt) * 32'(f_bs)) + 24'(l_j0)
+                          : f_b + 24'(32'(l_j0 + lb_cnt) * 32'(f_bs)) + 24'(l_p0);
+    // read data lands one cycle later
+    logic la_v, lb_v;
+    logic [15:0] la_q, lb_q;
+    logic lb_buf_q;
+    always_ff @(posedge clk) begin
+        la_v <= la_issue;
+        lb_v <= lb_issue;
+        la_q <= la_cnt;
+        lb_q <= lb_cnt;
+        lb_buf_q <= lb;
+        if (la_v) begin
+            if (f_ta) begin
+                for (int i = 0; i < R; i++) abuf[lb_buf_q][i][KB'(la_q)] <= a_rdata[i*16 +: 16];
+            end else begin
+                for (int p = 0; p < KC; p++) abuf[lb_buf_q][RW'(la_q)][p] <= a_rdata[p*16 +: 16];
+            end
+        end
+        if (lb_v) begin
+            if (f_tb) begin
+                for (int j = 0; j < C; j++) bbuf[lb_buf_q][j][KB'(lb_q)] <= b_rdata[j*16 +: 16];
+            end else begin
+                for (int p = 0; p < KC; p++) bbuf[lb_buf_q][$clog2(C > 1 ? C : 2)'(lb_q)][p] <= b_rdata[p*16 +: 16];
+            end
+        end
+    end
+    // a chunk is complete once both loaders issued everything and the last data has landed
+    wire l_chunk_done = l_go && (la_done || (la_issue && la_cnt == la_total - 16'd1)) &&
+                        (lb_done || (lb_issue && lb_cnt == lb_total - 16'd1));
+    logic mark_full;                      // set `full` one cycle after the chunk's last issue
+    logic mark_buf;
+
+    // ------------------------------------------------------------------ feeder
+    logic fb;
+    logic [KB:0] f_p;
+    logic [15:0] since_last;
+    wire f_at_last = f_p == meta_len[fb] - 1'b1;
+    wire f_is_last = meta_last[fb] && f_at_last;
+    wire f_ok = state == S_RUN && full[fb] && (!f_is_last || since_last >= 16'(MINP)) && !tq_full;
+    wire f_first = f_ok && meta_first[fb] && f_p == 0;
+    wire f_last = f_ok && f_is_last;
+    assign feeding = f_ok;
+
+    logic [R*16-1:0] a_vec;
+    logic [C*16-1:0] b_vec;
+    always_comb begin
+        for (int i = 0; i < R; i++) a_vec[i*16 +: 16] = abuf[fb][i][KB'(f_p)];
+        for (int j = 0; j < C; j++) b_vec[j*16 +: 16] = bbuf[fb][j][KB'(f_p)];
+    end
+    wire [15:0] rows_valid = f_m - meta_i0[fb] > 16'(R) ? 16'(R) : f_m - meta_i0[fb];
+    wire [15:0] cols_valid = f_n - meta_j0[fb] > 16'(C) ? 16'(C) : f_n - meta_j0[fb];
+    assign macs = f_ok ? 16'(32'(rows_valid) * 32'(cols_valid)) : 16'd0;
+
+    // tile queue: (i0, j0) of each tile in the array, pushed at its first step, popped at its last row
+    logic tq_push, tq_pop, tq_empty, tq_full;
+    logic [31:0] tq_dout;
+    logic [2:0] tq_count;
+    engine_fifo #(.W(32), .DEPTH(4)) u_tiles (
+        .clk(clk), .rst(rst || state == S_IDLE), .push(tq_push), .din({meta_i0[fb], meta_j0[fb]}),
+        .pop(tq_pop), .dout(tq_dout), .empty(tq_empty), .full(tq_full), .count(tq_count)
+    );
+    assign tq_push = f_first;
+
+    always_ff @(posedge clk) begin
+        if (rst || state == S_IDLE) begin
+            full <= '0;
+            lb <= 1'b0;
+            fb <= 1'b0;
+            f_p <= '0;
+            l_ti <= '0;
+            l_tj <= '0;
+            l_ch <= '0;
+            l_all <= 1'b0;
+            la_cnt <= '0;
+            lb_cnt <= '0;
+            la_done <= 1'b0;
+            lb_done <= 1'b0;
+            mark_full <= 1'b0;
+            mark_buf <= 1'b0;
+            since_last <= 16'(MINP);
+        end else begin
+            // loaders
+            mark_full <= 1'b0;
+            if (la_issue) begin
+                if (la_cnt == la_total - 16'd1) la_done <= 1'b1;
+                la_cnt <= la_cnt + 1'b1;
+            end
+            if (lb_issue) begin
+                if (lb_cnt == lb_total - 16'd1) lb_done <= 1'b1;
+                lb_cnt <= lb_cnt + 1'b1;
+            end
+            if (l_chunk_done) begin
+                mark_full <= 1'b1;
+                mark_buf <= lb;
+                meta_i0[lb] <= l_i0;
+                meta_j0[lb] <= l_j0;
+                meta_len[lb] <= l_len;
+                meta_first[lb] <= l_ch == 0;
+                meta_last[lb] <= l_ch == ch_n - 16'd1;
+                lb <= !lb;
+                la_cnt <= '0;
+                lb_cnt <= '0;
+                la_done <= 1'b0;
+                lb_done <= 1'b0;
+                if (l_ch == ch_n - 16'd1) begin
+                    l_ch <= '0;
+                    if (l_tj == tj_n - 16'd1) begin
+                        l_tj <= '0;
+                        if (l_ti == ti_n - 16'd1) l_all <= 1'b1;
+                        else l_ti <= l_ti + 1'b1;
+                    end else begin
+                        l_tj <= l_tj + 1'b1;
+                    end
+                end else begin
+                    l_ch <= l_ch + 1'b1;
+                end
+            end
+            // feeder
+            if (f_ok) begin
+                if (f_at_last) begin
+                    f_p <= '0;
+                    fb <= !fb;
+                end else begin
+                    f_p <= f_p + 1'b1;
+                end
+            end
+            if (f_last) since_last <= 16'd1;
+            else if (since_last != 16'hFFFF) since_last <= since_last + 1'b1;
+            // buffer flags: the data of the chunk's last read lands in the cycle mark_full is set
+            for (int x = 0; x < 2; x++) begin
+                if (mark_full && mark_buf == 1'(x)) full[x] <= 1'b1;
+                else if (f_ok && f_at_last && fb == 1'(x)) full[x] <= 1'b0;
+            end
+        end
+    end
+
+    // ------------------------------------------------------------------ PE grid (as in mac_array)
+    /* verilator lint_off UNUSEDSIGNAL */
+    logic [R*(C+1)*16-1:0] a_bus;
+    logic [R*(C+1)*3-1:0] fl_bus;
+    logic [C*(R+1)*16-1:0] b_bus;
+    /* verilator lint_on UNUSEDSIGNAL */
+    logic [R*C*48-1:0] res_bus;
+    for (genvar i = 0; i < R; i++) begin : g_askew
+        wire [18:0] inj = {f_ok, f_first, f_last, a_vec[i*16 +: 16]};
+        if (i == 0) begin : g_direct
+            assign {fl_bus[0 +: 3], a_bus[0 +: 16]} = inj;
+        end else begin : g_delay
+            logic [19*i-1:0] chain;
+            always_ff @(posedge clk) begin
+                if (rst) chain <= '0;
+                else chain <= (19*i)'({chain, inj});
+            end
+            assign {fl_bus[i*(C+1)*3 +: 3], a_bus[i*(C+1)*16 +: 16]} = chain[19*i-1 -: 19];
+        end
+    end
+    for (genvar j = 0; j < C; j++) begin : g_bskew
+        wire [15:0] inj = b_vec[j*16 +: 16];
+        if (j == 0) begin : g_direct
+            assign b_bus[0 +: 16] = inj;
+        end else begin : g_delay
+            logic [16*j-1:0] chain;
+            always_ff @(posedge clk) chain <= (16*j)'({chain, inj});
+            assign b_bus[j*(R+1)*16 +: 16] = chain[16*j-1 -: 16];
+        end
+    end
+    for (genvar i = 0; i < R; i++) begin : g_row
+        for (genvar j = 0; j < C; j++) begin : g_col
+            localparam int H = i * (C + 1) + j;
+            localparam int V = j * (R + 1) + i;
+            mac_pe #(.ACC_W(48)) pe (
+                .clk(clk), .rst(rst), .en(1'b1),
+                .a_in(a_bus[H*16 +: 16]), .b_in(b_bus[V*16 +: 16]),
+                .v_in(fl_bus[H*3 + 2]), .first_in(fl_bus[H*3 + 1]), .last_in(fl_bus[H*3]),
+                .a_out(a_bus[(H+1)*16 +: 16]), .b_out(b_bus[(V+1)*16 +: 16]),
+                .v_out(fl_bus[(H+1)*3 + 2]), .first_out(fl_bus[(H+1)*3 + 1]), .last_out(fl_bus[(H+1)*3]),
+                .res(res_bus[(i*C+j)*48 +: 48])
+            );
+        end
+    end
+    logic [R-1:0] row_done;
+    for (genvar i = 0; i < R; i++) begin : g_done
+        localparam int E = i * (C + 1) + C;
+        assign row_done[i] = fl_bus[E*3 + 2] && fl_bus[E*3];
+    end
+    logic [RW-1:0] row_sel;
+    logic [C*48-1:0] row_res;
+    always_comb begin
+        row_sel = '0;
+        for (int i = 0; i < R; i++) if (row_done[i]) row_sel = RW'(i);
+        row_res = res_bus[row_sel*C*48 +: C*48];
+    end
+    wire draining = |row_done;
+    assign tq_pop = draining && row_sel == RW'(R - 1);
+
+    // ------------------------------------------------------------------ epilogue
+    // D0: the drain cycle issues the E / bias / ACC window reads of row i
+    wire [15:0] d0_i = tq_dout[31:16] + 16'(row_sel);
+    wire [15:0] d0_j0 = tq_dout[15:0];
+    assign e_raddr = f_e + 24'(32'(d0_i) * 32'(f_es)) + 24'(d0_j0);
+    assign d_raddr = f_d + 24'(d0_j0);
+    assign acc_raddr = f_f + 24'(32'(d0_i) * 32'(f_cs)) + 24'(d0_j0);
+
+    logic d1_v, d1_last;
+    logic [15:0] d1_i, d1_j0;
+    logic [C*48-1:0] d1_raw;
+    always_ff @(posedge clk) begin
+        if (rst || state == S_IDLE) begin
+            d1_v <= 1'b0;
+        end else begin
+            d1_v <= draining;
+        end
+        d1_last <= row_sel == RW'(R - 1);
+        d1_i <= d0_i;
+        d1_j0 <= d0_j0;
+        d1_raw <= row_res;
+    end
+
+    // D1: combine
+    function automatic logic signed [63:0] align16(input logic signed [15:0] v, input logic signed [7:0] s);
+        logic signed [63:0] w, q, rem, half;
+        w = 64'(v);
+        if (s <= 0) begin
+            align16 = w <<< (-s);
+        end else begin
+            q = w >>> s;
+            rem = w & ((64'sd1 <<< s) - 64'sd1);
+            half = 64'sd1 <<< (s - 8'sd1);
+            align16 = q + 64'((rem > half) || (rem == half && q[0]));
+        end
+    endfunction
+
+    logic [C-1:0] d1_valid;        // (i, j) inside the output
+    logic [C*64-1:0] v1;
+    logic [C-1:0] keep1;           // counts for the statistic
+    logic [AL*48-1:0] acc_sum;
+    logic acc_over;
+    always_comb begin
+        acc_over = 1'b0;
+        acc_sum = '0;
+        for (int j = 0; j < C; j++) begin
+            logic signed [63:0] v;
+            logic signed [48:0] s49;
+            d1_valid[j] = d1_i < f_m && d1_j0 + 16'(j) < f_n;
+            v = 64'(signed'(d1_raw[j*48 +: 48])) * 64'(f_imm);
+            if (f_bias) v = v + align16(signed'(d_rdata[j*16 +: 16]), f_shift2);
+            if (f_res) v = v + align16(signed'(e_rdata[j*16 +: 16]), f_shift3);
+            v1[j*64 +: 64] = v;
+            keep1[j] = d1_valid[j] && (!f_mask || e_rdata[j*16 +: 16] != 16'd0);
+            s49 = 49'(signed'(acc_rdata[j*48 +: 48])) + 49'(signed'(d1_raw[j*48 +: 48]));
+            acc_sum[j*48 +: 48] = s49[47:0];
+            if (d1_valid[j] && s49[48] != s49[47]) acc_over = 1'b1;
+        end
+    end
+    // acc mode: read-modify-write the ACC row now
+    assign acc_we = d1_v && f_acc;
+    assign acc_waddr = f_f + 24'(32'(d1_i) * 32'(f_cs)) + 24'(d1_j0);
+    always_comb begin
+        acc_wmask = '0;
+        acc_wdata = acc_sum;
+        for (int j = 0; j < C; j++) acc_wmask[j] = d1_valid[j];
+    end
+
+    // D2: requantize lanes (4 stages) + statistic
+    logic d2_v;
+    logic [15:0] d2_i, d2_j0;
+    logic [C*64-1:0] v2;
+    logic [C-1:0] keep2, valid2;
+    always_ff @(posedge clk) begin
+        if (rst || state == S_IDLE) d2_v <= 1'b0;
+        else d2_v <= d1_v && !f_acc;
+        d2_i <= d1_i;
+        d2_j0 <= d1_j0;
+        v2 <= v1;
+        keep2 <= keep1;
+        valid2 <= d1_valid;
+    end
+    wire [31:0] row_index = f_ibase + 32'(d2_i) * f_istride + 32'(d2_j0);
+    logic [C*16-1:0] q_lanes;
+    for (genvar j = 0; j < C; j++) begin : g_rq
+        trilevel_requant #(.ACC_W(64)) u_rq (
+            .clk(clk), .en(1'b1), .acc(v2[j*64 +: 64]), .shift(f_shift), .mode(f_sr), .seed(f_seed),
+            .index(row_index + 32'(j)), .q(q_lanes[j*16 +: 16])
+        );
+    end
+    logic [RQ_LAT-1:0] q_v;
+    logic [23:0] q_addr [RQ_LAT];
+    logic [C-1:0] q_mask [RQ_LAT];
+    always_ff @(posedge clk) begin
+        if (rst || state == S_IDLE) q_v <= '0;
+        else q_v <= {q_v[RQ_LAT-2:0], d2_v};
+        q_addr[0] <= f_c + 24'(32'(d2_i) * 32'(f_cs)) + 24'(d2_j0);
+        q_mask[0] <= valid2;
+        for (int s = 1; s < RQ_LAT; s++) begin
+            q_addr[s] <= q_addr[s-1];
+            q_mask[s] <= q_mask[s-1];
+        end
+    end
+    assign c_we = q_v[RQ_LAT-1];
+    assign c_waddr = q_addr[RQ_LAT-1];
+    always_comb begin
+        c_wmask = '0;
+        c_wdata = '0;
+        for (int j = 0; j < C; j++) begin
+            c_wmask[j] = q_mask[RQ_LAT-1][j];
+            c_wdata[j*16 +: 16] = q_lanes[j*16 +: 16];
+        end
+    end
+
+    // statistic: max over kept (i, j) of |v| in output units (|v| >> shift, or << -shift saturating)
+    logic [63:0] row_units;
+    always_comb begin
+        row_units = '0;
+        for (int j = 0; j < C; j++) begin
+            logic [63:0] mag, u;
+            logic signed [63:0] v;
+            v = v2[j*64 +: 64];
+            mag = v[63] ? 64'(-v) : 64'(v);
+            if (mag[63]) mag = 64'h7FFF_FFFF_FFFF_FFFF;
+            if (f_shift >= 0) u = mag >> f_shift;
+            else if ((mag >> (8'sd63 + f_shift)) != 0) u = 64'h7FFF_FFFF_FFFF_FFFF;
+            else u = mag << (-f_shift);
+            if (keep2[j] && u > row_units) row_units = u;
+        end
+    end
+    logic [63:0] stat_max;
+
+    // ------------------------------------------------------------------ completion
+    logic [31:0] rows_out;         // rows leaving the epilogue (acc: at D1; else at the C write)
+    logic acc_err;
+    wire row_out = f_acc ? d1_v : c_we;
+    wire [31:0] rows_total = tiles * 32'(R);
+
+    assign busy = state != S_IDLE;
+    assign stat_we = state == S_STAT && f_stat && !f_acc;
+    assign stat_slot = f_slot;
+    assign stat_value = stat_max;
+
+    always_ff @(posedge clk) begin
+        if (rst) begin
+            state <= S_IDLE;
+            c <= '0;
+            done <= 1'b0;
+            err_valid <= 1'b0;
+            err_code <= '0;
+            rows_out <= '0;
+            stat_max <= '0;
+            acc_err <= 1'b0;
+        end else begin
+            done <= 1'b0;
+            err_valid <= 1'b0;
+            case (state)
+                S_IDLE: if (start) begin
+                    c <= cmd;
+                    state <= S_CHECK;
+                end
+                S_CHECK: begin
+                    rows_out <= '0;
+                    stat_max <= '0;
+                    acc_err <= 1'b0;
+                    if (check_code != TL_ERR_NONE) begin
+                        err_valid <= 1'b1;
+                        err_code <= check_code;
+                        state <= S_IDLE;
+                    end else begin
+                        state <= S_RUN;
+                    end
+                end
+                S_RUN: begin
+                    if (row_out) rows_out <= rows_out + 1'b1;
+                    if (d2_v && row_units > stat_max) stat_max <= row_units;
+                    if (acc_we && acc_over) acc_err <= 1'b1;
+                    if (row_out && rows_out == rows_total - 32'd1) state <= S_STAT;
+                end
+                S_STAT: begin
+                    if (acc_err) begin
+                        err_valid <= 1'b1;
+                        err_code <= TL_ERR_ACC_RANGE;
+                    end else begin
+                        done <= 1'b1;
+                    end
+                    state <= S_IDLE;
+                end
+                default: state <= S_IDLE;
+            endcase
+        end
+    end
+
+    /* verilator lint_off UNUSEDSIGNAL */
+    wire unused = ^{c, tq_count, la_q, lb_q, tq_empty, d1_last, q_lanes, mark_full, e_rdata, d_rdata, acc_rdata, a_rdata, b_rdata};
+    /* verilator lint_on UNUSEDSIGNAL */
+endmodule
