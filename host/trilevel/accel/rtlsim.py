@@ -25,6 +25,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -268,3 +269,131 @@ class Harness:
             raise RtlSimError(f"engine still running after {ran} cycles (CTRL={ctrl:#x})")
         return {"ctrl": ctrl, "error": self.reg("ERROR"), "err_pc": self.reg("ERR_PC"),
                 "err_pc_valid": self.reg("ERR_PC_CTRL") & 1, "cycles_run": ran}
+
+
+# ------------------------------------------------------------------------------------ engine model
+class RtlEngine:
+    """The Verilated engine as a `trilevel.accel.engine.EngineModel`: run(ddr image, cmd_addr, count).
+
+    The DDR image is copied into the harness's DDR at `ddr_base` (above 4 GiB), the program is started
+    through the AXI-Lite registers and run to completion, then the whole image is copied back. Used to
+    compare the RTL with trilevel.accel.fsim and the C-sim command by command."""
+
+    def __init__(self, config: isa.EngineConfig = isa.CI_SMALL, ddr: DdrModel | None = None,
+                 ddr_base: int = 0x8_0000_0000, max_cycles: int = 200_000_000) -> None:
+        self.config = config
+        self.harness = Harness(config, ddr)
+        self.ddr_base, self.max_cycles = ddr_base, max_cycles
+        self.last_cycles = 0
+
+    def run(self, ddr: np.ndarray, cmd_addr: int, cmd_count: int):
+        from trilevel.accel.fsim import RunResult
+
+        image = np.asarray(ddr).view(np.uint8)
+        h = self.harness
+        h.write_mem(self.ddr_base, image)
+        h.set_reg("DDR_BASE_LO", self.ddr_base & 0xFFFFFFFF)
+        h.set_reg("DDR_BASE_HI", self.ddr_base >> 32)
+        h.set_reg("CMD_ADDR", cmd_addr)
+        h.set_reg("CMD_COUNT", cmd_count)
+        h.set_reg("CTRL", isa.CTRL_START)
+        self.last_cycles = h.run(self.max_cycles, STOP_IDLE)
+        ctrl = h.reg("CTRL")
+        if not ctrl & isa.CTRL_IDLE:
+            raise RtlSimError(f"RTL engine still running after {self.last_cycles} cycles")
+        image[:] = h.read_mem(self.ddr_base, image.nbytes)
+        code = h.reg("ERROR")
+        counters = h.counters()
+        err = isa.Err(code) if code in iter(isa.Err) else isa.Err.BAD_OPCODE
+        pc = h.reg("ERR_PC") if h.reg("ERR_PC_CTRL") & 1 else 0
+        return RunResult(ctrl & (isa.CTRL_DONE | isa.CTRL_IDLE) | isa.CTRL_DONE, err, pc,
+                         counters["RETIRED"], counters)
+
+
+# ------------------------------------------------------------------------------- pynq device
+ENGINE_BASE = 0xA000_0000     # the engine IP's AXI-Lite window (trilevel.accel.engine.ENGINE_BASE)
+
+
+def _device_class() -> type:
+    from pynq.buffer import PynqBuffer
+    from pynq.pl_server.device import Device
+
+    class _Memory:
+        def __init__(self, device: Any) -> None:
+            self.device = device
+
+        def allocate(self, shape: Any, dtype: Any, **kwargs: Any) -> PynqBuffer:
+            dev = self.device
+            nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            address = dev.next_address
+            dev.next_address += -(-max(nbytes, 1) // 4096) * 4096
+            return PynqBuffer(shape, dtype, device=dev, device_address=address, bo=address, coherent=False)
+
+    class RtlSimZynq(Device):
+        """A ZCU102 as pynq sees it, with the Verilated RTL engine behind the engine IP's window.
+
+        MMIO reads and writes are AXI-Lite transactions of the harness's master on the RTL's register
+        file; `pynq.allocate` buffers live in the harness's DDR model (physical addresses above 4 GiB)
+        and are non-coherent like the board's HP port: the engine sees host data after
+        `sync_to_device`, the host sees engine results after `sync_from_device`. Simulated time
+        advances when the host polls CTRL while the engine runs (until ap_done, at most `poll_cycles`
+        per read), so the driver's polling loop costs one read per run."""
+
+        _probe_priority_ = 979
+        enabled = False
+
+        @classmethod
+        def _probe_(cls) -> list[Any]:
+            return [cls(Harness())] if cls.enabled else []
+
+        def __init__(self, harness: Harness, tag: str = "rtlsim-zcu102",
+                     poll_cycles: int = 500_000_000) -> None:
+            super().__init__(tag)
+            self.capabilities = {"REGISTER_RW": True, "MEMORY_MAPPED": False}
+            self.default_memory = _Memory(self)
+            self.harness = harness
+            self.next_address = 0x8_0000_1000
+            self.poll_cycles = poll_cycles
+            self.engine_cycles = 0
+
+        def flush(self, bo: int, offset: int, ptr: int, size: int) -> None:
+            data = np.frombuffer(ctypes.string_at(ptr, size), np.uint8)
+            self.harness.write_mem(bo + offset, data)
+
+        def invalidate(self, bo: int, offset: int, ptr: int, size: int) -> None:
+            data = self.harness.read_mem(bo + offset, size)
+            ctypes.memmove(ptr, data.ctypes.data, size)
+
+        def read_registers(self, address: int, length: int) -> bytes:
+            offset = address - ENGINE_BASE
+            if offset == isa.REGISTERS["CTRL"][0] and self.harness.busy:
+                self.engine_cycles += self.harness.run(self.poll_cycles, STOP_IDLE)
+            return int(self.harness.read_reg(offset)).to_bytes(4, "little")[:length]
+
+        def write_registers(self, address: int, data: bytes) -> None:
+            self.harness.write_reg(address - ENGINE_BASE, int.from_bytes(data, "little"))
+
+    return RtlSimZynq
+
+
+_DEVICE_CLASS: type | None = None
+
+
+def rtlsim_zynq(harness: Harness) -> Any:
+    """A pynq.Device whose engine IP is the Verilated RTL engine of `harness`."""
+    global _DEVICE_CLASS
+    if _DEVICE_CLASS is None:
+        _DEVICE_CLASS = _device_class()
+    return _DEVICE_CLASS(harness)
+
+
+def rtlsim_backend(config: isa.EngineConfig = isa.CI_SMALL, ddr: DdrModel | None = None,
+                   timeout_s: float = 3600.0) -> Any:
+    """The `rtlsim` accelerator backend: trilevel.accel.engine's board driver (EngineDriver over pynq MMIO
+    and allocate) and EngineBackend, on a pynq Device backed by the RTL engine in Verilator."""
+    from trilevel.accel.engine import EngineBackend, pynq_driver
+
+    device = rtlsim_zynq(Harness(config, ddr))
+    backend = EngineBackend(pynq_driver(device, config, ENGINE_BASE, timeout_s), "rtlsim")
+    backend.device = device
+    return backend
