@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -196,7 +198,10 @@ class CSimEngine:
         self.path = Path(path) if path is not None else DEFAULT_CSIM_LIB
         if not self.path.is_file():
             raise CSimError(f"C-sim engine library {self.path} not found (run `make csim`)")
-        lib = ctypes.CDLL(str(self.path))
+        try:
+            lib = ctypes.CDLL(str(self.path))
+        except OSError as err:
+            raise CSimError(f"C-sim engine library {self.path} cannot be loaded: {err}") from None
         if not hasattr(lib, "tl_engine_run"):
             raise CSimError(f"{self.path} does not export tl_engine_run (rebuild with `make csim`)")
         lib.tl_engine_config.argtypes = [ctypes.POINTER(ctypes.c_uint32), ctypes.c_int]
@@ -257,6 +262,15 @@ class CSimEngine:
             int(retired.value),
             dict(zip(isa.COUNTERS, (int(c) for c in counters), strict=True)),
         )
+
+
+def build_csim() -> Path:
+    """`make csim`'s step: hls/build_csim.py (a no-op when nothing changed); returns the library path."""
+    cmd = [sys.executable, str(ROOT / "hls" / "build_csim.py")]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise CSimError((result.stderr or result.stdout).strip() or f"{' '.join(cmd)} failed")
+    return DEFAULT_CSIM_LIB
 
 
 def csim_engine_available(path: str | os.PathLike | None = None) -> bool:

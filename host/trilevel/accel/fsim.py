@@ -55,6 +55,7 @@ from trilevel.intref.luts import DGELU_LUT, PHI_LUT, RSQRT_FRAC
 ACC_LIMIT = 1 << 47  # signed 48-bit accumulators: |value| < 2**47
 STAT_MAX = (1 << 63) - 1
 SHIFT_RANGE = (-16, 62)  # requantizer: right shifts up to 62, left shifts up to 16
+ALIGN_RANGE = (-47, 62)  # operand alignment (bias, residual, beta): int16 << 47 still fits the 64-bit sum
 SOFTMAX_FRAC_RANGE = (0, 15)
 DONE = isa.CTRL_DONE | isa.CTRL_IDLE  # CTRL after a run (ERROR tells success from failure)
 # Dependency-token queues: (module that pushes, direction flag) -> queue name.
@@ -426,9 +427,9 @@ class FunctionalEngine:
         if not f["acc"]:
             self._shift(f["shift"], "shift")
             if f["bias"]:
-                self._shift(f["shift2"], "bias alignment shift2")
+                self._shift(f["shift2"], "bias alignment shift2", ALIGN_RANGE)
             if f["res"]:
-                self._shift(f["shift3"], "residual alignment shift3")
+                self._shift(f["shift3"], "residual alignment shift3", ALIGN_RANGE)
         self._stat_slots(f)
         if f["ta"]:
             a = self._operand(self.spm, "SPM A", f["a_addr"], m, k, 1, f["a_stride"])
@@ -548,8 +549,9 @@ class FunctionalEngine:
     def _ln_fwd(self, f: dict[str, int]) -> None:
         m, n = f["m"], f["n"]
         self._max_row(n, "LayerNorm")
-        for name in ("shift", "shift2", "shift4"):
+        for name in ("shift", "shift4"):
             self._shift(f[name], name)
+        self._shift(f["shift2"], "beta alignment shift2", ALIGN_RANGE)
         self._stat_slots(f)
         x = self._operand(self.spm, "SPM A", f["a_addr"], m, n, f["a_stride"]).astype(np.int64)
         gamma = self._operand(self.spm, "SPM B", f["b_addr"], 1, n, 0).astype(np.int64)
@@ -574,7 +576,7 @@ class FunctionalEngine:
         for name in ("shift", "shift2", "shift3"):
             self._shift(f[name], name)
         if f["bias"]:
-            self._shift(f["shift4"], "shift4")
+            self._shift(f["shift4"], "residual alignment shift4", ALIGN_RANGE)
         self._stat_slots(f, 3)
         dy = self._operand(self.spm, "SPM A", f["a_addr"], m, n, f["a_stride"]).astype(np.int64)
         gamma = self._operand(self.spm, "SPM B", f["b_addr"], 1, n, 0).astype(np.int64)
@@ -591,11 +593,14 @@ class FunctionalEngine:
         b_sum = round_shift((g * xhat).sum(axis=-1, keepdims=True), fh, "rne")
         t = ((n * g - a_sum) << fh) - xhat * b_sum
         t_hat = saturate16(self._round(t, f["shift2"], f, True, subseed(f["seed"], 1))).astype(np.int64)
+        dx_shift = f["shift3"] + k  # per row, checked as each row runs
+        _fault(bool(((dx_shift < SHIFT_RANGE[0]) | (dx_shift > SHIFT_RANGE[1])).any()), Err.BAD_SHIFT,
+               f"LN_BWD shift3 + k outside {SHIFT_RANGE}")
         acc = t_hat * rs
         if res is not None:
+            _fault(bool(((f["shift4"] - k < ALIGN_RANGE[0]) | (f["shift4"] - k > ALIGN_RANGE[1])).any()),
+                   Err.BAD_SHIFT, f"LN_BWD shift4 - k outside {ALIGN_RANGE}")
             acc = acc + align(res.astype(np.int64), f["shift4"] - k, 0)
-        dx_shift = f["shift3"] + k
-        _fault(int(dx_shift.max()) > SHIFT_RANGE[1], Err.BAD_SHIFT, "LN_BWD shift3 + k beyond 62")
         self.spm[where_c] = saturate16(self._round(acc, dx_shift, f, True, subseed(f["seed"], 2)))
         self._update_stat(f, max_abs_out(g_acc, f["shift"]), 0)
         self._update_stat(f, max_abs_out(t, f["shift2"]), 1)

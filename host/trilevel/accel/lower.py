@@ -463,6 +463,9 @@ def _spm(b: Builder, what: str) -> Arena:
     return Arena(b.scratch, f"{b.kernel} {what} (SPM)")
 
 
+ALIGN = (-47, 62)  # operand alignment shifts (fsim.ALIGN_RANGE); requantizer shifts: [-16, 62]
+
+
 def _check_shift(value: int, what: str, lo: int = -16, hi: int = 62) -> int:
     if not lo <= value <= hi:
         raise LoweringError(f"{what} shift {value} outside the requantizer's range [{lo}, {hi}]")
@@ -1114,8 +1117,8 @@ def linear_fwd(
         res,
         y,
         _check_shift(fa - frac_y, "output"),
-        _check_shift(frac_b - fa, "bias") if frac_b is not None else 0,
-        _check_shift(frac_res - fa, "residual") if frac_res is not None else 0,
+        _check_shift(frac_b - fa, "bias", *ALIGN) if frac_b is not None else 0,
+        _check_shift(frac_res - fa, "residual", *ALIGN) if frac_res is not None else 0,
         0,
     )
     return b.finish(layers.LINEAR_FWD_FRACS)
@@ -1148,7 +1151,7 @@ def linear_bwd(
 
 def _ln_fwd_shifts(dim: int, frac_g: int, frac_b: int, frac_y: int) -> tuple[int, int]:
     fa = ln_xhat_frac(dim) + frac_g
-    return _check_shift(fa - frac_y, "LayerNorm output"), _check_shift(frac_b - fa, "LayerNorm beta")
+    return _check_shift(fa - frac_y, "LayerNorm output"), _check_shift(frac_b - fa, "LayerNorm beta", *ALIGN)
 
 
 def _ln_bwd_shifts(
@@ -1160,7 +1163,7 @@ def _ln_bwd_shifts(
         _check_shift(frac_dy + frac_g - f["g"], "LayerNorm g"),
         _check_shift(f["g"] + fh - f["t"], "t"),
         _check_shift(f["t"] + RSQRT_FRAC - frac_x - f["dx"], "LayerNorm dx"),
-        _check_shift(shift4, "LayerNorm residual"),
+        _check_shift(shift4, "LayerNorm residual", *ALIGN),
     )
 
 
@@ -1254,7 +1257,7 @@ def attn_block_fwd(
         None,
         qkv,
         _check_shift(fa - f["qkv"], "qkv"),
-        _check_shift(p["attn.qkv.bias"] - fa, "qkv bias"),
+        _check_shift(p["attn.qkv.bias"] - fa, "qkv bias", *ALIGN),
         0,
         slots["qkv"],
     )
@@ -1270,8 +1273,8 @@ def attn_block_fwd(
         x,
         out,
         _check_shift(fa - f["out"], "proj"),
-        _check_shift(p["attn.proj.bias"] - fa, "proj bias"),
-        _check_shift(frac_x - fa, "residual"),
+        _check_shift(p["attn.proj.bias"] - fa, "proj bias", *ALIGN),
+        _check_shift(frac_x - fa, "residual", *ALIGN),
         slots["out"],
     )
     return b.finish(blocks.ATTN_FWD_FRACS)
@@ -1427,7 +1430,7 @@ def mlp_block_fwd(
         None,
         h,
         _check_shift(fa - f["h"], "fc1"),
-        _check_shift(p["mlp.fc1.bias"] - fa, "fc1 bias"),
+        _check_shift(p["mlp.fc1.bias"] - fa, "fc1 bias", *ALIGN),
         0,
         slots["h"],
     )
@@ -1451,8 +1454,8 @@ def mlp_block_fwd(
         x,
         out,
         _check_shift(fa - f["out"], "fc2"),
-        _check_shift(p["mlp.fc2.bias"] - fa, "fc2 bias"),
-        _check_shift(frac_x - fa, "residual"),
+        _check_shift(p["mlp.fc2.bias"] - fa, "fc2 bias", *ALIGN),
+        _check_shift(frac_x - fa, "residual", *ALIGN),
         slots["out"],
     )
     return b.finish(blocks.MLP_FWD_FRACS)
