@@ -1,199 +1,133 @@
-"""Golden vectors for the Vitis HLS csim_design testbench (hls/tb/tb_kernels.cpp), from the integer reference.
+"""Golden vectors for the Vitis HLS csim_design testbench of the engine (hls/tb/tb_engine.cpp).
 
-For each top function, runs one small random case through the C-sim library while recording the
-extern "C" call (`trilevel.csim.CSim.record`), checks the C-sim result against `trilevel.intref` bit
-for bit, and writes the call with its arguments before and after into `<out>/<top>/call.bin`. The
-testbench replays the call on the kernel as Vitis compiles it and compares every buffer.
+Builds one small program that exercises every unit (LOAD/STORE with gather and zero fill, GEMM with
+bias, statistic and ACC accumulation, SOFTMAX forward with the ACC head-sum and backward, LayerNorm,
+GELU, COLSUM, MASK, TOPK) in a DDR image, runs it on the command-level golden model
+(trilevel.accel.fsim, itself built from trilevel.intref) and writes:
 
-    python hls/gen_vectors.py --out build/hls/vectors [TOP ...]
+    <out>/engine/ddr.bin        the DDR image before the run (program at offset 0)
+    <out>/engine/expected.bin   the DDR image after the run
+    <out>/engine/meta.txt       "<cmd_count> <error> <retired>"
 
-call.bin (little-endian): b"TLV1", u32 len + function name, u32 argument count, then per argument a
-u8 kind: 0 int32 (i32), 1 uint32 (u32), 2 int64 (i64), 3 array (u64 nbytes, bytes before, bytes
-after), 4 NULL, 5 pointer table (u32 count, then count arguments of kind 3 or 4), 6 int by reference
-(i32 before, i32 after).
+    python hls/gen_vectors.py --out build/hls/vectors
 """
 
 from __future__ import annotations
 
 import argparse
-import struct
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-KIND = {"int": 0, "uint": 1, "long": 2, "array": 3, "null": 4, "table": 5, "intref": 6}
+DDR_BYTES = 1 << 16
+DATA = 1 << 12  # program at [0, 4096), data after
 
 
-def encode_call(name: str, args: list[tuple[str, object, object]]) -> bytes:
-    def array(before: np.ndarray | None, after: np.ndarray | None) -> bytes:
-        if before is None:
-            return bytes([KIND["null"]])
-        raw_b, raw_a = np.ascontiguousarray(before).tobytes(), np.ascontiguousarray(after).tobytes()
-        return bytes([KIND["array"]]) + struct.pack("<Q", len(raw_b)) + raw_b + raw_a
+def build_program(seed: int = 0) -> tuple[np.ndarray, int]:
+    """The DDR image (uint8, program at 0) and its command count."""
+    from trilevel.accel import isa
+    from trilevel.accel.isa import Mem, Op, SoftmaxSub, Vec
 
-    out = [b"TLV1", struct.pack("<I", len(name)), name.encode(), struct.pack("<I", len(args))]
-    for kind, before, after in args:
-        if kind in ("int", "uint", "long"):
-            fmt = {"int": "<i", "uint": "<I", "long": "<q"}[kind]
-            out.append(bytes([KIND[kind]]) + struct.pack(fmt, before))
-        elif kind in ("array", "null"):
-            out.append(array(before, after))
-        elif kind == "table":
-            out.append(bytes([KIND["table"]]) + struct.pack("<I", len(before)))
-            out.extend(array(b, a) for b, a in zip(before, after, strict=True))
-        elif kind == "intref":
-            out.append(bytes([KIND["intref"]]) + struct.pack("<ii", before, after))
-        else:
-            raise ValueError(f"unknown argument kind {kind!r}")
-    return b"".join(out)
+    rng = np.random.default_rng(seed)
+    ddr = np.zeros(DDR_BYTES, dtype=np.uint8)
+    free = [DATA]
+    cmds: list[np.ndarray] = []
 
+    def put(arr: np.ndarray) -> int:
+        addr = free[0]
+        raw = np.ascontiguousarray(arr).view(np.uint8).ravel()
+        ddr[addr : addr + raw.size] = raw
+        free[0] = -(-(addr + raw.size) // 64) * 64
+        return addr
 
-def same(got: object, want: object) -> bool:
-    """Bit-exact equality of kernel results (QTensors, arrays, dicts, tuples, scalars)."""
-    from trilevel.intref.fixed import QTensor
+    def out(nbytes: int) -> int:
+        addr = free[0]
+        free[0] = -(-(addr + nbytes) // 64) * 64
+        return addr
 
-    if isinstance(want, QTensor):
-        return isinstance(got, QTensor) and got.frac == want.frac and np.array_equal(got.data, want.data)
-    if isinstance(want, np.ndarray):
-        return np.array_equal(np.asarray(got), want)
-    if isinstance(want, dict):
-        return all(same(got[k], v) for k, v in want.items())
-    if isinstance(want, (tuple, list)):
-        return len(got) == len(want) and all(same(g, w) for g, w in zip(got, want, strict=True))
-    return got == want
+    def load(mem: Mem, arr: np.ndarray, at: int, **f: int) -> None:
+        arr = np.atleast_2d(arr)
+        cmds.append(isa.encode(Op.LOAD, sub=mem, m=arr.shape[0], n=arr.shape[1], index_base=put(arr),
+                               index_stride=arr.strides[0], a_addr=at, a_stride=arr.shape[1], **f))
 
+    def store(mem: Mem, at: int, m: int, n: int, **f: int) -> None:
+        size = isa.DDR_ELEM_BYTES[mem]
+        cmds.append(isa.encode(Op.STORE, sub=mem, m=m, n=n, index_base=out(m * n * size),
+                               index_stride=n * size, a_addr=at, a_stride=n, **f))
 
-def cases(rng: np.random.Generator) -> dict[str, Callable[[object], object]]:
-    """top -> f(impl) running one call of `impl` (trilevel.csim.CSim or a reference namespace)."""
-    from trilevel.accel.kernel_args import ATTN_PARAMS, MLP_PARAMS, attn_param_shapes, mlp_param_shapes
-    from trilevel.intref import blocks, layers, optim
-    from trilevel.intref.fixed import QTensor
-
-    def q(shape: tuple[int, ...], frac: int, amp: int = 3000) -> QTensor:
-        return QTensor(rng.integers(-amp, amp + 1, shape).astype(np.int16), frac)
-
-    dim, hidden, heads, tokens, batch = 64, 128, 4, 17, 2
-    names = dict(
-        zip(ATTN_PARAMS + MLP_PARAMS, attn_param_shapes(dim) + mlp_param_shapes(dim, hidden), strict=True)
-    )
-    params = {n: q(s, 14 if n.startswith("norm") else 16) for n, s in names.items()}
-    x, dout = q((batch, tokens, dim), 10, 8000), q((batch, tokens, dim), 14)
-    keys = np.sort(np.argsort(rng.random((batch, tokens - 1, tokens - 1)), axis=-1)[..., :6] + 1)
-    conn = np.concatenate([np.zeros((batch, tokens - 1, 1), np.int64), keys], axis=-1)
-    lin = {"weight": q((40, dim), 16), "bias": q((40,), 13)}
-    residual, dy = q((batch, tokens, 40), 11), q((batch, tokens, 40), 14)
-    ln = {"weight": params["norm1.weight"], "bias": params["norm1.bias"]}
-    attn_f = {"ln": 12, "qkv": 11, "s": 8, "ctx": 11, "out": 10}
-    attn_b = {"dctx": 14, "dp": 14, "ds": 14, "dqkv": 14, "dln": 14, "ln_g": 14, "ln_t": 12, "dx": 14}
-    mlp_f = {"ln": 12, "h": 11, "a": 11, "out": 10}
-    mlp_b = {"da": 14, "dh": 14, "dln": 14, "ln_g": 14, "ln_t": 12, "dx": 14}
-    attn_sum = rng.integers(0, 4 * 32768, (batch, tokens, tokens))
-    acc = rng.integers(-(2**36), 2**36, (40, dim))
-    master = (rng.standard_normal((40, dim)) * 0.05).astype(np.float32)
-    ref_saved = {
-        "attn": blocks.attn_block_fwd(x, params, attn_f, heads, conn)[2],
-        "mlp": blocks.mlp_block_fwd(x, params, mlp_f)[2],
-        "ln": layers.layernorm_fwd(x, ln, {"y": 12})[2],
-    }
-
-    def grads(names_: list[str]) -> dict[str, np.ndarray]:
-        return {
-            n: np.zeros(params[n].data.shape if n in params else lin[n].data.shape, np.int64) for n in names_
-        }
-
-    def optimizer(impl: object) -> object:
-        state = [master.copy(), np.zeros_like(master), np.zeros_like(master)]
-        w = impl.adamw_step(*state, acc, 30, 4, optim.AdamWScalars.at(1, 5e-4))
-        return w, state
-
-    return {
-        "linear_fwd": lambda m: m.linear_fwd(x, lin, {"y": 11}, residual),
-        "linear_bwd": lambda m: (
-            m.linear_bwd(dy, {"x": x}, lin, g := grads(["weight", "bias"]), {"dx": 12}, 5),
-            g,
-        ),
-        "layernorm_fwd": lambda m: m.layernorm_fwd(x, ln, {"y": 12}),
-        "layernorm_bwd": lambda m: (
-            m.layernorm_bwd(
-                dout,
-                ref_saved["ln"],
-                ln,
-                g := {"weight": np.zeros(dim, np.int64), "bias": np.zeros(dim, np.int64)},
-                {"g": 13, "t": 12, "dx": 13},
-                6,
-                x,
-            ),
-            g,
-        ),
-        "attn_fwd": lambda m: m.attn_block_fwd(x, params, attn_f, heads, conn)[:2],
-        "attn_bwd": lambda m: (
-            m.attn_block_bwd(dout, dict(ref_saved["attn"]), params, g := grads(list(names)[:6]), attn_b, 7),
-            g,
-        ),
-        "mlp_fwd": lambda m: m.mlp_block_fwd(x, params, mlp_f)[:2],
-        "mlp_bwd": lambda m: (
-            m.mlp_block_bwd(dout, ref_saved["mlp"], params, g := grads(list(names)[6:]), mlp_b, 8),
-            g,
-        ),
-        "topk_prune": lambda m: m.topk_connections(attn_sum, 5, True),
-        "optimizer_step": optimizer,
-    }
+    t, d, o = 12, 40, 24
+    x = rng.integers(-3000, 3000, (t, d)).astype(np.int16)
+    w = rng.integers(-3000, 3000, (o, d)).astype(np.int16)
+    load(Mem.SPM, x, 0)
+    load(Mem.SPM, w, 1000)
+    load(Mem.SPM, rng.integers(-3000, 3000, o).astype(np.int16), 2000)  # bias
+    load(Mem.SPM, rng.integers(8000, 16000, d).astype(np.int16), 2100)  # gamma
+    load(Mem.SPM, rng.integers(-3000, 3000, d).astype(np.int16), 2200)  # beta
+    load(Mem.IDX, np.array([[3, 0, 7, 7, 11]], dtype=np.uint16), 0)
+    load(Mem.IDX, np.sort(rng.choice(o, (t - 1, 6)), axis=1).astype(np.uint16), 100)
+    cmds.append(isa.encode(Op.LOAD, sub=Mem.SPM, m=5, n=d, index_base=DATA, index_stride=2 * d,
+                           a_addr=9000, a_stride=d, ta=1, b_addr=0))  # gather rows 3, 0, 7, 7, 11 of x
+    cmds.append(isa.encode(Op.LOAD, sub=Mem.ACC, m=1, n=4096, a_addr=0, a_stride=4096, tb=1, push_next=1))
+    cmds.append(isa.encode(Op.GEMM, m=t, n=o, k=d, a_addr=0, a_stride=d, b_addr=1000, b_stride=d, c_addr=3000,
+                           c_stride=o, bias=1, d_addr=2000, shift2=-2, shift=14, imm=1, stat=1, slot=0,
+                           pop_prev=1))
+    cmds.append(isa.encode(Op.VEC, sub=Vec.MASK, m=t, n=o, k=6, imm=1, b_addr=100, b_stride=6, c_addr=3500,
+                           c_stride=o))
+    cmds.append(isa.encode(Op.SOFTMAX, sub=SoftmaxSub.FWD, m=t, n=o, a_addr=3000, a_stride=o, c_addr=4000,
+                           c_stride=o, shift=9, mask=1, e_addr=3500, e_stride=o, acc=1, d_addr=0, d_stride=o))
+    cmds.append(isa.encode(Op.SOFTMAX, sub=SoftmaxSub.BWD, m=t, n=o, a_addr=4000, a_stride=o, b_addr=3000,
+                           b_stride=o, c_addr=4500, c_stride=o, shift=30, sr=1, seed=77, index_stride=o,
+                           stat=1, slot=1))
+    cmds.append(isa.encode(Op.TOPK, m=t, n=o - 1, k=5, a_addr=1, a_stride=o, c_addr=500, c_stride=6, imm=1))
+    cmds.append(isa.encode(Op.VEC, sub=Vec.LN_FWD, m=t, n=d, a_addr=0, a_stride=d, b_addr=2100, d_addr=2200,
+                           c_addr=5000, c_stride=d, e_addr=5500, e_stride=d, f_addr=1000, shift=16, shift2=-4,
+                           shift4=10, stat=1, slot=2))
+    cmds.append(isa.encode(Op.VEC, sub=Vec.LN_BWD, m=t, n=d, a_addr=1000, a_stride=d, b_addr=2100,
+                           e_addr=5500, e_stride=d, f_addr=1000, c_addr=6000, c_stride=d, shift=14, shift2=14,
+                           shift3=6, seed=5, index_stride=d, stat=1, slot=3))
+    cmds.append(isa.encode(Op.VEC, sub=Vec.GELU_FWD, m=t, n=o, a_addr=3000, a_stride=o, c_addr=6500,
+                           c_stride=o, imm=10, shift=16, stat=1, slot=6))
+    cmds.append(isa.encode(Op.VEC, sub=Vec.COLSUM, m=t, n=o, a_addr=3000, a_stride=o, f_addr=2000))
+    cmds.append(isa.encode(Op.GEMM, m=o, n=d, k=t, a_addr=3000, a_stride=o, ta=1, b_addr=0, b_stride=d, tb=1,
+                           acc=1, f_addr=3000, c_stride=d, push_next=1))
+    store(Mem.SPM, 3000, 1, 7000 - 3000, pop_prev=1)
+    store(Mem.SPM, 9000, 5, d)
+    store(Mem.ACC, 0, 1, 4000)
+    store(Mem.IDX, 500, t, 6)
+    store(Mem.STAT, 0, 1, 8)
+    cmds.append(isa.encode(Op.FINISH))
+    words = isa.program_words(cmds)
+    assert words.nbytes <= DATA and free[0] <= DDR_BYTES
+    ddr[: words.nbytes] = words.view(np.uint8)
+    return ddr, len(cmds)
 
 
-def reference() -> object:
-    from types import SimpleNamespace
+def write_vectors(out: Path, seed: int = 0) -> Path:
+    from trilevel.accel import fsim, isa
 
-    from trilevel.intref import blocks, layers, optim, topk
-
-    return SimpleNamespace(
-        **{
-            n: getattr(mod, n)
-            for mod, ns in (
-                (layers, ("linear_fwd", "linear_bwd", "layernorm_fwd", "layernorm_bwd")),
-                (blocks, ("attn_block_fwd", "attn_block_bwd", "mlp_block_fwd", "mlp_block_bwd")),
-                (topk, ("topk_connections",)),
-                (optim, ("adamw_step",)),
-            )
-            for n in ns
-        }
-    )
+    ddr, count = build_program(seed)
+    after = ddr.copy()
+    res = fsim.FunctionalEngine(isa.PRODUCTION).run(after, 0, count)
+    if not res.ok:
+        raise RuntimeError(f"golden program failed on fsim: {res.error.name} at {res.err_pc}: {res.detail}")
+    folder = Path(out) / "engine"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ddr.bin").write_bytes(ddr.tobytes())
+    (folder / "expected.bin").write_bytes(after.tobytes())
+    (folder / "meta.txt").write_text(f"{count} {int(res.error)} {res.retired}\n")
+    return folder
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("tops", nargs="*", help="top functions (default: all)")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "hls" / "vectors")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from trilevel import csim
-
-    lib = csim.CSim(csim.build())
-    ref = reference()
-    table = cases(np.random.default_rng(args.seed))
-    for top in args.tops or list(table):
-        if top not in table:
-            print(f"gen_vectors: unknown top {top!r}; choose from {', '.join(table)}", file=sys.stderr)
-            return 1
-        with lib.record() as calls:
-            got = table[top](lib)
-        want = table[top](ref)
-        if not same(got, want):
-            print(f"gen_vectors: {top}: C-sim differs from trilevel.intref", file=sys.stderr)
-            return 1
-        kernel_calls = [c for c in calls if c[0] == f"tl_{top}"]
-        if len(kernel_calls) != 1:
-            print(
-                f"gen_vectors: {top}: expected one tl_{top} call, recorded {[c[0] for c in calls]}",
-                file=sys.stderr,
-            )
-            return 1
-        path = args.out / top / "call.bin"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(encode_call(*kernel_calls[0]))
-        print(f"gen_vectors: {path}")
+    if str(ROOT / "host") not in sys.path:
+        sys.path.insert(0, str(ROOT / "host"))
+    print(write_vectors(args.out, args.seed))
     return 0
 
 

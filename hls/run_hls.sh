@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Vitis HLS flow for the trilevel kernels (`make hls`): csim_design, csynth_design and an IP-catalog
-# export per top function, into build/hls/<top>/. Needs vitis_hls on PATH (Vitis 2022.2 or newer).
-#   bash hls/run_hls.sh [--clock MHZ] [TOP ...]      (default: every hls/tcl/<top>.tcl, 150 MHz)
-# Environment: TRILEVEL_HLS_CLOCK_MHZ, TRILEVEL_HLS_PART, TRILEVEL_HLS_STEPS, TRILEVEL_HLS_RTL_UNITS
-# (see hls/tcl/common.tcl).
+# Vitis HLS flow for the engine (`make hls`): csim_design (hls/tb/tb_engine.cpp on golden vectors),
+# csynth_design and an IP-catalog export of the top trilevel_engine into build/hls/trilevel_engine/.
+# Needs vitis_hls on PATH (Vitis 2022.2 or newer).
+#   bash hls/run_hls.sh [--clock MHZ] [--config zcu102|ci] [SCRIPT ...]   (default: every hls/tcl/<script>.tcl)
+# Environment: TRILEVEL_HLS_CLOCK_MHZ, TRILEVEL_HLS_PART, TRILEVEL_HLS_STEPS (see hls/tcl/common.tcl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,29 +12,34 @@ if ! command -v vitis_hls >/dev/null 2>&1; then
     exit 1
 fi
 
-tops=()
+config=zcu102
+scripts=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --clock) export TRILEVEL_HLS_CLOCK_MHZ="$2"; shift 2 ;;
         --clock=*) export TRILEVEL_HLS_CLOCK_MHZ="${1#--clock=}"; shift ;;
+        --config) config="$2"; shift 2 ;;
+        --config=*) config="${1#--config=}"; shift ;;
         -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
-        *) tops+=("$1"); shift ;;
+        *) scripts+=("$1"); shift ;;
     esac
 done
-if [ ${#tops[@]} -eq 0 ]; then
+if [ ${#scripts[@]} -eq 0 ]; then
     for f in hls/tcl/*.tcl; do
         name=$(basename "$f" .tcl)
-        [ "$name" = common ] || tops+=("$name")
+        [ "$name" = common ] || scripts+=("$name")
     done
 fi
 
 PY=${PYTHON:-.venv/bin/python}
-# LUT header and the C-sim test vectors, both from the integer reference.
+# The generated headers (LUTs and the command set at the chosen build sizes) and the csim vectors.
 "$PY" -m trilevel.intref.luts --header build/hls/include/trilevel_luts.h >/dev/null
-"$PY" hls/gen_vectors.py --out build/hls/vectors "${tops[@]}"
+mkdir -p build/hls/include
+"$PY" -m trilevel.accel.isa --header c --config "$config" > build/hls/include/tl_isa.h
+"$PY" hls/gen_vectors.py --out build/hls/vectors >/dev/null
 
-for top in "${tops[@]}"; do
-    [ -f "hls/tcl/$top.tcl" ] || { echo "run_hls: no hls/tcl/$top.tcl" >&2; exit 1; }
-    echo "run_hls: $top at ${TRILEVEL_HLS_CLOCK_MHZ:-150} MHz -> build/hls/$top"
-    vitis_hls -f "hls/tcl/$top.tcl" -l "build/hls/$top.log"
+for script in "${scripts[@]}"; do
+    [ -f "hls/tcl/$script.tcl" ] || { echo "run_hls: no hls/tcl/$script.tcl" >&2; exit 1; }
+    echo "run_hls: $script at ${TRILEVEL_HLS_CLOCK_MHZ:-150} MHz ($config build) -> build/hls/"
+    vitis_hls -f "hls/tcl/$script.tcl" -l "build/hls/$script.log"
 done

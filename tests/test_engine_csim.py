@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG_NAMES = ("array_rows", "array_cols", "spm_elems", "acc_elems", "idx_elems", "stat_slots", "vec_lanes",
                 "softmax_units", "max_row", "axi_bytes", "queue_depth", "isa_version")
 DDR_BYTES = 1 << 21
+VITIS_SOURCES = ("engine.cpp", "dma.cpp", "compute.cpp")  # hls/tcl/engine.tcl's sources
 PROGRAM_BYTES = 1 << 15  # room for 512 commands at DDR offset 0
 WAITING_LOAD = {"sub": Mem.SPM, "m": 1, "n": 4, "index_base": PROGRAM_BYTES, "pop_next": 1}
 
@@ -594,3 +599,78 @@ def test_ap_flavour_runs_the_synthesizable_gemm_with_the_same_bits(engine):
         assert got["error"] == want["error"] == Err.NONE
         np.testing.assert_array_equal(ddr_ap, ddr_fast)
         assert got["counters"] == want["counters"]
+
+
+# ============================================================================= Vitis HLS flow
+def test_vitis_testbench_on_golden_vectors(engine, tmp_path):
+    """hls/tb/tb_engine.cpp (the csim_design testbench), compiled as Vitis compiles the top (-DTL_VITIS:
+    ap_uint<128> gmem, ap_int PE array), is bit-exact on hls/gen_vectors.py's program (every unit; golden
+    image from fsim) and fails on a corrupted expectation."""
+    build = _build_csim()
+    gen = subprocess.run([sys.executable, str(ROOT / "hls" / "gen_vectors.py"), "--out", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert gen.returncode == 0, gen.stderr
+    tb = tmp_path / "tb_engine"
+    cmd = ["g++", "-O1", "-std=c++14", "-w", "-DTL_VITIS", f"-I{ROOT / 'hls' / 'engine'}",
+           f"-I{build.DEFAULT_LIB.parent / 'include'}", f"-I{build.ap_types_dir()}",
+           str(ROOT / "hls" / "tb" / "tb_engine.cpp"),
+           *(str(ROOT / "hls" / "engine" / f) for f in VITIS_SOURCES), "-o", str(tb)]
+    comp = subprocess.run(cmd, capture_output=True, text=True)
+    assert comp.returncode == 0, comp.stderr[-2000:]
+    run = subprocess.run([str(tb), str(tmp_path / "engine")], capture_output=True, text=True)
+    assert run.returncode == 0 and "bit-exact" in run.stdout, run.stderr
+    expected = tmp_path / "engine" / "expected.bin"
+    raw = bytearray(expected.read_bytes())
+    raw[PROGRAM_BYTES // 8 + 5000] ^= 1  # a byte of the stored results
+    expected.write_bytes(bytes(raw))
+    run = subprocess.run([str(tb), str(tmp_path / "engine")], capture_output=True, text=True)
+    assert run.returncode == 1 and "differs from the reference" in run.stderr
+
+
+def test_tcl_script_synthesizes_the_engine_top():
+    tcl = (ROOT / "hls" / "tcl" / "engine.tcl").read_text()
+    assert re.search(rf"^set top {isa.HLS_TOP}$", tcl, re.M)
+    sources = re.search(r"^set sources \{(.*)\}$", tcl, re.M).group(1).split()
+    assert sorted(sources) == sorted(VITIS_SOURCES)
+    engine_cpp = (ROOT / "hls" / "engine" / "engine.cpp").read_text()
+    assert re.search(rf"^uint32_t {isa.HLS_TOP}\(ap_uint<128>\* gmem, uint32_t cmd_addr, uint32_t cmd_count, "
+                     rf"uint32_t\* err_pc,\s+uint64_t counters\[{isa.N_COUNTERS}\]\)", engine_cpp, re.M)
+    for arg in ("cmd_addr", "cmd_count", "err_pc", "counters", "return"):
+        assert f"INTERFACE s_axilite port = {arg} bundle = control" in engine_cpp
+    for queue in ("load_q", "compute_q", "store_q", "l2c", "c2l", "c2s", "s2c"):
+        assert f"STREAM variable = tl_{queue} depth = TL_QUEUE_DEPTH" in engine_cpp
+    common = (ROOT / "hls" / "tcl" / "common.tcl").read_text()
+    for needle in ("xczu9eg-ffvb1156-2-e", "TRILEVEL_HLS_CLOCK_MHZ", "-DTL_VITIS", "tb_engine.cpp",
+                   "csim_design", "csynth_design", "export_design -format ip_catalog"):
+        assert needle in common
+
+
+def test_every_runtime_loop_has_a_tripcount():
+    """Synthesizable style: every loop of the synthesized sources whose bound is not a compile-time
+    constant declares LOOP_TRIPCOUNT (C-sim-only branches excluded)."""
+    constant = re.compile(r"<\s*(TL_[A-Z_]+|\d+|TL_CMD_WORDS / 4)\s*$")
+    csim_only = re.compile(r"#ifdef TRILEVEL_FAST_CSIM.*?#(else|endif)|#ifndef __SYNTHESIS__.*?#endif", re.S)
+    missing = []
+    for name in VITIS_SOURCES:
+        source = (ROOT / "hls" / "engine" / name).read_text()
+        text = csim_only.sub(lambda m: "\n" * m.group(0).count("\n"), source)
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
+            m = re.match(r"\s*for \((.*?);(.*?);(.*?)\)", line)
+            if not m or constant.search(m.group(2).strip()) or "UNROLL" in lines[i + 1]:
+                continue
+            if "LOOP_TRIPCOUNT" not in "\n".join(lines[i + 1:i + 4]):
+                missing.append(f"{name}:{i + 1}: {line.strip()}")
+    assert not missing, missing
+    assert len(re.findall("LOOP_TRIPCOUNT", "".join((ROOT / "hls" / "engine" / n).read_text()
+                                                    for n in VITIS_SOURCES))) >= 30
+
+
+def test_run_hls_without_vitis_prints_one_line(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    assert shutil.which("vitis_hls", path=env["PATH"]) is None
+    script = str(ROOT / "hls" / "run_hls.sh")
+    result = subprocess.run(["bash", script], capture_output=True, text=True, env=env)
+    assert result.returncode == 1 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "vitis_hls not found" in lines[0]

@@ -218,7 +218,9 @@ sequencer:
             if ((pending.w[0] & ((1u << TL_C_OP_W) - 1)) == TL_OP_FINISH || pc >= cmd_count) fetch_done = true;
         }
         // LOAD, COMPUTE, STORE: each runs its head command once its tokens are there.
-        for (int m = 0; m < 3 && !err; m++) {
+    modules:
+        for (int m = 0; m < 3; m++) {
+            if (err) break;
             if (!head_valid[m] && !tl_cmd_queue(m).empty()) {
                 head[m] = tl_cmd_queue(m).read();
                 head_valid[m] = true;
@@ -281,9 +283,11 @@ sequencer:
     return err >> 24;
 }
 
-// The Vitis HLS top: its ap_ctrl_hs / s_axilite layout is trilevel.accel.isa.REGISTERS.
-uint32_t trilevel_engine(tl_beat_t* gmem, uint32_t cmd_addr, uint32_t cmd_count, uint32_t* err_pc,
-                         uint64_t counters[TL_N_COUNTERS]) {
+#if defined(TL_VITIS) || defined(__SYNTHESIS__)
+// The Vitis HLS top (isa.HLS_TOP): its ap_ctrl_hs / s_axilite layout is trilevel.accel.isa.REGISTERS
+// (bitstreams/hls_interface.py derives it from this signature). gmem is tl_beat_t.
+uint32_t trilevel_engine(ap_uint<128>* gmem, uint32_t cmd_addr, uint32_t cmd_count, uint32_t* err_pc,
+                         uint64_t counters[12]) {
 #pragma HLS INTERFACE m_axi port = gmem offset = slave bundle = gmem max_read_burst_length = 256 max_write_burst_length = 256 num_read_outstanding = 8 num_write_outstanding = 8
 #pragma HLS INTERFACE s_axilite port = cmd_addr bundle = control
 #pragma HLS INTERFACE s_axilite port = cmd_count bundle = control
@@ -300,8 +304,10 @@ uint32_t trilevel_engine(tl_beat_t* gmem, uint32_t cmd_addr, uint32_t cmd_count,
 #pragma HLS ARRAY_PARTITION variable = tl_spm cyclic factor = TL_SPM_BANKS
 #pragma HLS BIND_STORAGE variable = tl_spm type = ram_t2p impl = bram
 #pragma HLS BIND_STORAGE variable = tl_accm type = ram_t2p impl = bram
+    static_assert(TL_N_COUNTERS == 12, "counters[12] above must follow isa.N_COUNTERS");
     return tl_engine_core(gmem, (uint64_t)1 << 32, cmd_addr, cmd_count, err_pc, counters);
 }
+#endif
 
 #ifndef __SYNTHESIS__
 // --------------------------------------------------------------------------- C-sim test hooks

@@ -207,8 +207,11 @@ static inline uint32_t tl_fail(int err, uint32_t pc) {
 // ------------------------------------------------------------------------------------- the engine
 // The Vitis HLS top (engine.cpp; its s_axilite map is trilevel.accel.isa.REGISTERS): runs the program
 // of cmd_count commands at byte offset cmd_addr of gmem; returns the Err code (ap_return = ERROR).
-uint32_t trilevel_engine(tl_beat_t* gmem, uint32_t cmd_addr, uint32_t cmd_count, uint32_t* err_pc,
-                         uint64_t counters[TL_N_COUNTERS]);
+// Only in the Vitis build (TL_VITIS): the C-sim library calls tl_engine_core.
+#if defined(TL_VITIS) || defined(__SYNTHESIS__)
+uint32_t trilevel_engine(ap_uint<128>* gmem, uint32_t cmd_addr, uint32_t cmd_count, uint32_t* err_pc,
+                         uint64_t counters[12]);
+#endif
 // The same engine over a DDR window of ddr_bytes (the C-sim's simulated DDR; the top passes 2**32).
 uint32_t tl_engine_core(tl_beat_t* gmem, uint64_t ddr_bytes, uint64_t cmd_addr, uint32_t cmd_count,
                         uint32_t* err_pc, uint64_t counters[TL_N_COUNTERS]);
