@@ -15,7 +15,7 @@ import sys
 from trilevel.userinput import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, OneLineParser, UserError
 
 # Each module defines `register(subparsers)`; the parser it adds sets `func(args) -> int`.
-COMMAND_MODULES: tuple[str, ...] = ("train", "demo", "macs", "latency", "bench", "export")
+COMMAND_MODULES: tuple[str, ...] = ("train", "demo", "macs", "latency", "bench", "export", "program")
 
 
 def build_parser() -> argparse.ArgumentParser:
