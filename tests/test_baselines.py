@@ -313,3 +313,8 @@ def test_method_specs() -> None:
     for bad in ("nope", "svite:density", "svite:colour=red", "svite:density=2"):
         with pytest.raises(ValueError):
             make_method(bad)
+    for method in (DynamicViTMethod(), SViTEMethod()):  # they choose tokens themselves
+        with pytest.raises(ValueError, match="chooses tokens itself; drop token_policy"):
+            method.build_model("demo", token_policy="evit")
+    model = DynamicViTMethod().build_model("demo", num_classes=3, drop_path=0.1, attn_impl="gather")
+    assert model.cfg.num_classes == 3 and model.attn_impl == "gather"

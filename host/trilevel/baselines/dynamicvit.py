@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trilevel.baselines import forward
-from trilevel.baselines.methods import TrainingMethod, register_method
+from trilevel.baselines.methods import TrainingMethod, own_selector_config, register_method
 from trilevel.config import ViTConfig, keep_count
 from trilevel.macs import MacCounter
-from trilevel.model import ForwardInfo, VisionTransformer, build_model
+from trilevel.model import ForwardInfo, VisionTransformer
 from trilevel.selectors import topk_indices
 
 
@@ -130,12 +130,8 @@ class DynamicViTMethod(TrainingMethod):
         self.kept_fraction: list[float] = []
 
     def build_model(self, name: str, **kwargs: Any) -> VisionTransformer:
-        kwargs.pop("token_policy", None)  # the predictor replaces the TA-selector's rule
-        kwargs.pop("attn_policy", None)
-        return DynamicViT(
-            build_model(name, **kwargs).cfg,
-            **{k: v for k, v in kwargs.items() if k in ("attn_impl", "drop_path")},
-        )
+        cfg, model_args = own_selector_config(self.name, name, kwargs)
+        return DynamicViT(cfg, **model_args)
 
     def extra_loss(self, model: VisionTransformer) -> Tensor | None:
         loss = model.keep_ratio_loss()

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor, nn
 
+from trilevel.config import ViTConfig, get_config
 from trilevel.macs import MacCounter
 from trilevel.model import VisionTransformer, build_model
 
@@ -104,6 +105,20 @@ def make_method(spec: str | None) -> TrainingMethod:
         return METHODS[name](**kwargs)
     except TypeError as err:
         raise ValueError(f"method {name!r}: {err}") from None
+
+
+def own_selector_config(method: str, name: str, kwargs: dict[str, Any]) -> tuple[ViTConfig, dict[str, Any]]:
+    """For methods that select tokens themselves: the model config (name plus field overrides such
+    as num_classes) and the model arguments they honour (attn_impl, drop_path). TA-selector policies
+    are refused rather than ignored."""
+    chosen = [key for key in ("token_policy", "attn_policy") if kwargs.get(key) is not None]
+    if chosen:
+        raise ValueError(f"method {method!r} chooses tokens itself; drop {', '.join(chosen)}")
+    model_args = {key: kwargs[key] for key in ("attn_impl", "drop_path") if kwargs.get(key) is not None}
+    fields = {
+        k: v for k, v in kwargs.items() if k not in ("token_policy", "attn_policy", "attn_impl", "drop_path")
+    }
+    return get_config(name, **fields), model_args
 
 
 def linear_weights(model: nn.Module) -> dict[str, nn.Linear]:

@@ -29,10 +29,10 @@ import torch
 from torch import Tensor, nn
 
 from trilevel.baselines import forward
-from trilevel.baselines.methods import TrainingMethod, linear_weights, register_method
+from trilevel.baselines.methods import TrainingMethod, linear_weights, own_selector_config, register_method
 from trilevel.config import ViTConfig, keep_count
 from trilevel.macs import MacCounter, count_model_macs
-from trilevel.model import ForwardInfo, VisionTransformer, build_model
+from trilevel.model import ForwardInfo, VisionTransformer
 from trilevel.selectors import topk_indices
 
 
@@ -148,10 +148,8 @@ class _SparseMethod(TrainingMethod):
         return {f"{name}.weight": self.masks[name].float()}
 
     def build_model(self, name: str, **kwargs: Any) -> VisionTransformer:
-        self.token_selector_kwargs = {k: kwargs[k] for k in ("attn_impl", "drop_path") if k in kwargs}
-        kwargs.pop("token_policy", None)
-        kwargs.pop("attn_policy", None)
-        return TokenSelectorViT(build_model(name, **kwargs).cfg, **self.token_selector_kwargs)
+        cfg, model_args = own_selector_config(self.name, name, kwargs)
+        return TokenSelectorViT(cfg, **model_args)
 
     def _initial_masks(self, model: VisionTransformer) -> dict[str, Tensor]:
         generator = torch.Generator().manual_seed(self.seed)
