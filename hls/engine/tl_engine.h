@@ -27,7 +27,7 @@ typedef int64_t tl_mac_t;
 #define TL_TRIP_K 1536        // GEMM reduction (MLP hidden of DeiT-S)
 #define TL_TRIP_COLS 1536     // columns of one command
 #define TL_SPM_BANKS (TL_ARRAY_ROWS > TL_ARRAY_COLS ? TL_ARRAY_ROWS : TL_ARRAY_COLS)
-#define TL_TILE_K_MAX 4096    // GEMM operand tile buffers: reductions longer than this are split
+#define TL_TILE_K_MAX 2048    // GEMM operand tile buffers (one BRAM36 per bank): longer reductions are split
 #define TL_DDR_LATENCY 120    // modelled DDR read latency (cycles at 150 MHz), docs/engine.md
 #define TL_VEC_PIPE 8         // vector/SFU pipeline depth (cycles), docs/engine.md
 
