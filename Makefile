@@ -57,5 +57,7 @@ bitstream:
 flash:
 	@bash bitstreams/flash.sh
 
+# Only what the make targets wrote: runs/demo (make demo), results/bench (make bench); other runs stay.
 clean:
-	rm -rf build runs results sim_build .pytest_cache
+	rm -rf build runs/demo results/bench sim_build .pytest_cache
+	@rmdir runs results 2>/dev/null || true
