@@ -29,6 +29,7 @@ from tqdm import tqdm
 from trilevel.config import ViTConfig, get_config
 from trilevel.model import build_model, token_plan
 from trilevel.schedule import KeepRatioSchedule
+from trilevel.userinput import bars_disabled
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
 
@@ -192,7 +193,7 @@ def run_macs(counter: MacCounter, plan: RunPlan, progress: bool = True) -> dict[
         desc="counting sparsity plans",
         leave=False,
         file=sys.stderr,
-        disable=not progress or len(images_per_plan) < 20,
+        disable=bars_disabled(progress) or len(images_per_plan) < 20,
     )
     sparse = sum(
         images * counter.count(keep_token, keep_attn, train=True) for keep_token, keep_attn, images in entries
