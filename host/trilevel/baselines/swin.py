@@ -45,7 +45,7 @@ from trilevel.model import ForwardInfo
 
 
 @dataclass
-class _PruneState:
+class PruneState:
     prune_blocks: tuple[int, ...]
     last_block: int
     keep_token: float = 1.0
@@ -54,7 +54,7 @@ class _PruneState:
     variance: Tensor | None = None
 
 
-def _kept_top(scores: Tensor, keep: Tensor, ratio: float) -> Tensor:
+def kept_top(scores: Tensor, keep: Tensor, ratio: float) -> Tensor:
     """Per image, the keep_count(ratio, n) kept tokens with the largest scores (ties: lower index)."""
     flat_scores, flat_keep = scores.flatten(1).float(), keep.flatten(1)
     counts = flat_keep.sum(dim=1).tolist()
@@ -87,7 +87,7 @@ class ScoringWindowAttention(WindowAttention):
 class PrunableSwinBlock(SwinTransformerBlock):
     """A Swin block that honours the model's keep mask and runs a TA-selector when asked."""
 
-    _tl_state: _PruneState
+    _tl_state: PruneState
     _tl_index: int
 
     def _masked_attn(self, x: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
@@ -125,7 +125,7 @@ class PrunableSwinBlock(SwinTransformerBlock):
         h, received = self._masked_attn(self.norm1(x), keep)
         x = x + keep[..., None] * self.drop_path1(h)
         if self._tl_index in state.prune_blocks and state.keep_token < 1.0:
-            keep = state.keep = _kept_top(received, keep, state.keep_token)
+            keep = state.keep = kept_top(received, keep, state.keep_token)
         if self._tl_index == state.last_block:
             flat, kept = received.flatten(1).float(), keep.flatten(1).float()
             mean = (flat * kept).sum(1) / kept.sum(1)
@@ -137,7 +137,7 @@ class PrunableSwinBlock(SwinTransformerBlock):
 class MaskedPatchMerging(PatchMerging):
     """timm's patch merging; the merged token is kept if any of its 2 x 2 children was kept."""
 
-    _tl_state: _PruneState
+    _tl_state: PruneState
 
     def forward(self, x: Tensor) -> Tensor:
         state = self._tl_state
@@ -151,7 +151,7 @@ class MaskedPatchMerging(PatchMerging):
 class TriLevelSwin(SwinTransformer):
     """`forward(x, keep_token, keep_attn=1.0, return_info=False)` like the golden model's."""
 
-    _tl_state: _PruneState
+    _tl_state: PruneState
 
     def forward(  # type: ignore[override]
         self, x: Tensor, keep_token: float = 1.0, keep_attn: float = 1.0, return_info: bool = False
@@ -174,7 +174,7 @@ def apply_token_pruning(model: SwinTransformer, prune_blocks: tuple[int, ...] = 
     blocks = [block for stage in model.layers for block in stage.blocks]
     if any(not 0 <= b < len(blocks) for b in prune_blocks):
         raise ValueError(f"prune_blocks {prune_blocks} outside 0..{len(blocks) - 1}")
-    state = _PruneState(tuple(prune_blocks), len(blocks) - 1)
+    state = PruneState(tuple(prune_blocks), len(blocks) - 1)
     model.__class__ = TriLevelSwin
     model._tl_state = state
     for index, block in enumerate(blocks):
