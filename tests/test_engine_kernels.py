@@ -248,3 +248,19 @@ def test_csim_engine_deit_tiny_pruned_stage() -> None:
     case = Case(batch=1, length=139, dim=192, heads=3, hidden=768, seed=139)
     check_attn(engine, case, case.conn(0.7))
     check_mlp(engine, case)
+
+
+def test_replayed_programs_equal_freshly_lowered_ones() -> None:
+    """New fracs at known shapes reuse the program's structure (only shift/imm fields change)."""
+    shape = lower.AttnShape(2, 9, 32, 2, 1, 4)
+    pf = tuple((n, 14) for n in ("norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias",
+                                 "attn.proj.weight", "attn.proj.bias"))
+    fracs = [lower.fracs_key({**ATTN_FWD, "s": s, "out": 13 - s}, tuple(ATTN_FWD)) for s in (9, 7)]
+    raw = lower.attn_block_fwd.__wrapped__
+    lower._TEMPLATES.clear()
+    fresh = raw(isa.CI_SMALL, shape, 12, pf, fracs[1])
+    lower._TEMPLATES.clear()
+    raw(isa.CI_SMALL, shape, 12, pf, fracs[0])
+    replayed = raw(isa.CI_SMALL, shape, 12, pf, fracs[1])
+    assert np.array_equal(replayed.words, fresh.words) and replayed.seed_sites == fresh.seed_sites
+    assert not np.array_equal(replayed.words, raw(isa.CI_SMALL, shape, 12, pf, fracs[0]).words)

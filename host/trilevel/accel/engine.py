@@ -118,10 +118,11 @@ class EngineDriver:
                         f"the program expects {buf.rows}x{buf.cols}"
                     )
                 host[buf.offset : buf.offset + buf.nbytes] = data.reshape(-1).view(np.uint8)
+                ddr[buf.offset : buf.offset + buf.nbytes].sync_to_device()  # flush only what was written
         words = program.bind(seed)
         start = program.program_offset
         host[start : start + words.nbytes] = words.view(np.uint8)
-        ddr.sync_to_device()
+        ddr[start : start + words.nbytes].sync_to_device()
         self.mmio.write(REG["DDR_BASE_LO"], base & 0xFFFF_FFFF)
         self.mmio.write(REG["DDR_BASE_HI"], base >> 32)
         self.mmio.write(REG["CMD_ADDR"], start)
@@ -147,10 +148,10 @@ class EngineDriver:
             )
             cls = EngineOverflowError if code == Err.ACC_RANGE else EngineError
             raise cls(program.kernel, code, pc, isa.disassemble_one(words_pc))
-        ddr.sync_from_device()
         outputs = {}
         for name, buf in program.buffers.items():
             if buf.role in ("out", "inout"):
+                ddr[buf.offset : buf.offset + buf.nbytes].sync_from_device()  # invalidate only the outputs
                 raw = host[buf.offset : buf.offset + buf.nbytes].copy()
                 outputs[name] = raw.view(buf.dtype).reshape(buf.rows, buf.cols)
         stats_row = outputs.pop("stats")[0]

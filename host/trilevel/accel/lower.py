@@ -199,14 +199,21 @@ class _Command:
     module: Module
     knows: dict[Module, int]  # highest index per module known complete before this command starts
     seed_path: tuple[int, ...] | None = None
+    relay: bool = False
 
 
 class Builder:
     """Appends commands, derives their dependency tokens and lays out the program's DDR buffers."""
 
-    def __init__(self, config: isa.EngineConfig, kernel: str) -> None:
+    def __init__(self, config: isa.EngineConfig, kernel: str, template: Program | None = None) -> None:
+        """With `template` (the same kernel lowered at the same shapes with other fracs) the builder
+        replays it: every command keeps its fields and tokens and only the frac-dependent fields
+        (FRAC_FIELDS) are rewritten, which is much faster than deriving the program again."""
         self.config = config
         self.kernel = kernel
+        self.template = template
+        self._replay_words = template.words.reshape(-1, isa.WORDS).copy() if template is not None else None
+        self._replay_pos = 0
         self.commands: list[_Command] = []
         self.buffers: dict[str, Buffer] = {}
         self.ddr_top = 0
@@ -229,6 +236,8 @@ class Builder:
 
     # ---- commands
     def add(self, op: Op, seed_path: tuple[int, ...] | None = None, **fields: int) -> int:
+        if self._replay_words is not None:
+            return self._replay(op, fields)
         f = isa.decode(isa.encode(op, **fields))
         reads, writes = accesses(op, f)
         module = isa.MODULE_OF[op]
@@ -299,6 +308,7 @@ class Builder:
                     [(spm, self.scratch + 1, self.scratch + 2)],
                     Module.COMPUTE,
                     dict(self._known[Module.COMPUTE]),
+                    relay=True,
                 )
             )
             self._last[Module.COMPUTE] = len(self.commands) - 1
@@ -341,12 +351,38 @@ class Builder:
     def zero_acc(self, addr: int, rows: int, cols: int) -> int:
         return self.add(Op.LOAD, sub=Mem.ACC, m=rows, n=cols, a_addr=addr, a_stride=cols, tb=1)
 
+    def _replay(self, op: Op, fields: dict[str, int]) -> int:
+        assert self.template is not None and self._replay_words is not None
+        relays = self.template.relay_commands
+        while self._replay_pos in relays:
+            self._replay_pos += 1
+        i = self._replay_pos
+        self._replay_pos += 1
+        words = self._replay_words
+        if i >= len(words) or int(words[i, 0]) & 0xF != op:
+            raise RuntimeError(f"{self.kernel}: replay diverged from its template at command {i}")
+        for name in FRAC_FIELDS:
+            word, lsb, width, signed = isa.FIELDS[name]
+            value = int(fields.get(name, 0))
+            lo, hi = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if signed else (0, (1 << width) - 1)
+            if not lo <= value <= hi:
+                raise isa.EncodeError(f"field {name}={value} outside [{lo}, {hi}]")
+            mask = ((1 << width) - 1) << lsb
+            words[i, word] = (int(words[i, word]) & ~mask & 0xFFFFFFFF) | ((value << lsb) & mask)
+        return i
+
     def finish(self, stat_keys: Sequence[str]) -> Program:
         """STORE STAT of every statistic slot, FINISH, and the program."""
         stats = self.buffer("stats", 1, max(1, len(stat_keys)), "<i8", "out")
         if stat_keys:
             self.dma(Op.STORE, Mem.STAT, 0, 0, stats, 0, 0, 1, len(stat_keys))
         self.add(Op.FINISH)
+        if self.template is not None and self._replay_words is not None:
+            if self._replay_pos != len(self._replay_words):
+                raise RuntimeError(
+                    f"{self.kernel}: replay ended at {self._replay_pos} of {len(self._replay_words)}"
+                )
+            return dataclasses.replace(self.template, words=self._replay_words.reshape(-1))
         prog = self.buffer("program", len(self.commands), isa.WORDS, "<u4", "program")
         words = np.stack(
             [
@@ -355,6 +391,7 @@ class Builder:
             ]
         )
         seeds = tuple((i, c.seed_path) for i, c in enumerate(self.commands) if c.seed_path is not None)
+        relays = frozenset(i for i, c in enumerate(self.commands) if c.relay)
         return Program(
             self.kernel,
             self.config,
@@ -365,10 +402,11 @@ class Builder:
             seeds,
             prog.offset,
             self.relays,
+            relays,
         )
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(eq=False)
 class Program:
     """A lowered kernel call: commands (seeds 0) and the DDR buffers they address (offsets from DDR_BASE)."""
 
@@ -381,6 +419,7 @@ class Program:
     seed_sites: tuple[tuple[int, tuple[int, ...]], ...]  # (command, subseed path from the kernel seed)
     program_offset: int
     relays: int
+    relay_commands: frozenset[int] = frozenset()  # the relay GEMMs' indices
 
     @property
     def count(self) -> int:
@@ -389,9 +428,16 @@ class Program:
     def bind(self, seed: int = 0) -> np.ndarray:
         """The command words with the SR seeds of kernel seed `seed`."""
         words = self.words.reshape(-1, isa.WORDS).copy()
-        for cmd, path in self.seed_sites:
-            words[cmd, 3] = derive_seed(seed, path)
+        for path, commands in self._seed_groups.items():
+            words[commands, isa.FIELDS["seed"][0]] = derive_seed(seed, path)
         return words.reshape(-1)
+
+    @functools.cached_property
+    def _seed_groups(self) -> dict[tuple[int, ...], np.ndarray]:
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for cmd, path in self.seed_sites:
+            groups.setdefault(path, []).append(cmd)
+        return {path: np.array(cmds, dtype=np.int64) for path, cmds in groups.items()}
 
     def summary(self) -> dict[str, object]:
         """Commands per unit, DDR payload bytes and MACs (the static counts of the program)."""
@@ -1084,6 +1130,23 @@ def stage_attn_core_bwd(
 # Each lowering is a pure function of shapes, fracs and the configuration (cached). Buffer names are
 # the contract with the backend (trilevel.accel.engine), which writes inputs and reads outputs by name.
 _CACHE = 512
+# Fields that depend on the fracs (everything else depends only on shapes and the configuration).
+FRAC_FIELDS = ("shift", "shift2", "shift3", "shift4", "imm")
+_TEMPLATES: dict[tuple, Program] = {}
+
+
+def _builder(config: isa.EngineConfig, kernel: str, *shape: object) -> tuple[Builder, tuple]:
+    """A builder that replays the program lowered before at these shapes, when there is one."""
+    key = (kernel, config, *shape)
+    return Builder(config, kernel, _TEMPLATES.get(key)), key
+
+
+def _finish(b: Builder, key: tuple, stat_keys: Sequence[str]) -> Program:
+    program = b.finish(stat_keys)
+    if len(_TEMPLATES) >= _CACHE:
+        _TEMPLATES.clear()
+    _TEMPLATES.setdefault(key, program)
+    return program
 
 
 def _keys_slots(keys: Sequence[str]) -> dict[str, int]:
@@ -1102,7 +1165,7 @@ def linear_fwd(
     frac_res: int | None,
     frac_y: int,
 ) -> Program:
-    b = Builder(config, "linear_fwd")
+    b, key = _builder(config, "linear_fwd", rows, din, dout, frac_b is None, frac_res is None)
     x = b.buffer("x", rows, din, "<i2", "in")
     w = b.buffer("weight", dout, din, "<i2", "in")
     bias = b.buffer("bias", 1, dout, "<i2", "in") if frac_b is not None else None
@@ -1121,7 +1184,7 @@ def linear_fwd(
         _check_shift(frac_res - fa, "residual", *ALIGN) if frac_res is not None else 0,
         0,
     )
-    return b.finish(layers.LINEAR_FWD_FRACS)
+    return _finish(b, key, layers.LINEAR_FWD_FRACS)
 
 
 @functools.lru_cache(maxsize=_CACHE)
@@ -1136,7 +1199,7 @@ def linear_bwd(
     frac_w: int,
     frac_dx: int,
 ) -> Program:
-    b = Builder(config, "linear_bwd")
+    b, key = _builder(config, "linear_bwd", rows, din, dout, has_bias, need_dx)
     dy = b.buffer("dy", rows, dout, "<i2", "in")
     x = b.buffer("x", rows, din, "<i2", "in")
     w = b.buffer("weight", dout, din, "<i2", "in")
@@ -1146,7 +1209,7 @@ def linear_bwd(
     stage_linear_bwd(
         b, dy, x, w, gw, gb, dx, _check_shift(frac_dy + frac_w - frac_dx, "dx") if need_dx else 0, (0,), 0
     )
-    return b.finish(layers.LINEAR_BWD_FRACS if need_dx else ())
+    return _finish(b, key, layers.LINEAR_BWD_FRACS if need_dx else ())
 
 
 def _ln_fwd_shifts(dim: int, frac_g: int, frac_b: int, frac_y: int) -> tuple[int, int]:
@@ -1171,7 +1234,7 @@ def _ln_bwd_shifts(
 def layernorm_fwd(
     config: isa.EngineConfig, rows: int, dim: int, frac_x: int, frac_g: int, frac_b: int, frac_y: int
 ) -> Program:
-    b = Builder(config, "layernorm_fwd")
+    b, key = _builder(config, "layernorm_fwd", rows, dim)
     x = b.buffer("x", rows, dim, "<i2", "in")
     g = b.buffer("weight", 1, dim, "<i2", "in")
     be = b.buffer("bias", 1, dim, "<i2", "in")
@@ -1180,7 +1243,7 @@ def layernorm_fwd(
     rs = b.buffer("row_stats", 1, rows, "<i8", "out")
     shift, shift2 = _ln_fwd_shifts(dim, frac_g, frac_b, frac_y)
     stage_ln_fwd(b, x, g, be, y, xhat, rs, shift, shift2, frac_x, 0)
-    return b.finish(layers.LAYERNORM_FWD_FRACS)
+    return _finish(b, key, layers.LAYERNORM_FWD_FRACS)
 
 
 @functools.lru_cache(maxsize=_CACHE)
@@ -1195,7 +1258,7 @@ def layernorm_bwd(
     fracs: tuple[tuple[str, int], ...],
 ) -> Program:
     f = dict(fracs)
-    b = Builder(config, "layernorm_bwd")
+    b, key = _builder(config, "layernorm_bwd", rows, dim, frac_res is None)
     dy = b.buffer("dy", rows, dim, "<i2", "in")
     xhat = b.buffer("xhat", rows, dim, "<i2", "in")
     rs = b.buffer("row_stats", 1, rows, "<i8", "in")
@@ -1207,7 +1270,7 @@ def layernorm_bwd(
     stage_ln_bwd(
         b, dy, xhat, rs, g, res, dx, gg, gb, _ln_bwd_shifts(dim, frac_dy, frac_g, frac_x, frac_res, f), (), 0
     )
-    return b.finish(layers.LAYERNORM_BWD_FRACS)
+    return _finish(b, key, layers.LAYERNORM_BWD_FRACS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1230,7 +1293,7 @@ def attn_block_fwd(
 ) -> Program:
     """pf: the parameter fracs (norm1.weight, ...); fracs: ATTN_FWD_FRACS."""
     f, p = dict(fracs), dict(pf)
-    b = Builder(config, "attn_block_fwd")
+    b, key = _builder(config, "attn_block_fwd", s)
     rows, dim = s.batch * s.length, s.dim
     slots = _keys_slots(blocks.ATTN_FWD_FRACS)
     x = b.buffer("x", rows, dim, "<i2", "in")
@@ -1277,7 +1340,7 @@ def attn_block_fwd(
         _check_shift(frac_x - fa, "residual", *ALIGN),
         slots["out"],
     )
-    return b.finish(blocks.ATTN_FWD_FRACS)
+    return _finish(b, key, blocks.ATTN_FWD_FRACS)
 
 
 def _attn_param_shapes(dim: int) -> dict[str, tuple[int, int]]:
@@ -1314,7 +1377,7 @@ def attn_block_bwd(
     """saved_fracs: (frac_x of LN1, frac_z, frac_qkv, frac_ctx); pf: parameter fracs; fracs: ATTN_BWD_FRACS"""
     f, p = dict(fracs), dict(pf)
     frac_x, _, frac_qkv, _ = saved_fracs
-    b = Builder(config, "attn_block_bwd")
+    b, key = _builder(config, "attn_block_bwd", s)
     rows, dim = s.batch * s.length, s.dim
     slots = _keys_slots(blocks.ATTN_BWD_FRACS)
     dout = b.buffer("dout", rows, dim, "<i2", "in")
@@ -1391,7 +1454,7 @@ def attn_block_bwd(
         (5,),
         slots["ln_g"],
     )
-    return b.finish(blocks.ATTN_BWD_FRACS)
+    return _finish(b, key, blocks.ATTN_BWD_FRACS)
 
 
 @functools.lru_cache(maxsize=_CACHE)
@@ -1405,7 +1468,7 @@ def mlp_block_fwd(
     fracs: tuple[tuple[str, int], ...],
 ) -> Program:
     f, p = dict(fracs), dict(pf)
-    b = Builder(config, "mlp_block_fwd")
+    b, key = _builder(config, "mlp_block_fwd", rows, dim, hidden)
     slots = _keys_slots(blocks.MLP_FWD_FRACS)
     x = b.buffer("x", rows, dim, "<i2", "in")
     params = {
@@ -1458,7 +1521,7 @@ def mlp_block_fwd(
         _check_shift(frac_x - fa, "residual", *ALIGN),
         slots["out"],
     )
-    return b.finish(blocks.MLP_FWD_FRACS)
+    return _finish(b, key, blocks.MLP_FWD_FRACS)
 
 
 @functools.lru_cache(maxsize=_CACHE)
@@ -1475,7 +1538,7 @@ def mlp_block_bwd(
     """saved_fracs: (frac_x of LN2, frac_z, frac_h, frac_a)."""
     f, p = dict(fracs), dict(pf)
     frac_x, _, frac_h, _ = saved_fracs
-    b = Builder(config, "mlp_block_bwd")
+    b, key = _builder(config, "mlp_block_bwd", rows, dim, hidden)
     slots = _keys_slots(blocks.MLP_BWD_FRACS)
     shapes = _mlp_param_shapes(dim, hidden)
     dout = b.buffer("dout", rows, dim, "<i2", "in")
@@ -1540,7 +1603,7 @@ def mlp_block_bwd(
         (3,),
         slots["ln_g"],
     )
-    return b.finish(blocks.MLP_BWD_FRACS)
+    return _finish(b, key, blocks.MLP_BWD_FRACS)
 
 
 @functools.lru_cache(maxsize=_CACHE)
