@@ -263,6 +263,23 @@ def test_gemm_bias_residual_rne_and_stat(engine, m, n, k):
     assert res["counters"]["GEMM_BUSY"] == tiles * k
 
 
+def test_gemm_alignment_shifts_beyond_the_requantizer_range(engine):
+    """Bias / residual alignment shifts accept -47..62 (a residual at frac 10 into an accumulator at 27)."""
+    rng = np.random.default_rng(11)
+    m, n, k = 6, 5, 8
+    x, w = rand16(rng, (m, k), -30, 30), rand16(rng, (n, k), -30, 30)
+    bias, resid = rand16(rng, (n,), -3, 3), rand16(rng, (m, n), -3, 3)
+    prog = Program()
+    prog.load(Mem.SPM, np.concatenate([x.ravel(), w.ravel(), bias, resid.ravel()]), at=0)
+    prog.add(Op.GEMM, m=m, n=n, k=k, a_addr=0, a_stride=k, b_addr=m * k, b_stride=k, c_addr=1000, c_stride=n,
+             bias=1, d_addr=m * k + n * k, shift2=-30, res=1, e_addr=m * k + n * k + n, e_stride=n,
+             shift3=-17, shift=40, imm=1)
+    y = prog.store(Mem.SPM, 1000, m, n, np.int16)
+    ok(prog.run(engine))
+    want, _ = gemm_ref(x, w, bias=bias, shift2=-30, res=resid, shift3=-17, shift=40)
+    np.testing.assert_array_equal(prog.result(y), want)
+
+
 def test_gemm_transposes_sr_imm_mask(engine):
     rng = np.random.default_rng(3)
     m, n, k = 37, 19, 45
@@ -481,6 +498,8 @@ def test_malformed_command_word0(engine, word0, err):
     (Op.GEMM, {"m": 2, "n": 2, "k": 2, "a_addr": isa.PRODUCTION.spm_elems - 3, "a_stride": 2}, Err.SPM_RANGE),
     (Op.GEMM, {"m": 1, "n": 1, "k": 1, "shift": 63}, Err.BAD_SHIFT),
     (Op.GEMM, {"m": 1, "n": 1, "k": 1, "res": 1, "mask": 1}, Err.RESERVED_BITS),
+    (Op.GEMM, {"m": 1, "n": 1, "k": 1, "res": 1, "shift3": -48}, Err.BAD_SHIFT),
+    (Op.GEMM, {"m": 1, "n": 1, "k": 1, "shift": -17}, Err.BAD_SHIFT),
     (Op.SOFTMAX, {"m": 1, "n": 300}, Err.BAD_DIMS),
     (Op.SOFTMAX, {"m": 1, "n": 4, "shift": 16}, Err.BAD_SHIFT),
     (Op.TOPK, {"m": 1, "n": 4, "k": 5}, Err.BAD_DIMS),

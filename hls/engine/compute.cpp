@@ -10,8 +10,9 @@
 #define TL_R TL_ARRAY_ROWS
 #define TL_C TL_ARRAY_COLS
 
-// Shift fields: right 0..62, left 0..16 (the requantizer's range; alignments of addends follow the same
-// rule). The per-row residual alignment of LN_BWD (shift4 - k) only needs to keep int16 << -s in 64 bits.
+// Shift fields (docs/engine.md "Checks"): requantizer shifts right 0..62, left 0..16; operand ALIGNMENT
+// shifts (GEMM bias shift2 / residual shift3, LN_FWD beta shift2, LN_BWD residual shift4 and shift4 - k)
+// -47..62: an int16 moved left by up to 47 bits still fits the 64-bit epilogue.
 static inline bool tl_round_ok(int s) { return s >= -16 && s <= 62; }
 static inline bool tl_align_ok(int s) { return s >= -47 && s <= 62; }
 
@@ -185,7 +186,7 @@ tiles_i:
 static uint32_t tl_gemm(const tl_dec_t& d, int16_t* spm, int64_t* acc, int64_t* stat) {
     if (d.sub || (d.res && d.mask)) return tl_fail(TL_ERR_RESERVED_BITS, d.pc);
     if (d.m == 0 || d.n == 0 || d.k == 0) return tl_fail(TL_ERR_BAD_DIMS, d.pc);
-    if (!d.acc && (!tl_round_ok(d.shift) || (d.bias && !tl_round_ok(d.shift2)) || (d.res && !tl_round_ok(d.shift3))))
+    if (!d.acc && (!tl_round_ok(d.shift) || (d.bias && !tl_align_ok(d.shift2)) || (d.res && !tl_align_ok(d.shift3))))
         return tl_fail(TL_ERR_BAD_SHIFT, d.pc);
     const bool a_ok = d.ta ? tl_span_ok(d.a_addr, d.k, d.a_stride, d.m, TL_SPM_ELEMS)
                            : tl_span_ok(d.a_addr, d.m, d.a_stride, d.k, TL_SPM_ELEMS);
@@ -341,7 +342,7 @@ ln_bwd_rows:
         const int64_t rs = st & 0xFFFFFFFF;
         const int k = (int)(st >> 32);
         const int shift = d.shift3 + k, res_shift = d.shift4 - k;
-        if (!tl_round_ok(shift) || !tl_align_ok(res_shift)) return tl_fail(TL_ERR_BAD_SHIFT, d.pc);
+        if (!tl_round_ok(shift) || (d.bias && !tl_align_ok(res_shift))) return tl_fail(TL_ERR_BAD_SHIFT, d.pc);
         int64_t a_sum = 0, gx = 0;
     ln_bwd_g:
         for (int j = 0; j < n; j++) {
@@ -384,10 +385,10 @@ static uint32_t tl_vec(const tl_dec_t& d, int16_t* spm, int64_t* acc, uint16_t* 
     if (sub == TL_VEC_MASK && (d.imm < 0 || (d.m > d.imm && (d.k == 0 || d.k > d.n))))
         return tl_fail(TL_ERR_BAD_DIMS, d.pc);
     const bool shift_ok = sub == TL_VEC_LN_FWD
-                              ? tl_round_ok(d.shift) && tl_round_ok(d.shift2) && tl_round_ok(d.shift4)
+                              ? tl_round_ok(d.shift) && tl_align_ok(d.shift2) && tl_round_ok(d.shift4)
                           : sub == TL_VEC_LN_BWD
                               ? tl_round_ok(d.shift) && tl_round_ok(d.shift2) && tl_round_ok(d.shift3) &&
-                                    (!d.bias || tl_round_ok(d.shift4))
+                                    (!d.bias || tl_align_ok(d.shift4))
                           : (sub == TL_VEC_GELU_FWD || sub == TL_VEC_GELU_BWD) ? tl_round_ok(d.shift)
                                                                                : true;
     if (!shift_ok) return tl_fail(TL_ERR_BAD_SHIFT, d.pc);
