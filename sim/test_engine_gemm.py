@@ -142,9 +142,12 @@ def test_linear_fwd_of_intref_bit_exact(harness):
     ({"m": 4, "n": 4, "k": 4, "shift": 63}, Err.BAD_SHIFT),
     ({"m": 4, "n": 4, "k": 4, "shift": -17}, Err.BAD_SHIFT),
     ({"m": 4, "n": 4, "k": 4, "bias": 1, "shift2": 70}, Err.BAD_SHIFT),
+    ({"m": 4, "n": 4, "k": 4, "bias": 1, "shift2": -48}, Err.BAD_SHIFT),
+    ({"m": 4, "n": 4, "k": 8, "a_addr": CFG.spm_elems - 20, "a_stride": 8, "shift": 99}, Err.BAD_SHIFT),
     ({"m": 4, "n": 4, "k": 8, "a_addr": CFG.spm_elems - 20, "a_stride": 8}, Err.SPM_RANGE),
     ({"m": 4, "n": 4, "k": 4, "acc": 1, "f_addr": CFG.acc_elems - 3, "c_stride": 4}, Err.SPM_RANGE),
-], ids=["k0", "res+mask", "shift63", "shift-17", "shift2", "a-range", "acc-range"])
+], ids=["k0", "res+mask", "shift63", "shift-17", "shift2", "shift2-48", "shift-before-range", "a-range",
+        "acc-range"])
 def test_gemm_malformed(harness, fields, code):
     r = run(harness, [encode(Op.LOAD, sub=Mem.SPM, m=1, n=8, index_base=SPM_IMG),
                       encode(Op.GEMM, **fields), encode(Op.FINISH)])

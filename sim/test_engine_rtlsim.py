@@ -126,7 +126,12 @@ def malformed_cases() -> list[tuple[str, list[np.ndarray], Err, int]]:
          Err.SPM_RANGE, 0),
         ("acc range", [encode(Op.LOAD, sub=Mem.ACC, m=1, n=4, index_base=0x2000)], Err.ACC_RANGE, 0),
         ("odd ddr address", [encode(Op.STORE, sub=Mem.SPM, m=1, n=4, index_base=0x1001)], Err.DDR_RANGE, 0),
-        ("pop without push", [ok, encode(Op.FINISH, pop_prev=1)], Err.DEP_UNDERFLOW, 1),
+        ("pop without push", [ok, encode(Op.GEMM, m=1, n=1, k=1, pop_prev=1), encode(Op.FINISH)],
+         Err.DEP_UNDERFLOW, 1),
+        ("finish with a dependency flag", [ok, encode(Op.FINISH, pop_prev=1)], Err.RESERVED_BITS, 1),
+        ("gemm sub", [ok, encode(Op.GEMM, sub=2, m=1, n=1, k=1)], Err.RESERVED_BITS, 1),
+        ("lowest pc wins", [encode(Op.LOAD, sub=Mem.ACC, m=1, n=4, index_base=0x2000),
+                            encode(Op.GEMM, sub=2, m=1, n=1, k=1)], Err.ACC_RANGE, 0),
         ("store waits for a finish",
          [ok, encode(Op.STORE, sub=Mem.SPM, m=1, n=1, pop_prev=1), encode(Op.FINISH)], Err.DEP_UNDERFLOW, 1),
     ]

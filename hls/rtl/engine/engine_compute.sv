@@ -7,7 +7,8 @@
 module engine_compute (
     input  logic          clk,
     input  logic          rst,
-    input  logic          halt,
+    input  logic          halt,          // do not start the queue head (it follows an error)
+    input  logic          abort,         // the current command follows an error: stop waiting for tokens
     input  logic [511:0]  cmd,
     input  logic [23:0]   cmd_pc,
     input  logic          cmd_valid,
@@ -100,7 +101,7 @@ module engine_compute (
                     if (l2c_pop) got_prev <= 1'b1;
                     if (s2c_pop) got_next <= 1'b1;
                     if ((!need_prev || l2c_avail) && (!need_next || s2c_avail)) state <= S_EXEC;
-                    else if (halt) state <= S_IDLE;
+                    else if (abort) state <= S_IDLE;
                 end
                 S_EXEC: begin
                     if (f_op == TL_OP_FINISH) begin

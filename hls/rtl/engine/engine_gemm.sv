@@ -112,16 +112,21 @@ module engine_gemm #(
                                           input logic [15:0] stride, input logic [15:0] cols);
         last2 = 48'(base) + 48'(rows - 16'd1) * 48'(stride) + 48'(cols) - 48'd1;
     endfunction
-    function automatic logic shift_ok(input logic signed [7:0] s);
+    function automatic logic shift_ok(input logic signed [7:0] s);      // requantizer
         shift_ok = s >= -8'sd16 && s <= 8'sd62;
+    endfunction
+    function automatic logic align_ok(input logic signed [7:0] s);      // operand alignment
+        align_ok = s >= -8'sd47 && s <= 8'sd62;
     endfunction
     wire [47:0] a_last = f_ta ? last2(f_a, f_k, f_as, f_m) : last2(f_a, f_m, f_as, f_k);
     wire [47:0] b_last = f_tb ? last2(f_b, f_k, f_bs, f_n) : last2(f_b, f_n, f_bs, f_k);
     logic [7:0] check_code;
+    // fsim's order: BAD_DIMS, BAD_SHIFT, SPM_RANGE (res with mask is refused at dispatch)
     always_comb begin
         check_code = TL_ERR_NONE;
-        if (f_res && f_mask) check_code = TL_ERR_RESERVED_BITS;
-        else if (f_m == 0 || f_n == 0 || f_k == 0) check_code = TL_ERR_BAD_DIMS;
+        if (f_m == 0 || f_n == 0 || f_k == 0) check_code = TL_ERR_BAD_DIMS;
+        else if (!f_acc && (!shift_ok(f_shift) || (f_bias && !align_ok(f_shift2)) || (f_res && !align_ok(f_shift3))))
+            check_code = TL_ERR_BAD_SHIFT;
         else if (a_last >= 48'(SPM_ELEMS) || b_last >= 48'(SPM_ELEMS) ||
                  (!f_acc && last2(f_c, f_m, f_cs, f_n) >= 48'(SPM_ELEMS)) ||
                  (f_acc && last2(f_f, f_m, f_cs, f_n) >= 48'(ACC_ELEMS)) ||
@@ -129,8 +134,6 @@ module engine_gemm #(
                  (!f_acc && use_e && last2(f_e, f_m, f_es, f_n) >= 48'(SPM_ELEMS)) ||
                  (f_stat && 32'(f_slot) >= 32'(STAT_SLOTS)))
             check_code = TL_ERR_SPM_RANGE;
-        else if (!f_acc && (!shift_ok(f_shift) || (f_bias && !shift_ok(f_shift2)) || (f_res && !shift_ok(f_shift3))))
-            check_code = TL_ERR_BAD_SHIFT;
     end
 
     // ------------------------------------------------------------------ control
@@ -402,6 +405,14 @@ module engine_gemm #(
         end
     endfunction
 
+    // |dot| * |imm| (fsim refuses epilogue products of 2**62 or more with ACC_RANGE)
+    function automatic logic [79:0] prod_mag(input logic [47:0] dot, input logic signed [31:0] imm);
+        logic [47:0] dm;
+        logic [31:0] im;
+        dm = dot[47] ? 48'(-dot) : dot;
+        im = imm[31] ? 32'(-imm) : imm;
+        prod_mag = 80'(dm) * 80'(im);
+    endfunction
     logic [C-1:0] d1_valid;        // (i, j) inside the output
     logic [C*64-1:0] v1;
     logic [C-1:0] keep1;           // counts for the statistic
@@ -421,11 +432,15 @@ module engine_gemm #(
             keep1[j] = d1_valid[j] && (!f_mask || e_rdata[j*16 +: 16] != 16'd0);
             s49 = 49'(signed'(acc_rdata[j*48 +: 48])) + 49'(signed'(d1_raw[j*48 +: 48]));
             acc_sum[j*48 +: 48] = s49[47:0];
-            if (d1_valid[j] && s49[48] != s49[47]) acc_over = 1'b1;
+            if (d1_valid[j] && f_acc && (s49 >= 49'sh0_8000_0000_0000 || s49 <= -49'sh0_8000_0000_0000))
+                acc_over = 1'b1;
+            if (d1_valid[j] && !f_acc && prod_mag(d1_raw[j*48 +: 48], f_imm) >= 80'h4000_0000_0000_0000) acc_over = 1'b1;
         end
     end
     // acc mode: read-modify-write the ACC row now
     assign acc_we = d1_v && f_acc;
+    logic epi_over;                // the epilogue product check of a non-acc GEMM
+    assign epi_over = d1_v && !f_acc && acc_over;
     assign acc_waddr = f_f + 24'(32'(d1_i) * 32'(f_cs)) + 24'(d1_j0);
     always_comb begin
         acc_wmask = '0;
@@ -541,7 +556,7 @@ module engine_gemm #(
                 S_RUN: begin
                     if (row_out) rows_out <= rows_out + 1'b1;
                     if (d2_v && row_units > stat_max) stat_max <= row_units;
-                    if (acc_we && acc_over) acc_err <= 1'b1;
+                    if ((acc_we && acc_over) || epi_over) acc_err <= 1'b1;
                     if (row_out && rows_out == rows_total - 32'd1) state <= S_STAT;
                 end
                 S_STAT: begin

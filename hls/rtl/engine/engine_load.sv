@@ -15,7 +15,8 @@ module engine_load #(
 ) (
     input  logic          clk,
     input  logic          rst,
-    input  logic          halt,          // finish the current command, start no new one
+    input  logic          halt,          // do not start the queue head (it follows an error)
+    input  logic          abort,         // the current command follows an error: stop waiting for tokens
     input  logic [AW-1:0] ddr_base,      // DDR_BASE: command DDR addresses are offsets from it
     input  logic [511:0]  cmd,
     input  logic [23:0]   cmd_pc,
@@ -44,6 +45,7 @@ module engine_load #(
     output logic          moving,        // moving data (LOAD_BUSY counter)
     output logic          waiting,       // blocked on a token pop
     output logic          retire,
+    output logic [39:0]   retire_bytes,  // DDR payload bytes of the retiring command (counters)
     output logic          err_valid,
     output logic [7:0]    err_code,
     output logic [23:0]   err_pc
@@ -84,7 +86,8 @@ module engine_load #(
     always_comb begin
         check_code = TL_ERR_NONE;
         if (f_m == 0 || f_n == 0) check_code = TL_ERR_BAD_DIMS;
-        else if (last_elem >= mem_elems || (f_gather && idx_last >= 48'(IDX_ELEMS))) check_code = TL_ERR_SPM_RANGE;
+        else if (last_elem >= mem_elems || (f_gather && !f_zero && idx_last >= 48'(IDX_ELEMS)))
+            check_code = TL_ERR_SPM_RANGE;
         else if (align_bad && !f_zero) check_code = TL_ERR_DDR_RANGE;
     end
 
@@ -142,11 +145,14 @@ module engine_load #(
     always_comb begin
         acc_bad = 1'b0;
         for (int l = 0; l < 2; l++)
-            if (wr_mask[l] && rd_tdata[l*64 + 47 +: 17] != {17{rd_tdata[l*64 + 47]}}) acc_bad = 1'b1;
+            // |value| >= 2**47 (fsim's ACC_RANGE), i.e. outside [-2**47 + 1, 2**47 - 1]
+            if (wr_mask[l] && (rd_tdata[l*64 + 47 +: 17] != {17{rd_tdata[l*64 + 47]}} ||
+                               rd_tdata[l*64 +: 48] == 48'h8000_0000_0000)) acc_bad = 1'b1;
     end
 
     assign cmd_ready = state == S_IDLE && !halt;
     assign cur_pc = pc;
+    assign retire_bytes = f_zero ? 40'd0 : 40'(f_m) * 40'(f_n) * 40'(esize);
     assign tok_in_pop = state == S_TOKEN && (!f_pop || tok_in_avail) && f_pop;
     assign tok_out_push = state == S_PUSH && f_push && !tok_out_full;
     assign busy = state != S_IDLE;
@@ -195,7 +201,7 @@ module engine_load #(
                         state <= S_TOKEN;
                     end
                 end
-                S_TOKEN: if (!f_pop || tok_in_avail || halt) state <= (halt && f_pop && !tok_in_avail) ? S_IDLE : S_RUN;
+                S_TOKEN: if (!f_pop || tok_in_avail || abort) state <= (abort && f_pop && !tok_in_avail) ? S_IDLE : S_RUN;
                 S_RUN: begin
                     // gather: one cycle to read IDX[b + r], then the request
                     if (f_gather && !rq_done && !rq_phase) rq_phase <= 1'b1;

@@ -15,7 +15,8 @@ module engine_store #(
 ) (
     input  logic          clk,
     input  logic          rst,
-    input  logic          halt,
+    input  logic          halt,          // do not start the queue head (it follows an error)
+    input  logic          abort,         // the current command follows an error: stop waiting for tokens
     input  logic [AW-1:0] ddr_base,      // DDR_BASE: command DDR addresses are offsets from it
     input  logic [511:0]  cmd,
     input  logic [23:0]   cmd_pc,
@@ -44,6 +45,7 @@ module engine_store #(
     output logic          moving,
     output logic          waiting,
     output logic          retire,
+    output logic [39:0]   retire_bytes,  // DDR payload bytes of the retiring command (counters)
     output logic          err_valid,
     output logic [7:0]    err_code,
     output logic [23:0]   err_pc
@@ -156,6 +158,7 @@ module engine_store #(
 
     assign cmd_ready = state == S_IDLE && !halt;
     assign cur_pc = pc;
+    assign retire_bytes = 40'(f_m) * 40'(f_n) * 40'(esize);
     assign tok_in_pop = state == S_TOKEN && f_pop && tok_in_avail;
     assign tok_out_push = state == S_PUSH && f_push && !tok_out_full;
     assign busy = state != S_IDLE || !of_empty || p_valid;
@@ -205,7 +208,7 @@ module engine_store #(
                         state <= S_TOKEN;
                     end
                 end
-                S_TOKEN: if (!f_pop || tok_in_avail || halt) state <= (halt && f_pop && !tok_in_avail) ? S_IDLE : S_RUN;
+                S_TOKEN: if (!f_pop || tok_in_avail || abort) state <= (abort && f_pop && !tok_in_avail) ? S_IDLE : S_RUN;
                 S_RUN: begin
                     if (f_scatter && !rq_done && !rq_phase) rq_phase <= 1'b1;
                     if (rq_fire) begin

@@ -115,9 +115,11 @@ module engine_top #(
     wire start = reg_wr && wr_addr == AXIL_AW'(TL_REG_CTRL) && wr_data[0] && !running;
     wire [63:0] cmd_addr = ddr_base + 64'(cmd_offset);
 
-    // engine-internal reset
+    // engine-internal reset: rst, or the cycle after a run ended by an error (clears the queues, the
+    // fetch unit and any module still waiting for a token; nothing is in flight on AXI then)
     logic quiet;                                    // nothing in flight anywhere
-    wire ers = rst;
+    logic srst;
+    wire ers = rst || srst;
 
     // =========================================================== read path: fetch + LOAD share one master
     logic rq_valid, rq_ready;
@@ -234,31 +236,49 @@ module engine_top #(
     wire d_rsv = d_cmd[31:TL_C_USED_BITS] != 0;
     logic [7:0] d_err;
     logic [1:0] d_mod;            // 0 LOAD, 1 COMPUTE, 2 STORE
+    // control checks in fsim's order: BAD_OPCODE, then RESERVED_BITS (word 0 bits 31:26, `sub`
+    // outside its enum or nonzero where unused, a dependency flag towards a missing neighbour, any
+    // dependency flag on FINISH, GEMM res with mask). The rest is checked by the executing unit.
+    wire d_pop_prev = d_cmd[TL_C_POP_PREV_LSB], d_pop_next = d_cmd[TL_C_POP_NEXT_LSB];
+    wire d_push_prev = d_cmd[TL_C_PUSH_PREV_LSB], d_push_next = d_cmd[TL_C_PUSH_NEXT_LSB];
+    logic d_bad;
     always_comb begin
         d_err = TL_ERR_NONE;
         d_mod = 2'd1;
+        d_bad = 1'b0;
         case (d_op)
             TL_OP_LOAD: begin
                 d_mod = 2'd0;
-                if (d_sub > 4'd2 || d_cmd[TL_C_POP_PREV_LSB] || d_cmd[TL_C_PUSH_PREV_LSB]) d_err = TL_ERR_RESERVED_BITS;
+                d_bad = d_sub > 4'd2 || d_pop_prev || d_push_prev;
             end
             TL_OP_STORE: begin
                 d_mod = 2'd2;
-                if (d_sub > 4'd3 || d_cmd[TL_C_POP_NEXT_LSB] || d_cmd[TL_C_PUSH_NEXT_LSB]) d_err = TL_ERR_RESERVED_BITS;
+                d_bad = d_sub > 4'd3 || d_pop_next || d_push_next;
             end
-            TL_OP_FINISH, TL_OP_GEMM, TL_OP_TOPK: ;
-            TL_OP_SOFTMAX: if (d_sub > 4'd1) d_err = TL_ERR_RESERVED_BITS;
-            TL_OP_VEC: if (d_sub > 4'd6) d_err = TL_ERR_RESERVED_BITS;
+            TL_OP_FINISH: d_bad = d_sub != 0 || d_pop_prev || d_pop_next || d_push_prev || d_push_next;
+            TL_OP_GEMM: d_bad = d_sub != 0 || (d_cmd[TL_C_RES_LSB] && d_cmd[TL_C_MASK_LSB]);
+            TL_OP_TOPK: d_bad = d_sub != 0;
+            TL_OP_SOFTMAX: d_bad = d_sub > 4'd1;
+            TL_OP_VEC: d_bad = d_sub > 4'd6;
             default: d_err = TL_ERR_BAD_OPCODE;
         endcase
-        if (d_err == TL_ERR_NONE && d_rsv) d_err = TL_ERR_RESERVED_BITS;
+        if (d_err == TL_ERR_NONE && (d_rsv || d_bad)) d_err = TL_ERR_RESERVED_BITS;
     end
 
     logic [2:0] q_push, q_pop, q_empty, q_full;
     logic [2:0] m_pop;            // a module takes its next command
     logic [2:0] m_idle;
-    // after an error the commands still queued are dropped (the running ones finish)
-    assign q_pop = m_pop | ({3{halting}} & m_idle & ~q_empty);
+    // After an error at pc p, commands before p still run (one of them may fail first: the lowest pc
+    // wins, as in the sequential golden model); queued commands after p are dropped, running ones finish.
+    logic [2:0] m_halt, m_abort;
+    logic [23:0] m_cur_pc [3];
+    always_comb begin
+        for (int i = 0; i < 3; i++) begin
+            m_halt[i] = halting && q_dout[i][535:512] > err_pc_r;
+            m_abort[i] = halting && m_cur_pc[i] > err_pc_r;
+        end
+    end
+    assign q_pop = m_pop | (m_halt & m_idle & ~q_empty);
     logic [535:0] q_dout [3];
     for (genvar i = 0; i < 3; i++) begin : g_cq
         logic [QW-1:0] cnt_unused;
@@ -271,7 +291,7 @@ module engine_top #(
     wire d_valid = !ff_empty && running && !halting && !finish_seen;
     wire d_ok = d_err == TL_ERR_NONE;
     wire d_fire = d_valid && (!d_ok || !q_full[d_mod]);
-    assign ff_pop = d_fire || (!ff_empty && (halting || finish_seen));   // drop the rest after an error / FINISH
+    assign ff_pop = d_fire || (!ff_empty && (halting || finish_seen || !running));   // drop the rest after an error / FINISH
     always_comb begin
         q_push = '0;
         if (d_fire && d_ok) q_push[d_mod] = 1'b1;
@@ -386,10 +406,12 @@ module engine_top #(
 
     // =========================================================== modules
     logic l_busy, l_moving, l_waiting, l_retire, l_err_v;
+    logic [39:0] l_retire_bytes, s_retire_bytes;
     logic [7:0] l_err_code;
     logic [23:0] l_err_pc, l_pc;
     engine_load #(.AW(AXI_AW), .SPM_ELEMS(SPM_ELEMS), .ACC_ELEMS(ACC_ELEMS), .IDX_ELEMS(IDX_ELEMS)) u_load (
-        .clk(clk), .rst(ers), .halt(halting), .ddr_base(ddr_base[AXI_AW-1:0]), .cmd(q_dout[0][511:0]), .cmd_pc(q_dout[0][535:512]),
+        .clk(clk), .rst(ers), .halt(m_halt[0]), .abort(m_abort[0]), .ddr_base(ddr_base[AXI_AW-1:0]),
+        .cmd(q_dout[0][511:0]), .cmd_pc(q_dout[0][535:512]),
         .cmd_valid(!q_empty[0]), .cmd_ready(m_pop[0]),
         .tok_in_avail(tok_avail[1]), .tok_in_pop(tok_pop[1]), .tok_out_full(tok_full[0]),
         .tok_out_push(tok_push[0]),
@@ -398,6 +420,7 @@ module engine_top #(
         .rd_tready(l_rd_tready), .idx_raddr(l_idx_raddr), .idx_rdata(idx_rdata[15:0]),
         .wr_en(l_wr_en), .wr_mem(l_wr_mem), .wr_addr(l_wr_addr), .wr_mask(l_wr_mask), .wr_data(l_wr_data),
         .cur_pc(l_pc), .busy(l_busy), .moving(l_moving), .waiting(l_waiting), .retire(l_retire),
+        .retire_bytes(l_retire_bytes),
         .err_valid(l_err_v), .err_code(l_err_code), .err_pc(l_err_pc)
     );
 
@@ -422,7 +445,8 @@ module engine_top #(
     logic [23:0] s_err_pc, s_pc;
     engine_store #(.AW(AXI_AW), .SPM_ELEMS(SPM_ELEMS), .ACC_ELEMS(ACC_ELEMS), .IDX_ELEMS(IDX_ELEMS),
                    .STAT_SLOTS(STAT_SLOTS)) u_store (
-        .clk(clk), .rst(ers), .halt(halting), .ddr_base(ddr_base[AXI_AW-1:0]), .cmd(q_dout[2][511:0]), .cmd_pc(q_dout[2][535:512]),
+        .clk(clk), .rst(ers), .halt(m_halt[2]), .abort(m_abort[2]), .ddr_base(ddr_base[AXI_AW-1:0]),
+        .cmd(q_dout[2][511:0]), .cmd_pc(q_dout[2][535:512]),
         .cmd_valid(!q_empty[2]), .cmd_ready(m_pop[2]),
         .tok_in_avail(tok_avail[2]), .tok_in_pop(tok_pop[2]), .tok_out_full(tok_full[3]),
         .tok_out_push(tok_push[3]),
@@ -431,6 +455,7 @@ module engine_top #(
         .wr_tready(w_tready), .wr_busy(wr_busy), .idx_raddr(s_idx_raddr), .idx_rdata(idx_rdata[128 +: 16]),
         .rd_mem(s_rd_mem), .rd_addr(s_rd_addr), .rd_data(s_rd_data),
         .cur_pc(s_pc), .busy(s_busy), .moving(s_moving), .waiting(s_waiting), .retire(s_retire),
+        .retire_bytes(s_retire_bytes),
         .err_valid(s_err_v), .err_code(s_err_code), .err_pc(s_err_pc)
     );
 
@@ -439,7 +464,7 @@ module engine_top #(
     logic [23:0] c_err_pc, c_pc;
     logic drained;
     engine_compute u_compute (
-        .clk(clk), .rst(ers), .halt(halting), .cmd(q_dout[1][511:0]), .cmd_pc(q_dout[1][535:512]),
+        .clk(clk), .rst(ers), .halt(m_halt[1]), .abort(m_abort[1]), .cmd(q_dout[1][511:0]), .cmd_pc(q_dout[1][535:512]),
         .cmd_valid(!q_empty[1]), .cmd_ready(m_pop[1]),
         .l2c_avail(tok_avail[0]), .l2c_pop(tok_pop[0]), .s2c_avail(tok_avail[3]), .s2c_pop(tok_pop[3]),
         .c2l_full(tok_full[1]), .c2l_push(tok_push[1]), .c2s_full(tok_full[2]), .c2s_push(tok_push[2]),
@@ -468,44 +493,60 @@ module engine_top #(
 
     // =========================================================== completion, errors, deadlock
     assign m_idle = {!s_busy, !c_busy, !l_busy};
+    assign m_cur_pc[0] = l_pc;
+    assign m_cur_pc[1] = c_pc;
+    assign m_cur_pc[2] = s_pc;
     wire l_quiet = !l_busy && q_empty[0];
     wire s_quiet = !s_busy && q_empty[2];
     wire axi_quiet = !rd_busy && !wr_busy && tq_empty;
     assign drained = l_quiet && s_quiet && q_empty[1] && axi_quiet;
     assign quiet = drained && !c_busy && f_inflight == 0 && ff_empty;
 
-    // a pop that can never be satisfied: every module is idle with an empty queue or waiting on an
-    // empty token queue, at least one waits, and dispatch cannot add anything
+    // Stuck: every module is idle with an empty queue or waits on an empty token queue (FINISH waits
+    // for the others), nothing is in flight and dispatch cannot add anything. While running normally
+    // that is a pop no remaining command can satisfy (DEP_UNDERFLOW, at the lowest waiting pc, as
+    // fsim reports the earliest blocked head); after an error it ends the run.
     wire l_stuck = l_quiet || l_waiting;
-    wire c_stuck = (!c_busy && q_empty[1]) || c_waiting || c_finish;   // FINISH waits for the others
+    wire c_stuck = (!c_busy && q_empty[1]) || c_waiting || c_finish;
     wire s_stuck = s_quiet || s_waiting;
-    wire no_dispatch = (fetch_done || d_blocked) && !f_req_valid;
-    wire deadlock = running && !halting && no_dispatch && l_stuck && c_stuck && s_stuck && axi_quiet &&
-                    (l_waiting || c_waiting || s_waiting);
-    logic deadlock_q;
-    wire [23:0] deadlock_pc = c_waiting ? c_pc : l_waiting ? l_pc : s_pc;
+    wire no_dispatch = (fetch_done || d_blocked || halting) && !f_req_valid;
+    wire stuck = running && no_dispatch && l_stuck && c_stuck && s_stuck && axi_quiet && f_inflight == 0;
+    wire deadlock = stuck && !halting && (l_waiting || c_waiting || s_waiting);
+    logic deadlock_q, stuck_q;
+    logic [23:0] deadlock_pc;
+    always_comb begin
+        deadlock_pc = 24'hFFFFFF;
+        if (l_waiting && l_pc < deadlock_pc) deadlock_pc = l_pc;
+        if (c_waiting && c_pc < deadlock_pc) deadlock_pc = c_pc;
+        if (s_waiting && s_pc < deadlock_pc) deadlock_pc = s_pc;
+    end
 
+    // errors of this cycle: the one with the lowest pc (program order) is kept
     logic new_err;
     logic [7:0] new_code;
     logic [23:0] new_pc;
     always_comb begin
-        new_err = 1'b1;
+        new_err = 1'b0;
         new_code = TL_ERR_NONE;
-        new_pc = '0;
-        if (d_valid && !d_ok) begin new_code = d_err; new_pc = d_pc; end
-        else if (l_err_v) begin new_code = l_err_code; new_pc = l_err_pc; end
-        else if (s_err_v) begin new_code = s_err_code; new_pc = s_err_pc; end
-        else if (c_err_v) begin new_code = c_err_code; new_pc = c_err_pc; end
-        else if (rd_err) begin new_code = TL_ERR_DDR_RANGE; new_pc = l_pc; end
-        else if (wr_err) begin new_code = TL_ERR_DDR_RANGE; new_pc = s_pc; end
-        else if (deadlock && deadlock_q) begin new_code = TL_ERR_DEP_UNDERFLOW; new_pc = deadlock_pc; end
-        else new_err = 1'b0;
+        new_pc = 24'hFFFFFF;
+        if (d_valid && !d_ok) begin new_err = 1'b1; new_code = d_err; new_pc = d_pc; end
+        if (l_err_v && (!new_err || l_err_pc < new_pc)) begin new_err = 1'b1; new_code = l_err_code; new_pc = l_err_pc; end
+        if (s_err_v && (!new_err || s_err_pc < new_pc)) begin new_err = 1'b1; new_code = s_err_code; new_pc = s_err_pc; end
+        if (c_err_v && (!new_err || c_err_pc < new_pc)) begin new_err = 1'b1; new_code = c_err_code; new_pc = c_err_pc; end
+        if (rd_err && !rd_err_q && (!new_err || l_pc < new_pc)) begin new_err = 1'b1; new_code = TL_ERR_DDR_RANGE; new_pc = l_pc; end
+        if (wr_err && !wr_err_q && (!new_err || s_pc < new_pc)) begin new_err = 1'b1; new_code = TL_ERR_DDR_RANGE; new_pc = s_pc; end
+        if (deadlock && deadlock_q && !new_err) begin new_err = 1'b1; new_code = TL_ERR_DEP_UNDERFLOW; new_pc = deadlock_pc; end
+    end
+    logic rd_err_q, wr_err_q;
+    always_ff @(posedge clk) begin
+        rd_err_q <= rd_err;
+        wr_err_q <= wr_err;
     end
 
     // program end: FINISH drained, or commands ran out and everything drained
     wire program_end = running && !halting && (c_finish_done ||
                        (fetch_done && quiet && !finish_seen && q_empty[1]));
-    wire halt_end = running && halting && quiet;
+    wire halt_end = running && halting && stuck && stuck_q;
 
     wire ctrl_read = rd_en && rd_addr == AXIL_AW'(TL_REG_CTRL);
     always_ff @(posedge clk) begin
@@ -525,8 +566,12 @@ module engine_top #(
             cmd_count <= '0;
             finish_seen <= 1'b0;
             deadlock_q <= 1'b0;
+            stuck_q <= 1'b0;
+            srst <= 1'b0;
         end else begin
             deadlock_q <= deadlock;
+            stuck_q <= stuck;
+            srst <= halt_end;
             if (ctrl_read) begin                    // ap_done / ap_ready: clear on read
                 ap_done <= 1'b0;
                 ap_ready <= 1'b0;
@@ -552,7 +597,7 @@ module engine_top #(
                 err_pc_vld <= 1'b0;
             end
             if (d_fire && d_ok && d_op == TL_OP_FINISH) finish_seen <= 1'b1;   // commands after FINISH are ignored
-            if (running && new_err && err_code_r == TL_ERR_NONE) begin
+            if (running && new_err && (!halting || new_pc < err_pc_r)) begin
                 err_code_r <= new_code;
                 err_pc_r <= new_pc;
                 err_pc_vld <= 1'b1;
@@ -571,12 +616,13 @@ module engine_top #(
     assign busy = running;
 
     // =========================================================== counters
-    wire [11:0] r_bytes = r_fire ? 12'd16 : 12'd0;
-    logic [4:0] w_bytes;
-    always_comb begin
-        w_bytes = '0;
-        if (m_axi_wvalid && m_axi_wready) for (int i = 0; i < 16; i++) w_bytes = w_bytes + 5'(m_axi_wstrb[i]);
-    end
+    // DDR bytes as docs/engine.md / fsim count them: 64 per retired command plus the LOAD / STORE
+    // payloads (m * n * element size; a zero fill reads nothing). The AXI bus bytes (whole beats,
+    // commands fetched but dropped) are the harness's own statistics.
+    wire [2:0] n_retired = 3'(l_retire) + 3'(s_retire) + 3'(c_retire);
+    wire [63:0] r_bytes = 64'(n_retired) * 64'(isa_cmd_bytes) + (l_retire ? 64'(l_retire_bytes) : 64'd0);
+    wire [63:0] w_bytes = s_retire ? 64'(s_retire_bytes) : 64'd0;
+    localparam int isa_cmd_bytes = 4 * TL_CMD_WORDS;
     logic [NC-1:0] inc;                             // one-per-cycle counters
     always_comb begin
         inc = '0;
