@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CONTROL_BUNDLE = "control"
+SOURCE_DIRS = ("engine", "include", "src")  # hls/ subfolders holding top functions and their typedefs
 FIRST_ARG_OFFSET = 0x10
 ADDRESS_BITS = 64  # m_axi offset registers on Zynq UltraScale+ (64-bit addressing, the default)
 
@@ -86,9 +87,9 @@ def _strip_comments(src: str) -> str:
 
 
 def type_bits(hls_dir: Path) -> dict[str, tuple[int, bool]]:
-    """Typedef name -> (bits, signed) for the synthesis (ap_int) branch of hls/include/*.h."""
+    """Typedef name -> (bits, signed) for the synthesis (ap_int) branch of the HLS headers."""
     table = dict(BUILTIN_BITS)
-    for header in sorted((hls_dir / "include").glob("*.h")):
+    for header in sorted(p for d in SOURCE_DIRS for p in (hls_dir / d).glob("*.h")):
         text = _strip_comments(header.read_text())
         # Keep the #else branch of `#ifdef TRILEVEL_FAST_CSIM` (what Vitis HLS synthesizes).
         text = re.sub(r"#ifdef\s+TRILEVEL_FAST_CSIM.*?#else(.*?)#endif", r"\1", text, flags=re.S)
@@ -269,15 +270,15 @@ def hls_vlnv(hls_dir: Path) -> tuple[str, str, str]:
 
 
 def hls_register_maps(hls_dir: Path, functions: list[str]) -> dict[str, list[RegisterSpec]]:
-    """Register maps of `functions`, each looked up in hls_dir/src/*.cpp (exactly one definition)."""
+    """Register maps of `functions`, each looked up in the HLS sources (exactly one definition)."""
     types = type_bits(hls_dir)
-    sources = {p: p.read_text() for p in sorted((hls_dir / "src").glob("*.cpp"))}
+    sources = {p: p.read_text() for d in SOURCE_DIRS for p in sorted((hls_dir / d).glob("*.cpp"))}
     maps = {}
     for func in functions:
         hits = [p for p, s in sources.items() if _find_function(_strip_comments(s), func)]
         if len(hits) != 1:
             raise InterfaceError(
-                f"top function {func!r} is defined in {len(hits)} files under {hls_dir / 'src'}"
+                f"top function {func!r} is defined in {len(hits)} files under {hls_dir}"
             )
         maps[func] = register_map(sources[hits[0]], func, types)
     return maps

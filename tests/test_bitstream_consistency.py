@@ -68,6 +68,16 @@ def test_register_map_follows_the_vitis_layout_of_the_engine_signature():
     assert isa.REGISTERS["COUNTERS"][0] + 8 * isa.N_COUNTERS <= isa.REGISTER_SPAN <= isa.CTRL_RANGE
 
 
+def test_register_map_equals_the_hls_engine_top():
+    """The map derived from hls/engine's Vitis top is isa.REGISTERS, and the IP export names it as the
+    block design expects."""
+    (regs,) = hls_interface.hls_register_maps(HLS, [isa.HLS_TOP]).values()
+    expected = {name: isa.REGISTERS[name][0] for name in isa.HLS_ARGS.values()}
+    assert {isa.HLS_ARGS[r.name]: r.offset for r in regs} == expected
+    assert hls_interface.hls_vlnv(HLS) == (isa.IP_VENDOR, isa.IP_LIBRARY, isa.IP_VERSION)
+    assert isa.IP_NAMES["hls"] == isa.HLS_TOP
+
+
 def test_layout_rule_on_a_known_signature():
     """The Vitis HLS rule on a signature whose generated x<top>_hw.h offsets are well known."""
     src = """
