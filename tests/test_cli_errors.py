@@ -188,3 +188,22 @@ def test_every_command_refuses_an_unknown_option_in_one_line(capsys) -> None:
 def test_help_still_exits_0(capsys) -> None:
     assert cli.main(["train", "--help"]) == 0
     assert "--bad-images" in capsys.readouterr().out
+
+
+def _all_parsers(parser, path=("trilevel",)):
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(getattr(action, "choices", None), dict):  # a subparsers action
+            for name, sub in action.choices.items():
+                yield from _all_parsers(sub, (*path, name))
+
+
+def test_no_option_parses_with_a_bare_int_or_float() -> None:
+    """The rule lives in trilevel.userinput: a bare int/float type would accept 0, negatives or nan."""
+    bare = [
+        f"{' '.join(path)} {action.option_strings or action.dest}"
+        for path, parser in _all_parsers(cli.build_parser())
+        for action in parser._actions
+        if action.type in (int, float)
+    ]
+    assert not bare, f"use a trilevel.userinput type for {bare}"
