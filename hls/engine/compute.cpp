@@ -166,17 +166,17 @@ tiles_i:
                     }
                 }
             }
-        drain:
+            uint32_t err = 0;
+        drain:  // one row of C requantizer lanes per cycle; the first failing lane's error is kept
             for (int r = 0; r < TL_R; r++) {
 #pragma HLS PIPELINE II = 1
                 for (int c = 0; c < TL_C; c++) {
 #pragma HLS UNROLL
-                    if (i0 + r < d.m && j0 + c < d.n) {
-                        const uint32_t err = tl_gemm_out(d, i0 + r, j0 + c, (int64_t)pe[r][c], spm, acc, peak);
-                        if (err) return err;
-                    }
+                    if (i0 + r < d.m && j0 + c < d.n && err == 0)
+                        err = tl_gemm_out(d, i0 + r, j0 + c, (int64_t)pe[r][c], spm, acc, peak);
                 }
             }
+            if (err) return err;
         }
     }
     return 0;
