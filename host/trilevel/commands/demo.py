@@ -122,8 +122,8 @@ def run_demo(out: Path, backend: str = "csim", epochs: int | None = None, jobs: 
 
         try:
             get_backend("csim")
-        except BackendError as err:
-            raise ui.UserError(str(err)) from None
+        except (BackendError, OSError) as err:  # OSError: a library that does not load
+            raise ui.UserError(f"--backend csim: {err}") from None
     out.mkdir(parents=True, exist_ok=True)
     with runlog.RunLock(out):
         for run_dir in run_dirs:
