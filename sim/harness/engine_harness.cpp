@@ -198,6 +198,8 @@ private:
         top_->m_axi_rresp = 0;
         top_->m_axi_bresp = 0;
         top_->m_axi_rlast = 0;
+        top_->m_axi_rid = 0;
+        top_->m_axi_bid = 0;
     }
 
     void drive() {

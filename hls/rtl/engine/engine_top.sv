@@ -48,18 +48,24 @@ module engine_top #(
     output logic [1:0]          s_axil_rresp,
     output logic                s_axil_rvalid,
     input  logic                s_axil_rready,
-    // AXI4 master (DDR through an HP port), 128-bit data, single ID
+    // AXI4 master (DDR through an HP port), 128-bit data, one ID (0): responses come in order
+    output logic [0:0]          m_axi_arid,
     output logic [AXI_AW-1:0]   m_axi_araddr,
     output logic [7:0]          m_axi_arlen,
     output logic [2:0]          m_axi_arsize,
     output logic [1:0]          m_axi_arburst,
     output logic                m_axi_arvalid,
     input  logic                m_axi_arready,
+    /* verilator lint_off UNUSEDSIGNAL */
+    input  logic [0:0]          m_axi_rid,
+    input  logic [0:0]          m_axi_bid,
+    /* verilator lint_on UNUSEDSIGNAL */
     input  logic [127:0]        m_axi_rdata,
     input  logic [1:0]          m_axi_rresp,
     input  logic                m_axi_rlast,
     input  logic                m_axi_rvalid,
     output logic                m_axi_rready,
+    output logic [0:0]          m_axi_awid,
     output logic [AXI_AW-1:0]   m_axi_awaddr,
     output logic [7:0]          m_axi_awlen,
     output logic [2:0]          m_axi_awsize,
@@ -82,6 +88,8 @@ module engine_top #(
     /* verilator lint_on UNUSEDPARAM */
 
     localparam int QW = $clog2(QUEUE_DEPTH + 1);
+    assign m_axi_arid = 1'b0;
+    assign m_axi_awid = 1'b0;
     localparam int FETCH_CMDS = 16;                 // fetched commands buffered before dispatch
     localparam int FW = $clog2(FETCH_CMDS + 1);
     localparam int TAGS = 32;                       // read requests in flight (fetch + LOAD)
