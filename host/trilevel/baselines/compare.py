@@ -10,7 +10,10 @@ comparison includes.
 from __future__ import annotations
 
 import json
+import os
+import platform
 import sys
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -113,13 +116,36 @@ def run_comparison(base: Any, methods: list[str], out: Path, progress: bool = Tr
             )
         if state == "running":
             train(config)
-    rows = summarize(out, methods, epochs)
+    rows = summarize(out, methods, epochs, machine(base.device))
     if progress:
         print(format_table(rows), file=sys.stderr)
     return rows
 
 
-def summarize(out: Path, methods: list[str], epochs: int) -> list[dict[str, Any]]:
+def machine(device: str) -> dict[str, Any]:
+    """Where the comparison ran (its wall times are only comparable on one machine)."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name() if device != "cpu" and torch.cuda.is_available() else None
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def summarize(
+    out: Path, methods: list[str], epochs: int, host: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """The Table-3-like rows from each method's metrics.jsonl; writes compare.md/.json and the plot."""
     curves = {name: runlog.read_metrics(out / name)[:epochs] for name in methods}
     dense = curves["dense"][-1]
@@ -144,8 +170,11 @@ def summarize(out: Path, methods: list[str], epochs: int) -> list[dict[str, Any]
             }
         )
     text = format_table(rows) + "\n"
+    if host:
+        where = host["gpu"] or f"{host['cpu']}, {host['cores']} cores, {host['torch_threads']} torch threads"
+        text += f"\nMachine: {where}; torch {host['torch']}; finished {host['finished']}.\n"
     atomic_write(out / "compare.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    payload = json.dumps({"rows": rows, "curves": curves}, indent=1)
+    payload = json.dumps({"machine": host, "rows": rows, "curves": curves}, indent=1)
     atomic_write(out / "compare.json", lambda tmp: tmp.write_text(payload, encoding="utf-8"))
     plot(curves, out / "accuracy_vs_time.png")
     return rows
