@@ -11,6 +11,7 @@ import argparse
 import importlib
 import shlex
 import sys
+import warnings
 
 from trilevel.userinput import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, OneLineParser, UserError
 
@@ -39,6 +40,8 @@ def resume_hint(stop: Interrupted, argv: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # pynq's utilities import the deprecated pkg_resources: noise on every run that loads a backend.
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
     name = f"trilevel {argv[0]}" if argv and not argv[0].startswith("-") else "trilevel"
     try:
         try:
