@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shlex
 import sys
 import warnings
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except Interrupted as stop:
-        print(f"{name}: {resume_hint(stop, argv)}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the whole job
+            print(f"{name}: {resume_hint(stop, argv)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
