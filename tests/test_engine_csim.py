@@ -693,3 +693,39 @@ def test_run_hls_without_vitis_prints_one_line(tmp_path):
     assert result.returncode == 1 and result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "vitis_hls not found" in lines[0]
+
+
+# ============================================================================== build script
+def test_build_is_skipped_when_unchanged(engine):
+    build = _build_csim()
+    lib = build.DEFAULT_LIB
+    before = lib.stat().st_mtime_ns
+    assert build.build() == lib
+    assert lib.stat().st_mtime_ns == before
+
+
+def test_build_failure_is_one_clear_line(tmp_path):
+    cmd = [sys.executable, str(ROOT / "hls" / "build_csim.py"), "--out", str(tmp_path / "x.so"), "--config",
+           "no_such_config"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no_such_config" in lines[0]
+
+
+def test_ci_config_build_reports_its_sizes(tmp_path):
+    """--config ci compiles the engine at isa.CI_SMALL (the RTL's CI build, a 4 x 4 array); it runs."""
+    ci = Engine(_build_csim().build(tmp_path / "ci.so", "fast", ["engine"], config="ci"))
+    want = {name: getattr(isa.CI_SMALL, name) for name in CONFIG_NAMES[:-1]}
+    assert {k: v for k, v in ci.config.items() if k != "isa_version"} == want
+    rng = np.random.default_rng(12)
+    x, w = rand16(rng, (9, 11)), rand16(rng, (6, 11))
+    prog = Program()
+    prog.load(Mem.SPM, x, at=0)
+    prog.load(Mem.SPM, w, at=200)
+    prog.add(Op.GEMM, m=9, n=6, k=11, a_addr=0, a_stride=11, b_addr=200, b_stride=11, c_addr=400,
+             c_stride=6, shift=9, imm=1)
+    y = prog.store(Mem.SPM, 400, 9, 6, np.int16)
+    res = ok(prog.run(ci))
+    np.testing.assert_array_equal(prog.result(y), gemm_ref(x, w, shift=9)[0])
+    assert res["counters"]["GEMM_BUSY"] == 3 * 2 * 11  # ceil(9/4) x ceil(6/4) tiles of k = 11
