@@ -57,3 +57,19 @@ def test_sections_are_pluggable_and_failures_are_recorded(tmp_path):
     assert extra["rows"] == [{"x": 1.5}] and extra["error"] is None
     assert "AttributeError" in broken["error"]
     assert json.loads((tmp_path / "bench.json").read_text())["sections"][0]["name"] == "extra"
+
+
+def test_input_pipeline_section_times_jpeg_loading(tmp_path, monkeypatch):
+    from trilevel import bench
+
+    monkeypatch.setattr(bench, "PIPELINE_IMAGES", (40, 40))
+    monkeypatch.setattr(bench, "PIPELINE_IMAGE_SIZE", (96, 64))
+    monkeypatch.setattr(bench, "PIPELINE_BATCH", 8)
+    result = run_bench(BenchOptions(out=tmp_path, quick=True), sections=["trilevel.bench:input_pipeline"])
+    (section,) = result["sections"]
+    assert section["error"] is None
+    rows = section["rows"]
+    assert {row["transform"] for row in rows} == {"train", "eval"} and {0} <= {row["workers"] for row in rows}
+    # 40 JPEGs in batches of 8: the first batch (worker start-up) is not timed.
+    assert all(row["images"] == 32 and row["images_per_s"] > 0 for row in rows)
+    assert len(list((tmp_path / "jpeg_folder" / "train").rglob("*.jpg"))) == 40

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from trilevel.data import Augment, load_dataset
+from trilevel.data import AugmentSpec, load_dataset
 
 
 def test_digits_split_is_stratified_normalized_and_indexed():
@@ -106,10 +106,25 @@ def test_unknown_spec_and_bad_digits_size():
         load_dataset("digits", img_size=32)
 
 
-def test_augment_keeps_shape_and_content_up_to_shift():
+def test_augmentation_is_timms_train_transform_and_raw_items_normalize_alike(tmp_path):
+    root = _write_cifar(tmp_path / "cifar")
+    train, test = load_dataset(f"cifar10:{root}", img_size=24, augment=AugmentSpec())
+    steps = repr(train._transform)
+    for step in ("RandomResizedCropAndInterpolation", "bicubic", "RandomHorizontalFlip", "RandAugment"):
+        assert step in steps, steps
+    assert "Normalize" not in steps and "RandomErasing" not in steps  # both happen on the device
+    train.raw = True
     torch.manual_seed(0)
-    image = torch.arange(2 * 8 * 8, dtype=torch.float32).view(2, 8, 8)
-    out = [Augment(pad=2, hflip=True)(image) for _ in range(20)]
-    assert all(o.shape == image.shape for o in out)
-    assert any(not torch.equal(o, image) for o in out)
-    assert torch.equal(Augment()(image), image)
+    crops = [train[0][0] for _ in range(6)]
+    assert all(c.dtype == torch.uint8 and c.shape == (3, 24, 24) for c in crops)
+    assert any(not torch.equal(crops[0], c) for c in crops[1:])  # random crops differ
+    # Raw items (uint8, native 32 px) normalized and resized as a batch equal the per-item CPU path.
+    test.raw = True
+    raw = torch.stack([test[i][0] for i in range(4)])
+    assert raw.dtype == torch.uint8 and raw.shape == (4, 3, 32, 32)
+    test.raw = False
+    cpu = torch.stack([test[i][0] for i in range(4)])
+    assert cpu.shape == (4, 3, 24, 24)
+    assert torch.allclose(test.normalization(raw), cpu, atol=1e-5)
+    with pytest.raises(ValueError, match="augmentation applies"):
+        load_dataset("digits", augment=True)

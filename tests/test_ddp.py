@@ -22,6 +22,7 @@ WORKER = textwrap.dedent(
     import os, sys
     import torch
     from trilevel import train_torch
+    from trilevel.baselines import methods
     from trilevel.data import make_synthetic
     from trilevel.example_filter import ExampleFilter
 
@@ -36,9 +37,9 @@ WORKER = textwrap.dedent(
         seen["models"].append(model)
         return model
 
-    def recording_update(self, indices, correct, cls_attn_var):
+    def recording_update(self, indices, correct, cls_attn_var, **kwargs):
         seen["presented"].append(list(map(int, indices)))
-        return update(self, indices, correct, cls_attn_var)
+        return update(self, indices, correct, cls_attn_var, **kwargs)
 
     def recording_active_indices(self):
         if self not in seen["filters"]:
@@ -48,10 +49,10 @@ WORKER = textwrap.dedent(
         return active
 
     build_model, update, active_indices = (
-        train_torch.build_model, ExampleFilter.update, ExampleFilter.active_indices
+        methods.build_model, ExampleFilter.update, ExampleFilter.active_indices
     )
     train_torch.load_dataset = small_synthetic
-    train_torch.build_model = recording_build_model
+    methods.build_model = recording_build_model  # what the trainer's (default) method builds with
     ExampleFilter.update = recording_update
     ExampleFilter.active_indices = recording_active_indices
 
@@ -61,6 +62,7 @@ WORKER = textwrap.dedent(
             keep_example={KEEP_EXAMPLE}, example_period=1, example_remove_frac=0.1,
             keep_token=0.7, keep_attn=0.5, keep_warmup_epochs=0, keep_decay_epochs=0,
             attn_impl="mask", device="cpu", progress=False,
+            example_window="run",  # statistics over the whole run, so the last check sees every epoch
         )
     )
     (model,), (example_filter,) = seen["models"], seen["filters"]

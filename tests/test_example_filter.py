@@ -64,7 +64,8 @@ def test_ties_broken_by_cls_variance_then_index():
 
 def test_remove_restore_keeps_size_and_restores_only_from_removed_pool():
     n = 200
-    f = ExampleFilter(n, keep_ratio=0.8, period_epochs=2, remove_frac=0.05, seed=3)
+    whole_run_last = {"window": "run", "variance": "last"}  # the ranking below uses these statistics
+    f = ExampleFilter(n, keep_ratio=0.8, period_epochs=2, remove_frac=0.05, seed=3, **whole_run_last)
     rng = np.random.default_rng(0)
     for epoch in range(40):
         before = f.active.copy()
@@ -144,9 +145,11 @@ def test_bad_arguments_raise():
 
 
 def _paper_rule_run(n: int, keep: float, frac: float, period: int, seed: int, epochs: int,
-                    stats_seed: int) -> list[np.ndarray]:
+                    stats_seed: int, window: str = "round", variance: str = "mean") -> list[np.ndarray]:
     """The active subset after every epoch, by the paper's rule written out independently of the filter
-    (same generator calls: the initial subset, then one restore draw per round)."""
+    (same generator calls: the initial subset, then one restore draw per round). window "round": the
+    statistics start afresh after every round (the official main-cls.py); variance "mean": ties rank
+    by the mean variance over the window (official), "last": by the latest presentation's."""
     rng, stats = np.random.default_rng(seed), np.random.default_rng(stats_seed)
     num_active, remove = max(1, round(keep * n)), round(frac * n)
     rounds = int(np.ceil((1 - keep) / frac - 1e-6)) + 1
@@ -154,28 +157,38 @@ def _paper_rule_run(n: int, keep: float, frac: float, period: int, seed: int, ep
     active[rng.choice(n, size=num_active, replace=False)] = True
     last = np.full(n, -1)
     ever, forgetting, var = np.zeros(n, bool), np.zeros(n, np.int64), np.zeros(n)
+    var_sum, count = np.zeros(n), np.zeros(n)
     history, done = [], 0
     for epoch in range(epochs):
         idx = np.flatnonzero(active)
         ok, v = stats.random(idx.size) < 0.6, stats.random(idx.size)
         forgetting[idx] += (last[idx] == 1) & ~ok
         last[idx], var[idx] = ok, v
+        var_sum[idx] += v
+        count[idx] += 1
         ever[idx] |= ok
         if done < rounds and (epoch + 1) % period == 0:
             pool = np.flatnonzero(~active)
-            ranked = sorted(idx.tolist(), key=lambda i: (not ever[i], forgetting[i], var[i], i))
+            rank_var = var if variance == "last" else var_sum / np.maximum(count, 1)
+            ranked = sorted(idx.tolist(), key=lambda i: (not ever[i], forgetting[i], rank_var[i], i))
             restored = rng.choice(pool, size=remove, replace=False)
             active[ranked[:remove]] = False
             active[restored] = True
             done += 1
+            if window == "round":
+                last[:], ever[:], forgetting[:], var[:], var_sum[:], count[:] = -1, False, 0, 0.0, 0.0, 0
         history.append(active.copy())
     return history
 
 
-@pytest.mark.parametrize("policy", [None, "forgetting"])
-def test_default_policy_reproduces_the_paper_rule_exactly(policy):
-    expect = _paper_rule_run(400, 0.8, 0.05, 2, seed=11, epochs=14, stats_seed=4)
-    f = ExampleFilter(400, keep_ratio=0.8, period_epochs=2, remove_frac=0.05, seed=11, policy=policy)
+@pytest.mark.parametrize(
+    ("policy", "window", "variance"),
+    [(None, None, None), ("forgetting", "round", "mean"), (None, "run", "last"), (None, "round", "last")],
+)
+def test_default_policy_reproduces_the_paper_rule_exactly(policy, window, variance):
+    modes = {k: v for k, v in (("window", window), ("variance", variance)) if v is not None}
+    expect = _paper_rule_run(400, 0.8, 0.05, 3, seed=11, epochs=20, stats_seed=4, **modes)
+    f = ExampleFilter(400, keep_ratio=0.8, period_epochs=3, remove_frac=0.05, seed=11, policy=policy, **modes)
     assert f.policy_name == "forgetting"
     stats = np.random.default_rng(4)
     for epoch, want in enumerate(expect):
@@ -281,3 +294,52 @@ def test_state_round_trips_with_the_policy_name():
     ExampleFilter(300, **kwargs).load_state_dict(old)
     with pytest.raises(ValueError, match="policy='forgetting'"):
         ExampleFilter(300, policy="random", **kwargs).load_state_dict(old)
+
+
+def test_window_and_variance_modes_each_change_the_removals():
+    finals = [
+        _paper_rule_run(400, 0.8, 0.05, 3, seed=11, epochs=20, stats_seed=4, window=w, variance=v)[-1]
+        for w, v in (("round", "mean"), ("run", "mean"), ("round", "last"), ("run", "last"))
+    ]
+    for i in range(len(finals)):
+        for j in range(i):
+            assert not np.array_equal(finals[i], finals[j]), (i, j)
+
+
+def test_round_window_starts_the_statistics_afresh_and_mean_variance_ranks():
+    f = ExampleFilter(40, keep_ratio=0.5, period_epochs=2, remove_frac=0.1, seed=0)
+    g = ExampleFilter(40, keep_ratio=0.5, period_epochs=2, remove_frac=0.1, seed=0, window="run")
+    for flt in (f, g):
+        idx = flt.active_indices()
+        for ok in (True, False):
+            flt.update(idx, np.full(idx.size, ok), np.full(idx.size, 0.5))
+        assert flt.forgetting[idx].tolist() == [1] * idx.size
+        assert flt.end_epoch(1)
+    assert not f.forgetting.any() and not f.presentations.any() and not f.ever_correct.any()
+    assert g.forgetting.sum() == 20 and g.presentations.sum() == 40
+    # Mean over the window vs the last presentation: example 0 had 0.9 then 0.1 (mean 0.5), example 1
+    # 0.3 twice; "mean" removes 1 first (0.3 < 0.5), "last" removes 0 first (0.1 < 0.3).
+    orders = {}
+    for variance in ("mean", "last"):
+        h = ExampleFilter(2, keep_ratio=1.0, variance=variance)
+        h.update([0, 1], [True, True], [0.9, 0.3])
+        h.update([0, 1], [True, True], [0.1, 0.3])
+        orders[variance] = h.removal_order(np.arange(2)).tolist()
+    assert orders == {"mean": [1, 0], "last": [0, 1]}
+
+
+def test_older_states_resume_only_with_the_whole_run_window():
+    legacy = {"keep_ratio": 0.8, "period_epochs": 1, "remove_frac": 0.1, "seed": 2, "window": "run",
+              "variance": "last"}
+    f = ExampleFilter(50, **legacy)
+    _present_all(f, np.random.default_rng(1))
+    old = f.state_dict()
+    for key in ("window", "variance", "cls_attn_var_sum", "presentations"):
+        del old[key]
+    same = ExampleFilter(50, **legacy)
+    same.load_state_dict(old)
+    assert np.array_equal(same.forgetting, f.forgetting)
+    with pytest.raises(ValueError, match="window='run'"):
+        ExampleFilter(50, keep_ratio=0.8, period_epochs=1, remove_frac=0.1, seed=2).load_state_dict(old)
+    with pytest.raises(ValueError, match="window must be one of"):
+        ExampleFilter(50, window="epoch")

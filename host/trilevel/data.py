@@ -9,14 +9,26 @@ Sources (``load_dataset(spec, ...)``):
   tests and benchmarks.
 * ``cifar10:PATH`` (or a folder holding ``data_batch_*`` and ``test_batch``): CIFAR-10 python pickles.
 * ``imagefolder:PATH`` (or a folder with ``train/`` and ``val/``): ImageNet-style class subfolders of
-  images, decoded with Pillow, resized (shorter side img_size * 256/224) and center-cropped.
+  images, decoded with Pillow; evaluation resizes (bicubic, shorter side img_size / 0.875) and
+  center-crops (timm's eval transform).
+
+Augmentation (``augment=AugmentSpec(...)``, CIFAR-10 and image folders) is timm's training transform
+(``timm.data.create_transform``: RandomResizedCrop with bicubic interpolation, horizontal flip,
+RandAugment); random erasing, mixup and cutmix act on whole batches on the training device
+(``trilevel.pipeline``).
+
+Datasets normalize on the CPU by default (``dataset.raw = False``: float32, normalized, at ``img_size``).
+With ``dataset.raw = True`` they return the stored pixels (uint8 for CIFAR-10 and image folders) and
+``dataset.normalization`` finishes the job on the device, so batches travel as uint8.
 """
 
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,27 +41,70 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
-class Augment:
-    """Light augmentation for training splits: random crop after zero padding, horizontal flip."""
+class AugmentSpec:
+    """timm's training transform (DeiT recipe): RandomResizedCrop(scale) with ``interpolation``,
+    horizontal flip, and ``auto_augment`` (a timm policy such as ``rand-m9-mstd0.5-inc1``; None: none)."""
 
-    pad: int = 0
-    hflip: bool = False
+    auto_augment: str | None = "rand-m9-mstd0.5-inc1"
+    interpolation: str = "bicubic"
+    scale: tuple[float, float] = (0.08, 1.0)
+    hflip: float = 0.5
 
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        if self.pad:
-            _, h, w = image.shape
-            padded = F.pad(image, (self.pad,) * 4)
-            dy, dx = torch.randint(0, 2 * self.pad + 1, (2,)).tolist()
-            image = padded[:, dy : dy + h, dx : dx + w]
-        if self.hflip and torch.rand(()) < 0.5:
-            image = image.flip(-1)
-        return image
+    def transform(self, img_size: int, mean: tuple[float, ...]) -> Callable[[Any], torch.Tensor]:
+        """PIL image -> uint8 tensor C x img_size x img_size (normalization happens later)."""
+        from timm.data import create_transform  # imported lazily: timm costs ~1 s
+
+        return create_transform(
+            img_size,
+            is_training=True,
+            scale=self.scale,
+            hflip=self.hflip,
+            auto_augment=self.auto_augment,
+            interpolation=self.interpolation,
+            mean=mean,
+            use_prefetcher=True,  # no ToTensor/Normalize/RandomErasing: uint8 out, the rest on device
+        )
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Stored pixels -> model input: ``(x / scale - mean) / std`` per channel, then a bilinear
+    (antialiased) resize to ``img_size`` if the stored images have another size. Works on one image
+    [C, H, W] or a batch [B, C, H, W], on any device."""
+
+    scale: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    img_size: int
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float()
+        if self.scale != 1.0:
+            x = x / self.scale
+        shape = (-1, 1, 1)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(shape)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(shape)
+        x = (x - mean) / std
+        if x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
+            batch = x if x.ndim == 4 else x[None]
+            batch = F.interpolate(batch, size=(self.img_size,) * 2, mode="bilinear", antialias=True)
+            x = batch if x.ndim == 4 else batch[0]
+        return x
+
+
+def _to_pil(image: torch.Tensor) -> Any:
+    from PIL import Image
+
+    array = image.permute(1, 2, 0).numpy()
+    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
 
 
 class TensorImageDataset(Dataset):
-    """Images held in memory (uint8 or float, N x C x H x W) plus labels; normalized per item.
+    """Images held in memory (uint8 or float, N x C x H x W) plus labels.
 
-    ``mean``/``std`` are per channel in the stored scale (uint8 images are first divided by 255).
+    ``mean``/``std`` are per channel in [0, 1] units (uint8 images are divided by 255 first). Items are
+    normalized float images at ``img_size`` unless ``raw`` is set (see the module docstring).
+    ``augment`` (uint8 images only) applies timm's training transform per item.
     """
 
     def __init__(
@@ -59,13 +114,15 @@ class TensorImageDataset(Dataset):
         num_classes: int,
         mean: tuple[float, ...],
         std: tuple[float, ...],
-        augment: Augment | None = None,
+        augment: AugmentSpec | None = None,
         img_size: int | None = None,
     ) -> None:
         if images.ndim != 4 or len(images) != len(labels):
             raise ValueError(
                 f"want images N x C x H x W and N labels, got {tuple(images.shape)}, {len(labels)}"
             )
+        if augment is not None and images.dtype != torch.uint8:
+            raise ValueError("augmentation needs uint8 images (CIFAR-10, image folders)")
         self.images, self.labels = images, labels.long()
         self.num_classes = num_classes
         self.in_chans = images.shape[1]
@@ -73,26 +130,30 @@ class TensorImageDataset(Dataset):
         self.img_size = img_size or self.native_size
         self._mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        scale = 255.0 if images.dtype == torch.uint8 else 1.0
+        self.normalization = Normalization(scale, tuple(mean), tuple(std), self.img_size)
         self.augment = augment
+        self._transform = augment.transform(self.img_size, tuple(mean)) if augment is not None else None
+        self.raw = False
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         image = self.images[index]
-        image = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
-        image = (image - self._mean) / self._std
-        if self.augment is not None:
-            image = self.augment(image)
-        if self.img_size != self.native_size:
-            image = F.interpolate(image[None], size=(self.img_size,) * 2, mode="bilinear", antialias=True)[0]
+        if self._transform is not None:
+            image = self._transform(_to_pil(image))
+        if not self.raw:
+            image = self.normalization(image)
         return image, int(self.labels[index]), index
 
 
 class ImageFolderDataset(Dataset):
     """``root/<class>/<image>`` files, decoded lazily with Pillow; classes sorted by folder name."""
 
-    def __init__(self, root: Path, img_size: int, classes: list[str] | None = None, augment: bool = False):
+    def __init__(
+        self, root: Path, img_size: int, classes: list[str] | None = None, augment: AugmentSpec | None = None
+    ) -> None:
         try:
             from PIL import Image  # noqa: F401  (checked here for a clear error)
         except ImportError:
@@ -111,9 +172,12 @@ class ImageFolderDataset(Dataset):
         if not self.samples:
             raise ValueError(f"image folder {root} has no images ({', '.join(IMAGE_SUFFIXES)})")
         self.num_classes, self.in_chans, self.img_size = len(self.classes), 3, img_size
-        self.augment = Augment(pad=img_size // 28, hflip=True) if augment else None
-        self._mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        self.augment = augment
+        self.normalization = Normalization(255.0, IMAGENET_MEAN, IMAGENET_STD, img_size)
+        self._transform = (
+            _eval_transform(img_size) if augment is None else augment.transform(img_size, IMAGENET_MEAN)
+        )
+        self.raw = False
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -123,21 +187,19 @@ class ImageFolderDataset(Dataset):
 
         path, label = self.samples[index]
         with Image.open(path) as img:
-            img = img.convert("RGB")
-            short = round(self.img_size * 256 / 224)
-            scale = short / min(img.size)
-            img = img.resize(
-                (max(short, round(img.width * scale)), max(short, round(img.height * scale))),
-                Image.Resampling.BILINEAR,
-            )
-            left, top = (img.width - self.img_size) // 2, (img.height - self.img_size) // 2
-            img = img.crop((left, top, left + self.img_size, top + self.img_size))
-            array = np.asarray(img, dtype=np.uint8)
-        image = torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
-        image = (image - self._mean) / self._std
-        if self.augment is not None:
-            image = self.augment(image)
+            image = self._transform(img.convert("RGB"))
+        if not self.raw:
+            image = self.normalization(image)
         return image, label, index
+
+
+def _eval_transform(img_size: int) -> Callable[[Any], torch.Tensor]:
+    """timm's evaluation transform (DeiT): bicubic resize of the shorter side to img_size / 0.875, center
+    crop; uint8 out."""
+    from timm.data import create_transform
+
+    return create_transform(img_size, is_training=False, interpolation="bicubic", crop_pct=0.875,
+                            use_prefetcher=True)
 
 
 def load_digits_split(seed: int = 0, test_size: int = 360) -> tuple[TensorImageDataset, TensorImageDataset]:
@@ -203,7 +265,7 @@ def _unpickle_cifar(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def load_cifar10(
-    root: Path, img_size: int | None = None, augment: bool = False
+    root: Path, img_size: int | None = None, augment: AugmentSpec | None = None
 ) -> tuple[TensorImageDataset, TensorImageDataset]:
     root = Path(root)
     if not root.is_dir():
@@ -214,14 +276,15 @@ def load_cifar10(
     parts = [_unpickle_cifar(p) for p in train_files]
     train_x, train_y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     test_x, test_y = _unpickle_cifar(root / "test_batch")
-    aug = Augment(pad=4, hflip=True) if augment else None
     return (
-        TensorImageDataset(train_x, train_y, 10, CIFAR_MEAN, CIFAR_STD, aug, img_size),
+        TensorImageDataset(train_x, train_y, 10, CIFAR_MEAN, CIFAR_STD, augment, img_size),
         TensorImageDataset(test_x, test_y, 10, CIFAR_MEAN, CIFAR_STD, None, img_size),
     )
 
 
-def load_image_folder(root: Path, img_size: int, augment: bool = False) -> tuple[Dataset, Dataset]:
+def load_image_folder(
+    root: Path, img_size: int, augment: AugmentSpec | None = None
+) -> tuple[Dataset, Dataset]:
     """``root/train/<class>/...`` and ``root/val/<class>/...`` (or ``root/test/``)."""
     root = Path(root)
     train_dir = root / "train"
@@ -238,12 +301,18 @@ def load_dataset(
     in_chans: int = 3,
     num_classes: int = 10,
     seed: int = 0,
-    augment: bool = False,
+    augment: AugmentSpec | bool | None = None,
 ) -> tuple[Dataset, Dataset]:
     """``spec``: ``digits``, ``synthetic``, ``cifar10:PATH``, ``imagefolder:PATH`` or a folder path
     (CIFAR-10 batches or train/val class folders, detected). ``img_size`` resizes (folders need it);
-    ``in_chans``/``num_classes`` shape the synthetic data. Items are (image, label, example_index)."""
+    ``in_chans``/``num_classes`` shape the synthetic data. ``augment`` (True: ``AugmentSpec()``) applies
+    to the training split of CIFAR-10 and image folders. Items are (image, label, example_index)."""
+    if augment is True:
+        augment = AugmentSpec()
+    augment = augment or None
     kind, _, path = spec.partition(":")
+    if augment is not None and (spec in ("digits", "synthetic")):
+        raise ValueError(f"augmentation applies to CIFAR-10 and image folders, not {spec}")
     if spec == "digits":
         if img_size not in (None, 8):
             raise ValueError(f"digits images are 8x8; got img_size {img_size}")

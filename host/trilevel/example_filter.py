@@ -14,6 +14,12 @@ Semantics (docs: paper section "Sparsity in Training Examples"):
   fewest forgetting events; ties: lower [CLS]-attention variance first, then lower index. The active
   subset size never changes. After ``ceil(m / n) + 1`` rounds (m = 1 - r_e: 10%/5% -> 3 rounds,
   20%/5% -> 5) the subset stays fixed.
+* Statistics window (``window``): ``"round"`` (default, the official code) counts forgetting events,
+  "never learned" and the variance over the presentations since the last round and starts afresh
+  after each round; ``"run"`` counts over the whole run (which ranks examples restored late as less
+  forgotten, simply because they had fewer presentations).
+* Variance (``variance``): ``"mean"`` (default, the official ``main-cls.py``) ranks by the mean
+  [CLS]-attention variance over the window's presentations; ``"last"`` by the latest presentation's.
 
 Removal orders are pluggable like the token/attention rules of ``trilevel.selectors``:
 
@@ -38,6 +44,8 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 _NEVER_SEEN = -1
+EXAMPLE_WINDOWS = ("round", "run")
+EXAMPLE_VARIANCES = ("mean", "last")
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,7 @@ class CandidateStats:
     indices: np.ndarray  # example indices (the active subset, ascending)
     forgetting: np.ndarray  # forgetting events so far (int64)
     never_learned: np.ndarray  # never classified correctly (bool)
-    cls_attn_var: np.ndarray  # [CLS]-attention variance at the last presentation (float64)
+    cls_attn_var: np.ndarray  # [CLS]-attention variance, window mean or last presentation (float64)
 
 
 class ExamplePolicy(ABC):
@@ -156,7 +164,14 @@ class ExampleFilter:
         remove_frac: float = 0.05,
         seed: int = 0,
         policy: str | ExamplePolicy | None = None,
+        window: str = "round",
+        variance: str = "mean",
     ) -> None:
+        if window not in EXAMPLE_WINDOWS or variance not in EXAMPLE_VARIANCES:
+            raise ValueError(
+                f"window must be one of {EXAMPLE_WINDOWS} and variance one of {EXAMPLE_VARIANCES}, "
+                f"got {window!r}, {variance!r}"
+            )
         if num_examples < 1:
             raise ValueError(f"num_examples must be >= 1, got {num_examples}")
         if not 0.0 < keep_ratio <= 1.0:
@@ -169,6 +184,7 @@ class ExampleFilter:
         self.keep_ratio = keep_ratio
         self.period_epochs = period_epochs
         self.remove_frac = remove_frac
+        self.window, self.variance = window, variance
         self.policy = make_example_policy(policy)
         self.num_active = max(1, round(keep_ratio * num_examples))
         self.remove_count = round(remove_frac * num_examples)
@@ -185,14 +201,20 @@ class ExampleFilter:
         self._rng = np.random.default_rng(seed)
         self.active = np.zeros(num_examples, dtype=bool)
         self.active[self._rng.choice(num_examples, size=self.num_active, replace=False)] = True
-        self.last_correct = np.full(num_examples, _NEVER_SEEN, dtype=np.int8)
-        self.ever_correct = np.zeros(num_examples, dtype=bool)
-        self.forgetting = np.zeros(num_examples, dtype=np.int64)
-        self.cls_attn_var = np.zeros(num_examples, dtype=np.float64)
+        self._reset_statistics()
         self.rounds_done = 0
         self.policy.initialize(self)
 
     # ------------------------------------------------------------------ statistics
+    def _reset_statistics(self) -> None:
+        n = self.num_examples
+        self.last_correct = np.full(n, _NEVER_SEEN, dtype=np.int8)
+        self.ever_correct = np.zeros(n, dtype=bool)
+        self.forgetting = np.zeros(n, dtype=np.int64)
+        self.cls_attn_var = np.zeros(n, dtype=np.float64)  # at the last presentation
+        self.cls_attn_var_sum = np.zeros(n, dtype=np.float64)
+        self.presentations = np.zeros(n, dtype=np.int64)
+
     def update(self, indices: Any, correct: Any, cls_attn_var: Any, true_prob: Any = None) -> None:
         """Record one presentation of each example in ``indices``.
 
@@ -221,6 +243,16 @@ class ExampleFilter:
         self.last_correct[idx] = ok
         self.ever_correct[idx] |= ok
         self.cls_attn_var[idx] = var
+        self.cls_attn_var_sum[idx] += var
+        self.presentations[idx] += 1
+
+    def ranking_variance(self, indices: np.ndarray) -> np.ndarray:
+        """The [CLS]-attention variance rounds rank by: the window mean or the last presentation's
+        (0 for examples not presented in the window)."""
+        if self.variance == "last":
+            return self.cls_attn_var[indices]
+        count = self.presentations[indices]
+        return np.divide(self.cls_attn_var_sum[indices], count, out=np.zeros(len(indices)), where=count > 0)
 
     @property
     def rng(self) -> np.random.Generator:
@@ -239,7 +271,7 @@ class ExampleFilter:
             indices=candidates,
             forgetting=self.forgetting[candidates],
             never_learned=~self.ever_correct[candidates],
-            cls_attn_var=self.cls_attn_var[candidates],
+            cls_attn_var=self.ranking_variance(candidates),
         )
         order = np.asarray(self.policy.removal_order(stats, self._rng), dtype=np.int64)
         if order.shape != candidates.shape or not np.array_equal(np.sort(order), np.sort(candidates)):
@@ -267,6 +299,8 @@ class ExampleFilter:
         self.active[removed] = False
         self.active[restored] = True
         self.rounds_done += 1
+        if self.window == "round":
+            self._reset_statistics()
         return True
 
     def active_indices(self) -> np.ndarray:
@@ -281,11 +315,15 @@ class ExampleFilter:
             "period_epochs": self.period_epochs,
             "remove_frac": self.remove_frac,
             "policy": self.policy_name,
+            "window": self.window,
+            "variance": self.variance,
             "active": self.active.copy(),
             "last_correct": self.last_correct.copy(),
             "ever_correct": self.ever_correct.copy(),
             "forgetting": self.forgetting.copy(),
             "cls_attn_var": self.cls_attn_var.copy(),
+            "cls_attn_var_sum": self.cls_attn_var_sum.copy(),
+            "presentations": self.presentations.copy(),
             "rounds_done": self.rounds_done,
             "rng": self._rng.bit_generator.state,
             "policy_state": self.policy.state_dict(),
@@ -301,14 +339,25 @@ class ExampleFilter:
         policy = state.get("policy", DEFAULT_EXAMPLE_POLICY)  # older checkpoints: the paper's rule
         if policy != self.policy_name:
             raise ValueError(f"example filter state has policy={policy!r}, this filter {self.policy_name!r}")
+        # Older checkpoints counted over the whole run and ranked by the last presentation's variance.
+        then = (state.get("window", "run"), state.get("variance", "last"))
+        if then != (self.window, self.variance):
+            raise ValueError(
+                f"example filter state has window={then[0]!r}, variance={then[1]!r}; this filter "
+                f"{self.window!r}, {self.variance!r} (--example-window/--example-variance)"
+            )
         arrays = {
             "active": bool,
             "last_correct": np.int8,
             "ever_correct": bool,
             "forgetting": np.int64,
             "cls_attn_var": np.float64,
+            "cls_attn_var_sum": np.float64,
+            "presentations": np.int64,
         }
         for key, dtype in arrays.items():
+            if key not in state and key in ("cls_attn_var_sum", "presentations"):
+                continue  # older checkpoints: no window sums (they rank by the last variance)
             value = np.array(state[key], dtype=dtype)
             if value.shape != (self.num_examples,):
                 raise ValueError(

@@ -217,6 +217,9 @@ class VisionTransformer(nn.Module):
         self.token_policy = make_token_policy(token_policy)
         self.attn_policy = make_attention_policy(attn_policy)
         self.attn_impl = attn_impl
+        # Check the selectors' index values with host syncs on accelerators too (CPU always checks;
+        # otherwise accelerators assert on the device, without stalling the host).
+        self.debug_checks = False
         dim = cfg.embed_dim
         self.patch_embed = PatchEmbed(cfg)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cfg.cls_token else None
@@ -303,7 +306,7 @@ class VisionTransformer(nn.Module):
         with torch.no_grad():
             scores = self.token_policy.scores(attn_map, has_cls)
             idx = self.token_policy.select(scores, k)
-        _check_indices(idx, (batch, k), n, "token")
+        _check_indices(idx, (batch, k), n, "token", self.debug_checks)
         patches = x[:, r:].gather(1, idx[..., None].expand(-1, -1, dim))
         merged = self.token_policy.merge(x[:, r:], scores, idx) if k < n else None
         x = torch.cat([x[:, :r], patches, *([] if merged is None else [merged])], dim=1)
@@ -321,7 +324,7 @@ class VisionTransformer(nn.Module):
             sub = sub.gather(2, idx[:, None, :].expand(-1, k, -1))  # [B, k, k] kept patch x kept patch
             grid = self.cfg.img_size // self.cfg.patch_size
             keys = self.attn_policy.select_at(sub, k_attn, patch_ids, grid)
-        _check_indices(keys, (batch, k, k_attn), k, "attention")
+        _check_indices(keys, (batch, k, k_attn), k, "attention", self.debug_checks)
         conn = keys + r
         if has_cls:  # every patch query keeps the [CLS] key
             conn = torch.cat([conn.new_zeros(batch, k, 1), conn], dim=-1)
@@ -335,15 +338,27 @@ def _attention_variance(attn_map: Tensor, has_cls: bool) -> Tensor:
     return scores.var(dim=-1, correction=0)
 
 
-def _check_indices(idx: Tensor, shape: tuple[int, ...], bound: int, kind: str) -> None:
-    """A policy's output must be ascending, distinct indices in 0..bound-1 of the expected shape."""
+def _check_indices(
+    idx: Tensor, shape: tuple[int, ...], bound: int, kind: str, host_sync: bool = False
+) -> None:
+    """A policy's output must be ascending, distinct indices in 0..bound-1 of the expected shape.
+
+    Shape and dtype are host metadata (free). The values are checked on the host (ValueError) on the
+    CPU or with ``host_sync``; on an accelerator they become device-side asserts, which cost no
+    device-to-host synchronization (a failure surfaces at the next sync as a device error)."""
     if tuple(idx.shape) != shape or idx.dtype != torch.long:
         raise ValueError(f"{kind} policy returned {tuple(idx.shape)} {idx.dtype}, expected {shape} int64")
-    if torch.compiler.is_exporting():  # value checks cannot be traced; ONNX tests compare selections
+    if torch.compiler.is_exporting() or not idx.numel():  # values cannot be traced; ONNX tests compare
         return
-    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= bound):
+    in_range = (idx.min() >= 0) & (idx.max() < bound)
+    ascending = (idx[..., 1:] > idx[..., :-1]).all()
+    if idx.device.type != "cpu" and not host_sync:
+        torch._assert_async(in_range, f"{kind} policy returned indices outside 0..{bound - 1}")
+        torch._assert_async(ascending, f"{kind} policy must return strictly ascending indices per row")
+        return
+    if not bool(in_range):
         raise ValueError(f"{kind} policy returned indices outside 0..{bound - 1}")
-    if bool((idx[..., 1:] <= idx[..., :-1]).any()):
+    if not bool(ascending):
         raise ValueError(f"{kind} policy must return strictly ascending indices per row")
 
 
