@@ -111,6 +111,9 @@ def run_demo(out: Path, backend: str = "csim", epochs: int | None = None, jobs: 
     """Validate, lock `out`, replace a previous demo's runs there, run the three, summarize."""
     from trilevel import runlog
 
+    for name, value in (("epochs", epochs), ("jobs", jobs)):  # API callers bypass argparse's types
+        if value is not None:
+            ui.check_range(name, value, 1)
     recipe = {**RECIPE, **({"epochs": epochs} if epochs is not None else {})}
     specs = _runs(backend)
     run_dirs = [out / spec.name for spec in specs]
