@@ -35,7 +35,8 @@ def resume_hint(stop: Interrupted, argv: list[str]) -> str:
     if stop.checkpoint is None:
         return "interrupted before the first checkpoint; nothing to resume, rerun the command to start over"
     again = argv if "--resume" in argv else [*argv, "--resume"]
-    return (f"interrupted; last checkpoint {stop.checkpoint} (epoch {stop.epoch} of {stop.epochs}); "
+    of = f" of {stop.epochs}" if stop.epochs else ""
+    return (f"interrupted; last checkpoint {stop.checkpoint} (epoch {stop.epoch}{of}); "
             f"resume with: trilevel {shlex.join(again)}")
 
 

@@ -161,14 +161,15 @@ def _sigint_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def interrupted(out_dir: str | Path, epochs: int) -> Interrupted:
+def interrupted(out_dir: str | Path, epochs: int | None) -> Interrupted:
     """The `Interrupted` report of a run in `out_dir`: its checkpoint and the epoch it holds (the last
-    metrics line, which `commit_epoch` writes together with it), or no checkpoint at all."""
+    metrics line, which `commit_epoch` writes together with it), or no checkpoint at all. `epochs`: the
+    run's length if known (None: the recipe's, resolved inside the trainer)."""
     out = Path(out_dir)
     records = read_metrics(out) if (out / CHECKPOINT_FILE).is_file() else []
     if not records:
         return Interrupted(None)
-    return Interrupted(out / CHECKPOINT_FILE, int(records[-1]["epoch"]), epochs)
+    return Interrupted(out / CHECKPOINT_FILE, int(records[-1]["epoch"]), epochs or 0)
 
 
 class RunLock:
