@@ -24,6 +24,8 @@ Adding an option to a command::
     p.add_argument("--clock-mhz", type=float_in(0, open_low=True), default=150.0)
 
 Library code that validates values itself (configs built without the CLI) uses `check_range`.
+`tests/test_cli_errors.py` holds every command to this: no option may parse with a bare int/float,
+and a table of bad invocations must each end in exit 2, one stderr line and no files written.
 """
 
 from __future__ import annotations
