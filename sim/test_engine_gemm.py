@@ -112,6 +112,22 @@ def test_gemm_bit_exact_random(harness, seed):
         assert c["GEMM_BUSY"] >= -(-f["m"] // CFG.array_rows) * -(-f["n"] // CFG.array_cols) * f["k"]
 
 
+@pytest.mark.parametrize("sr", [0, 1])
+def test_gemm_rounding_at_small_shifts(harness, sr):
+    """Small operands and shifts 1..4: many exact ties (RNE) and every SR threshold are exercised."""
+    rng = np.random.default_rng(40 + sr)
+    for shift in (1, 2, 3, 4):
+        spm = rng.integers(-40, 40, size=REGION, dtype=np.int16)
+        f = dict(m=12, n=11, k=5, a_addr=0, a_stride=5, b_addr=100, b_stride=5, c_addr=300, c_stride=11,
+                 shift=shift, sr=sr, seed=99 + shift, index_base=5, index_stride=11, imm=1)
+        expect = spm.copy()
+        engine_ref.gemm(isa.decode(encode(Op.GEMM, **f)), expect, None, np.zeros(64, dtype=np.int64))
+        r, got, _, _ = exec_gemm(harness, spm, None, f)
+        assert r["error"] == 0
+        bad = np.flatnonzero(got != expect)
+        assert bad.size == 0, f"shift {shift} sr {sr}: {bad.size} SPM mismatches"
+
+
 def test_linear_fwd_of_intref_bit_exact(harness):
     """intref.layers.linear_fwd (y = x W^T + b + residual, RNE, stat) as one GEMM command."""
     rng = np.random.default_rng(5)

@@ -26,7 +26,8 @@ module engine_gemm #(
     parameter int AL = 4,               // ACC window lanes (>= C)
     parameter int SPM_ELEMS = 65536,
     parameter int ACC_ELEMS = 16384,
-    parameter int STAT_SLOTS = 64
+    parameter int STAT_SLOTS = 64,
+    parameter int MUTATE_ROUNDING = 0    // test only: +1 on every value before a right shift
 ) (
     input  logic                clk,
     input  logic                rst,
@@ -466,7 +467,7 @@ module engine_gemm #(
     logic [C*16-1:0] q_lanes;
     for (genvar j = 0; j < C; j++) begin : g_rq
         trilevel_requant #(.ACC_W(64)) u_rq (
-            .clk(clk), .en(1'b1), .acc(v2[j*64 +: 64]), .shift(f_shift), .mode(f_sr), .seed(f_seed),
+            .clk(clk), .en(1'b1), .acc(v2[j*64 +: 64] + 64'(MUTATE_ROUNDING != 0 && f_shift > 0)), .shift(f_shift), .mode(f_sr), .seed(f_seed),
             .index(row_index + 32'(j)), .q(q_lanes[j*16 +: 16])
         );
     end

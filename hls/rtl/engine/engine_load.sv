@@ -11,7 +11,8 @@ module engine_load #(
     parameter int AW = 40,
     parameter int SPM_ELEMS = 65536,
     parameter int ACC_ELEMS = 16384,
-    parameter int IDX_ELEMS = 4096
+    parameter int IDX_ELEMS = 4096,
+    parameter int MUTATE_STRIDE = 0      // test only: rows advance by one element too many
 ) (
     input  logic          clk,
     input  logic          rst,
@@ -208,7 +209,7 @@ module engine_load #(
                     if (rq_fire) begin
                         rq_phase <= 1'b0;
                         rq_row <= rq_row + 1'b1;
-                        rq_lin <= rq_lin + AW'(f_ddr_stride);
+                        rq_lin <= rq_lin + AW'(f_ddr_stride) + AW'(MUTATE_STRIDE * 2);
                         rq_spm <= rq_spm + 24'(f_a_stride);
                         if (rq_row == f_m - 16'd1) rq_done <= 1'b1;
                     end

@@ -26,7 +26,9 @@ module engine_top #(
     parameter int AXI_AW = 40,
     parameter int AXIL_AW = 8,
     parameter int RD_OUTSTANDING = 16,
-    parameter int WR_OUTSTANDING = 16
+    parameter int WR_OUTSTANDING = 16,
+    parameter int MUTATION = 0             // test only (sim/test_engine_mutation.py): bit 0 breaks the
+                                           // LOAD row stride, bit 1 the GEMM requantize rounding
 ) (
     input  logic                clk,
     input  logic                rst,
@@ -417,7 +419,8 @@ module engine_top #(
     logic [39:0] l_retire_bytes, s_retire_bytes;
     logic [7:0] l_err_code;
     logic [23:0] l_err_pc, l_pc;
-    engine_load #(.AW(AXI_AW), .SPM_ELEMS(SPM_ELEMS), .ACC_ELEMS(ACC_ELEMS), .IDX_ELEMS(IDX_ELEMS)) u_load (
+    engine_load #(.AW(AXI_AW), .SPM_ELEMS(SPM_ELEMS), .ACC_ELEMS(ACC_ELEMS), .IDX_ELEMS(IDX_ELEMS),
+                  .MUTATE_STRIDE(MUTATION & 1)) u_load (
         .clk(clk), .rst(ers), .halt(m_halt[0]), .abort(m_abort[0]), .ddr_base(ddr_base[AXI_AW-1:0]),
         .cmd(q_dout[0][511:0]), .cmd_pc(q_dout[0][535:512]),
         .cmd_valid(!q_empty[0]), .cmd_ready(m_pop[0]),
@@ -487,7 +490,7 @@ module engine_top #(
     logic [7:0] g_err_code;
     logic [15:0] g_macs;
     engine_gemm #(.R(ROWS), .C(COLS), .L(SPM_LANES), .AL(AL), .SPM_ELEMS(SPM_ELEMS), .ACC_ELEMS(ACC_ELEMS),
-                  .STAT_SLOTS(STAT_SLOTS)) u_gemm (
+                  .STAT_SLOTS(STAT_SLOTS), .MUTATE_ROUNDING((MUTATION >> 1) & 1)) u_gemm (
         .clk(clk), .rst(ers), .start(g_start), .cmd(g_cmd), .busy(g_busy), .done(g_done),
         .err_valid(g_err), .err_code(g_err_code),
         .a_raddr(g_a_raddr), .a_rdata(g_a_rdata), .b_raddr(g_b_raddr), .b_rdata(g_b_rdata),

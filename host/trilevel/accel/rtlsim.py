@@ -76,10 +76,13 @@ def _key(params: Mapping[str, int]) -> str:
     return h.hexdigest()[:16]
 
 
-def build(config: isa.EngineConfig = isa.CI_SMALL, jobs: int = 2, quiet: bool = True) -> Path:
-    """Build (or reuse) the harness library for `config`; returns the .so path."""
-    params = engine_parameters(config)
-    out_dir = BUILD_ROOT / f"{config.name}-{_key(params)}"
+def build(config: isa.EngineConfig = isa.CI_SMALL, jobs: int = 2,
+          overrides: Mapping[str, int] | None = None) -> Path:
+    """Build (or reuse) the harness library for `config` (RTL parameters `overrides` on top, e.g. the
+    test-only MUTATION); returns the .so path."""
+    params = {**engine_parameters(config), **(overrides or {})}
+    tag = "".join(f"-{k.lower()}{v}" for k, v in (overrides or {}).items())
+    out_dir = BUILD_ROOT / f"{config.name}{tag}-{_key(params)}"
     lib = out_dir / "libengine.so"
     if lib.exists():
         return lib
