@@ -17,7 +17,16 @@ import warnings
 from trilevel.userinput import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, OneLineParser, UserError
 
 # Each module defines `register(subparsers)`; the parser it adds sets `func(args) -> int`.
-COMMAND_MODULES: tuple[str, ...] = ("train", "demo", "macs", "latency", "bench", "export", "program")
+COMMAND_MODULES: tuple[str, ...] = (
+    "train",
+    "demo",
+    "macs",
+    "latency",
+    "bench",
+    "export",
+    "compare",
+    "program",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -56,6 +56,11 @@ CONFIGS: dict[str, ViTConfig] = {
     "deit_tiny": ViTConfig("deit_tiny", 224, 16, 3, 1000, 192, 12, 3, 4.0, (3, 6, 9)),
     "deit_small": ViTConfig("deit_small", 224, 16, 3, 1000, 384, 12, 6, 4.0, (3, 6, 9)),
     "deit_base": ViTConfig("deit_base", 224, 16, 3, 1000, 768, 12, 12, 4.0, (3, 6, 9)),
+    # Without [CLS]: the head reads the mean of all tokens; the TA-selector scores tokens by the
+    # attention they receive (column sums), the example filter uses those scores' variance.
+    "demo_gap": ViTConfig("demo_gap", 8, 2, 1, 10, 64, 6, 4, 2.0, (1, 3, 4), cls_token=False),
+    "deit_tiny_gap": ViTConfig("deit_tiny_gap", 224, 16, 3, 1000, 192, 12, 3, 4.0, (3, 6, 9), False),
+    "deit_small_gap": ViTConfig("deit_small_gap", 224, 16, 3, 1000, 384, 12, 6, 4.0, (3, 6, 9), False),
 }
 
 
