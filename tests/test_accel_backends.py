@@ -1,4 +1,6 @@
-"""The accelerator interface: backend factory, errors, and csim == reference bit for bit over training."""
+"""The accelerator interface: backend factory, errors, and the engine backend on the C-sim engine equals
+the reference bit for bit over full training steps with AdamW and SGD-M (the functional simulator is
+compared kernel by kernel in tests/test_engine_kernels.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import pytest
 import torch
 
 from trilevel.accel import KERNELS, Accelerator, BackendError, DelegatingBackend, get_backend
+from trilevel.accel.engine import build_csim
 from trilevel.accel.trainer import AccelTrainConfig, LayerwiseViT, Weights
 from trilevel.data import load_digits_split
 from trilevel.model import build_model
@@ -16,18 +19,23 @@ from trilevel.model import build_model
 
 @pytest.fixture(scope="module")
 def csim_lib():
-    from trilevel import csim
-
-    return csim.build()  # a no-op when `make csim` already built it
+    return build_csim()  # a no-op when `make csim` already built it
 
 
 def test_factory_names_and_errors(tmp_path) -> None:
     ref = get_backend("reference")
     assert isinstance(ref, Accelerator) and ref.name == "reference"
+    assert get_backend("fsim").name == "fsim"
     with pytest.raises(ValueError, match="unknown backend 'gpu'"):
         get_backend("gpu")
     with pytest.raises(BackendError, match="not found"):
         get_backend("csim", lib=tmp_path / "missing.so")
+    junk = tmp_path / "junk.so"
+    junk.write_bytes(b"not a library")
+    with pytest.raises(BackendError, match="junk.so cannot be loaded"):
+        get_backend("csim", lib=junk)
+    with pytest.raises(BackendError, match="bitstream .*not found"):
+        get_backend("pynq", bitfile=tmp_path / "missing.bit")
 
 
 def test_backend_lacking_a_kernel_is_refused() -> None:
@@ -44,14 +52,15 @@ def test_backend_lacking_a_kernel_is_refused() -> None:
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "sgdm"])
-def test_csim_equals_reference_over_training_steps(csim_lib, optimizer: str) -> None:
+def test_engine_backends_equal_reference_over_training_steps(csim_lib, optimizer: str) -> None:
     """Calibration, a dense step and a pruned step (token + connection top-k, gather/scatter) in two
     micro-batches on each backend: every fp32 master, moment, int16 weight, frac and loss is identical."""
     train_set, _ = load_digits_split(seed=0)
     items = [train_set[i] for i in range(24)]
     x = np.stack([im.numpy() for im, _, _ in items])
     y = np.array([label for _, label, _ in items])
-    run = dataclasses.replace(AccelTrainConfig(out="unused", optimizer=optimizer), micro_batch=12)
+    config = AccelTrainConfig(out="unused", optimizer=optimizer)
+    run = dataclasses.replace(config, micro_batch=12, weight_decay=0.05)
     nets, losses = [], []
     for name, opts in (("reference", {}), ("csim", {"lib": csim_lib})):
         torch.manual_seed(0)
@@ -63,16 +72,19 @@ def test_csim_equals_reference_over_training_steps(csim_lib, optimizer: str) -> 
         nets.append(net)
         losses.append((dense.loss_sum, pruned.loss_sum, pruned.correct.tolist(),
                        pruned.cls_attn_var.tolist()))
-    ref, sim = nets
-    assert losses[0] == losses[1]
-    assert ref.book.fracs == sim.book.fracs
-    for name in ref.w.master:
-        assert np.array_equal(ref.w.master[name], sim.w.master[name]), name
-        assert np.array_equal(ref.w.exp_avg[name], sim.w.exp_avg[name]), name
-        assert np.array_equal(ref.w.exp_avg_sq[name], sim.w.exp_avg_sq[name]), name
-        assert np.array_equal(ref.w.q[name].data, sim.w.q[name].data), name
-        assert ref.w.q[name].frac == sim.w.q[name].frac, name
-    # The step really trained: weights left their initial values.
+    ref = nets[0]
+    for sim, loss in zip(nets[1:], losses[1:], strict=True):
+        assert loss == losses[0], sim.be.name
+        assert ref.book.fracs == sim.book.fracs
+        for name in ref.w.master:
+            assert np.array_equal(ref.w.master[name], sim.w.master[name]), name
+            assert np.array_equal(ref.w.exp_avg[name], sim.w.exp_avg[name]), name
+            assert np.array_equal(ref.w.exp_avg_sq[name], sim.w.exp_avg_sq[name]), name
+            assert np.array_equal(ref.w.q[name].data, sim.w.q[name].data), name
+            assert ref.w.q[name].frac == sim.w.q[name].frac, name
+    # The step really trained (weights left their initial values), and it ran on the engine.
+    sim = nets[-1]
     torch.manual_seed(0)
     init = build_model("demo", num_classes=10, in_chans=1, img_size=8).state_dict()
     assert not torch.equal(sim.w.torch_state_dict(sim.cfg)["head.weight"], init["head.weight"])
+    assert sim.be.counters["attn_block_bwd"]["MACS"] > 0 and sim.be.runs["topk"] > 0

@@ -460,6 +460,7 @@ class EngineBackend(Accelerator):
         self.name = name  # type: ignore[misc]
         self.counters: dict[str, dict[str, int]] = {}  # per kernel: counters summed over runs
         self.runs: dict[str, int] = {}
+        self.last_program: dict[str, lower.Program] = {}  # per kernel, the program of its last run
 
     # ---- construction
     @classmethod
@@ -511,6 +512,7 @@ class EngineBackend(Accelerator):
         for key, value in out.counters.items():
             total[key] += value
         self.runs[program.kernel] = self.runs.get(program.kernel, 0) + 1
+        self.last_program[program.kernel] = program
         return out
 
     # ---- linear

@@ -1,7 +1,8 @@
 """The accelerator interface: the kernels of `trilevel.intref`, one method each, uniform across backends.
 
-Every backend (`reference` = the numpy integer reference, `csim` = the HLS C++ kernels through ctypes,
-`pynq` = the HLS IPs on a ZCU102) implements these methods with the signatures and the results, bit for
+Every backend (`reference` = the numpy integer reference; `csim`, `fsim` and `pynq` = the kernels lowered
+to command programs of the one engine, run on its C-sim, its functional simulator or the ZCU102)
+implements these methods with the signatures and the results, bit for
 bit, of the `trilevel.intref` functions of the same names (the single source of truth). The convention
 (trilevel/intref/layers.py):
 
@@ -177,22 +178,25 @@ class DelegatingBackend(Accelerator):
         return self._impl.sgdm_step(master, buf, grad_acc, grad_frac, batch, s, first)
 
 
-BACKENDS: tuple[str, ...] = ("reference", "csim", "pynq")
+BACKENDS: tuple[str, ...] = ("reference", "csim", "fsim", "pynq")
 
 
 def get_backend(name: str, **opts: Any) -> Accelerator:
-    """The backend called `name` ("reference" | "csim" | "pynq"); `opts` go to its constructor
-    (csim: lib=PATH of the C-sim library; pynq: the overlay options of trilevel.accel.pynq_backend)."""
+    """The backend called `name`; `opts` go to its constructor.
+
+    * "reference": the numpy integer reference itself;
+    * "csim": lowered programs on the HLS C++ engine's C simulation (lib=PATH, default
+      build/csim/libtrilevel_csim.so from `make csim`), through the board's driver on a simulated device;
+    * "fsim": the same on the command-level functional simulator (config=an isa.EngineConfig);
+    * "pynq": the engine IP of the ZCU102 overlay (bitfile=PATH or overlay=a pynq.Overlay).
+    """
     if name == "reference":
         from trilevel.accel.reference_backend import ReferenceBackend
 
         return ReferenceBackend(**opts)
-    if name == "csim":
-        from trilevel.accel.csim_backend import CSimBackend
+    if name in ("csim", "fsim", "pynq"):
+        from trilevel.accel.engine import EngineBackend
 
-        return CSimBackend(**opts)
-    if name == "pynq":
-        from trilevel.accel.pynq_backend import PynqBackend
-
-        return PynqBackend(**opts)
+        factories = {"csim": EngineBackend.csim, "fsim": EngineBackend.fsim, "pynq": EngineBackend.on_board}
+        return factories[name](**opts)
     raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")

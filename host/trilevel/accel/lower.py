@@ -212,7 +212,7 @@ class Builder:
         self.config = config
         self.kernel = kernel
         self.template = template
-        self._replay_words = template.words.reshape(-1, isa.WORDS).copy() if template is not None else None
+        self._replay_words = template.words.reshape(-1, isa.WORDS).tolist() if template is not None else None
         self._replay_pos = 0
         self.commands: list[_Command] = []
         self.buffers: dict[str, Buffer] = {}
@@ -329,6 +329,8 @@ class Builder:
         zero: bool = False,
     ) -> int:
         """LOAD or STORE of the (rows x cols) block of `buf` at (row, col) from/to on-chip `onchip`."""
+        if self._replay_words is not None:  # the template checked and encoded it
+            return self._replay(op, {})
         if _MEM_OF_DTYPE.get(buf.dtype) != mem and not (mem == Mem.STAT and buf.dtype == "<i8"):
             raise ValueError(f"{buf.name}: {buf.dtype} does not match {mem.name}")
         if row + rows > buf.rows or col + cols > buf.cols:
@@ -359,16 +361,15 @@ class Builder:
         i = self._replay_pos
         self._replay_pos += 1
         words = self._replay_words
-        if i >= len(words) or int(words[i, 0]) & 0xF != op:
+        if i >= len(words) or words[i][0] & 0xF != op:
             raise RuntimeError(f"{self.kernel}: replay diverged from its template at command {i}")
-        for name in FRAC_FIELDS:
-            word, lsb, width, signed = isa.FIELDS[name]
-            value = int(fields.get(name, 0))
-            lo, hi = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if signed else (0, (1 << width) - 1)
+        row = words[i]
+        for name in _FRAC_SET.intersection(fields):
+            word, lsb, mask, lo, hi = _FRAC_PATCH[name]
+            value = int(fields[name])
             if not lo <= value <= hi:
                 raise isa.EncodeError(f"field {name}={value} outside [{lo}, {hi}]")
-            mask = ((1 << width) - 1) << lsb
-            words[i, word] = (int(words[i, word]) & ~mask & 0xFFFFFFFF) | ((value << lsb) & mask)
+            row[word] = (row[word] & ~mask & 0xFFFFFFFF) | ((value << lsb) & mask)
         return i
 
     def finish(self, stat_keys: Sequence[str]) -> Program:
@@ -382,7 +383,9 @@ class Builder:
                 raise RuntimeError(
                     f"{self.kernel}: replay ended at {self._replay_pos} of {len(self._replay_words)}"
                 )
-            return dataclasses.replace(self.template, words=self._replay_words.reshape(-1))
+            return dataclasses.replace(
+                self.template, words=np.array(self._replay_words, np.uint32).reshape(-1)
+            )
         prog = self.buffer("program", len(self.commands), isa.WORDS, "<u4", "program")
         words = np.stack(
             [
@@ -1132,6 +1135,18 @@ def stage_attn_core_bwd(
 _CACHE = 512
 # Fields that depend on the fracs (everything else depends only on shapes and the configuration).
 FRAC_FIELDS = ("shift", "shift2", "shift3", "shift4", "imm")
+_FRAC_SET = frozenset(FRAC_FIELDS)
+# name -> (word, lsb, mask, lo, hi) for patching a frac field in place.
+_FRAC_PATCH = {
+    name: (
+        word,
+        lsb,
+        ((1 << width) - 1) << lsb,
+        -(1 << (width - 1)) if signed else 0,
+        (1 << (width - 1)) - 1 if signed else (1 << width) - 1,
+    )
+    for name, (word, lsb, width, signed) in ((n, isa.FIELDS[n]) for n in FRAC_FIELDS)
+}
 _TEMPLATES: dict[tuple, Program] = {}
 
 
