@@ -3,8 +3,9 @@
 section and writes everything to ``DIR/bench.json``. To add a section (e.g. C-sim MMAC/s per kernel),
 write the function in your module and append its name to ``SECTIONS``.
 
-The built-in section measures PyTorch training throughput (forward + backward + AdamW step) dense vs
-Tri-Level side by side in one process, alternating the two in rounds so machine noise hits both.
+The built-in sections measure PyTorch training throughput (forward + backward + AdamW step) dense vs
+Tri-Level side by side in one process, alternating the two in rounds so machine noise hits both, and
+the input pipeline's images/s from a generated ImageNet-style JPEG folder with 0 and N workers.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -29,7 +31,11 @@ from trilevel.macs import MacCounter
 from trilevel.model import build_model
 from trilevel.train_torch import TORCH_ATTN_IMPL
 
-SECTIONS: list[str] = ["trilevel.bench:torch_training", "trilevel.accel.bench_engine:bench_section"]
+SECTIONS: list[str] = [
+    "trilevel.bench:torch_training",
+    "trilevel.bench:input_pipeline",
+    "trilevel.accel.bench_engine:bench_section",
+]
 BENCH_FILE = "bench.json"
 # Tri-Level ratios at their targets (past the keep-ratio warm-up): r_e, R_T, R_A.
 TRILEVEL_RATIOS = (0.7, 0.7, 0.3)
@@ -172,6 +178,81 @@ def torch_training(options: BenchOptions) -> Section:
                     "epoch_speedup": rate[mode] / (keep_example * rate["dense"]),
                 }
             )
+    return section
+
+
+# The generated ImageNet-style folder: JPEG count (quick / full), classes and image size (w, h).
+PIPELINE_IMAGES, PIPELINE_CLASSES, PIPELINE_IMAGE_SIZE = (480, 3000), 10, (320, 256)
+PIPELINE_BATCH = 64
+
+
+def _jpeg_folder(root: Path, count: int) -> Path:
+    """``root/train/<class>/<i>.jpg`` (and a one-image ``val/``): smooth random colour fields with
+    noise, which compress like photographs rather than like noise. Reused when already complete."""
+    from PIL import Image
+
+    stamp = root / f"complete_{count}"
+    if stamp.exists():
+        return root
+    rng = np.random.default_rng(0)
+    width, height = PIPELINE_IMAGE_SIZE
+    for i in range(count):
+        folder = root / "train" / f"class_{i % PIPELINE_CLASSES:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        coarse = rng.integers(0, 256, size=(height // 32, width // 32, 3), dtype=np.uint8)
+        field = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC))
+        noisy = np.clip(field.astype(np.int16) + rng.integers(-12, 13, size=field.shape), 0, 255)
+        Image.fromarray(noisy.astype(np.uint8)).save(folder / f"{i:05d}.jpg", quality=90)
+    (root / "val" / "class_00").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((height, width, 3), np.uint8)).save(root / "val" / "class_00" / "0.jpg")
+    stamp.touch()
+    return root
+
+
+def input_pipeline(options: BenchOptions) -> Section:
+    """Images/s the torch trainer's loader delivers from JPEG files (decode + DeiT train transform or
+    eval transform, uint8 batches), with 0 workers and with one per available core."""
+    from trilevel.data import AugmentSpec, load_dataset
+    from trilevel.pipeline import ActiveSampler, available_cores, make_loader
+
+    count = PIPELINE_IMAGES[0] if options.quick else PIPELINE_IMAGES[1]
+    root = _jpeg_folder(Path(options.out) / "jpeg_folder", count)
+    cores, batch = available_cores(), PIPELINE_BATCH
+    section = Section(
+        name="input_pipeline",
+        title=f"Input pipeline: {count} generated {PIPELINE_IMAGE_SIZE[0]}x{PIPELINE_IMAGE_SIZE[1]} JPEGs "
+        f"-> 224 px uint8 batches of {batch} ({cores} cores available)",
+        columns=["transform", "workers", "images", "images_per_s", "seconds"],
+        notes=[
+            "train: decode + RandomResizedCrop (bicubic) + flip + RandAugment rand-m9-mstd0.5-inc1 "
+            "(timm.data.create_transform, the DeiT recipe); eval: decode + bicubic resize + center crop. "
+            "Normalization, random erasing and mixup run later on the training device and are not timed.",
+            "Timed from the first batch on (worker start-up excluded), persistent workers, one pass.",
+        ],
+    )
+    train_spec = AugmentSpec()
+    for transform, augment in (("train", train_spec), ("eval", None)):
+        dataset, _ = load_dataset(f"imagefolder:{root}", img_size=224, augment=augment)
+        dataset.raw = True
+        for workers in sorted({0, cores}):
+            sampler = ActiveSampler(np.arange(len(dataset)), world=1, rank=0, seed=0)
+            loader = make_loader(dataset, batch, workers, torch.device("cpu"), sampler)
+            batches = iter(loader)
+            first = next(batches)
+            t0 = time.perf_counter()
+            images = sum(len(images) for images, _, _ in batches)
+            seconds = time.perf_counter() - t0
+            assert first[0].dtype == torch.uint8
+            section.rows.append(
+                {
+                    "transform": transform,
+                    "workers": workers,
+                    "images": images,
+                    "images_per_s": images / seconds,
+                    "seconds": seconds,
+                }
+            )
+            del batches, loader  # ends the persistent workers
     return section
 
 
