@@ -128,3 +128,15 @@ def test_augmentation_is_timms_train_transform_and_raw_items_normalize_alike(tmp
     assert torch.allclose(test.normalization(raw), cpu, atol=1e-5)
     with pytest.raises(ValueError, match="augmentation applies"):
         load_dataset("digits", augment=True)
+
+
+def test_randaugment_posterize_to_zero_bits_gives_a_black_image_instead_of_an_error():
+    from PIL import Image
+    from timm.data.auto_augment import AugmentOp
+
+    AugmentSpec().transform(16, (0.5, 0.5, 0.5))  # routes timm's posterize ops (Pillow 13 refuses 0 bits)
+    image = Image.new("RGB", (16, 16), (200, 120, 40))
+    strongest = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10)  # keeps 4 - 4 = 0 bits
+    assert np.asarray(strongest(image)).max() == 0
+    mild = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=5)  # keeps 2 bits
+    assert np.asarray(mild(image))[0, 0].tolist() == [192, 64, 0]

@@ -24,6 +24,7 @@ With ``dataset.raw = True`` they return the stored pixels (uint8 for CIFAR-10 an
 
 from __future__ import annotations
 
+import functools
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ class AugmentSpec:
         """PIL image -> uint8 tensor C x img_size x img_size (normalization happens later)."""
         from timm.data import create_transform  # imported lazily: timm costs ~1 s
 
+        _posterize_zero_bits_as_pillow_12()
         return create_transform(
             img_size,
             is_training=True,
@@ -64,6 +66,27 @@ class AugmentSpec:
             mean=mean,
             use_prefetcher=True,  # no ToTensor/Normalize/RandomErasing: uint8 out, the rest on device
         )
+
+
+def _posterize_to_black(img: Any, bits_to_keep: int, **kwargs: Any) -> Any:
+    """timm's posterize op, except that 0 bits give a black image (what Pillow < 13 returned)."""
+    if bits_to_keep <= 0:
+        from PIL import Image
+
+        return Image.new(img.mode, img.size)
+    from timm.data import auto_augment
+
+    return auto_augment.posterize(img, bits_to_keep, **kwargs)
+
+
+def _posterize_zero_bits_as_pillow_12() -> None:
+    """RandAugment's PosterizeIncreasing keeps 4 - 4 * m / 10 bits: 0 at magnitude 10, which DeiT's
+    rand-m9-mstd0.5 reaches (about 2% of its draws). Pillow 13 (our pin) raises on 0 bits where the
+    Pillow that DeiT used returned a black image; route timm's posterize ops through the latter."""
+    from timm.data import auto_augment
+
+    for name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
+        auto_augment.NAME_TO_OP[name] = _posterize_to_black
 
 
 @dataclass(frozen=True)
@@ -81,15 +104,18 @@ class Normalization:
         x = images.float()
         if self.scale != 1.0:
             x = x / self.scale
-        shape = (-1, 1, 1)
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(shape)
-        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(shape)
-        x = (x - mean) / std
+        x = (x - _channel_values(self.mean, x.device)) / _channel_values(self.std, x.device)
         if x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
             batch = x if x.ndim == 4 else x[None]
             batch = F.interpolate(batch, size=(self.img_size,) * 2, mode="bilinear", antialias=True)
             x = batch if x.ndim == 4 else batch[0]
         return x
+
+
+@functools.lru_cache(maxsize=64)
+def _channel_values(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """Per-channel constants as a [C, 1, 1] float32 tensor, made once per device (no copy per batch)."""
+    return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1)
 
 
 def _to_pil(image: torch.Tensor) -> Any:
