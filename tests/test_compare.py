@@ -59,11 +59,13 @@ def test_compare_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture
     for args, message in (
         (["--methods", "dense,nonsense"], "unknown method(s) nonsense"),
         (["--epochs", "0"], "--epochs"),
+        (["--data", "nonsense", "--methods", "evit"], "unknown dataset 'nonsense'"),
     ):
         code = main(["compare", *SHORT, *args, "--out", str(tmp_path / "x")])
         assert code == 2
         err = capsys.readouterr().err.strip()
-        assert message in err and "Traceback" not in err and len(err.splitlines()) == 1
+        errors = [line for line in err.splitlines() if "error" in line]
+        assert message in err.splitlines()[-1] and "Traceback" not in err and len(errors) == 1
     assert not (tmp_path / "x").exists()
     assert parse_methods("evit,dense,evit") == ["dense", "evit"]
     # trilevel train: a merging token policy with connection pruning is refused before anything runs.

@@ -119,7 +119,8 @@ def run_comparison(base: Any, methods: list[str], out: Path, progress: bool = Tr
             try:
                 train(config)
             finally:  # an interrupted run's CPU time counts too (the resumed run repeats its partial epoch)
-                add_cpu_time(config.out, time.process_time() - started)
+                if Path(config.out).is_dir():  # a refused run created nothing, and gets nothing
+                    add_cpu_time(config.out, time.process_time() - started)
     rows = summarize(out, methods, epochs, machine(base.device))
     if progress:
         print(format_table(rows), file=sys.stderr)
