@@ -102,12 +102,13 @@ def _write_cifar(folder, per_batch=24):
 
 
 def test_deit_recipe_parts_run_through_the_trainer_and_resume(tmp_path, capsys):
-    """Augmentation, random erasing, mixup/cutmix, EMA and a persistent worker on CIFAR-format data,
-    at 8 px so the demo model runs them in seconds; the EMA is checkpointed and resumes exactly."""
+    """DeiT's augmentation (RandAugment included), random erasing, mixup/cutmix and EMA on CIFAR-format
+    data, at 8 px so the demo model runs them in seconds; the EMA is checkpointed and resumes exactly."""
     data = _write_cifar(tmp_path / "cifar")
     args = ["train", "--data", f"cifar10:{data}", "--img-size", "8", "--epochs", "2", "--batch-size", "8",
-            "--augment", "--reprob", "0.25", "--mixup", "0.8", "--cutmix", "1.0", "--ema-decay", "0.9",
-            "--label-smoothing", "0.1", "--drop-path", "0.1", "--num-workers", "0", "--no-progress"]
+            "--augment", "--auto-augment", "rand-m9-mstd0.5-inc1", "--reprob", "0.25", "--mixup", "0.8",
+            "--cutmix", "1.0", "--ema-decay", "0.9", "--label-smoothing", "0.1", "--drop-path", "0.1",
+            "--num-workers", "0", "--no-progress"]
     assert main([*args, "--out", str(tmp_path / "full")]) == 0
     assert main([*args, "--out", str(tmp_path / "split"), "--stop-after", "1"]) == 0
     assert main([*args, "--out", str(tmp_path / "split"), "--resume"]) == 0
@@ -118,6 +119,6 @@ def test_deit_recipe_parts_run_through_the_trainer_and_resume(tmp_path, capsys):
     assert strip == [{k: v for k, v in r.items() if "wall_s" not in k} for r in split]
     state = runlog.load_checkpoint(tmp_path / "full" / runlog.CHECKPOINT_FILE)
     assert set(state["ema"]) == set(state["model"])
-    assert state["config"]["auto_augment"] is None  # --augment without a policy: the demo recipe's none
+    assert state["config"]["auto_augment"] == "rand-m9-mstd0.5-inc1"
     err = capsys.readouterr().err
     assert "EMA (decay 0.9) averages over ~10 steps but the run has 6" in err
