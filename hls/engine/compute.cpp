@@ -34,8 +34,7 @@ static inline uint32_t tl_gemm_out(const tl_dec_t& d, int i, int j, int64_t dot,
         acc[e] = v;
         return 0;
     }
-    const int64_t mag = tl_abs64(dot), im = d.imm < 0 ? -(int64_t)d.imm : d.imm;
-    if (im != 0 && mag >= (((int64_t)1 << 62) + im - 1) / im) return tl_fail(TL_ERR_ACC_RANGE, d.pc);
+    if (tl_abs64(dot) >= d.dot_limit) return tl_fail(TL_ERR_ACC_RANGE, d.pc);  // |dot * imm| >= 2**62
     int64_t v = dot * (int64_t)d.imm;
     if (d.bias) v += tl_align(spm[d.d_addr + j], d.shift2);
     bool counted = true;
@@ -183,7 +182,10 @@ tiles_i:
 }
 #endif
 
-static uint32_t tl_gemm(const tl_dec_t& d, int16_t* spm, int64_t* acc, int64_t* stat) {
+static uint32_t tl_gemm(const tl_dec_t& cmd, int16_t* spm, int64_t* acc, int64_t* stat) {
+    tl_dec_t d = cmd;
+    const int64_t im = d.imm < 0 ? -(int64_t)d.imm : d.imm;
+    d.dot_limit = im == 0 ? INT64_MAX : (((int64_t)1 << 62) + im - 1) / im;  // once per command
     if (d.sub || (d.res && d.mask)) return tl_fail(TL_ERR_RESERVED_BITS, d.pc);
     if (d.m == 0 || d.n == 0 || d.k == 0) return tl_fail(TL_ERR_BAD_DIMS, d.pc);
     if (!d.acc && (!tl_round_ok(d.shift) || (d.bias && !tl_align_ok(d.shift2)) || (d.res && !tl_align_ok(d.shift3))))

@@ -3,6 +3,10 @@
 // chasing inside a row), optional row gather/scatter by an IDX list and zero fill.
 #include "tl_engine.h"
 
+#ifdef TRILEVEL_FAST_CSIM
+#include <string.h>
+#endif
+
 // ------------------------------------------------------------------------------------------- fetch
 uint32_t tl_fetch_one(const tl_beat_t* ddr, uint64_t ddr_bytes, uint64_t cmd_addr, uint32_t pc, tl_cmd_t& cmd,
                       int* module) {
@@ -89,6 +93,22 @@ load_rows:
             continue;
         }
         const uint64_t a = tl_row_addr(d, idx, r), first = a / 16, last = (a + bytes - 1) / 16;
+#ifdef TRILEVEL_FAST_CSIM
+        // Fast C-sim: the row's bytes are the elements' little-endian bytes; one copy per row.
+        const uint8_t* src = (const uint8_t*)ddr + a;
+        if (mem == TL_MEM_SPM) {
+            memcpy(spm + base, src, bytes);
+        } else if (mem == TL_MEM_IDX) {
+            memcpy(idx + base, src, bytes);
+        } else {
+            memcpy(acc + base, src, bytes);
+            for (int c = 0; c < d.n; c++)
+                if (!tl_acc_ok(acc[base + c])) return tl_fail(TL_ERR_ACC_RANGE, d.pc);
+        }
+        (void)first;
+        (void)last;
+        continue;
+#endif
     load_beats:  // one burst sequence per row: sequential beats, II = 1
         for (uint64_t b = first; b <= last; b++) {
 #pragma HLS PIPELINE II = 1
@@ -133,6 +153,14 @@ store_rows:
 #pragma HLS LOOP_TRIPCOUNT max = TL_TRIP_ROWS
         const uint64_t base = d.a_addr + (uint64_t)r * d.a_stride;
         const uint64_t a = tl_row_addr(d, idx, r), first = a / 16, last = (a + bytes - 1) / 16;
+#ifdef TRILEVEL_FAST_CSIM
+        uint8_t* dst = (uint8_t*)ddr + a;  // fast C-sim: one copy per row (see LOAD)
+        memcpy(dst, mem == TL_MEM_SPM ? (const void*)(spm + base) : mem == TL_MEM_IDX ? (const void*)(idx + base)
+                    : mem == TL_MEM_ACC ? (const void*)(acc + base) : (const void*)(stat + base), bytes);
+        (void)first;
+        (void)last;
+        continue;
+#endif
     store_beats:
         for (uint64_t b = first; b <= last; b++) {
 #pragma HLS PIPELINE II = 1

@@ -79,6 +79,7 @@ struct tl_dec_t {
     int a_stride, b_stride, c_stride, d_stride, e_stride;
     int32_t imm;
     uint32_t pc;
+    int64_t dot_limit;  // GEMM: |dot| must stay below this (|dot * imm| < 2**62); set by the GEMM unit
 };
 
 static inline uint32_t tl_bits(const tl_cmd_t& c, int word, int lsb, int width) {
@@ -139,6 +140,7 @@ static inline tl_dec_t tl_decode(const tl_cmd_t& c) {
     d.e_stride = (int)TL_UF(c, E_STRIDE);
     d.imm = TL_SF(c, IMM);
     d.pc = c.pc;
+    d.dot_limit = INT64_MAX;
     return d;
 }
 
