@@ -6,7 +6,9 @@ import json
 
 import pytest
 
+from trilevel.accel import isa, lower
 from trilevel.cli import main
+from trilevel.commands.program import KERNELS as CLI_KERNELS
 from trilevel.config import get_config
 
 
@@ -24,14 +26,15 @@ def test_attn_fwd_program_at_a_pruned_deit_tiny_stage(capsys) -> None:
 def test_summary_counts_the_block_macs() -> None:
     cfg = get_config("deit_tiny")
     t, d, h = 69, cfg.embed_dim, cfg.num_heads
-    from trilevel.accel import isa
-    from trilevel.commands.program import lower_kernel
-
-    program = lower_kernel("attn_fwd", cfg, t, None, 1, isa.PRODUCTION, "patch_embed")
+    program = lower.representative("attn_fwd", cfg, t, None, 1, isa.PRODUCTION)
     summary = program.summary()
     # qkv + per head (scores + context, dense over the kept tokens) + proj; one MAC per relay GEMM.
     expected = t * d * 3 * d + h * 2 * t * t * (d // h) + t * d * d
     assert summary["macs"] == expected + summary["relays"]
+
+
+def test_cli_offers_every_representative_kernel() -> None:
+    assert CLI_KERNELS == lower.REPRESENTATIVE_KERNELS
 
 
 def test_json_and_bad_input(capsys) -> None:

@@ -26,10 +26,13 @@ IMAGENET_TRAIN_IMAGES = 1_281_167
 
 # Paper Table 2 (ZCU102, 150 MHz, batch 1): (training hours per epoch, inference ms per image).
 PAPER_TABLE2: dict[str, dict[str, tuple[float, float]]] = {
-    "deit_tiny": {"dense": (13.79, 10.91), "0.9": (11.49, 9.68), "0.8": (9.61, 8.50),
-                  "0.7": (8.91, 7.36)},
-    "deit_small": {"dense": (32.44, 25.68), "0.9": (27.28, 22.92), "0.8": (22.55, 20.25),
-                   "0.7": (21.15, 17.61)},
+    "deit_tiny": {"dense": (13.79, 10.91), "0.9": (11.49, 9.68), "0.8": (9.61, 8.50), "0.7": (8.91, 7.36)},
+    "deit_small": {
+        "dense": (32.44, 25.68),
+        "0.9": (27.28, 22.92),
+        "0.8": (22.55, 20.25),
+        "0.7": (21.15, 17.61),
+    },
 }
 
 
@@ -47,8 +50,15 @@ class Platform:
     launch_cycles: int = 1500  # per kernel call: register writes, ap_start/ap_done polling, pipeline fill
 
     def __post_init__(self) -> None:
-        for name in ("clock_mhz", "pe_rows", "pe_cols", "softmax_units", "topk_units", "vector_lanes",
-                     "ddr_gbps"):
+        for name in (
+            "clock_mhz",
+            "pe_rows",
+            "pe_cols",
+            "softmax_units",
+            "topk_units",
+            "vector_lanes",
+            "ddr_gbps",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.launch_cycles < 0:
@@ -80,8 +90,14 @@ class KernelCall:
         return max(self.compute_cycles, self.ddr_bytes / platform.bytes_per_cycle) + platform.launch_cycles
 
     def summary(self, platform: Platform) -> dict:
-        return {"name": self.name, "phase": self.phase, "unit_cycles": dict(self.unit_cycles),
-                "ddr_bytes": round(self.ddr_bytes), "cycles": round(self.cycles(platform)), "macs": self.macs}
+        return {
+            "name": self.name,
+            "phase": self.phase,
+            "unit_cycles": dict(self.unit_cycles),
+            "ddr_bytes": round(self.ddr_bytes),
+            "cycles": round(self.cycles(platform)),
+            "macs": self.macs,
+        }
 
 
 @dataclass(frozen=True)
@@ -150,8 +166,14 @@ def _attn_rows(shape: BlockShape, cls: bool) -> list[tuple[int, int]]:
     return [(1, t), (t - 1, c)] if cls else [(t, c)]
 
 
-def kernel_calls(cfg: ViTConfig, keep_token: float, keep_attn: float, platform: Platform,
-                 training: bool, micro_batch: int = 1) -> list[KernelCall]:
+def kernel_calls(
+    cfg: ViTConfig,
+    keep_token: float,
+    keep_attn: float,
+    platform: Platform,
+    training: bool,
+    micro_batch: int = 1,
+) -> list[KernelCall]:
     """The kernel calls of one micro-batch (forward, and backward when training), per image.
 
     Compute scales with the micro-batch; weights and gradient accumulators are transferred once per
@@ -338,10 +360,16 @@ def _ms(cycles: float, platform: Platform) -> float:
     return cycles / (platform.clock_mhz * 1e3)
 
 
-def project(model: str | ViTConfig, keep_token: float = 1.0, keep_attn: float = 1.0,
-            keep_example: float = 1.0, platform: Platform | None = None,
-            dataset_size: int = IMAGENET_TRAIN_IMAGES, micro_batch: int = 1,
-            batch_size: int = 64) -> Projection:
+def project(
+    model: str | ViTConfig,
+    keep_token: float = 1.0,
+    keep_attn: float = 1.0,
+    keep_example: float = 1.0,
+    platform: Platform | None = None,
+    dataset_size: int = IMAGENET_TRAIN_IMAGES,
+    micro_batch: int = 1,
+    batch_size: int = 64,
+) -> Projection:
     """Project inference and training latency of `model` on the ZCU102 at the given keep ratios.
 
     Inference: batch 1 forward. Training: forward + backward per image in micro-batches of
@@ -364,8 +392,9 @@ def project(model: str | ViTConfig, keep_token: float = 1.0, keep_attn: float = 
     # Launch overhead is per call, i.e. per micro-batch: amortize it over the micro-batch's images.
     launch_share = platform.launch_cycles * (1 - 1 / micro_batch)
     train_cycles = sum(c.cycles(platform) - launch_share for c in train) + opt.cycles(platform) / batch_size
-    compute_bound = sum(c.compute_cycles for c in train if c.compute_cycles * platform.bytes_per_cycle
-                        >= c.ddr_bytes)
+    compute_bound = sum(
+        c.compute_cycles for c in train if c.compute_cycles * platform.bytes_per_cycle >= c.ddr_bytes
+    )
     all_compute = sum(c.compute_cycles for c in train) or 1
     per_unit: dict[str, int] = {}
     for c in train:
@@ -375,8 +404,14 @@ def project(model: str | ViTConfig, keep_token: float = 1.0, keep_attn: float = 
     epoch_images = max(1, round(keep_example * dataset_size))  # as trilevel.example_filter
     train_ms = _ms(train_cycles, platform)
     return Projection(
-        model=cfg.name, keep_token=keep_token, keep_attn=keep_attn, keep_example=keep_example,
-        platform=platform, micro_batch=micro_batch, batch_size=batch_size, dataset_size=dataset_size,
+        model=cfg.name,
+        keep_token=keep_token,
+        keep_attn=keep_attn,
+        keep_example=keep_example,
+        platform=platform,
+        micro_batch=micro_batch,
+        batch_size=batch_size,
+        dataset_size=dataset_size,
         tokens_per_block=[s.tokens_attn for s in shapes],
         keys_per_query=[s.keys_per_query for s in shapes],
         forward_macs=sum(c.macs for c in infer),
@@ -406,11 +441,111 @@ def format_projection(p: Projection) -> str:
         f"{p.train_ms_per_image:8.2f} ms/image",
         f"  epoch ({p.epoch_images} of {p.dataset_size} images): {p.epoch_hours:8.2f} h",
         f"  compute-bound share of training cycles: {100 * p.bound['compute_bound_share']:.0f}%",
-        "  training compute per image: " + ", ".join(
-            f"{unit} {_ms(cycles, pf):.2f} ms" for unit, cycles in sorted(p.per_unit_cycles.items())),
+        "  training compute per image: "
+        + ", ".join(f"{unit} {_ms(cycles, pf):.2f} ms" for unit, cycles in sorted(p.per_unit_cycles.items())),
     ]
     row = paper_row(p.model, p.keep_token, p.keep_attn, p.keep_example)
     if row:
-        lines.append(f"  paper Table 2 ({row['row']}): inference {row['inference_ms']:.2f} ms, "
-                     f"epoch {row['epoch_hours']:.2f} h")
+        lines.append(
+            f"  paper Table 2 ({row['row']}): inference {row['inference_ms']:.2f} ms, "
+            f"epoch {row['epoch_hours']:.2f} h"
+        )
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ engine-program pricing
+def engine_calls(
+    cfg: ViTConfig, keep_token: float, keep_attn: float, training: bool
+) -> list[tuple[str, str, int, int | None, str]]:
+    """The kernel calls of one image through the layer-wise trainer, as (name, kernel, tokens, keys,
+    linear) for `trilevel.accel.lower.representative` (tokens incl. [CLS]; keys per query incl. [CLS],
+    None: dense)."""
+    calls: list[tuple[str, str, int, int | None, str]] = [
+        ("patch_embed", "linear_fwd", cfg.num_patches, None, "patch_embed")
+    ]
+    shapes = block_shapes(cfg, keep_token, keep_attn)
+    for b, s in enumerate(shapes):
+        keys = s.keys_per_query if s.keys_per_query < s.tokens_attn else None
+        calls.append((f"block{b}.attn", "attn_fwd", s.tokens_attn, keys, ""))
+        if s.prune_to is not None and s.conn_keep is not None:
+            calls.append((f"block{b}.topk_tokens", "topk_tokens", s.tokens_attn, s.prune_to + 1, ""))
+            if s.conn_keep < s.prune_to:
+                calls.append(
+                    (f"block{b}.topk_connections", "topk_connections", s.prune_to + 1, s.conn_keep + 1, "")
+                )
+        calls.append((f"block{b}.mlp", "mlp_fwd", s.tokens_mlp, None, ""))
+    calls += [("norm", "layernorm_fwd", 1, None, ""), ("head", "linear_fwd", 1, None, "head")]
+    if training:
+        calls += [("head.bwd", "linear_bwd", 1, None, "head"), ("norm.bwd", "layernorm_bwd", 1, None, "")]
+        for b in reversed(range(cfg.depth)):
+            s = shapes[b]
+            keys = s.keys_per_query if s.keys_per_query < s.tokens_attn else None
+            calls += [
+                (f"block{b}.mlp.bwd", "mlp_bwd", s.tokens_mlp, None, ""),
+                (f"block{b}.attn.bwd", "attn_bwd", s.tokens_attn, keys, ""),
+            ]
+        calls.append(("patch_embed.bwd", "linear_bwd", cfg.num_patches, None, "patch_embed"))
+    return calls
+
+
+def engine_projection(
+    model: str | ViTConfig,
+    keep_token: float = 1.0,
+    keep_attn: float = 1.0,
+    micro_batch: int = 1,
+    engine: str = "auto",
+    config_name: str = "zcu102",
+) -> dict:
+    """Milliseconds per image priced by the engine itself: every kernel call of the layer-wise trainer
+    lowered for these shapes (trilevel.accel.lower) and run once on the C-sim engine (its modelled CYCLES
+    counter) or the functional simulator (its estimate), at the configuration's clock. A projection, not a
+    measurement; the optimizer (ARM cores) and host work between calls are not included."""
+    from trilevel.accel import isa, lower
+    from trilevel.accel.engine import measure_program
+
+    cfg = get_config(model) if isinstance(model, str) else model
+    if micro_batch < 1:
+        raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
+    config = isa.CONFIGS[config_name]
+    per_call, source = [], ""
+    for name, kernel, tokens, keys, linear in engine_calls(cfg, keep_token, keep_attn, training=True):
+        program = lower.representative(
+            kernel, cfg, tokens, keys, micro_batch, config, linear or "patch_embed"
+        )
+        source, counters = measure_program(program, engine)
+        per_call.append(
+            {
+                "name": name,
+                "kernel": kernel,
+                "tokens": tokens,
+                "keys": keys,
+                "cycles": counters["CYCLES"],
+                "macs": counters["MACS"] - program.relays,
+                "ddr_bytes": counters["DDR_RD_BYTES"] + counters["DDR_WR_BYTES"],
+            }
+        )
+    ms = 1e3 / (config.clock_mhz * 1e6) / micro_batch
+    forward = sum(c["cycles"] for c in per_call if not c["name"].endswith(".bwd"))
+    total = sum(c["cycles"] for c in per_call)
+    return {
+        "model": cfg.name,
+        "keep_token": keep_token,
+        "keep_attn": keep_attn,
+        "micro_batch": micro_batch,
+        "config": config.name,
+        "clock_mhz": config.clock_mhz,
+        "counted_by": source,
+        "inference_ms": forward * ms,
+        "training_ms_per_image": total * ms,
+        "macs_per_image": sum(c["macs"] for c in per_call) // micro_batch,
+        "per_call": per_call,
+    }
+
+
+def format_engine_projection(p: dict) -> str:
+    return (
+        f"{p['model']} R_T={p['keep_token']} R_A={p['keep_attn']}, engine programs on the {p['config']} "
+        f"build at {p['clock_mhz']:g} MHz, micro-batch {p['micro_batch']} ({p['counted_by']}; projection):\n"
+        f"  inference {p['inference_ms']:.2f} ms/image, training fwd+bwd {p['training_ms_per_image']:.2f} "
+        f"ms/image (optimizer on the ARM cores not included), {p['macs_per_image'] / 1e6:.0f} MMAC/image"
+    )

@@ -401,6 +401,32 @@ def pynq_driver(
     )
 
 
+def measure_program(program: lower.Program, engine: str = "auto") -> tuple[str, dict[str, int]]:
+    """Run `program` once on zero inputs (its counters do not depend on the data) on the C-sim engine
+    ("csim"; "auto": when built for the program's configuration) or the functional simulator ("fsim").
+    Returns (what counted, the counters)."""
+    model: EngineModel | None = None
+    if engine in ("auto", "csim"):
+        try:
+            model = CSimEngine()
+            if model.config != program.config:
+                if engine == "csim":
+                    raise CSimError(f"the C-sim engine is the {model.config.name} build, the program "
+                                    f"targets {program.config.name}")
+                model = None
+        except CSimError:
+            if engine == "csim":
+                raise
+            model = None
+    label = "C-sim engine (modelled cycles)"
+    if model is None:
+        model, label = FunctionalEngine(program.config), "fsim (cycle estimate)"
+    driver = pynq_driver(simulated_zynq(model), program.config)
+    inputs = {name: np.zeros(buf.rows * buf.cols, buf.dtype) for name, buf in program.buffers.items()
+              if buf.role in ("in", "inout")}
+    return label, driver.run(program, inputs).counters
+
+
 # ------------------------------------------------------------------------------------------ backend
 def _params_fracs(params: Mapping[str, QTensor], names: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
     return tuple((n, int(params[n].frac)) for n in names)

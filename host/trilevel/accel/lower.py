@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from trilevel.accel import isa
 from trilevel.accel.isa import Mem, Module, Op, SoftmaxSub, Vec
+from trilevel.config import ViTConfig
 from trilevel.intref import blocks, layers
 from trilevel.intref.fixed import PROB_FRAC
 from trilevel.intref.layers import ln_xhat_frac, subseed
@@ -1650,3 +1651,115 @@ def topk(
 
 def fracs_key(fracs: dict[str, int], keys: Sequence[str]) -> tuple[tuple[str, int], ...]:
     return tuple((k, int(fracs[k])) for k in keys)
+
+
+# ---------------------------------------------------------------------------- representative calls
+REPRESENTATIVE_KERNELS = (
+    "attn_fwd",
+    "attn_bwd",
+    "mlp_fwd",
+    "mlp_bwd",
+    "linear_fwd",
+    "linear_bwd",
+    "layernorm_fwd",
+    "layernorm_bwd",
+    "topk_tokens",
+    "topk_connections",
+)
+# Representative fracs (they change only the shift fields of the commands, not the program's structure).
+ATTN_FWD = {"ln": 12, "qkv": 11, "s": 9, "ctx": 12, "out": 11}
+ATTN_BWD = {"dctx": 12, "dp": 12, "ds": 14, "dqkv": 12, "dln": 12, "ln_g": 12, "ln_t": 10, "dx": 12}
+MLP_FWD = {"ln": 12, "h": 11, "a": 11, "out": 11}
+MLP_BWD = {"da": 12, "dh": 12, "dln": 12, "ln_g": 12, "ln_t": 10, "dx": 12}
+LN_BWD = {"g": 12, "t": 10, "dx": 13}
+WEIGHT_FRAC, BIAS_FRAC, ACT_FRAC, GRAD_FRAC = 14, 13, 12, 13
+
+
+def representative(
+    kernel: str,
+    cfg: ViTConfig,
+    tokens: int,
+    keys: int | None,
+    batch: int,
+    engine_config: isa.EngineConfig,
+    linear: str = "patch_embed",
+) -> Program:
+    """The program of one call of `kernel` (REPRESENTATIVE_KERNELS) at these shapes, with representative
+    fracs (they change only shift fields): what `trilevel program` prints and `trilevel latency` prices.
+    Attention: `tokens` incl. [CLS], `keys` connections per query incl. [CLS] (None: dense); linear:
+    "patch_embed" (Din = C p^2, Dout = D) or "head" (Din = D, Dout = classes); rows = batch x tokens."""
+    dim, hidden, heads = cfg.embed_dim, cfg.mlp_hidden, cfg.num_heads
+    rows = batch * tokens
+    key = fracs_key
+    attn_p = tuple(
+        (n, WEIGHT_FRAC if n.endswith("weight") else BIAS_FRAC)
+        for n in (
+            "norm1.weight",
+            "norm1.bias",
+            "attn.qkv.weight",
+            "attn.qkv.bias",
+            "attn.proj.weight",
+            "attn.proj.bias",
+        )
+    )
+    mlp_p = tuple(
+        (n, WEIGHT_FRAC if n.endswith("weight") else BIAS_FRAC)
+        for n in (
+            "norm2.weight",
+            "norm2.bias",
+            "mlp.fc1.weight",
+            "mlp.fc1.bias",
+            "mlp.fc2.weight",
+            "mlp.fc2.bias",
+        )
+    )
+    shape = AttnShape(batch, tokens, dim, heads, 1, keys or 0)
+    din, dout = (cfg.in_chans * cfg.patch_size**2, dim) if linear == "patch_embed" else (dim, cfg.num_classes)
+    builders: dict[str, Callable[[], Program]] = {
+        "attn_fwd": lambda: attn_block_fwd(
+            engine_config, shape, ACT_FRAC, attn_p, key(ATTN_FWD, blocks.ATTN_FWD_FRACS)
+        ),
+        "attn_bwd": lambda: attn_block_bwd(
+            engine_config,
+            shape,
+            GRAD_FRAC,
+            (ACT_FRAC, 12, 11, 12),
+            attn_p,
+            key(ATTN_BWD, blocks.ATTN_BWD_FRACS),
+        ),
+        "mlp_fwd": lambda: mlp_block_fwd(
+            engine_config, rows, dim, hidden, ACT_FRAC, mlp_p, key(MLP_FWD, blocks.MLP_FWD_FRACS)
+        ),
+        "mlp_bwd": lambda: mlp_block_bwd(
+            engine_config,
+            rows,
+            dim,
+            hidden,
+            GRAD_FRAC,
+            (ACT_FRAC, 12, 11, 11),
+            mlp_p,
+            key(MLP_BWD, blocks.MLP_BWD_FRACS),
+        ),
+        "linear_fwd": lambda: linear_fwd(
+            engine_config, rows, din, dout, ACT_FRAC, WEIGHT_FRAC, BIAS_FRAC, None, 11
+        ),
+        "linear_bwd": lambda: linear_bwd(
+            engine_config, rows, din, dout, True, linear != "patch_embed", GRAD_FRAC, WEIGHT_FRAC, 12
+        ),
+        "layernorm_fwd": lambda: layernorm_fwd(
+            engine_config, rows, dim, ACT_FRAC, WEIGHT_FRAC, BIAS_FRAC, 12
+        ),
+        "layernorm_bwd": lambda: layernorm_bwd(
+            engine_config,
+            rows,
+            dim,
+            GRAD_FRAC,
+            WEIGHT_FRAC,
+            ACT_FRAC,
+            None,
+            key(LN_BWD, layers.LAYERNORM_BWD_FRACS),
+        ),
+        "topk_tokens": lambda: topk(engine_config, batch, 1, tokens - 1, 0, keys or tokens - 1, 0),
+        "topk_connections": lambda: topk(engine_config, batch, tokens, tokens, 1, (keys or tokens) - 1, 1),
+    }
+    return builders[kernel]()

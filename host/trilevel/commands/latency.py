@@ -28,8 +28,38 @@ def _run(args: argparse.Namespace) -> int:
         raise ui.UserError(str(err)) from None
 
 
+def _engine(args: argparse.Namespace) -> int:
+    from trilevel.accel.engine import CSimError
+    from trilevel.latency import engine_projection, format_engine_projection
+
+    try:
+        dense = engine_projection(args.model, micro_batch=args.micro_batch, engine=args.engine)
+        sparse = engine_projection(args.model, args.keep_token, args.keep_attn, args.micro_batch, args.engine)
+    except CSimError as err:
+        raise ui.UserError(str(err)) from None
+    if args.json:
+        out = {"dense": dense, "sparse": sparse}
+        if not args.per_call:
+            for proj in out.values():
+                proj.pop("per_call")
+        print(json.dumps(out, indent=2))
+        return 0
+    print(format_engine_projection(dense))
+    print(format_engine_projection(sparse))
+    print(f"speed-up vs dense: inference {dense['inference_ms'] / sparse['inference_ms']:.2f}x, "
+          f"training {dense['training_ms_per_image'] / sparse['training_ms_per_image']:.2f}x")
+    return 0
+
+
 def _project(args: argparse.Namespace) -> int:
     from trilevel.latency import IMAGENET_TRAIN_IMAGES, Platform, format_projection, project
+
+    if args.engine != "model":
+        given = [f"--{n.replace('_', '-')}" for n in PLATFORM_OPTIONS if getattr(args, n) is not None]
+        if given or args.clock_mhz != 150.0 or args.dataset_size is not None:
+            what = ", ".join(given) or "--clock-mhz/--dataset-size"
+            raise ui.UserError(f"{what}: for the analytical model only (--engine prices engine programs)")
+        return _engine(args)
 
     overrides = {name: getattr(args, name) for name in PLATFORM_OPTIONS if getattr(args, name) is not None}
     platform = Platform(clock_mhz=args.clock_mhz, **overrides)
@@ -69,6 +99,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--micro-batch", type=ui.POSITIVE_INT, default=1,
                    help="images per kernel call in training")
     p.add_argument("--batch-size", type=ui.POSITIVE_INT, default=64, help="images per optimizer step")
+    p.add_argument("--engine", choices=("model", "csim", "fsim", "auto"), default="model",
+                   help="model: the analytical cycle model (default); csim / fsim / auto: price the lowered "
+                   "engine programs with the C-sim's modelled cycle counters (fsim: its estimate)")
     p.add_argument("--json", action="store_true", help="print JSON (dense and sparse projections)")
     p.add_argument("--per-call", action="store_true", help="include every kernel call in the JSON")
     p.set_defaults(func=_run)
