@@ -729,3 +729,29 @@ def test_ci_config_build_reports_its_sizes(tmp_path):
     res = ok(prog.run(ci))
     np.testing.assert_array_equal(prog.result(y), gemm_ref(x, w, shift=9)[0])
     assert res["counters"]["GEMM_BUSY"] == 3 * 2 * 11  # ceil(9/4) x ceil(6/4) tiles of k = 11
+
+
+# ======================================================================== the requantizer alone
+@pytest.mark.parametrize("mode", ["rne", "sr"])
+def test_requantizer_over_its_shift_range(engine, mode):
+    """GEMM with k = 1 and B = 1 makes v = a * imm: the epilogue's round/saturate (docs/numerics.md 1.2, SR
+    through hash32) against trilevel.intref.fixed.requantize at every shift -16..62, ties and extremes."""
+    rng = np.random.default_rng(13)
+    a = np.concatenate([[0, 1, -1, 2, -2, 3, -3, 32767, -32768, 16384, -16384],
+                        rng.integers(-32768, 32768, 117)]).astype(np.int16)
+    m = a.size
+    for imm in (1, 3, 1 << 15, (1 << 31) - 1, -(1 << 31)):
+        prog, outs = Program(), []
+        prog.load(Mem.SPM, np.concatenate([a, [1]]).astype(np.int16), at=0)
+        shifts = [s for s in range(-16, 63) if s <= 0 or abs(int(imm)) * 32768 < 1 << 62]
+        for i, shift in enumerate(shifts):
+            prog.add(Op.GEMM, m=m, n=1, k=1, a_addr=0, a_stride=1, b_addr=m, b_stride=1,
+                     c_addr=1000 + m * i, c_stride=1, shift=shift, imm=imm, sr=int(mode == "sr"),
+                     seed=0xDEADBEEF, index_base=i * 977, index_stride=3)
+        for i in range(len(shifts)):
+            outs.append(prog.store(Mem.SPM, 1000 + m * i, m, 1, np.int16))
+        ok(prog.run(engine))
+        v = a.astype(np.int64) * imm
+        for i, shift in enumerate(shifts):
+            want = fixed.requantize(v[:, None], shift, mode, 0xDEADBEEF, idx_grid(m, 1, i * 977, 3))
+            np.testing.assert_array_equal(prog.result(outs[i]), want, err_msg=f"imm {imm} shift {shift}")
