@@ -1,16 +1,15 @@
 """Build the C-simulation library: build/csim/libtrilevel_csim.so (`make csim`).
 
-Compiles the engine (hls/engine/*.cpp: its module tops and the C-sim scheduler with the C API
-tl_engine_config / tl_engine_run / tl_engine_set_queue_depth, docs/hls.md) and, until the host's
-switch to the engine lands, the per-op kernels of hls/src/*.cpp, with g++ -O3 -fPIC -shared
--ffp-contract=off against the Xilinx ap_types shipped in the hls4ml wheel (found with importlib, never
-copied), the LUT header generated from trilevel.intref.luts and the command-set header tl_isa.h
-generated from trilevel.accel.isa (--config picks the engine build: zcu102 or ci).
+Compiles the engine (hls/engine/*.cpp: the modules, the sequencer and the C API tl_engine_config /
+tl_engine_run / tl_engine_set_queue_depth, docs/hls.md) with g++ -O3 -fPIC -shared -ffp-contract=off
+against the Xilinx ap_types shipped in the hls4ml wheel (found with importlib, never copied), the LUT
+header generated from trilevel.intref.luts and the command-set header tl_isa.h generated from
+trilevel.accel.isa (--config picks the engine build: zcu102 or ci).
 The build is skipped when sources, flags and compiler are unchanged.
 
-    python hls/build_csim.py                      # fast C-sim (native integer types), the default
-    python hls/build_csim.py --flavor ap          # ap_int/ap_uint types, as synthesized (~100x slower)
-    python hls/build_csim.py --flavor ap --sources linear --out build/csim/libtrilevel_csim_ap.so
+    python hls/build_csim.py                      # fast C-sim (SIMD GEMM, row copies), the default
+    python hls/build_csim.py --flavor ap --out build/csim/libtrilevel_engine_ap.so   # the synthesized loops
+    python hls/build_csim.py --config ci          # the CI engine sizes (isa.CI_SMALL)
 """
 
 from __future__ import annotations
@@ -25,13 +24,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SRC = ROOT / "hls" / "src"
 ENGINE = ROOT / "hls" / "engine"
-INCLUDE = ROOT / "hls" / "include"
 BUILD = ROOT / "build" / "csim"
 DEFAULT_LIB = BUILD / "libtrilevel_csim.so"
-# Always compiled: the building blocks every kernel calls.
-CORE_SOURCES = ("trilevel_units", "csim_units_api")
 CXXFLAGS = ("-O3", "-fPIC", "-shared", "-ffp-contract=off", "-std=c++14", "-w")
 
 
@@ -84,26 +79,7 @@ def engine_sources() -> list[Path]:
     return sorted(ENGINE.glob("*.cpp"))
 
 
-def select_sources(names: list[str] | None) -> list[Path]:
-    """The engine plus all hls/src/*.cpp, the engine alone (["engine"]), or the core units plus the named
-    kernel files."""
-    if names is None:
-        return [*engine_sources(), *sorted(SRC.glob("*.cpp"))]
-    if names == ["engine"]:
-        return engine_sources()
-    sources = []
-    for name in (*CORE_SOURCES, *names):
-        path = SRC / f"{name}.cpp"
-        if not path.is_file():
-            raise BuildError(f"unknown source {name!r}: no {path.relative_to(ROOT)}")
-        sources.append(path)
-    return sources
-
-
-def build(
-    out: Path = DEFAULT_LIB, flavor: str = "fast", sources: list[str] | None = None, force: bool = False,
-    config: str = "zcu102",
-) -> Path:
+def build(out: Path = DEFAULT_LIB, flavor: str = "fast", force: bool = False, config: str = "zcu102") -> Path:
     """Compile the library; returns its path. Raises BuildError with one clear line on failure."""
     if flavor not in ("fast", "ap"):
         raise BuildError(f"flavor must be 'fast' or 'ap', got {flavor!r}")
@@ -114,13 +90,13 @@ def build(
     gen_include = out.parent / "include"
     luts_header = write_luts(gen_include)
     isa_header = write_isa(gen_include, config)
-    files = select_sources(sources)
+    files = engine_sources()
     defines = ["-DTRILEVEL_FAST_CSIM"] if flavor == "fast" else []
-    includes = [f"-I{ENGINE}", f"-I{INCLUDE}", f"-I{gen_include}", f"-I{ap_types_dir()}"]
+    includes = [f"-I{ENGINE}", f"-I{gen_include}", f"-I{ap_types_dir()}"]
     flags = [cxx, *CXXFLAGS, *defines, *includes]
     digest = hashlib.sha256(" ".join([*flags, *map(str, files), str(out)]).encode())
     digest.update(subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.encode())
-    for path in [*files, *sorted(INCLUDE.glob("*.h")), *sorted(ENGINE.glob("*.h")), luts_header, isa_header]:
+    for path in [*files, *sorted(ENGINE.glob("*.h")), luts_header, isa_header]:
         digest.update(path.name.encode() + path.read_bytes())
     stamp = out.with_name(out.name + ".stamp")
     if not force and out.is_file() and stamp.is_file() and stamp.read_text() == digest.hexdigest():
@@ -148,20 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         "--flavor",
         choices=("fast", "ap"),
         default="fast",
-        help="fast: native ints (-DTRILEVEL_FAST_CSIM); ap: ap_int types as synthesized",
-    )
-    parser.add_argument(
-        "--sources",
-        nargs="+",
-        metavar="NAME",
-        help="kernel files (hls/src/NAME.cpp) to include besides the units, or 'engine' for the engine "
-        "alone; default all",
+        help="fast: SIMD GEMM and row copies (-DTRILEVEL_FAST_CSIM); ap: the synthesized loops, ap_int types",
     )
     parser.add_argument("--config", default="zcu102", help="engine build (isa.CONFIGS): zcu102 or ci")
     parser.add_argument("--force", action="store_true", help="rebuild even if nothing changed")
     args = parser.parse_args(argv)
     try:
-        lib = build(args.out, args.flavor, args.sources, args.force, args.config)
+        lib = build(args.out, args.flavor, args.force, args.config)
     except BuildError as err:
         print(f"build_csim: {err}", file=sys.stderr)
         return 1

@@ -609,7 +609,7 @@ def test_ap_flavour_runs_the_synthesizable_gemm_with_the_same_bits(engine):
     and the rank-based top-k instead of the fast C-sim paths: a mixed program gives the same DDR bytes."""
     from test_engine_csim_fsim import Gen
 
-    ap = Engine(_build_csim().build(ROOT / "build" / "csim" / "libtrilevel_engine_ap.so", "ap", ["engine"]))
+    ap = Engine(_build_csim().build(ROOT / "build" / "csim" / "libtrilevel_engine_ap.so", "ap"))
     for seed in (3, 4):
         gen = Gen(np.random.default_rng(3000 + seed))
         count = gen.build(commands=6)
@@ -715,7 +715,7 @@ def test_build_failure_is_one_clear_line(tmp_path):
 
 def test_ci_config_build_reports_its_sizes(tmp_path):
     """--config ci compiles the engine at isa.CI_SMALL (the RTL's CI build, a 4 x 4 array); it runs."""
-    ci = Engine(_build_csim().build(tmp_path / "ci.so", "fast", ["engine"], config="ci"))
+    ci = Engine(_build_csim().build(tmp_path / "ci.so", "fast", config="ci"))
     want = {name: getattr(isa.CI_SMALL, name) for name in CONFIG_NAMES[:-1]}
     assert {k: v for k, v in ci.config.items() if k != "isa_version"} == want
     rng = np.random.default_rng(12)
