@@ -37,13 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resume_hint(stop: Interrupted, argv: list[str]) -> str:
-    """The one line printed after Ctrl-C: where the last checkpoint is and the command that resumes."""
+def resume_hint(stop: Interrupted, argv: list[str], has_resume: bool = True) -> str:
+    """The one line printed after Ctrl-C: where the last checkpoint is and the command that resumes
+    (with --resume added for a command that has the option; others resume by running again)."""
     if stop.message:
         return stop.message
     if stop.checkpoint is None:
         return "interrupted before the first checkpoint; nothing to resume, rerun the command to start over"
-    again = argv if "--resume" in argv else [*argv, "--resume"]
+    again = argv if "--resume" in argv or not has_resume else [*argv, "--resume"]
     of = f" of {stop.epochs}" if stop.epochs else ""
     return (f"interrupted; last checkpoint {stop.checkpoint} (epoch {stop.epoch}{of}); "
             f"resume with: trilevel {shlex.join(again)}")
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except Interrupted as stop:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the whole job
-            print(f"{name}: {resume_hint(stop, argv)}", file=sys.stderr)
+            print(f"{name}: {resume_hint(stop, argv, hasattr(args, 'resume'))}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
