@@ -4,6 +4,8 @@
 #include "tl_engine.h"
 
 #ifdef TRILEVEL_FAST_CSIM
+#include <algorithm>
+
 #include "trilevel_fastsim.h"
 #endif
 
@@ -495,20 +497,28 @@ topk_rows:
             idx[out + t] = (uint16_t)t;
         }
         int kept = 0;
+#ifdef TRILEVEL_FAST_CSIM
+        // Fast C-sim: sort the row's indices once (larger score first, lower index on ties) and keep the
+        // first k: the same winners as the rank test below, in O(n log n).
+        int order[TL_MAX_ROW];
+        bool win[TL_MAX_ROW];
+        for (int j = 0; j < d.n; j++) order[j] = j, win[j] = false;
+        std::sort(order, order + d.n, [&s](int x, int y) { return s[x] > s[y] || (s[x] == s[y] && x < y); });
+        for (int t = 0; t < d.k; t++) win[order[t]] = true;
+        for (int j = 0; j < d.n; j++)
+            if (win[j]) idx[out + d.imm + kept++] = (uint16_t)(j + d.imm);
+        continue;
+#endif
     topk_select:
         for (int j = 0; j < d.n; j++) {
 #pragma HLS PIPELINE II = 1
 #pragma HLS LOOP_TRIPCOUNT max = TL_MAX_ROW
             const int64_t sj = s[j];
             int rank = 0;
-#ifdef TRILEVEL_FAST_CSIM
-            for (int l = 0; l < d.n && rank < d.k; l++) rank += (s[l] > sj || (s[l] == sj && l < j)) ? 1 : 0;
-#else
             for (int l = 0; l < TL_MAX_ROW; l++) {
 #pragma HLS UNROLL
                 if (l < d.n) rank += (s[l] > sj || (s[l] == sj && l < j)) ? 1 : 0;
             }
-#endif
             if (rank < d.k) idx[out + d.imm + kept++] = (uint16_t)(j + d.imm);
         }
     }
