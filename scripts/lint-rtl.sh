@@ -23,6 +23,6 @@ done
 engine=(hls/rtl/engine/*.sv)
 if [ ${#engine[@]} -gt 0 ]; then
     verilator --lint-only -Wall -Ihls/rtl -Ihls/rtl/engine --top-module engine_top "${engine[@]}" \
-        hls/rtl/mac_pe.sv hls/rtl/trilevel_requant.sv
+        hls/rtl/mac_pe.sv hls/rtl/trilevel_requant.sv hls/rtl/topk_unit.sv
 fi
 echo "rtl lint: ${#files[@]} units and the engine (${#engine[@]} files) clean"

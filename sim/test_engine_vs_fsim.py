@@ -1,7 +1,7 @@
 """Random programs on the RTL engine (Verilator, C++ harness) equal trilevel.accel.fsim, the
 command-level golden model the C-sim engine is also tested against: every byte of the DDR image after
 the run (all on-chip memories and the STAT slots stored back), ERROR, ERR_PC, RETIRED and the exact
-counters (DDR bytes, MACs). Programs use the commands the RTL implements (LOAD, STORE, GEMM, FINISH)
+counters (DDR bytes, MACs). Programs use the commands the RTL implements (LOAD, STORE, GEMM, TOPK, FINISH)
 with random shapes, strides, flags, shifts and dependency tokens; corrupted fields must stop both
 engines at the same command with the same error."""
 
@@ -15,7 +15,7 @@ from trilevel.accel.isa import Mem, Op
 
 CFG = isa.CI_SMALL
 QUARTER = 2048
-SPM_USED, ACC_USED = 4 * QUARTER, 2048
+SPM_USED, ACC_USED, IDX_USED = 4 * QUARTER, 2048, 512
 DDR_BYTES = 1 << 18
 EXACT = ("DDR_RD_BYTES", "DDR_WR_BYTES", "MACS", "RETIRED")
 
@@ -72,17 +72,28 @@ class Program:
             f.update(stat=1, slot=self.r(0, 63))
         return f
 
+    def topk(self) -> dict[str, int]:
+        m, n = self.r(1, 6), self.r(1, 70)
+        k, lead = self.r(1, n), self.r(0, 2)
+        f = dict(m=m, n=n, k=k, imm=lead, a_addr=self.r(0, ACC_USED - 6 * 74), a_stride=n + self.r(0, 3),
+                 c_addr=self.r(0, IDX_USED - 6 * 75), c_stride=lead + k + self.r(0, 2))
+        return f
+
     def build(self, gemms: int) -> int:
         rng = self.rng
         spm = rng.integers(-4000, 4000, SPM_USED).astype(np.int16)
         acc = rng.integers(-(2**30), 2**30, ACC_USED).astype(np.int64)
-        for mem, data in ((Mem.SPM, spm), (Mem.ACC, acc)):
+        if rng.random() < 0.5:       # ties among the top-k scores
+            acc[: ACC_USED // 2] = rng.integers(-3, 3, ACC_USED // 2)
+        idx = rng.integers(0, 1 << 16, IDX_USED).astype(np.uint16)
+        for mem, data in ((Mem.SPM, spm), (Mem.IDX, idx), (Mem.ACC, acc)):
             self.cmds.append(isa.encode(Op.LOAD, sub=mem, m=1, n=data.size, index_base=self.put(data),
                                         push_next=int(mem == Mem.ACC)))
         for i in range(gemms):
-            self.cmds.append(isa.encode(Op.GEMM, pop_prev=int(i == 0), push_next=int(i == gemms - 1),
-                                        **self.gemm()))
-        for i, (mem, count) in enumerate(((Mem.SPM, SPM_USED), (Mem.ACC, ACC_USED), (Mem.STAT, 64))):
+            op, f = (Op.TOPK, self.topk()) if self.rng.random() < 0.3 else (Op.GEMM, self.gemm())
+            self.cmds.append(isa.encode(op, pop_prev=int(i == 0), push_next=int(i == gemms - 1), **f))
+        for i, (mem, count) in enumerate(((Mem.SPM, SPM_USED), (Mem.ACC, ACC_USED), (Mem.IDX, IDX_USED),
+                                          (Mem.STAT, 64))):
             addr = self.free
             self.free += -(-count * isa.DDR_ELEM_BYTES[mem] // 64) * 64
             self.cmds.append(isa.encode(Op.STORE, sub=mem, m=1, n=count, index_base=addr,
@@ -124,7 +135,7 @@ def test_corrupted_command_stops_rtl_and_fsim_alike(rtl, seed):
     prog = Program(np.random.default_rng(4000 + seed))
     count = prog.build(gemms=5)
     words = prog.ddr[: count * isa.COMMAND_BYTES].view("<u4").reshape(count, isa.WORDS)
-    victim = int(prog.rng.integers(2, 7))            # one of the GEMMs
+    victim = int(prog.rng.integers(3, 8))            # one of the GEMMs / TOPKs
     word, value = CORRUPTIONS[seed % len(CORRUPTIONS)]
     w = words[victim]
     if word == 0:

@@ -1,10 +1,13 @@
 // COMPUTE module: pops its command queue in order; waits for the tokens its pop flags ask for
 // (pop_prev: l2c from LOAD, pop_next: s2c from STORE), executes, pushes its tokens (push_prev: c2l,
 // push_next: c2s). FINISH raises `finish` and completes when the top reports the engine drained.
-// GEMM runs on engine_gemm (start pulse, then done or err). SOFTMAX, VEC and TOPK are not
-// implemented in this RTL yet: they stop the engine with BAD_OPCODE (never a hang).
+// Arithmetic commands run on their unit (start pulse with the command, then done or err); an opcode
+// whose unit is not built (UNITS bit clear: SOFTMAX and VEC so far) stops the engine with
+// BAD_OPCODE at its pc (never a hang).
 `timescale 1ns / 1ps
-module engine_compute (
+module engine_compute #(
+    parameter logic [15:0] UNITS = 16'h0048   // opcodes with a unit: GEMM (3), TOPK (6)
+) (
     input  logic          clk,
     input  logic          rst,
     input  logic          halt,          // do not start the queue head (it follows an error)
@@ -21,11 +24,11 @@ module engine_compute (
     output logic          c2l_push,
     input  logic          c2s_full,
     output logic          c2s_push,
-    output logic          gemm_start,    // pulse: run `gemm_cmd` on the GEMM unit
-    output logic [511:0]  gemm_cmd,
-    input  logic          gemm_done,
-    input  logic          gemm_err,
-    input  logic [7:0]    gemm_err_code,
+    output logic          unit_start,    // pulse: run `unit_cmd` on the unit of its opcode
+    output logic [511:0]  unit_cmd,
+    input  logic          unit_done,
+    input  logic          unit_err,
+    input  logic [7:0]    unit_err_code,
     output logic          finish,        // FINISH reached (after its token pops)
     input  logic          drained,       // the top saw every queue empty and every module idle
     output logic [23:0]   cur_pc,
@@ -52,8 +55,9 @@ module engine_compute (
     wire f_push_prev = c[TL_C_PUSH_PREV_LSB];
     wire f_push_next = c[TL_C_PUSH_NEXT_LSB];
     logic got_prev, got_next, did_prev, did_next, started;
-    assign gemm_cmd = c;
-    assign gemm_start = state == S_EXEC && f_op == TL_OP_GEMM && !started;
+    wire has_unit = UNITS[f_op];
+    assign unit_cmd = c;
+    assign unit_start = state == S_EXEC && f_op != TL_OP_FINISH && has_unit && !started;
 
     wire need_prev = f_pop_prev && !got_prev;
     wire need_next = f_pop_next && !got_next;
@@ -106,18 +110,18 @@ module engine_compute (
                 S_EXEC: begin
                     if (f_op == TL_OP_FINISH) begin
                         if (drained) state <= S_PUSH;
-                    end else if (f_op == TL_OP_GEMM) begin
+                    end else if (has_unit) begin
                         started <= 1'b1;
-                        if (gemm_done) state <= S_PUSH;
-                        if (gemm_err) begin
+                        if (unit_done) state <= S_PUSH;
+                        if (unit_err) begin
                             err_valid <= 1'b1;
-                            err_code <= gemm_err_code;
+                            err_code <= unit_err_code;
                             err_pc <= pc;
                             state <= S_IDLE;
                         end
                     end else begin
                         err_valid <= 1'b1;
-                        err_code <= TL_ERR_BAD_OPCODE;   // unit not implemented in RTL yet
+                        err_code <= TL_ERR_BAD_OPCODE;   // no unit for this opcode in this RTL
                         err_pc <= pc;
                         state <= S_IDLE;
                     end

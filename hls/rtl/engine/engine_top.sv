@@ -22,6 +22,7 @@ module engine_top #(
     parameter int IDX_ELEMS = 4096,
     parameter int STAT_SLOTS = 64,
     parameter int QUEUE_DEPTH = 16,
+    parameter int MAX_ROW = 256,           // longest softmax / top-k / LayerNorm row
     parameter int SPM_LANES = 8,           // >= 8 (one DMA beat), >= ROWS, COLS, a power of two
     parameter int AXI_AW = 40,
     parameter int AXIL_AW = 8,
@@ -365,9 +366,10 @@ module engine_top #(
     assign g_e_rdata = spm_rdata[3*SPM_LANES*16 +: SPM_LANES*16];
     assign g_d_rdata = spm_rdata[4*SPM_LANES*16 +: SPM_LANES*16];
     logic [3*8*16-1:0] idx_rdata;
-    engine_mem #(.EW(16), .LANES(8), .DEPTH(IDX_ELEMS), .NR(3), .NW(1), .AW(24)) u_idx (
-        .clk(clk), .we(l_wr_en && l_wr_mem == 2'd2), .waddr(l_wr_addr), .wmask(l_wr_mask),
-        .wdata(l_wr_data), .raddr({s_rd_addr, s_idx_raddr, l_idx_raddr}), .rdata(idx_rdata)
+    engine_mem #(.EW(16), .LANES(8), .DEPTH(IDX_ELEMS), .NR(3), .NW(2), .AW(24)) u_idx (
+        .clk(clk), .we({t_idx_we, l_wr_en && l_wr_mem == 2'd2}), .waddr({t_idx_waddr, l_wr_addr}),
+        .wmask({8'h01, l_wr_mask}), .wdata({112'd0, t_idx_wdata, l_wr_data}),
+        .raddr({s_rd_addr, s_idx_raddr, l_idx_raddr}), .rdata(idx_rdata)
     );
     // ACC: write ports LOAD (2 lanes of a beat), GEMM; read ports STORE, GEMM
     logic [AL*48-1:0] acc_l_wdata;
@@ -378,12 +380,14 @@ module engine_top #(
         acc_l_wdata[95:0] = {l_wr_data[111:64], l_wr_data[47:0]};
         acc_l_wmask[1:0] = l_wr_mask[1:0];
     end
-    logic [2*AL*48-1:0] acc_rd;
-    engine_mem #(.EW(48), .LANES(AL), .DEPTH(ACC_ELEMS), .NR(2), .NW(2), .AW(24)) u_acc (
+    logic [3*AL*48-1:0] acc_rd;
+    logic [AL*48-1:0] t_acc_rdata;
+    engine_mem #(.EW(48), .LANES(AL), .DEPTH(ACC_ELEMS), .NR(3), .NW(2), .AW(24)) u_acc (
         .clk(clk), .we({g_acc_we, l_wr_en && l_wr_mem == 2'd1}), .waddr({g_acc_waddr, l_wr_addr}),
         .wmask({g_acc_wmask, acc_l_wmask}), .wdata({g_acc_wdata, acc_l_wdata}),
-        .raddr({g_acc_raddr, s_rd_addr}), .rdata(acc_rd)
+        .raddr({t_acc_raddr, g_acc_raddr, s_rd_addr}), .rdata(acc_rd)
     );
+    assign t_acc_rdata = acc_rd[2*AL*48 +: AL*48];
     wire [95:0] acc_rdata = acc_rd[95:0];
     assign g_acc_rdata = acc_rd[AL*48 +: AL*48];
     // STAT slots (int64): cleared by start; a unit's statistic update keeps the maximum
@@ -479,19 +483,22 @@ module engine_top #(
         .cmd_valid(!q_empty[1]), .cmd_ready(m_pop[1]),
         .l2c_avail(tok_avail[0]), .l2c_pop(tok_pop[0]), .s2c_avail(tok_avail[3]), .s2c_pop(tok_pop[3]),
         .c2l_full(tok_full[1]), .c2l_push(tok_push[1]), .c2s_full(tok_full[2]), .c2s_push(tok_push[2]),
-        .gemm_start(g_start), .gemm_cmd(g_cmd), .gemm_done(g_done), .gemm_err(g_err),
-        .gemm_err_code(g_err_code), .finish(c_finish), .drained(drained), .cur_pc(c_pc), .busy(c_busy), .waiting(c_waiting),
+        .unit_start(u_start), .unit_cmd(u_cmd), .unit_done(g_done || t_done), .unit_err(g_err || t_err),
+        .unit_err_code(g_err ? g_err_code : t_err_code), .finish(c_finish), .drained(drained), .cur_pc(c_pc), .busy(c_busy), .waiting(c_waiting),
         .waiting_load(c_waiting_load), .retire(c_retire), .finish_done(c_finish_done), .err_valid(c_err_v), .err_code(c_err_code),
         .err_pc(c_err_pc)
     );
 
-    logic g_start, g_done, g_err, g_busy, g_feeding;
-    logic [511:0] g_cmd;
+    logic u_start, g_start, t_start, g_done, g_err, g_busy, g_feeding;
+    logic [511:0] u_cmd;
+    wire [3:0] u_op = u_cmd[TL_C_OP_LSB +: 4];
+    assign g_start = u_start && u_op == TL_OP_GEMM;
+    assign t_start = u_start && u_op == TL_OP_TOPK;
     logic [7:0] g_err_code;
     logic [15:0] g_macs;
     engine_gemm #(.R(ROWS), .C(COLS), .L(SPM_LANES), .AL(AL), .SPM_ELEMS(SPM_ELEMS), .ACC_ELEMS(ACC_ELEMS),
                   .STAT_SLOTS(STAT_SLOTS), .MUTATE_ROUNDING((MUTATION >> 1) & 1)) u_gemm (
-        .clk(clk), .rst(ers), .start(g_start), .cmd(g_cmd), .busy(g_busy), .done(g_done),
+        .clk(clk), .rst(ers), .start(g_start), .cmd(u_cmd), .busy(g_busy), .done(g_done),
         .err_valid(g_err), .err_code(g_err_code),
         .a_raddr(g_a_raddr), .a_rdata(g_a_rdata), .b_raddr(g_b_raddr), .b_rdata(g_b_rdata),
         .e_raddr(g_e_raddr), .e_rdata(g_e_rdata), .d_raddr(g_d_raddr), .d_rdata(g_d_rdata),
@@ -500,6 +507,16 @@ module engine_top #(
         .acc_wmask(g_acc_wmask), .acc_wdata(g_acc_wdata),
         .stat_we(g_stat_we), .stat_slot(g_stat_slot), .stat_value(g_stat_value),
         .feeding(g_feeding), .macs(g_macs)
+    );
+
+    logic t_done, t_err, t_busy, t_idx_we;
+    logic [7:0] t_err_code;
+    logic [23:0] t_acc_raddr, t_idx_waddr;
+    logic [15:0] t_idx_wdata;
+    engine_topk #(.AL(AL), .ACC_ELEMS(ACC_ELEMS), .IDX_ELEMS(IDX_ELEMS), .MAX_ROW(MAX_ROW)) u_topk (
+        .clk(clk), .rst(ers), .start(t_start), .cmd(u_cmd), .busy(t_busy), .done(t_done), .err_valid(t_err),
+        .err_code(t_err_code), .acc_raddr(t_acc_raddr), .acc_rdata(t_acc_rdata), .idx_we(t_idx_we),
+        .idx_waddr(t_idx_waddr), .idx_wdata(t_idx_wdata)
     );
 
     // =========================================================== completion, errors, deadlock
@@ -642,7 +659,8 @@ module engine_top #(
         inc[TL_CNT_STORE_BUSY] = s_moving;
         inc[TL_CNT_DMA_STALL] = c_waiting_load;
         inc[TL_CNT_GEMM_BUSY] = g_feeding;
-        // SOFTMAX / VEC / TOPK busy: those units are not built yet (always 0)
+        inc[TL_CNT_TOPK_BUSY] = t_busy;
+        // SOFTMAX / VEC busy: those units are not built yet (always 0)
     end
     always_ff @(posedge clk) begin
         if (rst || start) begin
@@ -683,7 +701,7 @@ module engine_top #(
     end
 
     /* verilator lint_off UNUSEDSIGNAL */
-    wire unused = ^{tq_count, spm_rdata, g_busy, acc_rd[2*AL*48-1:96], idx_rdata[16 +: 112], idx_rdata[144 +: 112], c_busy,
+    wire unused = ^{tq_count, spm_rdata, g_busy, acc_rd[3*AL*48-1:96], idx_rdata[16 +: 112], idx_rdata[144 +: 112], c_busy,
                     ff_full, ddr_base[63:AXI_AW], cmd_addr[63:AXI_AW], l_pc};
     /* verilator lint_on UNUSEDSIGNAL */
 endmodule

@@ -37,8 +37,8 @@ ENGINE_DIR = RTL_DIR / "engine"
 HARNESS = REPO / "sim" / "harness" / "engine_harness.cpp"
 BUILD_ROOT = REPO / "sim_build" / "engine_rtlsim"
 ENGINE_MODULES = ("engine_top", "engine_axil", "engine_axi_rd", "engine_axi_wr", "engine_fifo", "engine_mem",
-                  "engine_load", "engine_store", "engine_compute", "engine_gemm")
-UNIT_MODULES = ("mac_pe", "trilevel_requant")   # shared with the stand-alone units in hls/rtl
+                  "engine_load", "engine_store", "engine_compute", "engine_gemm", "engine_topk")
+UNIT_MODULES = ("mac_pe", "trilevel_requant", "topk_unit")   # shared with the stand-alone units in hls/rtl
 VERILATOR_FLAGS = ("--x-assign", "0", "--x-initial", "0", "-O3", "-Wno-fatal")
 STOP_IRQ, STOP_IDLE = 1, 2
 
@@ -57,7 +57,7 @@ def engine_parameters(config: isa.EngineConfig) -> dict[str, int]:
     lanes = 1 << (lanes - 1).bit_length()
     return {"ROWS": config.array_rows, "COLS": config.array_cols, "SPM_ELEMS": config.spm_elems,
             "ACC_ELEMS": config.acc_elems, "IDX_ELEMS": config.idx_elems, "STAT_SLOTS": config.stat_slots,
-            "QUEUE_DEPTH": config.queue_depth, "SPM_LANES": lanes}
+            "QUEUE_DEPTH": config.queue_depth, "SPM_LANES": lanes, "MAX_ROW": config.max_row}
 
 
 def verilator_bin() -> Path:
