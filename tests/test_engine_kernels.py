@@ -243,10 +243,11 @@ def test_csim_engine_at_demo_shapes(keep_attn: float) -> None:
 
 
 @NEEDS_CSIM
-def test_csim_engine_deit_tiny_pruned_stage() -> None:
+@pytest.mark.parametrize("tokens, keep_attn", [(197, 1.0), (139, 0.7), (98, 0.5), (69, 0.5)])
+def test_csim_engine_at_deit_tiny_shapes(tokens: int, keep_attn: float) -> None:
     engine = EngineBackend.csim()
-    case = Case(batch=1, length=139, dim=192, heads=3, hidden=768, seed=139)
-    check_attn(engine, case, case.conn(0.7))
+    case = Case(batch=1, length=tokens, dim=192, heads=3, hidden=768, seed=tokens)
+    check_attn(engine, case, None if keep_attn == 1.0 else case.conn(keep_attn))
     check_mlp(engine, case)
 
 
