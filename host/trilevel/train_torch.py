@@ -1,12 +1,16 @@
 """Tri-Level E-ViT training with the PyTorch golden model (CPU, one GPU, or many GPUs via torchrun).
 
-Recipe (paper): AdamW, weight decay 0.05, lr 5e-4 at batch 512 scaled linearly, cosine schedule with
-linear warm-up; keep ratios R_T and R_A are 1.0 during their warm-up, then decay per iteration (cosine)
-to the target; the example filter keeps round(r_e * |D|) examples and runs remove-and-restore rounds.
+Recipe: whatever the config leaves out comes from the model's recipe (``trilevel.recipes``: the demo
+recipe, or DeiT's through timm: AdamW, lr 5e-4 at batch 512 scaled linearly, cosine schedule with linear
+warm-up, augmentation, mixup/cutmix, EMA, ...); keep ratios R_T and R_A are 1.0 during their warm-up,
+then decay per iteration (cosine) to the target; the example filter keeps round(r_e * |D|) examples and
+runs remove-and-restore rounds. Input pipeline: ``trilevel.pipeline`` (persistent loaders, uint8
+batches finished on the device).
 
 Exact resumption: the lr and keep-ratio schedules are pure functions of the iteration counter, the data
-order is a function of (seed, epoch), and the checkpoint restores model, optimizer, example filter and
-every RNG, so ``--resume`` after an interruption reproduces the uninterrupted run (same device/threads).
+order is a function of (seed, epoch), and the checkpoint restores model, optimizer, EMA, example filter
+and every RNG, so ``--resume`` after an interruption reproduces the uninterrupted run (same device and
+threads; with loader workers, random augmentations differ: workers' RNG states are not checkpointed).
 
 Data parallel: launch with ``torchrun --nproc_per_node=G -m trilevel.cli train ...``; ``batch_size`` is
 per process, the linear lr scaling uses the global batch; every rank all-gathers the example filter's
