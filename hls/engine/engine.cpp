@@ -91,30 +91,83 @@ static uint64_t tl_cmd_cycles(const tl_dec_t& d, int* unit, uint64_t* fed) {
 static inline uint64_t tl_fetch_ready(uint32_t pc) { return TL_DDR_LATENCY + 4 * ((uint64_t)pc + 1); }
 
 // ------------------------------------------------------------------------------------- sequencer
-static inline tl_queue<tl_cmd_t>& tl_cmd_queue(int m) {
-    return m == TL_M_LOAD ? tl_load_q : m == TL_M_COMPUTE ? tl_compute_q : tl_store_q;
+// Queues are named by small ids and resolved with switches on the static streams (no stream pointers
+// or runtime-selected stream references in the synthesized code).
+enum { TL_Q_NONE = -1, TL_Q_L2C = 0, TL_Q_C2L = 1, TL_Q_C2S = 2, TL_Q_S2C = 3 };
+
+static bool tl_tok_empty(int q) {
+    switch (q) {
+        case TL_Q_L2C: return tl_l2c.empty();
+        case TL_Q_C2L: return tl_c2l.empty();
+        case TL_Q_C2S: return tl_c2s.empty();
+        default: return tl_s2c.empty();
+    }
+}
+static bool tl_tok_full(int q) {
+    switch (q) {
+        case TL_Q_L2C: return tl_l2c.full();
+        case TL_Q_C2L: return tl_c2l.full();
+        case TL_Q_C2S: return tl_c2s.full();
+        default: return tl_s2c.full();
+    }
+}
+static tl_token_t tl_tok_read(int q) {
+    switch (q) {
+        case TL_Q_L2C: return tl_l2c.read();
+        case TL_Q_C2L: return tl_c2l.read();
+        case TL_Q_C2S: return tl_c2s.read();
+        default: return tl_s2c.read();
+    }
+}
+static void tl_tok_write(int q, tl_token_t v) {
+    switch (q) {
+        case TL_Q_L2C: tl_l2c.write(v); break;
+        case TL_Q_C2L: tl_c2l.write(v); break;
+        case TL_Q_C2S: tl_c2s.write(v); break;
+        default: tl_s2c.write(v); break;
+    }
+}
+static bool tl_cmdq_empty(int m) {
+    return m == TL_M_LOAD ? tl_load_q.empty() : m == TL_M_COMPUTE ? tl_compute_q.empty() : tl_store_q.empty();
+}
+static bool tl_cmdq_full(int m) {
+    return m == TL_M_LOAD ? tl_load_q.full() : m == TL_M_COMPUTE ? tl_compute_q.full() : tl_store_q.full();
+}
+static tl_cmd_t tl_cmdq_read(int m) {
+    switch (m) {
+        case TL_M_LOAD: return tl_load_q.read();
+        case TL_M_COMPUTE: return tl_compute_q.read();
+        default: return tl_store_q.read();
+    }
+}
+static void tl_cmdq_write(int m, const tl_cmd_t& c) {
+    switch (m) {
+        case TL_M_LOAD: tl_load_q.write(c); break;
+        case TL_M_COMPUTE: tl_compute_q.write(c); break;
+        default: tl_store_q.write(c); break;
+    }
 }
 
-// The token queues a command pops / pushes: [0] pop prev, [1] pop next, [2] push prev, [3] push next
-// (0 where the module has no such neighbour).
-static inline void tl_token_queues(int m, tl_queue<tl_token_t>* q[4]) {
-    q[0] = m == TL_M_COMPUTE ? &tl_l2c : m == TL_M_STORE ? &tl_c2s : 0;
-    q[1] = m == TL_M_LOAD ? &tl_c2l : m == TL_M_COMPUTE ? &tl_s2c : 0;
-    q[2] = m == TL_M_COMPUTE ? &tl_c2l : m == TL_M_STORE ? &tl_s2c : 0;
-    q[3] = m == TL_M_LOAD ? &tl_l2c : m == TL_M_COMPUTE ? &tl_c2s : 0;
+// The token queue of module m for dependency flag i (0 pop_prev, 1 pop_next, 2 push_prev, 3 push_next),
+// TL_Q_NONE where the module has no such neighbour.
+static inline int tl_tok_of(int m, int i) {
+    static const int ids[3][4] = {{TL_Q_NONE, TL_Q_C2L, TL_Q_NONE, TL_Q_L2C},
+                                  {TL_Q_L2C, TL_Q_S2C, TL_Q_C2L, TL_Q_C2S},
+                                  {TL_Q_C2S, TL_Q_NONE, TL_Q_S2C, TL_Q_NONE}};
+    return ids[m][i];
 }
 
-// 0 if module m can run command d now, else the queue it waits on (-1: FINISH waits for the drain).
-// Flags naming a missing neighbour are left to the module (RESERVED_BITS).
-static inline int tl_blocked_on(int m, const tl_dec_t& d, bool others_busy, tl_queue<tl_token_t>** on,
-                                bool* full) {
-    tl_queue<tl_token_t>* q[4];
-    tl_token_queues(m, q);
+// 0 if module m can run command d now; 1 if it waits on token queue *on (*full: a push, else a pop);
+// -1 if it is FINISH waiting for LOAD and STORE to drain. Flags naming a missing neighbour are left to
+// the command (RESERVED_BITS).
+static int tl_blocked_on(int m, const tl_dec_t& d, bool others_busy, int* on, bool* full) {
     const int flag[4] = {d.pop_prev, d.pop_next, d.push_prev, d.push_next};
+blocked:
     for (int i = 0; i < 4; i++) {
-        if (!flag[i] || !q[i]) continue;
-        if (i < 2 ? q[i]->empty() : q[i]->full()) {
-            *on = q[i];
+        const int q = tl_tok_of(m, i);
+        if (!flag[i] || q == TL_Q_NONE) continue;
+        if (i < 2 ? tl_tok_empty(q) : tl_tok_full(q)) {
+            *on = q;
             *full = i >= 2;
             return 1;
         }
@@ -126,15 +179,13 @@ static inline int tl_blocked_on(int m, const tl_dec_t& d, bool others_busy, tl_q
 // Runs module m's command d (its tokens are there): pops, executes, pushes; updates the model.
 static uint32_t tl_run_module(int m, const tl_dec_t& d, tl_beat_t* gmem, uint64_t ddr_bytes, uint64_t t[3],
                               uint64_t* counters) {
-    tl_queue<tl_token_t>* q[4];
-    tl_token_queues(m, q);
     if ((m == TL_M_LOAD && (d.pop_prev || d.push_prev)) || (m == TL_M_STORE && (d.pop_next || d.push_next)) ||
         (d.op == TL_OP_FINISH && (d.pop_prev || d.pop_next || d.push_prev || d.push_next)))
         return tl_fail(TL_ERR_RESERVED_BITS, d.pc);  // LOAD has no previous module, STORE no next, FINISH none
     uint64_t start = tl_umax(t[m], tl_fetch_ready(d.pc));
-    if (d.pop_next && q[1]) start = tl_umax(start, q[1]->read());
-    if (d.pop_prev && q[0]) {
-        const uint64_t ready = q[0]->read();
+    if (d.pop_next) start = tl_umax(start, tl_tok_read(tl_tok_of(m, 1)));
+    if (d.pop_prev) {
+        const uint64_t ready = tl_tok_read(tl_tok_of(m, 0));
         if (m == TL_M_COMPUTE && ready > start) counters[TL_CNT_DMA_STALL] += ready - start;
         start = tl_umax(start, ready);
     }
@@ -159,8 +210,8 @@ static uint32_t tl_run_module(int m, const tl_dec_t& d, tl_beat_t* gmem, uint64_
     if (d.op == TL_OP_GEMM) counters[TL_CNT_MACS] += (uint64_t)d.m * d.n * d.k;
     counters[TL_CNT_RETIRED]++;
     counters[TL_CNT_DDR_RD_BYTES] += 4 * TL_CMD_WORDS;  // the command itself (counted when it retires)
-    if (d.push_prev && q[2]) q[2]->write(end);
-    if (d.push_next && q[3]) q[3]->write(end);
+    if (d.push_prev) tl_tok_write(tl_tok_of(m, 2), end);
+    if (d.push_next) tl_tok_write(tl_tok_of(m, 3), end);
     return 0;
 }
 
@@ -169,28 +220,57 @@ drain:
     for (int i = 0; i < 8 * TL_QUEUE_DEPTH; i++) {
 #pragma HLS LOOP_TRIPCOUNT max = 64
         bool any = false;
-        if (!tl_load_q.empty()) (void)tl_load_q.read(), any = true;
-        if (!tl_compute_q.empty()) (void)tl_compute_q.read(), any = true;
-        if (!tl_store_q.empty()) (void)tl_store_q.read(), any = true;
-        if (!tl_l2c.empty()) (void)tl_l2c.read(), any = true;
-        if (!tl_c2l.empty()) (void)tl_c2l.read(), any = true;
-        if (!tl_c2s.empty()) (void)tl_c2s.read(), any = true;
-        if (!tl_s2c.empty()) (void)tl_s2c.read(), any = true;
+        for (int m = 0; m < 3; m++)
+            if (!tl_cmdq_empty(m)) (void)tl_cmdq_read(m), any = true;
+        for (int q = 0; q < 4; q++)
+            if (!tl_tok_empty(q)) (void)tl_tok_read(q), any = true;
         if (!any) break;
     }
 }
 
 #ifndef __SYNTHESIS__
+// C-sim only: names and depths of the queues, for the deadlock message and the test hook.
+static tl_queue<tl_cmd_t>* tl_cmdq_ptr(int m) {
+    return m == TL_M_LOAD ? &tl_load_q : m == TL_M_COMPUTE ? &tl_compute_q : &tl_store_q;
+}
+static tl_queue<tl_token_t>* tl_tok_ptr(int q) {
+    return q == TL_Q_L2C ? &tl_l2c : q == TL_Q_C2L ? &tl_c2l : q == TL_Q_C2S ? &tl_c2s : &tl_s2c;
+}
 static void tl_note(char* buf, size_t cap, const char* fmt, const char* a, const char* b, int c, unsigned d) {
     const size_t used = strlen(buf);
     if (used + 2 >= cap) return;
     snprintf(buf + used, cap - used, fmt, used ? "; " : "", a, b, c, d);
 }
+
+// The stderr line of a deadlock: every blocked queue, by name, with its state and depth.
+static void tl_report_deadlock(const tl_cmd_t head[3], const bool head_valid[3], bool pending_valid,
+                               const tl_cmd_t& pending, int pending_module) {
+    static const char* const module_name[3] = {"load", "compute", "store"};
+    char why[1024] = "";
+    if (pending_valid)
+        tl_note(why, sizeof why, "%sfetch waits on %s (%s, depth %d) at command %u",
+                tl_cmdq_ptr(pending_module)->name(), "full", tl_cmdq_ptr(pending_module)->depth(), pending.pc);
+    for (int m = 0; m < 3; m++) {
+        if (!head_valid[m]) continue;
+        const tl_dec_t d = tl_decode(head[m]);
+        int on = TL_Q_NONE;
+        bool full = false;
+        if (tl_blocked_on(m, d, true, &on, &full) > 0) {
+            char what[64];
+            snprintf(what, sizeof what, "%s waits on %s", module_name[m], tl_tok_ptr(on)->name());
+            tl_note(why, sizeof why, "%s%s (%s, depth %d) at command %u", what, full ? "full" : "empty",
+                    tl_tok_ptr(on)->depth(), d.pc);
+        } else {
+            tl_note(why, sizeof why, "%s%s waits at FINISH for %s (%d) at command %u", "compute",
+                    "load_q/store_q to drain", tl_load_q.size() + tl_store_q.size(), d.pc);
+        }
+    }
+    fprintf(stderr, "trilevel engine: deadlock: %s (error DEP_UNDERFLOW)\n", why);
+}
 #endif
 
 uint32_t tl_engine_core(tl_beat_t* gmem, uint64_t ddr_bytes, uint64_t cmd_addr, uint32_t cmd_count,
                         uint32_t* err_pc, uint64_t counters[TL_N_COUNTERS]) {
-    static const char* const module_name[3] = {"load", "compute", "store"};
     tl_cmd_t head[3], pending;
     bool head_valid[3] = {false, false, false};
     bool pending_valid = false, fetch_done = cmd_count == 0, finished = false;
@@ -211,8 +291,8 @@ sequencer:
             pending_valid = true;
             pc++;
         }
-        if (pending_valid && !tl_cmd_queue(pending_module).full()) {
-            tl_cmd_queue(pending_module).write(pending);
+        if (pending_valid && !tl_cmdq_full(pending_module)) {
+            tl_cmdq_write(pending_module, pending);
             pending_valid = false;
             progress = true;
             if ((pending.w[0] & ((1u << TL_C_OP_W) - 1)) == TL_OP_FINISH || pc >= cmd_count) fetch_done = true;
@@ -221,16 +301,16 @@ sequencer:
     modules:
         for (int m = 0; m < 3; m++) {
             if (err) break;
-            if (!head_valid[m] && !tl_cmd_queue(m).empty()) {
-                head[m] = tl_cmd_queue(m).read();
+            if (!head_valid[m] && !tl_cmdq_empty(m)) {
+                head[m] = tl_cmdq_read(m);
                 head_valid[m] = true;
                 progress = true;
             }
             if (!head_valid[m]) continue;
             const tl_dec_t d = tl_decode(head[m]);
-            const bool others_busy = head_valid[TL_M_LOAD] || head_valid[TL_M_STORE] || !tl_load_q.empty() ||
-                                     !tl_store_q.empty();
-            tl_queue<tl_token_t>* on;
+            const bool others_busy = head_valid[TL_M_LOAD] || head_valid[TL_M_STORE] ||
+                                     !tl_cmdq_empty(TL_M_LOAD) || !tl_cmdq_empty(TL_M_STORE);
+            int on;
             bool full;
             if (tl_blocked_on(m, d, others_busy, &on, &full) != 0) continue;
             err = tl_run_module(m, d, gmem, ddr_bytes, t, counters);
@@ -239,44 +319,20 @@ sequencer:
             if (d.op == TL_OP_FINISH) finished = true;
         }
         if (err || finished) break;
-        const bool idle = !head_valid[0] && !head_valid[1] && !head_valid[2] && tl_load_q.empty() &&
-                          tl_compute_q.empty() && tl_store_q.empty();
+        const bool idle = !head_valid[0] && !head_valid[1] && !head_valid[2] && tl_cmdq_empty(TL_M_LOAD) &&
+                          tl_cmdq_empty(TL_M_COMPUTE) && tl_cmdq_empty(TL_M_STORE);
         if (fetch_done && !pending_valid && idle) break;  // a program without FINISH ends when it drains
         if (!progress) {  // nothing can move: a pop no remaining command satisfies, or a full queue
             uint32_t first = pending_valid ? pending.pc : pc;
+            for (int m = 0; m < 3; m++)
+                if (head_valid[m] && head[m].pc < first) first = head[m].pc;
 #ifndef __SYNTHESIS__
-            char why[1024] = "";
-            if (pending_valid)
-                tl_note(why, sizeof why, "%sfetch waits on %s (%s, depth %d) at command %u",
-                        tl_cmd_queue(pending_module).name(), "full", tl_cmd_queue(pending_module).depth(),
-                        pending.pc);
-#endif
-            for (int m = 0; m < 3; m++) {
-                if (!head_valid[m]) continue;
-                const tl_dec_t d = tl_decode(head[m]);
-                if (d.pc < first) first = d.pc;
-#ifndef __SYNTHESIS__
-                tl_queue<tl_token_t>* on = 0;
-                bool full = false;
-                if (tl_blocked_on(m, d, true, &on, &full) > 0) {
-                    char what[64];
-                    snprintf(what, sizeof what, "%s waits on %s", module_name[m], on->name());
-                    tl_note(why, sizeof why, "%s%s (%s, depth %d) at command %u", what, full ? "full" : "empty",
-                            on->depth(), d.pc);
-                } else {
-                    tl_note(why, sizeof why, "%s%s waits at FINISH for %s (%d) at command %u", "compute",
-                            "load_q/store_q to drain", tl_load_q.size() + tl_store_q.size(), d.pc);
-                }
-#endif
-            }
-#ifndef __SYNTHESIS__
-            fprintf(stderr, "trilevel engine: deadlock: %s (error DEP_UNDERFLOW)\n", why);
+            tl_report_deadlock(head, head_valid, pending_valid, pending, pending_module);
 #endif
             err = tl_fail(TL_ERR_DEP_UNDERFLOW, first);
             break;
         }
     }
-    (void)module_name;
     if (err) tl_drain_queues();  // commands already dispatched are dropped: ready for the next ap_start
     counters[TL_CNT_CYCLES] = tl_umax(t[0], tl_umax(t[1], t[2]));
     *err_pc = err & 0xFFFFFFu;
@@ -312,12 +368,10 @@ uint32_t trilevel_engine(ap_uint<128>* gmem, uint32_t cmd_addr, uint32_t cmd_cou
 #ifndef __SYNTHESIS__
 // --------------------------------------------------------------------------- C-sim test hooks
 int tl_engine_queue_depth_hook(const char* name, int depth) {
-    tl_queue<tl_cmd_t>* cq[3] = {&tl_load_q, &tl_compute_q, &tl_store_q};
-    tl_queue<tl_token_t>* tq[4] = {&tl_l2c, &tl_c2l, &tl_c2s, &tl_s2c};
-    for (int i = 0; i < 3; i++)
-        if (strcmp(cq[i]->name(), name) == 0) return cq[i]->set_depth(depth), cq[i]->depth();
-    for (int i = 0; i < 4; i++)
-        if (strcmp(tq[i]->name(), name) == 0) return tq[i]->set_depth(depth), tq[i]->depth();
+    for (int m = 0; m < 3; m++)
+        if (strcmp(tl_cmdq_ptr(m)->name(), name) == 0) return tl_cmdq_ptr(m)->set_depth(depth), tl_cmdq_ptr(m)->depth();
+    for (int q = 0; q < 4; q++)
+        if (strcmp(tl_tok_ptr(q)->name(), name) == 0) return tl_tok_ptr(q)->set_depth(depth), tl_tok_ptr(q)->depth();
     return -1;
 }
 #endif
