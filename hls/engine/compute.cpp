@@ -127,7 +127,24 @@ tiles_i:
             for (int p0 = 0; p0 < d.k; p0 += TL_TILE_K_MAX) {
 #pragma HLS LOOP_TRIPCOUNT max = 1
                 const int kc = d.k - p0 < TL_TILE_K_MAX ? d.k - p0 : TL_TILE_K_MAX;
-            fill_a:
+            // Operand fills. A row of the stored operand is read R consecutive elements per cycle (any
+            // alignment: the SPM is cyclic-banked by address), so a non-transposed operand fills row by
+            // row and a transposed one reduction step by step; both write R distinct skewed banks.
+            if (!d.ta) {
+            fill_a_rows:
+                for (int r = 0; r < TL_R; r++) {
+                    for (int pv = 0; pv < kc; pv += TL_R) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT max = TL_TRIP_K / TL_R
+                        for (int t = 0; t < TL_R; t++) {
+#pragma HLS UNROLL
+                            const int p = pv + t;
+                            if (p < kc) abuf[(p + r) % TL_R][p] = i0 + r < d.m ? tl_gemm_a(d, spm, i0 + r, p0 + p) : 0;
+                        }
+                    }
+                }
+            } else {
+            fill_a_steps:
                 for (int p = 0; p < kc; p++) {
 #pragma HLS PIPELINE II = 1
 #pragma HLS LOOP_TRIPCOUNT max = TL_TRIP_K
@@ -136,7 +153,22 @@ tiles_i:
                         abuf[(p + r) % TL_R][p] = i0 + r < d.m ? tl_gemm_a(d, spm, i0 + r, p0 + p) : (int16_t)0;
                     }
                 }
-            fill_b:
+            }
+            if (!d.tb) {
+            fill_b_rows:
+                for (int c = 0; c < TL_C; c++) {
+                    for (int pv = 0; pv < kc; pv += TL_C) {
+#pragma HLS PIPELINE II = 1
+#pragma HLS LOOP_TRIPCOUNT max = TL_TRIP_K / TL_C
+                        for (int t = 0; t < TL_C; t++) {
+#pragma HLS UNROLL
+                            const int p = pv + t;
+                            if (p < kc) bbuf[(p + c) % TL_C][p] = j0 + c < d.n ? tl_gemm_b(d, spm, j0 + c, p0 + p) : 0;
+                        }
+                    }
+                }
+            } else {
+            fill_b_steps:
                 for (int p = 0; p < kc; p++) {
 #pragma HLS PIPELINE II = 1
 #pragma HLS LOOP_TRIPCOUNT max = TL_TRIP_K
@@ -145,6 +177,7 @@ tiles_i:
                         bbuf[(p + c) % TL_C][p] = j0 + c < d.n ? tl_gemm_b(d, spm, j0 + c, p0 + p) : (int16_t)0;
                     }
                 }
+            }
             mac:
                 for (int p = 0; p < kc; p++) {
 #pragma HLS PIPELINE II = 1
