@@ -326,7 +326,8 @@ softmax_rows:
 }
 
 // ===================================================================================== VECTOR / SFU
-// Row-wise over m rows of n elements, TL_VEC_LANES elements per cycle (the j loops unroll by the lanes).
+// Row-wise over m rows of n elements, TL_VEC_LANES elements per cycle (the element loops are pipelined
+// and unrolled by the lanes; the SPM and ACC banks serve consecutive elements in one access).
 static uint32_t tl_vec_ln_fwd(const tl_dec_t& d, int16_t* spm, int64_t* acc, int64_t* stat) {
     const int n = d.n, fh = tl_ln_xhat_frac(n), shift = d.shift;
     const int64_t eps = tl_ln_eps_term(n, d.shift4);
@@ -339,6 +340,7 @@ ln_fwd_rows:
     ln_fwd_sums:
         for (int j = 0; j < n; j++) {
 #pragma HLS PIPELINE II = 1
+#pragma HLS UNROLL factor = TL_VEC_LANES
 #pragma HLS LOOP_TRIPCOUNT max = TL_MAX_ROW
             const int64_t v = spm[a_row + j];
             s1 += v;
@@ -353,6 +355,7 @@ ln_fwd_rows:
     ln_fwd_out:
         for (int j = 0; j < n; j++) {
 #pragma HLS PIPELINE II = 1
+#pragma HLS UNROLL factor = TL_VEC_LANES
 #pragma HLS LOOP_TRIPCOUNT max = TL_MAX_ROW
             const int64_t h = tl_requantize(((int64_t)n * spm[a_row + j] - s1) * rs, xs, TL_RNE, 0, 0);
             spm[d.e_addr + (uint64_t)i * d.e_stride + j] = (int16_t)h;
@@ -384,6 +387,7 @@ ln_bwd_rows:
     ln_bwd_g:
         for (int j = 0; j < n; j++) {
 #pragma HLS PIPELINE II = 1
+#pragma HLS UNROLL factor = TL_VEC_LANES
 #pragma HLS LOOP_TRIPCOUNT max = TL_MAX_ROW
             const int64_t g_acc = (int64_t)spm[a_row + j] * spm[d.b_addr + j];
             peak_g = tl_max64(peak_g, tl_units(tl_abs64(g_acc), d.shift));
@@ -395,6 +399,7 @@ ln_bwd_rows:
     ln_bwd_dx:
         for (int j = 0; j < n; j++) {
 #pragma HLS PIPELINE II = 1
+#pragma HLS UNROLL factor = TL_VEC_LANES
 #pragma HLS LOOP_TRIPCOUNT max = TL_MAX_ROW
             const int64_t t = ((n * g[j] - a_sum) * ((int64_t)1 << fh)) - (int64_t)spm[e_row + j] * b_sum;
             peak_t = tl_max64(peak_t, tl_units(tl_abs64(t), d.shift2));
@@ -468,6 +473,7 @@ vec_rows:
     vec_cols:
         for (int j = 0; j < d.n; j++) {
 #pragma HLS PIPELINE II = 1
+#pragma HLS UNROLL factor = TL_VEC_LANES
 #pragma HLS LOOP_TRIPCOUNT max = TL_TRIP_COLS
             if (sub == TL_VEC_GELU_FWD) {
                 const int64_t x = spm[a_row + j];

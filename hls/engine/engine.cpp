@@ -360,6 +360,7 @@ uint32_t trilevel_engine(ap_uint<128>* gmem, uint32_t cmd_addr, uint32_t cmd_cou
 #pragma HLS ARRAY_PARTITION variable = tl_spm cyclic factor = TL_SPM_BANKS
 #pragma HLS BIND_STORAGE variable = tl_spm type = ram_t2p impl = bram
 #pragma HLS BIND_STORAGE variable = tl_accm type = ram_t2p impl = bram
+#pragma HLS ARRAY_PARTITION variable = tl_accm cyclic factor = TL_SPM_BANKS
     static_assert(TL_N_COUNTERS == 12, "counters[12] above must follow isa.N_COUNTERS");
     return tl_engine_core(gmem, (uint64_t)1 << 32, cmd_addr, cmd_count, err_pc, counters);
 }
