@@ -1,7 +1,8 @@
 """Random programs on the RTL engine (Verilator, C++ harness) equal trilevel.accel.fsim, the
 command-level golden model the C-sim engine is also tested against: every byte of the DDR image after
 the run (all on-chip memories and the STAT slots stored back), ERROR, ERR_PC, RETIRED and the exact
-counters (DDR bytes, MACs). Programs use the commands the RTL implements (LOAD, STORE, GEMM, TOPK, FINISH)
+counters (DDR bytes, MACs). Programs use the commands the RTL implements (LOAD, STORE, GEMM, SOFTMAX,
+TOPK, FINISH)
 with random shapes, strides, flags, shifts and dependency tokens; corrupted fields must stop both
 engines at the same command with the same error."""
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from trilevel.accel import fsim, isa, rtlsim
-from trilevel.accel.isa import Mem, Op
+from trilevel.accel.isa import Mem, Op, SoftmaxSub
 
 CFG = isa.CI_SMALL
 QUARTER = 2048
@@ -79,9 +80,30 @@ class Program:
                  c_addr=self.r(0, IDX_USED - 6 * 75), c_stride=lead + k + self.r(0, 2))
         return f
 
+    def softmax(self) -> dict[str, int]:
+        m, n = self.r(1, 12), self.r(1, 64)
+        quarters = [int(q) for q in self.rng.permutation(4)]
+        out, ins = quarters[0], quarters[1:]
+        a_addr, a_stride = self.region(ins[0], m, n)
+        c_addr, c_stride = self.region(out, m, n)
+        f = dict(m=m, n=n, a_addr=a_addr, a_stride=a_stride, c_addr=c_addr, c_stride=c_stride)
+        if self.r(0, 1):
+            e_addr, e_stride = self.region(ins[1], m, n)
+            f.update(sub=SoftmaxSub.FWD, shift=self.r(0, 15), mask=self.r(0, 1), e_addr=e_addr,
+                     e_stride=e_stride)
+            if self.r(0, 1):
+                f.update(acc=1, d_addr=self.r(0, ACC_USED - 12 * 70), d_stride=n + self.r(0, 5))
+        else:
+            b_addr, b_stride = self.region(ins[1], m, n)
+            f.update(sub=SoftmaxSub.BWD, b_addr=b_addr, b_stride=b_stride, shift=self.r(10, 45),
+                     seed=self.r(0, 2**32 - 1), index_base=self.r(0, 500), index_stride=n, stat=self.r(0, 1),
+                     slot=self.r(0, 63))
+        return f
+
     def build(self, gemms: int) -> int:
         rng = self.rng
         spm = rng.integers(-4000, 4000, SPM_USED).astype(np.int16)
+        spm[rng.random(SPM_USED) < 0.3] = 0           # zeros: masked softmax entries, empty rows
         acc = rng.integers(-(2**30), 2**30, ACC_USED).astype(np.int64)
         if rng.random() < 0.5:       # ties among the top-k scores
             acc[: ACC_USED // 2] = rng.integers(-3, 3, ACC_USED // 2)
@@ -90,7 +112,9 @@ class Program:
             self.cmds.append(isa.encode(Op.LOAD, sub=mem, m=1, n=data.size, index_base=self.put(data),
                                         push_next=int(mem == Mem.ACC)))
         for i in range(gemms):
-            op, f = (Op.TOPK, self.topk()) if self.rng.random() < 0.3 else (Op.GEMM, self.gemm())
+            pick = self.rng.random()
+            op, f = ((Op.TOPK, self.topk()) if pick < 0.25 else (Op.SOFTMAX, self.softmax()) if pick < 0.5
+                     else (Op.GEMM, self.gemm()))
             self.cmds.append(isa.encode(op, pop_prev=int(i == 0), push_next=int(i == gemms - 1), **f))
         for i, (mem, count) in enumerate(((Mem.SPM, SPM_USED), (Mem.ACC, ACC_USED), (Mem.IDX, IDX_USED),
                                           (Mem.STAT, 64))):
@@ -104,8 +128,8 @@ class Program:
         return len(self.cmds)
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_random_gemm_programs_rtl_equals_fsim(rtl, seed):
+@pytest.mark.parametrize("seed", range(10))
+def test_random_programs_rtl_equals_fsim(rtl, seed):
     prog = Program(np.random.default_rng(3000 + seed))
     count = prog.build(gemms=8)
     ddr_r, ddr_f = prog.ddr.copy(), prog.ddr.copy()

@@ -346,7 +346,32 @@ module engine_top #(
     logic [AL*48-1:0] g_acc_rdata, g_acc_wdata;
     logic [AL-1:0] g_acc_wmask;
 
-    // SPM: write ports LOAD, GEMM C; read ports STORE, GEMM A, B, E, bias
+    // GEMM and SOFTMAX share the compute-side ports (COMPUTE runs one command at a time)
+    logic sm_busy, sm_c_we, sm_acc_we;
+    logic [23:0] sm_a_raddr, sm_b_raddr, sm_c_waddr, sm_acc_raddr, sm_acc_waddr;
+    logic [15:0] sm_c_wdata;
+    logic [47:0] sm_acc_wdata;
+    logic [23:0] x_a_raddr, x_b_raddr, x_c_waddr, x_acc_raddr, x_acc_waddr;
+    logic x_c_we, x_acc_we;
+    logic [SPM_LANES-1:0] x_c_wmask;
+    logic [SPM_LANES*16-1:0] x_c_wdata;
+    logic [AL-1:0] x_acc_wmask;
+    logic [AL*48-1:0] x_acc_wdata;
+    always_comb begin
+        x_a_raddr = sm_busy ? sm_a_raddr : g_a_raddr;
+        x_b_raddr = sm_busy ? sm_b_raddr : g_b_raddr;
+        x_acc_raddr = sm_busy ? sm_acc_raddr : g_acc_raddr;
+        x_c_we = g_c_we || sm_c_we;
+        x_c_waddr = sm_busy ? sm_c_waddr : g_c_waddr;
+        x_c_wmask = sm_busy ? SPM_LANES'(1) : g_c_wmask;
+        x_c_wdata = sm_busy ? (SPM_LANES*16)'(sm_c_wdata) : g_c_wdata;
+        x_acc_we = g_acc_we || sm_acc_we;
+        x_acc_waddr = sm_busy ? sm_acc_waddr : g_acc_waddr;
+        x_acc_wmask = sm_busy ? AL'(1) : g_acc_wmask;
+        x_acc_wdata = sm_busy ? (AL*48)'(sm_acc_wdata) : g_acc_wdata;
+    end
+
+    // SPM: write ports LOAD, GEMM/SOFTMAX C; read ports STORE, A, B, GEMM E, bias
     logic [SPM_LANES*16-1:0] spm_wdata;
     logic [SPM_LANES-1:0] spm_wmask;
     always_comb begin
@@ -357,9 +382,9 @@ module engine_top #(
     end
     logic [5*SPM_LANES*16-1:0] spm_rdata;
     engine_mem #(.EW(16), .LANES(SPM_LANES), .DEPTH(SPM_ELEMS), .NR(5), .NW(2), .AW(SPM_AW)) u_spm (
-        .clk(clk), .we({g_c_we, l_wr_en && l_wr_mem == 2'd0}), .waddr({g_c_waddr, l_wr_addr}),
-        .wmask({g_c_wmask, spm_wmask}), .wdata({g_c_wdata, spm_wdata}),
-        .raddr({g_d_raddr, g_e_raddr, g_b_raddr, g_a_raddr, s_rd_addr}), .rdata(spm_rdata)
+        .clk(clk), .we({x_c_we, l_wr_en && l_wr_mem == 2'd0}), .waddr({x_c_waddr, l_wr_addr}),
+        .wmask({x_c_wmask, spm_wmask}), .wdata({x_c_wdata, spm_wdata}),
+        .raddr({g_d_raddr, g_e_raddr, x_b_raddr, x_a_raddr, s_rd_addr}), .rdata(spm_rdata)
     );
     assign g_a_rdata = spm_rdata[1*SPM_LANES*16 +: SPM_LANES*16];
     assign g_b_rdata = spm_rdata[2*SPM_LANES*16 +: SPM_LANES*16];
@@ -383,16 +408,18 @@ module engine_top #(
     logic [3*AL*48-1:0] acc_rd;
     logic [AL*48-1:0] t_acc_rdata;
     engine_mem #(.EW(48), .LANES(AL), .DEPTH(ACC_ELEMS), .NR(3), .NW(2), .AW(24)) u_acc (
-        .clk(clk), .we({g_acc_we, l_wr_en && l_wr_mem == 2'd1}), .waddr({g_acc_waddr, l_wr_addr}),
-        .wmask({g_acc_wmask, acc_l_wmask}), .wdata({g_acc_wdata, acc_l_wdata}),
-        .raddr({t_acc_raddr, g_acc_raddr, s_rd_addr}), .rdata(acc_rd)
+        .clk(clk), .we({x_acc_we, l_wr_en && l_wr_mem == 2'd1}), .waddr({x_acc_waddr, l_wr_addr}),
+        .wmask({x_acc_wmask, acc_l_wmask}), .wdata({x_acc_wdata, acc_l_wdata}),
+        .raddr({t_acc_raddr, x_acc_raddr, s_rd_addr}), .rdata(acc_rd)
     );
     assign t_acc_rdata = acc_rd[2*AL*48 +: AL*48];
     wire [95:0] acc_rdata = acc_rd[95:0];
     assign g_acc_rdata = acc_rd[AL*48 +: AL*48];
     // STAT slots (int64): cleared by start; a unit's statistic update keeps the maximum
     logic [63:0] stat [STAT_SLOTS];
-    logic g_stat_we;
+    logic g_stat_we, sm_stat_we;
+    logic [5:0] sm_stat_slot;
+    logic [63:0] sm_stat_value;
     logic [5:0] g_stat_slot;
     logic [63:0] g_stat_value;
     always_ff @(posedge clk) begin
@@ -400,6 +427,8 @@ module engine_top #(
             for (int i = 0; i < STAT_SLOTS; i++) stat[i] <= '0;
         end else if (g_stat_we && g_stat_value > stat[$clog2(STAT_SLOTS)'(g_stat_slot)]) begin
             stat[$clog2(STAT_SLOTS)'(g_stat_slot)] <= g_stat_value;
+        end else if (sm_stat_we && sm_stat_value > stat[$clog2(STAT_SLOTS)'(sm_stat_slot)]) begin
+            stat[$clog2(STAT_SLOTS)'(sm_stat_slot)] <= sm_stat_value;
         end
     end
     localparam int SB = $clog2(STAT_SLOTS);
@@ -478,13 +507,14 @@ module engine_top #(
     logic [7:0] c_err_code;
     logic [23:0] c_err_pc, c_pc;
     logic drained;
-    engine_compute u_compute (
+    engine_compute #(.UNITS(16'h0058)) u_compute (   // GEMM, SOFTMAX, TOPK
         .clk(clk), .rst(ers), .halt(m_halt[1]), .abort(m_abort[1]), .cmd(q_dout[1][511:0]), .cmd_pc(q_dout[1][535:512]),
         .cmd_valid(!q_empty[1]), .cmd_ready(m_pop[1]),
         .l2c_avail(tok_avail[0]), .l2c_pop(tok_pop[0]), .s2c_avail(tok_avail[3]), .s2c_pop(tok_pop[3]),
         .c2l_full(tok_full[1]), .c2l_push(tok_push[1]), .c2s_full(tok_full[2]), .c2s_push(tok_push[2]),
-        .unit_start(u_start), .unit_cmd(u_cmd), .unit_done(g_done || t_done), .unit_err(g_err || t_err),
-        .unit_err_code(g_err ? g_err_code : t_err_code), .finish(c_finish), .drained(drained), .cur_pc(c_pc), .busy(c_busy), .waiting(c_waiting),
+        .unit_start(u_start), .unit_cmd(u_cmd), .unit_done(g_done || t_done || sm_done),
+        .unit_err(g_err || t_err || sm_err), .unit_err_code(g_err ? g_err_code : t_err ? t_err_code : sm_err_code),
+        .finish(c_finish), .drained(drained), .cur_pc(c_pc), .busy(c_busy), .waiting(c_waiting),
         .waiting_load(c_waiting_load), .retire(c_retire), .finish_done(c_finish_done), .err_valid(c_err_v), .err_code(c_err_code),
         .err_pc(c_err_pc)
     );
@@ -494,6 +524,7 @@ module engine_top #(
     wire [3:0] u_op = u_cmd[TL_C_OP_LSB +: 4];
     assign g_start = u_start && u_op == TL_OP_GEMM;
     assign t_start = u_start && u_op == TL_OP_TOPK;
+    wire sm_start = u_start && u_op == TL_OP_SOFTMAX;
     logic [7:0] g_err_code;
     logic [15:0] g_macs;
     engine_gemm #(.R(ROWS), .C(COLS), .L(SPM_LANES), .AL(AL), .SPM_ELEMS(SPM_ELEMS), .ACC_ELEMS(ACC_ELEMS),
@@ -517,6 +548,17 @@ module engine_top #(
         .clk(clk), .rst(ers), .start(t_start), .cmd(u_cmd), .busy(t_busy), .done(t_done), .err_valid(t_err),
         .err_code(t_err_code), .acc_raddr(t_acc_raddr), .acc_rdata(t_acc_rdata), .idx_we(t_idx_we),
         .idx_waddr(t_idx_waddr), .idx_wdata(t_idx_wdata)
+    );
+
+    logic sm_done, sm_err;
+    logic [7:0] sm_err_code;
+    engine_softmax #(.L(SPM_LANES), .AL(AL), .SPM_ELEMS(SPM_ELEMS), .ACC_ELEMS(ACC_ELEMS),
+                     .STAT_SLOTS(STAT_SLOTS), .MAX_ROW(MAX_ROW)) u_softmax (
+        .clk(clk), .rst(ers), .start(sm_start), .cmd(u_cmd), .busy(sm_busy), .done(sm_done),
+        .err_valid(sm_err), .err_code(sm_err_code), .a_raddr(sm_a_raddr), .a_rdata(g_a_rdata),
+        .b_raddr(sm_b_raddr), .b_rdata(g_b_rdata), .c_we(sm_c_we), .c_waddr(sm_c_waddr), .c_wdata(sm_c_wdata),
+        .acc_raddr(sm_acc_raddr), .acc_rdata(g_acc_rdata), .acc_we(sm_acc_we), .acc_waddr(sm_acc_waddr),
+        .acc_wdata(sm_acc_wdata), .stat_we(sm_stat_we), .stat_slot(sm_stat_slot), .stat_value(sm_stat_value)
     );
 
     // =========================================================== completion, errors, deadlock
@@ -660,7 +702,8 @@ module engine_top #(
         inc[TL_CNT_DMA_STALL] = c_waiting_load;
         inc[TL_CNT_GEMM_BUSY] = g_feeding;
         inc[TL_CNT_TOPK_BUSY] = t_busy;
-        // SOFTMAX / VEC busy: those units are not built yet (always 0)
+        inc[TL_CNT_SOFTMAX_BUSY] = sm_busy;
+        // VEC busy: the vector/SFU unit is not built yet (always 0)
     end
     always_ff @(posedge clk) begin
         if (rst || start) begin
