@@ -62,6 +62,34 @@ static inline int16_t tl_gemm_b(const tl_dec_t& d, const int16_t* spm, int j, in
 }
 
 #ifdef TRILEVEL_FAST_CSIM
+// The output stage of one row (tl_gemm_out for j0 <= j < j0 + nj) with the flags resolved once per row.
+static uint32_t tl_gemm_out_row(const tl_dec_t& d, int i, int j0, int nj, const int64_t* dots, int16_t* spm,
+                                int64_t* acc, int64_t* peak, const int64_t* bias_al) {
+    if (d.acc) {
+        int64_t* row = acc + d.f_addr + (uint64_t)i * d.c_stride + j0;
+        for (int j = 0; j < nj; j++) {
+            const int64_t v = row[j] + dots[j];
+            if (!tl_acc_ok(v)) return tl_fail(TL_ERR_ACC_RANGE, d.pc);
+            row[j] = v;
+        }
+        return 0;
+    }
+    const int16_t* e_row = (d.res || d.mask) ? spm + d.e_addr + (uint64_t)i * d.e_stride + j0 : 0;
+    int16_t* c_row = spm + d.c_addr + (uint64_t)i * d.c_stride + j0;
+    const uint32_t index0 = d.index_base + (uint32_t)i * d.index_stride + (uint32_t)j0;
+    int64_t best = *peak;
+    for (int j = 0; j < nj; j++) {
+        if (tl_abs64(dots[j]) >= d.dot_limit) return tl_fail(TL_ERR_ACC_RANGE, d.pc);
+        int64_t v = dots[j] * (int64_t)d.imm;
+        if (d.bias) v += bias_al[j0 + j];
+        if (d.res) v += tl_align(e_row[j], d.shift3);
+        if (!d.mask || e_row[j] != 0) best = tl_max64(best, tl_units(tl_abs64(v), d.shift));
+        c_row[j] = tl_requantize(v, d.shift, d.sr, d.seed, index0 + (uint32_t)j);
+    }
+    *peak = best;
+    return 0;
+}
+
 // C-sim fast path: every output is one exact SIMD dot product (trilevel_fastsim.h) of an A row and a
 // B row packed contiguously (in place when already contiguous): the same sums as the PE array.
 static uint32_t tl_gemm_run(const tl_dec_t& d, int16_t* spm, int64_t* acc, int64_t* peak) {
@@ -69,6 +97,9 @@ static uint32_t tl_gemm_run(const tl_dec_t& d, int16_t* spm, int64_t* acc, int64
     static int16_t b_pack[TL_SPM_ELEMS];
     static const int16_t* b_rows[65536];
     static int64_t dots[65536];
+    static int64_t bias_al[65536];
+    if (d.bias && !d.acc)  // the aligned bias once per command, not once per output
+        for (int j = 0; j < d.n; j++) bias_al[j] = tl_align(spm[d.d_addr + j], d.shift2);
     const int chunk = d.tb ? (int)(TL_SPM_ELEMS / (uint64_t)d.k) : d.n;  // B columns packed per pass
     for (int j0 = 0; j0 < d.n; j0 += chunk) {
         const int nj = d.n - j0 < chunk ? d.n - j0 : chunk;
@@ -88,10 +119,8 @@ static uint32_t tl_gemm_run(const tl_dec_t& d, int16_t* spm, int64_t* acc, int64
                 a_row = a_pack;
             }
             tl_dot16_many(a_row, b_rows, nj, d.k, dots);
-            for (int j = 0; j < nj; j++) {
-                const uint32_t err = tl_gemm_out(d, i, j0 + j, dots[j], spm, acc, peak);
-                if (err) return err;
-            }
+            const uint32_t err = tl_gemm_out_row(d, i, j0, nj, dots, spm, acc, peak, bias_al);
+            if (err) return err;
         }
     }
     return 0;
