@@ -2,10 +2,9 @@
 // dependency-token queues, VTA style. Every constant of the command set and every build size comes
 // from tl_isa.h, generated from trilevel.accel.isa (hls/build_csim.py, hls/run_hls.sh).
 //
-// Each module top executes ONE command per call (an auto-restarting IP in the block design; the C-sim
-// scheduler calls it when the command's tokens are there): it reads the command from its queue, pops
-// the tokens its flags ask for, checks the command, runs it on the scratchpads and pushes its tokens.
-// It returns 0 or (Err code << 24 | command index): the ERROR / ERR_PC registers.
+// The sequencer (engine.cpp) runs a module's next command once the tokens it pops are there and the
+// tokens it pushes fit: pop, check and execute the command body (tl_exec_load / tl_exec_compute /
+// tl_exec_store, which return 0 or tl_fail(Err, command index): the ERROR / ERR_PC registers), push.
 #ifndef TL_ENGINE_H
 #define TL_ENGINE_H
 
