@@ -178,7 +178,7 @@ class DelegatingBackend(Accelerator):
         return self._impl.sgdm_step(master, buf, grad_acc, grad_frac, batch, s, first)
 
 
-BACKENDS: tuple[str, ...] = ("reference", "csim", "fsim", "pynq")
+BACKENDS: tuple[str, ...] = ("reference", "csim", "fsim", "rtlsim", "pynq")
 
 
 def get_backend(name: str, **opts: Any) -> Accelerator:
@@ -188,12 +188,18 @@ def get_backend(name: str, **opts: Any) -> Accelerator:
     * "csim": lowered programs on the HLS C++ engine's C simulation (lib=PATH, default
       build/csim/libtrilevel_csim.so from `make csim`), through the board's driver on a simulated device;
     * "fsim": the same on the command-level functional simulator (config=an isa.EngineConfig);
+    * "rtlsim": the same on the Verilated RTL engine (trilevel.accel.rtlsim.RtlEngine options, e.g. config);
     * "pynq": the engine IP of the ZCU102 overlay (bitfile=PATH or overlay=a pynq.Overlay).
     """
     if name == "reference":
         from trilevel.accel.reference_backend import ReferenceBackend
 
         return ReferenceBackend(**opts)
+    if name == "rtlsim":
+        from trilevel.accel.engine import EngineBackend
+        from trilevel.accel.rtlsim import RtlEngine
+
+        return EngineBackend.simulated(RtlEngine(**opts), "rtlsim")
     if name in ("csim", "fsim", "pynq"):
         from trilevel.accel.engine import EngineBackend
 
