@@ -512,6 +512,16 @@ def test_malformed_command_fields(engine, op, fields, err):
     assert res["error"] == err and res["err_pc"] == 0
 
 
+def test_program_outside_the_ddr_window_runs_nothing(engine):
+    prog = Program()
+    prog.load(Mem.SPM, np.ones((1, 4), np.int16), at=0)
+    words = isa.program_words([isa.encode(op, **f) for op, f in prog.cmds])
+    prog.ddr[:words.nbytes] = words.view(np.uint8)
+    for cmd_addr, count in ((0, DDR_BYTES // 64 + 1), (32, 1)):
+        res = engine.run(prog.ddr, cmd_addr, count)
+        assert (res["error"], res["err_pc"], res["retired"]) == (Err.DDR_RANGE, 0, 0)
+
+
 def test_error_reports_the_failing_command_and_stops(engine):
     prog = Program()
     prog.load(Mem.SPM, np.ones((1, 4), np.int16), at=0)

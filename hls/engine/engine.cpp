@@ -280,6 +280,11 @@ uint32_t tl_engine_core(tl_beat_t* gmem, uint64_t ddr_bytes, uint64_t cmd_addr, 
     for (int c = 0; c < TL_N_COUNTERS; c++) counters[c] = 0;
     for (int s = 0; s < TL_STAT_SLOTS; s++) tl_stat[s] = 0;
     tl_drain_queues();
+    // The program must lie in the DDR window and be 64-byte aligned: checked once, before anything runs.
+    if ((cmd_addr & 63) != 0 || cmd_addr + (uint64_t)cmd_count * (4 * TL_CMD_WORDS) > ddr_bytes) {
+        *err_pc = 0;
+        return TL_ERR_DDR_RANGE;
+    }
 sequencer:
     for (;;) {
 #pragma HLS LOOP_TRIPCOUNT max = 65536
