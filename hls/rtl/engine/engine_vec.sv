@@ -1,0 +1,598 @@
+// Vector/SFU unit of the engine (docs/engine.md "VEC"), bit-exact with trilevel.accel.fsim:
+//   LN_FWD   per row: S1, S2 -> W = n S2 - S1^2 + eps -> (rsqrt, k) = RSQRT_LUT[W >> 2k];
+//            XHAT = sat16(RNE((n x - S1) rsqrt, 20 + k - fh)) to E; Y = sat16(RNE(xhat gamma +
+//            align(beta, shift2), shift)) to C; ACC[f_addr + i] = rsqrt | k << 32; statistic of Y.
+//   LN_BWD   per row (rsqrt, k) from ACC[f_addr + i]; g = sat16(SR(dy gamma, shift, hash32(seed, 0)));
+//            A = sum g, B = RNE(sum g xhat, fh); t = ((n g - A) << fh) - xhat B;
+//            t_hat = sat16(SR(t, shift2, hash32(seed, 1))); dx = sat16(SR(t_hat rsqrt +
+//            align(D, shift4 - k), shift3 + k, hash32(seed, 2))) to C; statistics to slot .. slot+2.
+//   GELU_FWD y = sat16(RNE(x PHI_LUT[cell(x, imm)], shift)); GELU_BWD dx = sat16(SR(dy DGELU_LUT[cell(x, imm)],
+//            shift, seed)); statistic.
+//   COLSUM / COLDOT  ACC[f_addr + j] += sum_i A(i, j) (* B(i, j)), 48-bit range check of the total.
+//   MASK     C(i, .) = 1 for i < imm, else 0 with 1 at the k entries of IDX[b_addr + (i - imm) b_stride + t].
+// Every rounding goes through trilevel_requant (three instances: A and C on the main path, B for the
+// RNE right alignment of beta / the residual); only LN_BWD's B = RNE(sum g xhat, fh) is an internal
+// unsaturated RNE (round_shift without saturation, which the requantizer does not provide).
+//
+// Datapath: row-sequential, ONE element per cycle (lane 0 of each SPM window port; the unit does not
+// use isa vec_lanes yet). A command runs as rows of passes; a pass issues one element per cycle and
+// then drains its pipeline (stage 0 read address, stage 1 operands -> requantizers A/B, stage 5 ->
+// requantizer C, stage 9 result). Cycles per row (n elements, m rows): LN_FWD 3n + 26, LN_BWD 2n + 24,
+// GELU n + 6, MASK n + 2 (+ k + 2 for list rows); COLSUM/COLDOT run column-wise: n (m + 5); plus ~4
+// per command (checks, statistics).
+// Errors exactly as fsim in its order: BAD_DIMS, BAD_SHIFT, SPM_RANGE (slots, operand ranges) before
+// anything moves; while running LN_BWD's per-row BAD_SHIFT (shift3 + k, shift4 - k), MASK's list entry
+// >= n (SPM_RANGE) and the COLSUM/COLDOT total outside 48 bits (ACC_RANGE). Memory written by a failing
+// command is unspecified (as in fsim); the unit always ends with done or err_valid.
+`timescale 1ns / 1ps
+module engine_vec #(
+    parameter int L = 8,                // SPM window lanes (lane 0 is used)
+    parameter int AL = 4,               // ACC window lanes (lane 0 is used)
+    parameter int SPM_ELEMS = 65536,
+    parameter int ACC_ELEMS = 16384,
+    parameter int IDX_ELEMS = 4096,
+    parameter int STAT_SLOTS = 64,
+    parameter int MAX_ROW = 256,
+    parameter int MUTATE_ROUNDING = 0   // test only: GELU_BWD rounds RNE instead of SR
+) (
+    input  logic              clk,
+    input  logic              rst,
+    input  logic              start,
+    input  logic [511:0]      cmd,
+    output logic              busy,
+    output logic              done,
+    output logic              err_valid,
+    output logic [7:0]        err_code,
+    output logic [23:0]       a_raddr,
+    input  logic [L*16-1:0]   a_rdata,
+    output logic [23:0]       b_raddr,
+    input  logic [L*16-1:0]   b_rdata,
+    output logic [23:0]       d_raddr,
+    input  logic [L*16-1:0]   d_rdata,
+    output logic [23:0]       e_raddr,
+    input  logic [L*16-1:0]   e_rdata,
+    output logic              c_we,
+    output logic [23:0]       c_waddr,
+    output logic [15:0]       c_wdata,
+    output logic [23:0]       acc_raddr,
+    input  logic [AL*48-1:0]  acc_rdata,
+    output logic              acc_we,
+    output logic [23:0]       acc_waddr,
+    output logic [47:0]       acc_wdata,
+    output logic [23:0]       idx_raddr,
+    input  logic [15:0]       idx_rdata,
+    output logic              stat_we,
+    output logic [5:0]        stat_slot,
+    output logic [63:0]       stat_value
+);
+    /* verilator lint_off UNUSEDPARAM */
+    `include "tl_isa.svh"
+    /* verilator lint_on UNUSEDPARAM */
+    `include "tl_vec_luts.svh"
+
+    localparam int IW = $clog2(MAX_ROW);
+    localparam int JW = 17;
+    localparam int NS = 9;                  // pipeline stages after issue
+
+    // ------------------------------------------------------------------ command fields
+    logic [511:0] c;
+    wire [3:0] f_sub = c[TL_C_SUB_LSB +: 4];
+    wire [15:0] f_m = c[TL_F_M_LSB +: 16];
+    wire [15:0] f_n = c[TL_F_N_LSB +: 16];
+    wire [15:0] f_k = c[TL_F_K_LSB +: 16];
+    wire signed [7:0] f_shift = c[TL_F_SHIFT_LSB +: 8];
+    wire signed [7:0] f_shift2 = c[TL_F_SHIFT2_LSB +: 8];
+    wire signed [7:0] f_shift3 = c[TL_F_SHIFT3_LSB +: 8];
+    wire signed [7:0] f_shift4 = c[TL_F_SHIFT4_LSB +: 8];
+    wire [31:0] f_seed = c[TL_F_SEED_LSB +: 32];
+    wire [31:0] f_ibase = c[TL_F_INDEX_BASE_LSB +: 32];
+    wire [31:0] f_istride = c[TL_F_INDEX_STRIDE_LSB +: 32];
+    wire [23:0] f_a = c[TL_F_A_ADDR_LSB +: 24];
+    wire [15:0] f_as = c[TL_F_A_STRIDE_LSB +: 16];
+    wire [23:0] f_b = c[TL_F_B_ADDR_LSB +: 24];
+    wire [15:0] f_bs = c[TL_F_B_STRIDE_LSB +: 16];
+    wire [23:0] f_c = c[TL_F_C_ADDR_LSB +: 24];
+    wire [15:0] f_cs = c[TL_F_C_STRIDE_LSB +: 16];
+    wire [23:0] f_d = c[TL_F_D_ADDR_LSB +: 24];
+    wire [15:0] f_ds = c[TL_F_D_STRIDE_LSB +: 16];
+    wire [23:0] f_e = c[TL_F_E_ADDR_LSB +: 24];
+    wire [15:0] f_es = c[TL_F_E_STRIDE_LSB +: 16];
+    wire [23:0] f_f = c[TL_F_F_ADDR_LSB +: 24];
+    wire signed [31:0] f_imm = c[TL_F_IMM_LSB +: 32];
+    wire f_bias = c[TL_C_BIAS_LSB];
+    wire f_stat = c[TL_C_STAT_LSB];
+    wire [5:0] f_slot = c[TL_C_SLOT_LSB +: 6];
+
+    wire op_lnf = f_sub == TL_VEC_LN_FWD;
+    wire op_lnb = f_sub == TL_VEC_LN_BWD;
+    wire op_gf = f_sub == TL_VEC_GELU_FWD;
+    wire op_gb = f_sub == TL_VEC_GELU_BWD;
+    wire op_gelu = op_gf || op_gb;
+    wire op_col = f_sub == TL_VEC_COLSUM || f_sub == TL_VEC_COLDOT;
+    wire op_dot = f_sub == TL_VEC_COLDOT;
+    wire op_mask = f_sub == TL_VEC_MASK;
+
+    // ------------------------------------------------------------------ helpers
+    // hash32 of docs/numerics.md 1.3 (the LN_BWD rounding points' seeds hash32(seed, p))
+    function automatic logic [31:0] hash32(input logic [31:0] seed, input logic [31:0] index);
+        logic [31:0] x;
+        x = seed ^ (index * 32'h9E3779B9);
+        x = (x ^ (x >> 16)) * 32'h21F0AAAD;
+        x = (x ^ (x >> 15)) * 32'h735A2D97;
+        hash32 = x ^ (x >> 15);
+    endfunction
+    // max |v| in output units: |v| >> s, or |v| << -s saturating at 2**63 - 1 (intref max_abs_out)
+    function automatic logic [63:0] units(input logic signed [63:0] v, input logic signed [8:0] s);
+        logic [63:0] mag;
+        mag = v[63] ? 64'(-v) : 64'(v);
+        if (!s[8]) units = mag >> 6'(s);
+        else if ((mag >> 6'(9'sd63 + s)) != 0) units = 64'h7FFF_FFFF_FFFF_FFFF;
+        else units = mag << 6'(-s);
+    endfunction
+    // last element of a rows x cols operand: base + (rows - 1) * stride + cols - 1
+    function automatic logic [47:0] last2(input logic [23:0] base, input logic [15:0] rows,
+                                          input logic [15:0] stride, input logic [15:0] cols);
+        last2 = 48'(base) + 48'(rows - 16'd1) * 48'(stride) + 48'(cols) - 48'd1;
+    endfunction
+    function automatic logic bad_rq(input logic signed [7:0] s);     // requantizer shift -16..62
+        bad_rq = s < -8'sd16 || s > 8'sd62;
+    endfunction
+    function automatic logic bad_al(input logic signed [7:0] s);     // alignment shift -47..62
+        bad_al = s < -8'sd47 || s > 8'sd62;
+    endfunction
+
+    // ------------------------------------------------------------------ checks (fsim's order)
+    wire spm_a = last2(f_a, f_m, f_as, f_n) >= 48'(SPM_ELEMS);
+    wire spm_b_row = 48'(f_b) + 48'(f_n) - 48'd1 >= 48'(SPM_ELEMS);
+    wire spm_b = last2(f_b, f_m, f_bs, f_n) >= 48'(SPM_ELEMS);
+    wire spm_c = last2(f_c, f_m, f_cs, f_n) >= 48'(SPM_ELEMS);
+    wire spm_d_row = 48'(f_d) + 48'(f_n) - 48'd1 >= 48'(SPM_ELEMS);
+    wire spm_d = last2(f_d, f_m, f_ds, f_n) >= 48'(SPM_ELEMS);
+    wire spm_e = last2(f_e, f_m, f_es, f_n) >= 48'(SPM_ELEMS);
+    wire acc_fm = 48'(f_f) + 48'(f_m) - 48'd1 >= 48'(ACC_ELEMS);
+    wire acc_fn = 48'(f_f) + 48'(f_n) - 48'd1 >= 48'(ACC_ELEMS);
+    wire signed [32:0] list_rows = 33'(signed'(f_m)) - 33'(f_imm);     // m - imm
+    wire mask_lists = list_rows > 0;
+    wire idx_bad = 48'(f_b) + 48'(16'(list_rows) - 16'd1) * 48'(f_bs) + 48'(f_k) - 48'd1 >= 48'(IDX_ELEMS);
+    wire [6:0] slot_end = 7'(f_slot) + (op_lnb ? 7'd3 : 7'd1);
+    wire slot_bad = f_stat && 32'(slot_end) > 32'(STAT_SLOTS);
+    wire row_long = 32'(f_n) > 32'(MAX_ROW);
+    logic [7:0] check_code;
+    always_comb begin
+        check_code = TL_ERR_NONE;
+        if (f_m == 0 || f_n == 0) check_code = TL_ERR_BAD_DIMS;
+        else if (op_lnf) begin
+            if (row_long) check_code = TL_ERR_BAD_DIMS;
+            else if (bad_rq(f_shift) || bad_rq(f_shift4) || bad_al(f_shift2)) check_code = TL_ERR_BAD_SHIFT;
+            else if (slot_bad || spm_a || spm_b_row || spm_d_row || spm_c || spm_e || acc_fm)
+                check_code = TL_ERR_SPM_RANGE;
+        end else if (op_lnb) begin
+            if (row_long) check_code = TL_ERR_BAD_DIMS;
+            else if (bad_rq(f_shift) || bad_rq(f_shift2) || bad_rq(f_shift3) || (f_bias && bad_al(f_shift4)))
+                check_code = TL_ERR_BAD_SHIFT;
+            else if (slot_bad || spm_a || spm_b_row || spm_e || acc_fm || (f_bias && spm_d) || spm_c)
+                check_code = TL_ERR_SPM_RANGE;
+        end else if (op_gelu) begin
+            if (bad_rq(f_shift)) check_code = TL_ERR_BAD_SHIFT;
+            else if (slot_bad || spm_a || spm_c || (op_gb && spm_b)) check_code = TL_ERR_SPM_RANGE;
+        end else if (op_col) begin
+            if (spm_a || (op_dot && spm_b) || acc_fn) check_code = TL_ERR_SPM_RANGE;
+        end else if (op_mask) begin
+            if (f_imm < 0 || (mask_lists && (f_k == 0 || f_k > f_n)) || row_long) check_code = TL_ERR_BAD_DIMS;
+            else if (spm_c || (mask_lists && idx_bad)) check_code = TL_ERR_SPM_RANGE;
+        end else check_code = TL_ERR_RESERVED_BITS;     // dispatch refuses other subs already
+    end
+
+    // per-command constants
+    // fh = ln_xhat_frac(n) = 15 - bit_length(isqrt(n - 1)); bit_length(isqrt(v)) = #{b : 4**b <= v}
+    logic [3:0] fh_c;
+    always_comb begin
+        fh_c = 4'd15;
+        for (int b = 0; b < 8; b++) if (32'(f_n) - 32'd1 >= (32'd1 << (2 * b))) fh_c = fh_c - 4'd1;
+    end
+    // eps term of ln_eps_term(n, shift4): n*n << e or >> -e, e = 2 min(shift4, 24) - 20
+    wire signed [8:0] eps_e = 9'sd2 * (f_shift4 > 8'sd24 ? 9'sd24 : 9'(f_shift4)) - 9'sd20;
+    wire [63:0] nn = 64'(f_n) * 64'(f_n);
+    wire [63:0] eps_c = eps_e[8] ? nn >> 6'(-eps_e) : nn << 6'(eps_e);
+
+    // ------------------------------------------------------------------ state
+    localparam logic [3:0] S_IDLE = 4'd0, S_CHECK = 4'd1, S_ROW = 4'd2, S_ROWCHK = 4'd3, S_PASS = 4'd4,
+                           S_CALC = 4'd5, S_ROWEND = 4'd6, S_STAT = 4'd7, S_END = 4'd8;
+    logic [3:0] state;
+    logic [1:0] pass;                 // pass within a row
+    logic [2:0] calc;                 // step of S_CALC / S_STAT
+    logic [15:0] row;                 // row i (column j for COLSUM / COLDOT)
+    logic [JW-1:0] j, plen;           // issue counter and length of the current pass
+    logic [23:0] r_a, r_b, r_c, r_d, r_e, r_i;   // row bases
+    logic [23:0] p_a, p_b;            // pass pointers of A and B (column-wise for COLSUM / COLDOT)
+    logic [31:0] r_ib;                // SR index of the row's element 0
+    logic [3:0] fh;
+    logic [63:0] eps;
+    logic [31:0] seed0, seed1, seed2;
+    logic err_f;
+    logic [7:0] err_c;
+
+    // row statistics
+    logic signed [31:0] s1;           // sum x (LN_FWD), sum g (LN_BWD)
+    logic signed [63:0] s2;           // sum x^2 (LN_FWD), sum g xhat (LN_BWD)
+    logic signed [63:0] w;
+    logic [5:0] wlen;
+    logic [4:0] kk;                   // LN_FWD k
+    logic [11:0] widx;
+    logic [31:0] rs;                  // rsqrt (LN_FWD: the LUT value, LN_BWD: ACC bits 31:0)
+    logic signed [7:0] dx_sh, al_sh;  // LN_BWD shift3 + k, shift4 - k
+    logic signed [63:0] bsum;         // LN_BWD B
+    logic signed [63:0] csum;         // COLSUM / COLDOT column sum
+    logic signed [47:0] cacc;         // ACC value of the column
+    logic [63:0] st [3];              // statistics
+
+    logic [15:0] xbuf [MAX_ROW];      // LN_FWD x, LN_BWD xhat
+    logic [15:0] hbuf [MAX_ROW];      // LN_FWD xhat, LN_BWD g
+
+    // pipeline bookkeeping
+    logic [NS:1] vld;
+    logic [JW-1:0] js [1:NS];
+    wire issue = state == S_PASS && j < plen && !err_f;
+    wire pipe_empty = vld == '0;
+
+    // ------------------------------------------------------------------ stage 0: read addresses
+    assign a_raddr = p_a;
+    assign b_raddr = p_b;
+    assign d_raddr = (op_lnf ? f_d : r_d) + 24'(j);
+    assign e_raddr = r_e + 24'(j);
+    assign idx_raddr = r_i + 24'(j);
+    assign acc_raddr = f_f + 24'(row);
+
+    // ------------------------------------------------------------------ stage 1: operands
+    wire signed [15:0] a1 = a_rdata[15:0];
+    wire signed [15:0] b1 = b_rdata[15:0];
+    wire signed [15:0] d1 = d_rdata[15:0];
+    wire signed [15:0] e1 = e_rdata[15:0];
+    wire [IW-1:0] j1 = IW'(js[1]);
+    wire [IW-1:0] j5 = IW'(js[5]);
+    wire signed [15:0] xb1 = xbuf[j1];
+    wire signed [15:0] hb1 = hbuf[j1];
+    wire signed [15:0] xb5 = xbuf[j5];
+    wire [31:0] idx1 = r_ib + 32'(js[1]);
+    wire [31:0] idx5 = r_ib + 32'(js[5]);
+
+    // GELU cell: clip(floor(x * 2**(7 - imm)), -1024, 1023) + 1024
+    wire signed [15:0] gx = op_gf ? a1 : b1;
+    wire signed [32:0] gsh = 33'sd7 - 33'(f_imm);
+    logic signed [31:0] gscaled;
+    logic [10:0] gcell;
+    always_comb begin
+        if (!gsh[32]) begin
+            if (gx == 0) gscaled = 32'sd0;
+            else if (gsh >= 33'sd11) gscaled = gx < 0 ? -32'sd1024 : 32'sd1023;
+            else gscaled = 32'(gx) <<< 4'(gsh);
+        end else if (-gsh >= 33'sd16) gscaled = gx < 0 ? -32'sd1 : 32'sd0;
+        else gscaled = 32'(gx) >>> 4'(-gsh);
+        if (gscaled < -32'sd1024) gscaled = -32'sd1024;
+        if (gscaled > 32'sd1023) gscaled = 32'sd1023;
+        gcell = 11'(gscaled + 32'sd1024);
+    end
+    wire signed [17:0] glut = op_gf ? 18'(tl_phi_lut(gcell)) : tl_dgelu_lut(gcell);
+    wire signed [63:0] gelu_acc = 64'(a1) * 64'(glut);
+
+    wire signed [63:0] ln_c1 = 64'(signed'({1'b0, f_n})) * 64'(xb1) - 64'(s1);          // n x - S1
+    wire signed [63:0] xhat_acc = ln_c1 * 64'(signed'({1'b0, rs}));
+    wire signed [63:0] g_acc = 64'(a1) * 64'(b1);                                        // dy gamma
+    wire signed [63:0] t_acc = ((64'(signed'({1'b0, f_n})) * 64'(hb1) - 64'(s1)) <<< fh) - 64'(xb1) * bsum;
+    wire signed [63:0] xg1 = 64'(hb1) * 64'(b1);                                         // xhat gamma
+
+    // requantizer A (stage 1 -> 5) and B (alignment, stage 1 -> 5)
+    logic signed [63:0] qa_acc;
+    logic signed [7:0] qa_sh;
+    logic qa_mode;
+    logic [31:0] qa_seed;
+    always_comb begin
+        qa_acc = gelu_acc;
+        qa_sh = f_shift;
+        qa_mode = 1'b0;
+        qa_seed = f_seed;
+        if (op_lnf) begin
+            qa_acc = xhat_acc;
+            qa_sh = 8'sd20 + 8'(kk) - 8'(fh);
+        end else if (op_lnb && pass == 2'd0) begin
+            qa_acc = g_acc;
+            qa_mode = 1'b1;
+            qa_seed = seed0;
+        end else if (op_lnb) begin
+            qa_acc = t_acc;
+            qa_sh = f_shift2;
+            qa_mode = 1'b1;
+            qa_seed = seed1;
+        end else if (op_gb) begin
+            qa_mode = MUTATE_ROUNDING == 0;
+        end
+    end
+    logic signed [15:0] qa, qb, qc;
+    trilevel_requant #(.ACC_W(64)) u_rq_a (
+        .clk(clk), .en(1'b1), .acc(qa_acc), .shift(qa_sh), .mode(qa_mode), .seed(qa_seed), .index(idx1), .q(qa)
+    );
+    wire signed [7:0] qb_sh = op_lnf ? f_shift2 : al_sh;
+    trilevel_requant #(.ACC_W(64)) u_rq_b (
+        .clk(clk), .en(1'b1), .acc(64'(d1)), .shift(qb_sh), .mode(1'b0), .seed(32'd0), .index(32'd0), .q(qb)
+    );
+    logic signed [63:0] xg_dl [4];
+    logic signed [15:0] d_dl [4];
+    always_ff @(posedge clk) begin
+        xg_dl[0] <= xg1;
+        d_dl[0] <= d1;
+        for (int s = 1; s < 4; s++) begin
+            xg_dl[s] <= xg_dl[s-1];
+            d_dl[s] <= d_dl[s-1];
+        end
+    end
+
+    // ------------------------------------------------------------------ stage 5
+    wire signed [63:0] d_al = qb_sh <= 0 ? 64'(d_dl[3]) <<< 6'(-qb_sh) : 64'(qb);
+    wire signed [63:0] y_acc = xg_dl[3] + d_al;                                          // LN_FWD
+    wire signed [63:0] dx_acc = 64'(qa) * 64'(signed'({1'b0, rs})) + (f_bias ? d_al : 64'sd0);   // LN_BWD
+    wire signed [63:0] qc_acc = op_lnf ? y_acc : dx_acc;
+    wire signed [7:0] qc_sh = op_lnf ? f_shift : dx_sh;
+    trilevel_requant #(.ACC_W(64)) u_rq_c (
+        .clk(clk), .en(1'b1), .acc(qc_acc), .shift(qc_sh), .mode(op_lnb), .seed(seed2), .index(idx5), .q(qc)
+    );
+
+    // statistics of this cycle
+    wire [63:0] u_g1 = units(op_lnb ? g_acc : gelu_acc, 9'(f_shift));   // LN_BWD slot (g), GELU
+    wire [63:0] u_t1 = units(t_acc, 9'(f_shift2));
+    wire [63:0] u_y5 = units(y_acc, 9'(f_shift));
+    wire [63:0] u_dx5 = units(dx_acc, 9'(dx_sh));
+
+    // ------------------------------------------------------------------ writes
+    wire [15:0] list_e = idx_rdata;
+    wire list_bad = op_mask && pass == 2'd1 && vld[1] && 32'(list_e) >= 32'(f_n);
+    always_comb begin
+        c_we = 1'b0;
+        c_waddr = r_c + 24'(js[5]);
+        c_wdata = qa;
+        if (!err_f && state == S_PASS) begin
+            if (op_lnf && pass == 2'd1) begin
+                c_we = vld[5];
+                c_waddr = r_e + 24'(js[5]);
+            end else if ((op_lnf && pass == 2'd2) || (op_lnb && pass == 2'd1)) begin
+                c_we = vld[9];
+                c_waddr = r_c + 24'(js[9]);
+                c_wdata = qc;
+            end else if (op_gelu) begin
+                c_we = vld[5];
+            end else if (op_mask && pass == 2'd0) begin
+                c_we = issue;
+                c_waddr = r_c + 24'(j);
+                c_wdata = 16'(32'(row) < 32'(f_imm));
+            end else if (op_mask) begin
+                c_we = vld[1] && !list_bad;
+                c_waddr = r_c + 24'(list_e);
+                c_wdata = 16'd1;
+            end
+        end
+    end
+    wire signed [48:0] col_total = 49'(cacc) + 49'(csum);
+    wire col_over = col_total >= 49'sh0_8000_0000_0000 || col_total <= -49'sh0_8000_0000_0000;
+    assign acc_we = state == S_ROWEND && !err_f && (op_lnf || (op_col && !col_over));
+    assign acc_waddr = f_f + 24'(row);
+    assign acc_wdata = op_lnf ? {11'd0, kk, rs} : col_total[47:0];
+
+    assign stat_we = state == S_STAT && f_stat && !err_f && (op_lnf || op_lnb || op_gelu) &&
+                     calc < (op_lnb ? 3'd3 : 3'd1);
+    assign stat_slot = f_slot + 6'(calc);
+    assign stat_value = st[2'(calc)];
+    assign busy = state != S_IDLE;
+
+    // LN_FWD: bit length of W, k = max(0, (bitlen - 11) / 2)
+    always_comb begin
+        wlen = 6'd0;
+        for (int b = 0; b < 48; b++) if (w[b]) wlen = 6'(b + 1);
+    end
+    wire [4:0] k_of_w = wlen > 6'd11 ? 5'((wlen - 6'd11) >> 1) : 5'd0;
+    // LN_BWD: B = RNE(sum g xhat, fh)
+    wire signed [63:0] b_q = s2 >>> fh;
+    wire [63:0] b_rem = 64'(s2) & ((64'd1 << fh) - 64'd1);
+    wire [63:0] b_half = 64'd1 << (fh - 4'd1);
+    wire signed [63:0] b_rne = b_q + 64'((b_rem > b_half) || (b_rem == b_half && b_q[0]));
+    // LN_BWD row check: shift3 + k in -16..62, with bias shift4 - k in -47..62
+    wire signed [15:0] acc_k = acc_rdata[47:32];
+    wire signed [17:0] dxs = 18'(f_shift3) + 18'(acc_k);
+    wire signed [17:0] als = 18'(f_shift4) - 18'(acc_k);
+    wire lnb_bad = dxs < -18'sd16 || dxs > 18'sd62 || (f_bias && (als < -18'sd47 || als > 18'sd62));
+    wire last_row = row == (op_col ? f_n : f_m) - 16'd1;
+
+    // length of each pass; the next state after a pass
+    logic [JW-1:0] len_next;
+    always_comb begin
+        len_next = JW'(f_n);
+        if (op_col) len_next = JW'(f_m);
+        else if (op_mask && pass == 2'd0) len_next = JW'(f_k);   // the pass after the zero/one row
+    end
+
+    always_ff @(posedge clk) begin
+        if (rst) begin
+            state <= S_IDLE;
+            c <= '0;
+            done <= 1'b0;
+            err_valid <= 1'b0;
+            err_code <= '0;
+            vld <= '0;
+            err_f <= 1'b0;
+            err_c <= '0;
+            pass <= '0;
+            calc <= '0;
+            row <= '0;
+            j <= '0;
+            plen <= '0;
+        end else begin
+            done <= 1'b0;
+            err_valid <= 1'b0;
+            vld <= {vld[NS-1:1], issue};
+            for (int s = NS; s > 1; s--) js[s] <= js[s-1];
+            js[1] <= j;
+
+            // ---- per-element work of the current pass
+            if (state == S_PASS && !err_f) begin
+                if (issue) begin
+                    j <= j + 1'b1;
+                    p_a <= p_a + (op_col ? 24'(f_as) : 24'd1);
+                    p_b <= p_b + (op_col ? 24'(f_bs) : 24'd1);
+                end
+                if (vld[1]) begin
+                    if (op_lnf && pass == 2'd0) begin
+                        xbuf[j1] <= a1;
+                        s1 <= s1 + 32'(a1);
+                        s2 <= s2 + 64'(a1) * 64'(a1);
+                    end
+                    if (op_lnb && pass == 2'd0) begin
+                        xbuf[j1] <= e1;
+                        if (f_stat && u_g1 > st[0]) st[0] <= u_g1;
+                    end
+                    if (op_lnb && pass == 2'd1 && f_stat && u_t1 > st[1]) st[1] <= u_t1;
+                    if (op_gelu && f_stat && u_g1 > st[0]) st[0] <= u_g1;
+                    if (op_col) csum <= csum + (op_dot ? 64'(a1) * 64'(b1) : 64'(a1));
+                    if (list_bad) begin
+                        err_f <= 1'b1;
+                        err_c <= TL_ERR_SPM_RANGE;
+                    end
+                end
+                if (vld[5]) begin
+                    if (op_lnf && pass == 2'd1) hbuf[j5] <= qa;
+                    if (op_lnf && pass == 2'd2 && f_stat && u_y5 > st[0]) st[0] <= u_y5;
+                    if (op_lnb && pass == 2'd0) begin
+                        hbuf[j5] <= qa;
+                        s1 <= s1 + 32'(qa);
+                        s2 <= s2 + 64'(qa) * 64'(xb5);
+                    end
+                    if (op_lnb && pass == 2'd1 && f_stat && u_dx5 > st[2]) st[2] <= u_dx5;
+                end
+            end
+
+            case (state)
+                S_IDLE: if (start) begin
+                    c <= cmd;
+                    state <= S_CHECK;
+                end
+                S_CHECK: begin
+                    row <= '0;
+                    r_a <= f_a;
+                    r_b <= f_b;
+                    r_c <= f_c;
+                    r_d <= f_d;
+                    r_e <= f_e;
+                    r_i <= f_b;
+                    r_ib <= f_ibase;
+                    fh <= fh_c;
+                    eps <= eps_c;
+                    seed0 <= hash32(f_seed, 32'd0);
+                    seed1 <= hash32(f_seed, 32'd1);
+                    seed2 <= hash32(f_seed, 32'd2);
+                    err_f <= 1'b0;
+                    for (int s = 0; s < 3; s++) st[s] <= '0;
+                    if (check_code != TL_ERR_NONE) begin
+                        err_valid <= 1'b1;
+                        err_code <= check_code;
+                        state <= S_IDLE;
+                    end else begin
+                        state <= S_ROW;
+                    end
+                end
+                S_ROW: begin                  // row (column) setup; ACC[f_addr + row] is being read
+                    pass <= '0;
+                    j <= '0;
+                    s1 <= '0;
+                    s2 <= '0;
+                    csum <= '0;
+                    plen <= op_col ? JW'(f_m) : JW'(f_n);
+                    p_a <= op_col ? f_a + 24'(row) : r_a;
+                    p_b <= op_col ? f_b + 24'(row) : (op_lnf || op_lnb) ? f_b : r_b;
+                    state <= (op_lnb || op_col) ? S_ROWCHK : S_PASS;
+                end
+                S_ROWCHK: begin
+                    rs <= acc_rdata[31:0];
+                    dx_sh <= 8'(dxs);
+                    al_sh <= 8'(als);
+                    cacc <= acc_rdata[47:0];
+                    if (op_lnb && lnb_bad) begin
+                        err_f <= 1'b1;
+                        err_c <= TL_ERR_BAD_SHIFT;
+                        state <= S_END;
+                    end else begin
+                        state <= S_PASS;
+                    end
+                end
+                S_PASS: if (!issue && pipe_empty) begin
+                    j <= '0;
+                    p_a <= r_a;
+                    p_b <= op_lnf ? f_b : r_b;
+                    calc <= '0;
+                    plen <= len_next;
+                    if (err_f) state <= S_END;
+                    else if (op_lnf && pass == 2'd0) state <= S_CALC;
+                    else if (op_lnb && pass == 2'd0) state <= S_CALC;
+                    else if (op_lnf && pass == 2'd1) pass <= 2'd2;
+                    else if (op_mask && pass == 2'd0 && 32'(row) >= 32'(f_imm)) pass <= 2'd1;
+                    else state <= S_ROWEND;
+                end
+                S_CALC: begin
+                    calc <= calc + 1'b1;
+                    if (op_lnb) begin
+                        bsum <= b_rne;
+                        pass <= 2'd1;
+                        state <= S_PASS;
+                    end else begin
+                        case (calc)
+                            3'd0: w <= 64'(signed'({1'b0, f_n})) * s2 - 64'(s1) * 64'(s1) + signed'(eps);
+                            3'd1: begin
+                                kk <= k_of_w;
+                                widx <= 12'(w >> (6'(k_of_w) << 1));
+                            end
+                            default: begin
+                                rs <= 32'(tl_rsqrt_lut(widx));
+                                pass <= 2'd1;
+                                state <= S_PASS;
+                            end
+                        endcase
+                    end
+                end
+                S_ROWEND: begin
+                    calc <= '0;
+                    if (op_col && col_over) begin
+                        err_f <= 1'b1;
+                        err_c <= TL_ERR_ACC_RANGE;
+                        state <= S_END;
+                    end else if (last_row) begin
+                        state <= S_STAT;
+                    end else begin
+                        row <= row + 1'b1;
+                        r_a <= r_a + 24'(f_as);
+                        r_b <= r_b + 24'(f_bs);
+                        r_c <= r_c + 24'(f_cs);
+                        r_d <= r_d + 24'(f_ds);
+                        r_e <= r_e + 24'(f_es);
+                        if (op_mask && 32'(row) >= 32'(f_imm)) r_i <= r_i + 24'(f_bs);
+                        r_ib <= r_ib + f_istride;
+                        state <= S_ROW;
+                    end
+                end
+                S_STAT: begin
+                    calc <= calc + 1'b1;
+                    if (calc == 3'd2) state <= S_END;
+                end
+                S_END: begin
+                    if (err_f) begin
+                        err_valid <= 1'b1;
+                        err_code <= err_c;
+                    end else begin
+                        done <= 1'b1;
+                    end
+                    state <= S_IDLE;
+                end
+                default: state <= S_IDLE;
+            endcase
+        end
+    end
+
+    /* verilator lint_off UNUSEDSIGNAL */
+    wire unused = ^{c, a_rdata, b_rdata, d_rdata, e_rdata, acc_rdata, list_rows, gsh};
+    /* verilator lint_on UNUSEDSIGNAL */
+endmodule
