@@ -320,6 +320,7 @@ def _simulated_device_class() -> type:
             self.ddr = np.zeros(1 << 20, dtype=np.uint8)
             self.top = 0x1000  # address 0 stays unused: a zero address is a driver bug
             self.regs: dict[int, int] = {}
+            self.allocations: dict[int, int] = {}  # buffer address -> end
             self.runs = 0
             self._reset()
 
@@ -329,6 +330,7 @@ def _simulated_device_class() -> type:
         def reserve(self, nbytes: int) -> int:
             address = self.top
             self.top += -(-max(nbytes, 1) // 4096) * 4096
+            self.allocations[address] = self.top
             if self.top > self.ddr.size:
                 grown = np.zeros(max(self.top, 2 * self.ddr.size), dtype=np.uint8)
                 grown[: self.ddr.size] = self.ddr
@@ -361,8 +363,10 @@ def _simulated_device_class() -> type:
 
         def _start(self) -> None:
             base = self.regs.get(REG["DDR_BASE_LO"], 0) | self.regs.get(REG["DDR_BASE_HI"], 0) << 32
+            # The engine sees DDR from DDR_BASE to the end of the buffer holding it (a DMA beyond: DDR_RANGE).
+            end = next((e for a, e in self.allocations.items() if a <= base < e), self.ddr.size)
             result = self.engine.run(
-                self.ddr[base:], self.regs.get(REG["CMD_ADDR"], 0), self.regs.get(REG["CMD_COUNT"], 0)
+                self.ddr[base:end], self.regs.get(REG["CMD_ADDR"], 0), self.regs.get(REG["CMD_COUNT"], 0)
             )
             self.runs += 1
             self.regs[REG["CTRL"]] = result.status | isa.CTRL_READY
