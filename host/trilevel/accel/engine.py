@@ -310,7 +310,10 @@ def _simulated_device_class() -> type:
 
         @classmethod
         def _probe_(cls) -> list[Any]:
-            return [cls(FunctionalEngine())] if cls.enabled else []
+            """pynq's discovery: one simulated board (C-sim engine when built, else fsim) if enabled."""
+            if not cls.enabled:
+                return []
+            return [cls(CSimEngine() if csim_engine_available() else FunctionalEngine())]
 
         def __init__(self, engine: EngineModel, tag: str = "simulated-zcu102") -> None:
             super().__init__(tag)
