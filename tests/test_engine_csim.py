@@ -530,6 +530,17 @@ def test_error_reports_the_failing_command_and_stops(engine):
     prog.store(Mem.SPM, 10, 1, 1, np.int16)
     res = prog.run(engine)
     assert res["error"] == Err.BAD_DIMS and res["err_pc"] == 2 and res["retired"] == 2
+    # a malformed command: the commands before it still run, then the run stops at it
+    prog = Program()
+    prog.load(Mem.SPM, np.ones((1, 4), np.int16), at=0)
+    prog.add(Op.GEMM, m=1, n=1, k=4, a_addr=0, a_stride=4, b_addr=0, b_stride=4, c_addr=10, c_stride=1, imm=1)
+    prog.store(Mem.SPM, 10, 1, 1, np.int16)
+    words = isa.program_words([isa.encode(op, **f) for op, f in prog.cmds] + [isa.encode(Op.FINISH)])
+    bad = words.copy()
+    bad[2 * isa.WORDS] = 12  # the STORE becomes opcode 12
+    prog.ddr[:bad.nbytes] = bad.view(np.uint8)
+    res = engine.run(prog.ddr, 0, 4)
+    assert (res["error"], res["err_pc"], res["retired"]) == (Err.BAD_OPCODE, 2, 2)
     # the engine is usable again right after
     prog = Program()
     prog.load(Mem.SPM, np.ones((1, 4), np.int16), at=0)

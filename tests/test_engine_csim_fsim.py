@@ -317,5 +317,6 @@ def test_random_faults_stop_both_at_the_same_command(engine, seed):
     got = engine.run(ddr_c, 0, count)
     want = fsim.FunctionalEngine(isa.PRODUCTION).run(ddr_f, 0, count)
     assert (got["error"], got["err_pc"]) == (want.error, want.err_pc), want.detail
+    assert got["retired"] == want.retired  # the commands before the failing one ran on both
     if want.error == isa.Err.NONE:  # the corrupted field was one this command does not use
         np.testing.assert_array_equal(ddr_c, ddr_f)

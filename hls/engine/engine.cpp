@@ -275,7 +275,7 @@ uint32_t tl_engine_core(tl_beat_t* gmem, uint64_t ddr_bytes, uint64_t cmd_addr, 
     bool head_valid[3] = {false, false, false};
     bool pending_valid = false, fetch_done = cmd_count == 0, finished = false;
     int pending_module = 0;
-    uint32_t pc = 0, err = 0;
+    uint32_t pc = 0, err = 0, fetch_err = 0;
     uint64_t t[3] = {0, 0, 0};
     for (int c = 0; c < TL_N_COUNTERS; c++) counters[c] = 0;
     for (int s = 0; s < TL_STAT_SLOTS; s++) tl_stat[s] = 0;
@@ -291,10 +291,13 @@ sequencer:
         bool progress = false;
         // FETCH: the next command in program order into its module's queue, when that has room.
         if (!fetch_done && !pending_valid) {
-            err = tl_fetch_one(gmem, ddr_bytes, cmd_addr, pc, pending, &pending_module);
-            if (err) break;
-            pending_valid = true;
-            pc++;
+            fetch_err = tl_fetch_one(gmem, ddr_bytes, cmd_addr, pc, pending, &pending_module);
+            if (fetch_err) {  // a malformed command: fetch stops, the commands before it still run
+                fetch_done = true;
+            } else {
+                pending_valid = true;
+                pc++;
+            }
         }
         if (pending_valid && !tl_cmdq_full(pending_module)) {
             tl_cmdq_write(pending_module, pending);
@@ -327,6 +330,7 @@ sequencer:
         const bool idle = !head_valid[0] && !head_valid[1] && !head_valid[2] && tl_cmdq_empty(TL_M_LOAD) &&
                           tl_cmdq_empty(TL_M_COMPUTE) && tl_cmdq_empty(TL_M_STORE);
         if (fetch_done && !pending_valid && idle) break;  // a program without FINISH ends when it drains
+        if (!progress && fetch_err) break;  // the commands before the malformed one ran as far as they can
         if (!progress) {  // nothing can move: a pop no remaining command satisfies, or a full queue
             uint32_t first = pending_valid ? pending.pc : pc;
             for (int m = 0; m < 3; m++)
@@ -338,6 +342,7 @@ sequencer:
             break;
         }
     }
+    if (!err) err = fetch_err;
     if (err) tl_drain_queues();  // commands already dispatched are dropped: ready for the next ap_start
     counters[TL_CNT_CYCLES] = tl_umax(t[0], tl_umax(t[1], t[2]));
     *err_pc = err & 0xFFFFFFu;
