@@ -512,6 +512,19 @@ def test_malformed_command_fields(engine, op, fields, err):
     assert res["error"] == err and res["err_pc"] == 0
 
 
+def test_acc_range_on_load_and_column_sums(engine):
+    prog = Program()
+    prog.load(Mem.ACC, np.array([[5, 1 << 47]], dtype=np.int64), at=0)  # 2**47 is outside 48 bits
+    res = prog.run(engine)
+    assert (res["error"], res["err_pc"]) == (Err.ACC_RANGE, 0)
+    prog = Program()
+    prog.load(Mem.ACC, np.array([[(1 << 47) - 40000]], dtype=np.int64), at=0)
+    prog.load(Mem.SPM, np.full((2, 1), 30000, np.int16), at=0)
+    prog.add(Op.VEC, sub=Vec.COLSUM, m=2, n=1, a_addr=0, a_stride=1, f_addr=0)
+    res = prog.run(engine)
+    assert (res["error"], res["err_pc"]) == (Err.ACC_RANGE, 2)
+
+
 def test_program_outside_the_ddr_window_runs_nothing(engine):
     prog = Program()
     prog.load(Mem.SPM, np.ones((1, 4), np.int16), at=0)
