@@ -140,3 +140,9 @@ def test_randaugment_posterize_to_zero_bits_gives_a_black_image_instead_of_an_er
     assert np.asarray(strongest(image)).max() == 0
     mild = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=5)  # keeps 2 bits
     assert np.asarray(mild(image))[0, 0].tolist() == [192, 64, 0]
+
+
+def test_unknown_auto_augment_policy_is_a_clear_error(tmp_path):
+    root = _write_cifar(tmp_path / "cifar")
+    with pytest.raises(ValueError, match="'rand-zz9' is not a timm policy"):
+        load_dataset(f"cifar10:{root}", augment=AugmentSpec(auto_augment="rand-zz9"))

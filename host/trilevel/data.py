@@ -56,16 +56,22 @@ class AugmentSpec:
         from timm.data import create_transform  # imported lazily: timm costs ~1 s
 
         _posterize_zero_bits_as_pillow_12()
-        return create_transform(
-            img_size,
-            is_training=True,
-            scale=self.scale,
-            hflip=self.hflip,
-            auto_augment=self.auto_augment,
-            interpolation=self.interpolation,
-            mean=mean,
-            use_prefetcher=True,  # no ToTensor/Normalize/RandomErasing: uint8 out, the rest on device
-        )
+        try:
+            return create_transform(
+                img_size,
+                is_training=True,
+                scale=self.scale,
+                hflip=self.hflip,
+                auto_augment=self.auto_augment,
+                interpolation=self.interpolation,
+                mean=mean,
+                use_prefetcher=True,  # no ToTensor/Normalize/RandomErasing: uint8 out, the rest on device
+            )
+        except (AssertionError, KeyError, ValueError) as err:  # timm asserts on unknown policies
+            raise ValueError(
+                f"auto_augment {self.auto_augment!r} is not a timm policy (e.g. rand-m9-mstd0.5-inc1, "
+                f"augmix-m5, v0, none): {err}"
+            ) from None
 
 
 def _posterize_to_black(img: Any, bits_to_keep: int, **kwargs: Any) -> Any:
