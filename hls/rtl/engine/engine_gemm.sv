@@ -311,60 +311,65 @@ module engine_gemm #(
     end
 
     // ------------------------------------------------------------------ PE grid (as in mac_array)
+    // Unpacked per-PE nets (not mac_array's flat packed buses): Verilator evaluates each element on
+    // its own instead of rewriting one 17-kbit vector per PE, ~50x faster at 32 x 32.
+    // a_h[i][j]: operand a (and flags f_h) entering PE(i, j) from the left; b_v[j][i]: b entering from
+    // above. (Values leaving the last column / row are not used: the array edge.)
     /* verilator lint_off UNUSEDSIGNAL */
-    logic [R*(C+1)*16-1:0] a_bus;
-    logic [R*(C+1)*3-1:0] fl_bus;
-    logic [C*(R+1)*16-1:0] b_bus;
+    logic [15:0] a_h [R][C+1];
+    logic [2:0] f_h [R][C+1];
+    logic [15:0] b_v [C][R+1];
     /* verilator lint_on UNUSEDSIGNAL */
-    logic [R*C*48-1:0] res_bus;
+    logic [47:0] res_a [R][C];
     for (genvar i = 0; i < R; i++) begin : g_askew
         wire [18:0] inj = {f_ok, f_first, f_last, a_vec[i*16 +: 16]};
         if (i == 0) begin : g_direct
-            assign {fl_bus[0 +: 3], a_bus[0 +: 16]} = inj;
+            assign {f_h[0][0], a_h[0][0]} = inj;
         end else begin : g_delay
-            logic [19*i-1:0] chain;
+            logic [18:0] chain [i];
             always_ff @(posedge clk) begin
-                if (rst) chain <= '0;
-                else chain <= (19*i)'({chain, inj});
+                for (int d = 0; d < i; d++) begin
+                    if (rst) chain[d] <= '0;
+                    else chain[d] <= d == 0 ? inj : chain[d == 0 ? 0 : d - 1];
+                end
             end
-            assign {fl_bus[i*(C+1)*3 +: 3], a_bus[i*(C+1)*16 +: 16]} = chain[19*i-1 -: 19];
+            assign {f_h[i][0], a_h[i][0]} = chain[i-1];
         end
     end
     for (genvar j = 0; j < C; j++) begin : g_bskew
         wire [15:0] inj = b_vec[j*16 +: 16];
         if (j == 0) begin : g_direct
-            assign b_bus[0 +: 16] = inj;
+            assign b_v[0][0] = inj;
         end else begin : g_delay
-            logic [16*j-1:0] chain;
-            always_ff @(posedge clk) chain <= (16*j)'({chain, inj});
-            assign b_bus[j*(R+1)*16 +: 16] = chain[16*j-1 -: 16];
+            logic [15:0] chain [j];
+            always_ff @(posedge clk) begin
+                for (int d = 0; d < j; d++) chain[d] <= d == 0 ? inj : chain[d == 0 ? 0 : d - 1];
+            end
+            assign b_v[j][0] = chain[j-1];
         end
     end
     for (genvar i = 0; i < R; i++) begin : g_row
         for (genvar j = 0; j < C; j++) begin : g_col
-            localparam int H = i * (C + 1) + j;
-            localparam int V = j * (R + 1) + i;
             mac_pe #(.ACC_W(48)) pe (
                 .clk(clk), .rst(rst), .en(1'b1),
-                .a_in(a_bus[H*16 +: 16]), .b_in(b_bus[V*16 +: 16]),
-                .v_in(fl_bus[H*3 + 2]), .first_in(fl_bus[H*3 + 1]), .last_in(fl_bus[H*3]),
-                .a_out(a_bus[(H+1)*16 +: 16]), .b_out(b_bus[(V+1)*16 +: 16]),
-                .v_out(fl_bus[(H+1)*3 + 2]), .first_out(fl_bus[(H+1)*3 + 1]), .last_out(fl_bus[(H+1)*3]),
-                .res(res_bus[(i*C+j)*48 +: 48])
+                .a_in(a_h[i][j]), .b_in(b_v[j][i]),
+                .v_in(f_h[i][j][2]), .first_in(f_h[i][j][1]), .last_in(f_h[i][j][0]),
+                .a_out(a_h[i][j+1]), .b_out(b_v[j][i+1]),
+                .v_out(f_h[i][j+1][2]), .first_out(f_h[i][j+1][1]), .last_out(f_h[i][j+1][0]),
+                .res(res_a[i][j])
             );
         end
     end
     logic [R-1:0] row_done;
     for (genvar i = 0; i < R; i++) begin : g_done
-        localparam int E = i * (C + 1) + C;
-        assign row_done[i] = fl_bus[E*3 + 2] && fl_bus[E*3];
+        assign row_done[i] = f_h[i][C][2] && f_h[i][C][0];
     end
     logic [RW-1:0] row_sel;
     logic [C*48-1:0] row_res;
     always_comb begin
         row_sel = '0;
         for (int i = 0; i < R; i++) if (row_done[i]) row_sel = RW'(i);
-        row_res = res_bus[row_sel*C*48 +: C*48];
+        for (int j = 0; j < C; j++) row_res[j*48 +: 48] = res_a[row_sel][j];
     end
     wire draining = |row_done;
     assign tq_pop = draining && row_sel == RW'(R - 1);
