@@ -12,6 +12,7 @@ small memories to LUT RAM where Vivado might choose otherwise. The counts are co
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import shutil
@@ -32,6 +33,14 @@ class UnitSpec:
     modules: tuple[str, ...]
     params: dict[str, object] = field(default_factory=dict)
     luts: bool = False      # needs the $readmemh tables of trilevel.intref.luts
+    engine: bool = False    # the engine: hls/rtl/engine/*.sv (+ `modules` from hls/rtl), its include dir
+
+
+ENGINE_DIR = RTL_DIR / "engine"
+# The engine's logic at the production array size (32 x 32, 32 SPM lanes, 64-deep queues) with small
+# memories: on-chip memories are counted by `memory_model` (BRAM), not synthesized from flops here.
+ENGINE_LOGIC_PARAMS = {"ROWS": 32, "COLS": 32, "SPM_LANES": 32, "QUEUE_DEPTH": 64, "MAX_ROW": 256,
+                       "SPM_ELEMS": 1024, "ACC_ELEMS": 256, "IDX_ELEMS": 256}
 
 
 UNITS: dict[str, UnitSpec] = {
@@ -40,6 +49,8 @@ UNITS: dict[str, UnitSpec] = {
     "topk_unit": UnitSpec("topk_unit", ("topk_unit",), {"NMAX": 256, "SCORE_W": 32}),
     "softmax_unit": UnitSpec("softmax_unit", ("softmax_unit", "trilevel_requant"), {"NMAX": 256}, luts=True),
     "mac_array": UnitSpec("mac_array", ("mac_array", "mac_pe", "trilevel_requant"), {"ROWS": 8, "COLS": 8}),
+    "engine": UnitSpec("engine_top", ("mac_pe", "trilevel_requant", "topk_unit"), ENGINE_LOGIC_PARAMS,
+                       engine=True),
 }
 
 # Cell name patterns -> report columns (UltraScale+ primitives as Yosys maps them).
@@ -79,10 +90,14 @@ def synth_unit(name: str, spec: UnitSpec, work: Path, yosys: str = "yosys") -> d
         from trilevel.intref.luts import write_memh
 
         write_memh(work)
-    files = " ".join(str(RTL_DIR / f"{m}.sv") for m in spec.modules)
+    paths = [RTL_DIR / f"{m}.sv" for m in spec.modules]
+    if spec.engine:
+        paths = sorted(ENGINE_DIR.glob("*.sv")) + paths
+    files = " ".join(str(p) for p in paths)
     chparams = " ".join(f"-set {k} {v}" for k, v in params.items())
     stat_path = work / f"{name}.stat.json"
-    script = (f"read_verilog -sv {files}; "
+    include = f"-I{ENGINE_DIR} " if spec.engine else ""
+    script = (f"read_verilog -sv {include}{files}; "
               + (f"chparam {chparams} {spec.top}; " if chparams else "")
               + f"synth_xilinx -family xcup -noiopad -top {spec.top}; "
               + f"tee -q -o {stat_path} stat -json")
@@ -93,6 +108,57 @@ def synth_unit(name: str, spec: UnitSpec, work: Path, yosys: str = "yosys") -> d
     cells = json.loads(stat_path.read_text())["design"]["num_cells_by_type"]
     return {"top": spec.top, "params": {k: str(v) for k, v in params.items()}, "cells": cells,
             "resources": categorize(cells), "seconds": round(time.monotonic() - start, 1)}
+
+
+def memory_model(config) -> dict[str, object]:
+    """RAMB36 for the engine's memories at `config` (an isa.EngineConfig), as the RTL declares them.
+
+    A RAMB36 holds 1K x 36 / 2K x 18 bits with one write and one read port in simple dual-port mode.
+    Each memory is LANES banks; every read port beyond one needs its own copy of the banks (the RTL's
+    engine_mem has NR read ports: SPM 5, ACC 3, IDX 3). This is a model from the declared sizes, not
+    a synthesis result (Yosys would turn these multi-ported memories into flops)."""
+    lanes = max(8, config.array_rows, config.array_cols)
+    lanes = 1 << (lanes - 1).bit_length()
+    acc_lanes = max(2, config.array_cols)
+
+    def ramb36(elems: int, width: int, banks: int) -> int:
+        depth = -(-elems // banks)
+        per_bank = -(-depth // 2048) if width <= 18 else -(-depth // 1024) * -(-width // 36)
+        return banks * per_bank
+
+    mems = {"SPM": (config.spm_elems, 16, lanes, 5), "ACC": (config.acc_elems, 48, acc_lanes, 3),
+            "IDX": (config.idx_elems, 16, 8, 3)}
+    out = {}
+    for name, (elems, width, banks, ports) in mems.items():
+        one = ramb36(elems, width, banks)
+        out[name] = {"elements": elems, "width": width, "banks": banks, "read_ports": ports,
+                     "ramb36_one_copy": one, "ramb36_as_built": one * ports}
+    out["total_one_copy"] = sum(v["ramb36_one_copy"] for v in out.values() if isinstance(v, dict))
+    out["total_as_built"] = sum(v["ramb36_as_built"] for v in out.values() if isinstance(v, dict))
+    return out
+
+
+def engine_resources(report: dict[str, object]) -> dict[str, object]:
+    """docs/engine-resources.json: Yosys counts of the engine's logic at the production array size plus
+    the modelled BRAM of its memories at the production sizes (trilevel.accel.isa.PRODUCTION)."""
+    from trilevel.accel import isa
+
+    res = report["resources"]
+    mem = memory_model(isa.PRODUCTION)
+    return {
+        "lut": res["LUT"] + res["LUTRAM"] + res["SRL"],
+        "ff": res["FF"],
+        "dsp": res["DSP48E2"],
+        "bram36": mem["total_as_built"],
+        "bram36_source": "model (hls/rtl/synth_report.py memory_model): the memories as the RTL declares "
+                         "them (5 SPM, 3 ACC, 3 IDX read ports = copies); total_one_copy: one copy each",
+        "memories": mem,
+        "logic_source": "yosys synth_xilinx -family xcup of engine_top with small memories (params)",
+        "params": report["params"],
+        "config": dataclasses.asdict(isa.PRODUCTION),
+        "yosys_resources": res,
+        "device_budget": {"dsp": 2520, "bram36": 912, "lut": 274080},
+    }
 
 
 def format_table(report: dict[str, dict[str, object]]) -> str:
@@ -120,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--units", nargs="+", choices=list(UNITS), default=list(UNITS))
     parser.add_argument("--param", action="append", default=[], metavar="UNIT.NAME=VALUE")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--engine-json", type=Path, default=REPO / "docs" / "engine-resources.json",
+                        help="where the engine's resource summary goes (when `engine` is synthesized)")
     args = parser.parse_args(argv)
     yosys = shutil.which("yosys")
     if yosys is None:
@@ -136,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps({"tool": "yosys synth_xilinx -family xcup", "units": report}, indent=1))
     print(format_table(report))
     print(f"wrote {args.out}")
+    if "engine" in report:
+        summary = engine_resources(report["engine"])
+        args.engine_json.write_text(json.dumps(summary, indent=1) + "\n")
+        print(f"engine: {summary['lut']} LUT, {summary['ff']} FF, {summary['dsp']} DSP48E2, "
+              f"{summary['bram36']} RAMB36 (model; one copy: {summary['memories']['total_one_copy']}) "
+              f"-> {args.engine_json}")
     return 0
 
 
