@@ -6,6 +6,7 @@ result from the module schedule (the dependency tokens are sufficient); the C-si
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -265,3 +266,18 @@ def test_replayed_programs_equal_freshly_lowered_ones() -> None:
     replayed = raw(isa.CI_SMALL, shape, 12, pf, fracs[1])
     assert np.array_equal(replayed.words, fresh.words) and replayed.seed_sites == fresh.seed_sites
     assert not np.array_equal(replayed.words, raw(isa.CI_SMALL, shape, 12, pf, fracs[0]).words)
+
+
+def test_every_tiling_path_on_a_tiny_engine() -> None:
+    """A build with tiny memories forces every tiling path of the lowering: weight tiles narrower than
+    the layer (forward and dX), several ACC blocks for a weight gradient, several token tiles, MASK
+    rows in IDX-sized chunks, LayerNorm and GELU row tiles."""
+    tiny = dataclasses.replace(isa.CI_SMALL, name="tiny", spm_elems=6_000, acc_elems=1_200, idx_elems=16)
+    engine = EngineBackend.fsim(tiny)
+    case = Case(batch=6, length=9, dim=32, heads=2, hidden=64, seed=9)
+    qkv = lower.linear_fwd(tiny, 54, 32, 96, 12, 14, 13, None, 11)
+    gemms = [isa.decode(w) for w in qkv.words.reshape(-1, isa.WORDS) if int(w[0]) & 0xF == isa.Op.GEMM]
+    assert max(g["n"] for g in gemms) < 96  # the weight did not fit half the SPM: column tiles
+    check_attn(engine, case, case.conn(0.5))
+    check_mlp(engine, case)
+    check_linear_and_norm(engine, case)
