@@ -222,6 +222,7 @@ class Builder:
         self._last = dict.fromkeys(Module, -1)
         self._pending: dict[Module, set[str]] = {x: set() for x in Module}
         self.scratch = config.spm_elems - 2  # two SPM words for relay GEMMs
+        self.spm_half = 1  # the half of the scratchpad the last stage used (see _spm)
         self.relays = 0
 
     # ---- DDR
@@ -481,15 +482,15 @@ def derive_seed(seed: int, path: tuple[int, ...]) -> int:
 
 # ------------------------------------------------------------------------------------ scratchpad plan
 class Arena:
-    """Bump allocation of one on-chip memory for one stage."""
+    """Bump allocation of one on-chip memory region [base, base + size) for one stage."""
 
-    def __init__(self, size: int, what: str) -> None:
-        self.size, self.top, self.what = size, 0, what
+    def __init__(self, size: int, what: str, base: int = 0) -> None:
+        self.size, self.top, self.what, self.base = size, 0, what, base
 
     def take(self, count: int) -> int:
         if self.top + count > self.size:
             raise LoweringError(f"{self.what}: needs {self.top + count} elements, the engine has {self.size}")
-        addr = self.top
+        addr = self.base + self.top
         self.top += count
         return addr
 
@@ -509,8 +510,15 @@ def _tiles(total: int, step: int) -> list[tuple[int, int]]:
     return [(s, min(step, total - s)) for s in range(0, total, step)]
 
 
-def _spm(b: Builder, what: str) -> Arena:
-    return Arena(b.scratch, f"{b.kernel} {what} (SPM)")
+def _spm(b: Builder, what: str, need: int | None = None) -> Arena:
+    """A stage's scratchpad: alternately the lower and the upper half, so that a stage's first loads (its
+    weights) need not wait until the previous stage is done with its buffers (the dependency tokens then
+    let them overlap); the whole scratchpad when the stage `need`s more than a half."""
+    half = b.scratch // 2
+    if need is not None and need > half:
+        return Arena(b.scratch, f"{b.kernel} {what} (SPM)")
+    b.spm_half ^= 1
+    return Arena(half, f"{b.kernel} {what} (SPM, half)", b.spm_half * half)
 
 
 ALIGN = (-47, 62)  # operand alignment shifts (fsim.ALIGN_RANGE); requantizer shifts: [-16, 62]
@@ -914,8 +922,8 @@ def stage_attn_core_fwd(
     mult, extra = blocks.attn_scale(hd)
     if length > b.config.max_row:
         raise LoweringError(f"attention over {length} tokens > max_row {b.config.max_row}")
-    spm = _spm(b, "attention")
     tt = length * length
+    spm = _spm(b, "attention", length * 4 * dim + (tt if conn is not None else 0) + 4 * tt)
     qkv_addr, ctx_addr = spm.take(length * 3 * dim), spm.take(length * dim)
     mask_addr = spm.take(tt) if conn is not None else 0
     s_bufs = [spm.take(tt) for _ in range(2)]
@@ -1011,8 +1019,8 @@ def stage_attn_core_bwd(
     mult, extra = blocks.attn_scale(hd)
     if length > b.config.max_row:
         raise LoweringError(f"attention over {length} tokens > max_row {b.config.max_row}")
-    spm = _spm(b, "attention backward")
     tt = length * length
+    spm = _spm(b, "attention backward", length * 7 * dim + (tt if conn is not None else 0) + 6 * tt)
     qkv_addr, dctx_addr, dqkv_addr = (
         spm.take(length * 3 * dim),
         spm.take(length * dim),
