@@ -1,20 +1,22 @@
 """Host lowering: every kernel of the layer-wise trainer as a command program for the engine.
 
 A kernel call becomes one `Program`: the commands (docs/engine.md) and the DDR layout they address
-(input, output and state buffers at byte offsets from the program's base). Programs are pure functions
-of the shapes, the fracs and the engine configuration, so they are cached (`functools.lru_cache`);
-DDR addresses in commands are byte offsets from the engine's DDR_BASE register, where the driver
-puts the program's buffers, so programs need no relocation; at run time `Program.bind(seed)` writes the
-call's stochastic-rounding seeds (derived from the kernel seed exactly as
-trilevel.intref's subseed rules do) into the commands that round stochastically.
+(input, output and state buffers). DDR addresses in commands are byte offsets from the engine's
+DDR_BASE register, where the driver puts the program's buffers, so programs need no relocation.
+Programs are pure functions of the shapes, the fracs and the engine configuration and are cached
+(`functools.lru_cache`); a program for new fracs at known shapes replays the cached one, rewriting only
+the frac-dependent fields (`FRAC_FIELDS`). At run time `Program.bind(seed)` writes the call's
+stochastic-rounding seeds, derived from the kernel seed by trilevel.intref's subseed rules, into the
+commands that round stochastically.
 
 Kernels are lowered stage by stage through DDR (LayerNorm -> linear -> per-image attention -> linear
-...), each stage tiled to the configuration's scratchpad and accumulator sizes. `Builder` derives
-the dependency tokens from what each command reads and writes (on-chip intervals and DDR byte
-ranges): a command waits exactly for the earlier commands of other modules it conflicts with (RAW,
-WAR, WAW), through the token queues between neighbouring modules, and through a one-element GEMM
-relay in COMPUTE when a STORE must precede a LOAD. With two alternating tile buffers, LOAD fills one
-while COMPUTE works on the other (double buffering) and STORE drains results behind them.
+...), each stage tiled to the configuration's scratchpad and accumulator sizes, consecutive stages in
+alternate scratchpad halves. `Builder` derives the dependency tokens from what each command reads and
+writes (on-chip intervals and DDR byte ranges): a command waits exactly for the earlier commands of
+other modules it conflicts with (RAW, WAR, WAW), through the token queues between neighbouring modules,
+and through a one-element GEMM relay in COMPUTE when a STORE must precede a LOAD. With two alternating
+tile buffers, LOAD fills one while COMPUTE works on the other (double buffering) and STORE drains
+results behind them.
 """
 
 from __future__ import annotations
