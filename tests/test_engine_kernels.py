@@ -281,3 +281,21 @@ def test_every_tiling_path_on_a_tiny_engine() -> None:
     check_attn(engine, case, case.conn(0.5))
     check_mlp(engine, case)
     check_linear_and_norm(engine, case)
+
+
+def test_attention_without_dense_rows() -> None:
+    """dense_rows=0 (no [CLS]): every query row follows its connection list."""
+    engine = EngineBackend.fsim(isa.CI_SMALL)
+    case = Case(batch=2, length=8, dim=32, heads=2, hidden=64, seed=3)
+    scores = case.rng.integers(0, 1 << 15, size=(2, 8, 8))
+    conn = topk.topk_connections(scores, 3, has_cls=False)
+    params = case.group(("norm1.", "attn."))
+    got = engine.attn_block_fwd(case.x, params, ATTN_FWD, case.heads, conn, 0)
+    want = REF.attn_block_fwd(case.x, params, ATTN_FWD, case.heads, conn, 0)
+    assert_same(got, want, "attn_block_fwd dense_rows=0")
+    dout = case.q(case.x.shape, 13)
+    grads = case.grads(("norm1.", "attn."))
+    g_eng, g_ref = {k: v.copy() for k, v in grads.items()}, {k: v.copy() for k, v in grads.items()}
+    assert_same(engine.attn_block_bwd(dout, got[2], params, g_eng, ATTN_BWD, 5),
+                REF.attn_block_bwd(dout, want[2], params, g_ref, ATTN_BWD, 5), "attn_block_bwd dense_rows=0")
+    assert_same(g_eng, g_ref, "grads")
