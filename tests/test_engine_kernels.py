@@ -299,3 +299,38 @@ def test_attention_without_dense_rows() -> None:
     assert_same(engine.attn_block_bwd(dout, got[2], params, g_eng, ATTN_BWD, 5),
                 REF.attn_block_bwd(dout, want[2], params, g_ref, ATTN_BWD, 5), "attn_block_bwd dense_rows=0")
     assert_same(g_eng, g_ref, "grads")
+
+
+@pytest.mark.parametrize("engine_name", ["fsim", pytest.param("csim", marks=NEEDS_CSIM)])
+def test_deit_tiny_linears_norm_and_selector(engine_name: str) -> None:
+    """The patch embedding (768 -> 192 over 196 patches, dW only), the head (192 -> 1000 on [CLS]), the
+    final LayerNorm and the TA-selector top-k of DeiT-T's first pruned stage (196 -> 137 tokens, 42 keys)."""
+    engine = EngineBackend.fsim() if engine_name == "fsim" else EngineBackend.csim()
+    rng = np.random.default_rng(7)
+
+    def q(shape: tuple[int, ...], frac: int) -> QTensor:
+        return QTensor(rng.integers(-3000, 3000, shape).astype(np.int16), frac)
+
+    patches, patch_w = q((1, 196, 768), 12), {"weight": q((192, 768), 15), "bias": q((192,), 13)}
+    assert_same(engine.linear_fwd(patches, patch_w, {"y": 10}), REF.linear_fwd(patches, patch_w, {"y": 10}))
+    g_eng = {"weight": np.zeros((192, 768), np.int64), "bias": np.zeros(192, np.int64)}
+    g_ref = {k: v.copy() for k, v in g_eng.items()}
+    d_emb = q((1, 196, 192), 14)
+    assert_same(engine.linear_bwd(d_emb, {"x": patches}, patch_w, g_eng, {}, 3, need_dx=False),
+                REF.linear_bwd(d_emb, {"x": patches}, patch_w, g_ref, {}, 3, need_dx=False))
+    assert_same(g_eng, g_ref, "patch embedding grads")
+    cls, norm = q((4, 1, 192), 11), {"weight": q((192,), 14), "bias": q((192,), 13)}
+    got, want = engine.layernorm_fwd(cls, norm, {"y": 12}), REF.layernorm_fwd(cls, norm, {"y": 12})
+    assert_same(got, want, "final norm")
+    head = {"weight": q((1000, 192), 15), "bias": q((1000,), 13)}
+    assert_same(engine.linear_fwd(got[0], head, {"y": 9}), REF.linear_fwd(want[0], head, {"y": 9}), "head")
+    g_eng = {"weight": np.ones((1000, 192), np.int64), "bias": np.ones(1000, np.int64)}
+    g_ref = {k: v.copy() for k, v in g_eng.items()}
+    dlogits = q((4, 1, 1000), 16)
+    assert_same(engine.linear_bwd(dlogits, {"x": got[0]}, head, g_eng, {"dx": 13}, 4),
+                REF.linear_bwd(dlogits, {"x": want[0]}, head, g_ref, {"dx": 13}, 4), "head bwd")
+    assert_same(g_eng, g_ref, "head grads")
+    scores = rng.integers(0, 3 << 15, size=(2, 197, 197))
+    assert_same(engine.topk_tokens(scores[:, 0, 1:], 137), REF.topk_tokens(scores[:, 0, 1:], 137))
+    kept = scores[:, :138, :138]
+    assert_same(engine.topk_connections(kept, 42), REF.topk_connections(kept, 42))
