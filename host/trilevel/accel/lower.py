@@ -269,25 +269,28 @@ class Builder:
                 return i
         return -1
 
-    def _sync(self, producer_module: Module, consumer: Module) -> None:
-        """The last command of `producer_module` pushes a token the next `consumer` command pops."""
-        last = self._last[producer_module]
+    def _sync(self, producer_module: Module, consumer: Module, producer: int | None = None) -> None:
+        """Command `producer` (default: the last) of `producer_module` pushes a token that the next `consumer`
+        command pops. Pushing from the latest conflicting command rather than the last one keeps token order:
+        every later command of that module with a push on this queue was matched by a pop the consumer has
+        already taken, so none lies after `producer` (the conflict search starts after the last match)."""
+        source = self._last[producer_module] if producer is None else producer
         push, pop = _LINK[(producer_module, consumer)]
-        self.commands[last].fields[push] = 1
+        self.commands[source].fields[push] = 1
         self._pending[consumer].add(pop)
         known = self._known[consumer]
-        known[producer_module] = max(known[producer_module], last)
-        for mod, idx in self.commands[last].knows.items():
+        known[producer_module] = max(known[producer_module], source)
+        for mod, idx in self.commands[source].knows.items():
             known[mod] = max(known[mod], idx)
 
     def _order(self, producer_module: Module, consumer: Module, producer: int) -> None:
         if (producer_module, consumer) in _LINK:
-            self._sync(producer_module, consumer)
+            self._sync(producer_module, consumer, producer)
             return
         # LOAD <-> STORE: through COMPUTE, reusing its last command when that already waited for producer.
         last_compute = self._last[Module.COMPUTE]
         if last_compute < 0 or self.commands[last_compute].knows[producer_module] < producer:
-            self._sync(producer_module, Module.COMPUTE)
+            self._sync(producer_module, Module.COMPUTE, producer)
             flags = {flag: 1 for flag in self._pending[Module.COMPUTE]}
             self._pending[Module.COMPUTE] = set()
             f = isa.decode(
