@@ -547,16 +547,24 @@ def stage_linear_fwd(
     shift2: int,
     shift3: int,
     slot: int,
+    gelu: GeluEpilogue | None = None,
 ) -> None:
-    """y = x W^T (+ bias aligned by shift2) (+ residual aligned by shift3), RNE by shift; stat slot."""
+    """y = x W^T (+ bias aligned by shift2) (+ residual aligned by shift3), RNE by shift; stat slot. With
+    `gelu`, each output tile also goes through VEC GELU_FWD into gelu.out while it is in the scratchpad."""
     rows, din, dout = x.rows, x.cols, w.rows
     spm = _spm(b, "linear")
     nt = dout if dout * (din + 1) <= spm.free // 2 else max(1, (spm.free // 2) // (din + 1))
     w_addr, b_addr = spm.take(nt * din), spm.take(nt)
-    per_row = din + nt + (nt if res is not None else 0)
+    per_row = din + nt + (nt if res is not None else 0) + (nt if gelu is not None else 0)
     mt = _rows_that_fit(spm.free // 2, per_row, rows, "linear forward tile")
     bufs = [
-        (spm.take(mt * din), spm.take(mt * nt if res is not None else 0), spm.take(mt * nt)) for _ in range(2)
+        (
+            spm.take(mt * din),
+            spm.take(mt * nt if res is not None else 0),
+            spm.take(mt * nt),
+            spm.take(mt * nt if gelu is not None else 0),
+        )
+        for _ in range(2)
     ]
     step = 0
     for n0, nn in _tiles(dout, nt):
@@ -564,7 +572,7 @@ def stage_linear_fwd(
         if bias is not None:
             b.load(Mem.SPM, b_addr, 0, bias, 0, n0, 1, nn)
         for m0, mm in _tiles(rows, mt):
-            x_addr, r_addr, y_addr = bufs[step % 2]
+            x_addr, r_addr, y_addr, g_addr = bufs[step % 2]
             step += 1
             b.load(Mem.SPM, x_addr, din, x, m0, 0, mm, din)
             if res is not None:
@@ -593,6 +601,35 @@ def stage_linear_fwd(
                 slot=slot,
             )
             b.store(Mem.SPM, y_addr, nn, y, m0, n0, mm, nn)
+            if gelu is not None:
+                b.add(
+                    Op.VEC,
+                    sub=Vec.GELU_FWD,
+                    m=mm,
+                    n=nn,
+                    a_addr=y_addr,
+                    a_stride=nn,
+                    c_addr=g_addr,
+                    c_stride=nn,
+                    shift=gelu.shift,
+                    imm=gelu.frac_x,
+                    stat=1,
+                    slot=gelu.slot,
+                )
+                b.store(Mem.SPM, g_addr, nn, gelu.out, m0, n0, mm, nn)
+
+
+@dataclasses.dataclass(frozen=True)
+class GeluEpilogue:
+    """GELU on a linear's output tiles while they are on chip (forward: out = GELU(y); backward:
+    out = dGELU(dx) with x = the saved GELU input tile, SR with seed_path and out's flat indices)."""
+
+    out: Buffer
+    shift: int
+    frac_x: int
+    slot: int
+    x: Buffer | None = None  # backward: the GELU input
+    seed_path: tuple[int, ...] | None = None
 
 
 def stage_linear_bwd(
@@ -606,8 +643,11 @@ def stage_linear_bwd(
     shift: int,
     seed_path: tuple[int, ...],
     slot: int,
+    gelu: GeluEpilogue | None = None,
 ) -> None:
-    """dx = dY W (SR by shift, flat [rows, din] indices); grad_w += dY^T X; grad_b += column sums of dY."""
+    """dx = dY W (SR by shift, flat [rows, din] indices); grad_w += dY^T X; grad_b += column sums of dY.
+    With `gelu`, each dx tile goes through VEC GELU_BWD (with the saved GELU input tile) into gelu.out
+    while it is in the scratchpad, and dx itself need not be stored (dx None)."""
     rows, dout, din = dy.rows, dy.cols, x.cols
     acc_free = b.config.acc_elems
     bias_acc = 0
@@ -616,25 +656,29 @@ def stage_linear_bwd(
         if acc_free < 1:
             raise LoweringError(f"{b.kernel}: bias gradient of {dout} does not fit the ACC")
         b.load(Mem.ACC, bias_acc, 0, grad_b, 0, 0, 1, dout)
-    if dx is not None or grad_b is not None:
+    make_dx = dx is not None or gelu is not None
+    if make_dx or grad_b is not None:
         spm = _spm(b, "linear backward")
-        jt = 0 if dx is None else din if dout * din <= spm.free // 2 else max(1, (spm.free // 2) // dout)
+        jt = 0 if not make_dx else din if dout * din <= spm.free // 2 else max(1, (spm.free // 2) // dout)
         w_addr = spm.take(dout * jt)
-        mt = _rows_that_fit(spm.free // 2, dout + jt, rows, "linear backward tile")
-        bufs = [(spm.take(mt * dout), spm.take(mt * jt)) for _ in range(2)]
+        gt = jt if gelu is not None else 0  # the GELU input and output tiles
+        mt = _rows_that_fit(spm.free // 2, dout + jt + 2 * gt, rows, "linear backward tile")
+        bufs = [
+            (spm.take(mt * dout), spm.take(mt * jt), spm.take(mt * gt), spm.take(mt * gt)) for _ in range(2)
+        ]
         step = 0
-        for j_index, (j0, jj) in enumerate(_tiles(din, jt) if dx is not None else [(0, 0)]):
-            if dx is not None:
+        for j_index, (j0, jj) in enumerate(_tiles(din, jt) if make_dx else [(0, 0)]):
+            if make_dx:
                 b.load(Mem.SPM, w_addr, jj, w, 0, j0, dout, jj)
             for m0, mm in _tiles(rows, mt):
-                dy_addr, dx_addr = bufs[step % 2]
+                dy_addr, dx_addr, h_addr, g_addr = bufs[step % 2]
                 step += 1
                 b.load(Mem.SPM, dy_addr, dout, dy, m0, 0, mm, dout)
                 if grad_b is not None and j_index == 0:
                     b.add(
                         Op.VEC, sub=Vec.COLSUM, m=mm, n=dout, a_addr=dy_addr, a_stride=dout, f_addr=bias_acc
                     )
-                if dx is not None:
+                if make_dx:
                     b.add(
                         Op.GEMM,
                         seed_path=seed_path,
@@ -656,7 +700,31 @@ def stage_linear_bwd(
                         stat=1,
                         slot=slot,
                     )
+                if dx is not None:
                     b.store(Mem.SPM, dx_addr, jj, dx, m0, j0, mm, jj)
+                if gelu is not None and gelu.x is not None:
+                    b.load(Mem.SPM, h_addr, jj, gelu.x, m0, j0, mm, jj)
+                    b.add(
+                        Op.VEC,
+                        seed_path=gelu.seed_path,
+                        sub=Vec.GELU_BWD,
+                        m=mm,
+                        n=jj,
+                        a_addr=dx_addr,
+                        a_stride=jj,
+                        b_addr=h_addr,
+                        b_stride=jj,
+                        c_addr=g_addr,
+                        c_stride=jj,
+                        shift=gelu.shift,
+                        imm=gelu.frac_x,
+                        sr=1,
+                        index_base=m0 * din + j0,
+                        index_stride=din,
+                        stat=1,
+                        slot=gelu.slot,
+                    )
+                    b.store(Mem.SPM, g_addr, jj, gelu.out, m0, j0, mm, jj)
     if grad_b is not None:
         b.store(Mem.ACC, bias_acc, 0, grad_b, 0, 0, 1, dout)
     # Weight gradient: ACC blocks of (ot x dt), accumulated over token tiles (A = dY^T: ta, B = X: tb).
@@ -839,52 +907,6 @@ def stage_ln_bwd(
         b.store(Mem.SPM, dx_addr, dim, dx, m0, 0, mm, dim)
     b.store(Mem.ACC, 0, 0, grad_g, 0, 0, 1, dim)
     b.store(Mem.ACC, dim, 0, grad_b, 0, 0, 1, dim)
-
-
-def stage_gelu(
-    b: Builder,
-    a: Buffer,
-    x: Buffer | None,
-    out: Buffer,
-    sub: Vec,
-    shift: int,
-    frac_x: int,
-    seed_path: tuple[int, ...] | None,
-    slot: int,
-) -> None:
-    """GELU_FWD (a = h) or GELU_BWD (a = dy, x = h) over row tiles; SR indices are flat [rows, cols]."""
-    rows, cols = a.rows, a.cols
-    spm = _spm(b, "GELU")
-    mt = _rows_that_fit(spm.free // 2, cols * (3 if x is not None else 2), rows, "GELU tile")
-    bufs = [
-        (spm.take(mt * cols), spm.take(mt * cols), spm.take(mt * cols) if x is not None else 0)
-        for _ in range(2)
-    ]
-    for step, (m0, mm) in enumerate(_tiles(rows, mt)):
-        a_addr, c_addr, x_addr = bufs[step % 2]
-        b.load(Mem.SPM, a_addr, cols, a, m0, 0, mm, cols)
-        if x is not None:
-            b.load(Mem.SPM, x_addr, cols, x, m0, 0, mm, cols)
-        sr = {"sr": 1, "index_base": m0 * cols, "index_stride": cols} if sub == Vec.GELU_BWD else {}
-        b.add(
-            Op.VEC,
-            seed_path=seed_path,
-            sub=sub,
-            m=mm,
-            n=cols,
-            a_addr=a_addr,
-            a_stride=cols,
-            b_addr=x_addr,
-            b_stride=cols if x is not None else 0,
-            c_addr=c_addr,
-            c_stride=cols,
-            shift=shift,
-            imm=frac_x,
-            stat=1,
-            slot=slot,
-            **sr,
-        )
-        b.store(Mem.SPM, c_addr, cols, out, m0, 0, mm, cols)
 
 
 def _mask_rows(
@@ -1532,17 +1554,7 @@ def mlp_block_fwd(
         _check_shift(p["mlp.fc1.bias"] - fa, "fc1 bias", *ALIGN),
         0,
         slots["h"],
-    )
-    stage_gelu(
-        b,
-        h,
-        None,
-        a,
-        Vec.GELU_FWD,
-        _check_shift(f["h"] + GELU_LUT_FRAC - f["a"], "GELU"),
-        f["h"],
-        None,
-        slots["a"],
+        GeluEpilogue(a, _check_shift(f["h"] + GELU_LUT_FRAC - f["a"], "GELU"), f["h"], slots["a"]),
     )
     fa = f["a"] + p["mlp.fc2.weight"]
     stage_linear_fwd(
@@ -1585,7 +1597,6 @@ def mlp_block_bwd(
     rs = b.buffer("row_stats", 1, rows, "<i8", "in")
     h = b.buffer("h", rows, hidden, "<i2", "in")
     a = b.buffer("a", rows, hidden, "<i2", "in")
-    da = b.buffer("da", rows, hidden, "<i2", "scratch")
     dh = b.buffer("dh", rows, hidden, "<i2", "scratch")
     dz = b.buffer("dz", rows, dim, "<i2", "scratch")
     dx = b.buffer("dx", rows, dim, "<i2", "out")
@@ -1596,21 +1607,13 @@ def mlp_block_bwd(
         params["mlp.fc2.weight"],
         grads["mlp.fc2.weight"],
         grads["mlp.fc2.bias"],
-        da,
+        None,
         _check_shift(frac_dout + p["mlp.fc2.weight"] - f["da"], "da"),
         (0, 0),
         slots["da"],
-    )
-    stage_gelu(
-        b,
-        da,
-        h,
-        dh,
-        Vec.GELU_BWD,
-        _check_shift(f["da"] + GELU_LUT_FRAC - f["dh"], "dh"),
-        frac_h,
-        (1, 0),
-        slots["dh"],
+        GeluEpilogue(
+            dh, _check_shift(f["da"] + GELU_LUT_FRAC - f["dh"], "dh"), frac_h, slots["dh"], h, (1, 0)
+        ),
     )
     stage_linear_bwd(
         b,
