@@ -351,24 +351,31 @@ module engine_top #(
     logic [23:0] sm_a_raddr, sm_b_raddr, sm_c_waddr, sm_acc_raddr, sm_acc_waddr;
     logic [15:0] sm_c_wdata;
     logic [47:0] sm_acc_wdata;
-    logic [23:0] x_a_raddr, x_b_raddr, x_c_waddr, x_acc_raddr, x_acc_waddr;
+    logic [23:0] x_a_raddr, x_b_raddr, x_d_raddr, x_e_raddr, x_c_waddr, x_acc_raddr, x_acc_waddr;
+    // VEC unit ports
+    logic v_busy, v_c_we, v_acc_we;
+    logic [23:0] v_a_raddr, v_b_raddr, v_d_raddr, v_e_raddr, v_c_waddr, v_acc_raddr, v_acc_waddr, v_idx_raddr;
+    logic [15:0] v_c_wdata;
+    logic [47:0] v_acc_wdata;
     logic x_c_we, x_acc_we;
     logic [SPM_LANES-1:0] x_c_wmask;
     logic [SPM_LANES*16-1:0] x_c_wdata;
     logic [AL-1:0] x_acc_wmask;
     logic [AL*48-1:0] x_acc_wdata;
     always_comb begin
-        x_a_raddr = sm_busy ? sm_a_raddr : g_a_raddr;
-        x_b_raddr = sm_busy ? sm_b_raddr : g_b_raddr;
-        x_acc_raddr = sm_busy ? sm_acc_raddr : g_acc_raddr;
-        x_c_we = g_c_we || sm_c_we;
-        x_c_waddr = sm_busy ? sm_c_waddr : g_c_waddr;
-        x_c_wmask = sm_busy ? SPM_LANES'(1) : g_c_wmask;
-        x_c_wdata = sm_busy ? (SPM_LANES*16)'(sm_c_wdata) : g_c_wdata;
-        x_acc_we = g_acc_we || sm_acc_we;
-        x_acc_waddr = sm_busy ? sm_acc_waddr : g_acc_waddr;
-        x_acc_wmask = sm_busy ? AL'(1) : g_acc_wmask;
-        x_acc_wdata = sm_busy ? (AL*48)'(sm_acc_wdata) : g_acc_wdata;
+        x_a_raddr = sm_busy ? sm_a_raddr : v_busy ? v_a_raddr : g_a_raddr;
+        x_b_raddr = sm_busy ? sm_b_raddr : v_busy ? v_b_raddr : g_b_raddr;
+        x_d_raddr = v_busy ? v_d_raddr : g_d_raddr;
+        x_e_raddr = v_busy ? v_e_raddr : g_e_raddr;
+        x_acc_raddr = sm_busy ? sm_acc_raddr : v_busy ? v_acc_raddr : g_acc_raddr;
+        x_c_we = g_c_we || sm_c_we || v_c_we;
+        x_c_waddr = sm_busy ? sm_c_waddr : v_busy ? v_c_waddr : g_c_waddr;
+        x_c_wmask = (sm_busy || v_busy) ? SPM_LANES'(1) : g_c_wmask;
+        x_c_wdata = sm_busy ? (SPM_LANES*16)'(sm_c_wdata) : v_busy ? (SPM_LANES*16)'(v_c_wdata) : g_c_wdata;
+        x_acc_we = g_acc_we || sm_acc_we || v_acc_we;
+        x_acc_waddr = sm_busy ? sm_acc_waddr : v_busy ? v_acc_waddr : g_acc_waddr;
+        x_acc_wmask = (sm_busy || v_busy) ? AL'(1) : g_acc_wmask;
+        x_acc_wdata = sm_busy ? (AL*48)'(sm_acc_wdata) : v_busy ? (AL*48)'(v_acc_wdata) : g_acc_wdata;
     end
 
     // SPM: write ports LOAD, GEMM/SOFTMAX C; read ports STORE, A, B, GEMM E, bias
@@ -384,17 +391,17 @@ module engine_top #(
     engine_mem #(.EW(16), .LANES(SPM_LANES), .DEPTH(SPM_ELEMS), .NR(5), .NW(2), .AW(SPM_AW)) u_spm (
         .clk(clk), .we({x_c_we, l_wr_en && l_wr_mem == 2'd0}), .waddr({x_c_waddr, l_wr_addr}),
         .wmask({x_c_wmask, spm_wmask}), .wdata({x_c_wdata, spm_wdata}),
-        .raddr({g_d_raddr, g_e_raddr, x_b_raddr, x_a_raddr, s_rd_addr}), .rdata(spm_rdata)
+        .raddr({x_d_raddr, x_e_raddr, x_b_raddr, x_a_raddr, s_rd_addr}), .rdata(spm_rdata)
     );
     assign g_a_rdata = spm_rdata[1*SPM_LANES*16 +: SPM_LANES*16];
     assign g_b_rdata = spm_rdata[2*SPM_LANES*16 +: SPM_LANES*16];
     assign g_e_rdata = spm_rdata[3*SPM_LANES*16 +: SPM_LANES*16];
     assign g_d_rdata = spm_rdata[4*SPM_LANES*16 +: SPM_LANES*16];
-    logic [3*8*16-1:0] idx_rdata;
-    engine_mem #(.EW(16), .LANES(8), .DEPTH(IDX_ELEMS), .NR(3), .NW(2), .AW(24)) u_idx (
+    logic [4*8*16-1:0] idx_rdata;
+    engine_mem #(.EW(16), .LANES(8), .DEPTH(IDX_ELEMS), .NR(4), .NW(2), .AW(24)) u_idx (
         .clk(clk), .we({t_idx_we, l_wr_en && l_wr_mem == 2'd2}), .waddr({t_idx_waddr, l_wr_addr}),
         .wmask({8'h01, l_wr_mask}), .wdata({112'd0, t_idx_wdata, l_wr_data}),
-        .raddr({s_rd_addr, s_idx_raddr, l_idx_raddr}), .rdata(idx_rdata)
+        .raddr({v_idx_raddr, s_rd_addr, s_idx_raddr, l_idx_raddr}), .rdata(idx_rdata)
     );
     // ACC: write ports LOAD (2 lanes of a beat), GEMM; read ports STORE, GEMM
     logic [AL*48-1:0] acc_l_wdata;
@@ -417,7 +424,9 @@ module engine_top #(
     assign g_acc_rdata = acc_rd[AL*48 +: AL*48];
     // STAT slots (int64): cleared by start; a unit's statistic update keeps the maximum
     logic [63:0] stat [STAT_SLOTS];
-    logic g_stat_we, sm_stat_we;
+    logic g_stat_we, sm_stat_we, v_stat_we;
+    logic [5:0] v_stat_slot;
+    logic [63:0] v_stat_value;
     logic [5:0] sm_stat_slot;
     logic [63:0] sm_stat_value;
     logic [5:0] g_stat_slot;
@@ -429,6 +438,8 @@ module engine_top #(
             stat[$clog2(STAT_SLOTS)'(g_stat_slot)] <= g_stat_value;
         end else if (sm_stat_we && sm_stat_value > stat[$clog2(STAT_SLOTS)'(sm_stat_slot)]) begin
             stat[$clog2(STAT_SLOTS)'(sm_stat_slot)] <= sm_stat_value;
+        end else if (v_stat_we && v_stat_value > stat[$clog2(STAT_SLOTS)'(v_stat_slot)]) begin
+            stat[$clog2(STAT_SLOTS)'(v_stat_slot)] <= v_stat_value;
         end
     end
     localparam int SB = $clog2(STAT_SLOTS);
@@ -507,13 +518,14 @@ module engine_top #(
     logic [7:0] c_err_code;
     logic [23:0] c_err_pc, c_pc;
     logic drained;
-    engine_compute #(.UNITS(16'h0058)) u_compute (   // GEMM, SOFTMAX, TOPK
+    engine_compute #(.UNITS(16'h0078)) u_compute (   // GEMM, SOFTMAX, VEC, TOPK
         .clk(clk), .rst(ers), .halt(m_halt[1]), .abort(m_abort[1]), .cmd(q_dout[1][511:0]), .cmd_pc(q_dout[1][535:512]),
         .cmd_valid(!q_empty[1]), .cmd_ready(m_pop[1]),
         .l2c_avail(tok_avail[0]), .l2c_pop(tok_pop[0]), .s2c_avail(tok_avail[3]), .s2c_pop(tok_pop[3]),
         .c2l_full(tok_full[1]), .c2l_push(tok_push[1]), .c2s_full(tok_full[2]), .c2s_push(tok_push[2]),
-        .unit_start(u_start), .unit_cmd(u_cmd), .unit_done(g_done || t_done || sm_done),
-        .unit_err(g_err || t_err || sm_err), .unit_err_code(g_err ? g_err_code : t_err ? t_err_code : sm_err_code),
+        .unit_start(u_start), .unit_cmd(u_cmd), .unit_done(g_done || t_done || sm_done || v_done),
+        .unit_err(g_err || t_err || sm_err || v_err),
+        .unit_err_code(g_err ? g_err_code : t_err ? t_err_code : sm_err ? sm_err_code : v_err_code),
         .finish(c_finish), .drained(drained), .cur_pc(c_pc), .busy(c_busy), .waiting(c_waiting),
         .waiting_load(c_waiting_load), .retire(c_retire), .finish_done(c_finish_done), .err_valid(c_err_v), .err_code(c_err_code),
         .err_pc(c_err_pc)
@@ -525,6 +537,7 @@ module engine_top #(
     assign g_start = u_start && u_op == TL_OP_GEMM;
     assign t_start = u_start && u_op == TL_OP_TOPK;
     wire sm_start = u_start && u_op == TL_OP_SOFTMAX;
+    wire v_start = u_start && u_op == TL_OP_VEC;
     logic [7:0] g_err_code;
     logic [15:0] g_macs;
     engine_gemm #(.R(ROWS), .C(COLS), .L(SPM_LANES), .AL(AL), .SPM_ELEMS(SPM_ELEMS), .ACC_ELEMS(ACC_ELEMS),
@@ -559,6 +572,19 @@ module engine_top #(
         .b_raddr(sm_b_raddr), .b_rdata(g_b_rdata), .c_we(sm_c_we), .c_waddr(sm_c_waddr), .c_wdata(sm_c_wdata),
         .acc_raddr(sm_acc_raddr), .acc_rdata(g_acc_rdata), .acc_we(sm_acc_we), .acc_waddr(sm_acc_waddr),
         .acc_wdata(sm_acc_wdata), .stat_we(sm_stat_we), .stat_slot(sm_stat_slot), .stat_value(sm_stat_value)
+    );
+
+    logic v_done, v_err;
+    logic [7:0] v_err_code;
+    engine_vec #(.L(SPM_LANES), .AL(AL), .SPM_ELEMS(SPM_ELEMS), .ACC_ELEMS(ACC_ELEMS), .IDX_ELEMS(IDX_ELEMS),
+                 .STAT_SLOTS(STAT_SLOTS), .MAX_ROW(MAX_ROW), .MUTATE_ROUNDING((MUTATION >> 2) & 1)) u_vec (
+        .clk(clk), .rst(ers), .start(v_start), .cmd(u_cmd), .busy(v_busy), .done(v_done),
+        .err_valid(v_err), .err_code(v_err_code), .a_raddr(v_a_raddr), .a_rdata(g_a_rdata),
+        .b_raddr(v_b_raddr), .b_rdata(g_b_rdata), .d_raddr(v_d_raddr), .d_rdata(g_d_rdata),
+        .e_raddr(v_e_raddr), .e_rdata(g_e_rdata), .c_we(v_c_we), .c_waddr(v_c_waddr), .c_wdata(v_c_wdata),
+        .acc_raddr(v_acc_raddr), .acc_rdata(g_acc_rdata), .acc_we(v_acc_we), .acc_waddr(v_acc_waddr),
+        .acc_wdata(v_acc_wdata), .idx_raddr(v_idx_raddr), .idx_rdata(idx_rdata[3*128 +: 16]),
+        .stat_we(v_stat_we), .stat_slot(v_stat_slot), .stat_value(v_stat_value)
     );
 
     // =========================================================== completion, errors, deadlock
@@ -703,7 +729,7 @@ module engine_top #(
         inc[TL_CNT_GEMM_BUSY] = g_feeding;
         inc[TL_CNT_TOPK_BUSY] = t_busy;
         inc[TL_CNT_SOFTMAX_BUSY] = sm_busy;
-        // VEC busy: the vector/SFU unit is not built yet (always 0)
+        inc[TL_CNT_VEC_BUSY] = v_busy;
     end
     always_ff @(posedge clk) begin
         if (rst || start) begin
@@ -744,7 +770,8 @@ module engine_top #(
     end
 
     /* verilator lint_off UNUSEDSIGNAL */
-    wire unused = ^{tq_count, spm_rdata, g_busy, acc_rd[3*AL*48-1:96], idx_rdata[16 +: 112], idx_rdata[144 +: 112], c_busy,
+    wire unused = ^{tq_count, spm_rdata, g_busy, acc_rd[3*AL*48-1:96], idx_rdata[16 +: 112], idx_rdata[144 +: 112],
+                    idx_rdata[3*128+16 +: 112], c_busy,
                     ff_full, ddr_base[63:AXI_AW], cmd_addr[63:AXI_AW], l_pc};
     /* verilator lint_on UNUSEDSIGNAL */
 endmodule

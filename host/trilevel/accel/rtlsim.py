@@ -38,7 +38,7 @@ HARNESS = REPO / "sim" / "harness" / "engine_harness.cpp"
 BUILD_ROOT = REPO / "sim_build" / "engine_rtlsim"
 ENGINE_MODULES = ("engine_top", "engine_axil", "engine_axi_rd", "engine_axi_wr", "engine_fifo", "engine_mem",
                   "engine_load", "engine_store", "engine_compute", "engine_gemm", "engine_topk",
-                  "engine_softmax")
+                  "engine_softmax", "engine_vec")
 UNIT_MODULES = ("mac_pe", "trilevel_requant", "topk_unit")   # shared with the stand-alone units in hls/rtl
 VERILATOR_FLAGS = ("--x-assign", "0", "--x-initial", "0", "-O3", "-Wno-fatal")
 STOP_IRQ, STOP_IDLE = 1, 2
@@ -69,7 +69,8 @@ def verilator_bin() -> Path:
 
 def _key(params: Mapping[str, int]) -> str:
     h = hashlib.sha256()
-    for path in [*engine_sources(), ENGINE_DIR / "tl_isa.svh", ENGINE_DIR / "tl_luts.svh", HARNESS]:
+    includes = [ENGINE_DIR / f"{name}.svh" for name in ("tl_isa", "tl_luts", "tl_vec_luts")]
+    for path in [*engine_sources(), *includes, HARNESS]:
         h.update(path.name.encode())
         h.update(path.read_bytes())
     h.update(repr(sorted(params.items())).encode())
