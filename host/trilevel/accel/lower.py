@@ -933,6 +933,243 @@ def _mask_rows(
         )
 
 
+def _attn_heads_fwd(
+    b: Builder,
+    img: int,
+    qkv_addr: int,
+    ctx_addr: int,
+    s_bufs: list[int],
+    p_bufs: list[int],
+    step: int,
+    probs: Buffer,
+    ctx: Buffer,
+    attn_sum: Buffer,
+    length: int,
+    heads: int,
+    dim: int,
+    mask: dict[str, int],
+    s_shift: int,
+    ctx_shift: int,
+    frac_s: int,
+    slots: dict[str, int],
+) -> int:
+    """One image's attention from its qkv rows in SPM: per head the scores (masked statistic), the softmax
+    (adding P into the ACC head-sum), P stored, the context into ctx_addr; then ctx and the head-sum stored.
+    Returns the next tile-buffer step."""
+    hd = dim // heads
+    mult, _ = blocks.attn_scale(hd)
+    b.zero_acc(0, length, length)
+    for h in range(heads):
+        s_addr, p_addr = s_bufs[step % 2], p_bufs[step % 2]
+        step += 1
+        b.add(
+            Op.GEMM,
+            m=length,
+            n=length,
+            k=hd,
+            a_addr=qkv_addr + h * hd,
+            a_stride=3 * dim,
+            b_addr=qkv_addr + dim + h * hd,
+            b_stride=3 * dim,
+            c_addr=s_addr,
+            c_stride=length,
+            imm=mult,
+            shift=s_shift,
+            stat=1,
+            slot=slots["s"],
+            **mask,
+        )
+        b.add(
+            Op.SOFTMAX,
+            sub=SoftmaxSub.FWD,
+            m=length,
+            n=length,
+            a_addr=s_addr,
+            a_stride=length,
+            c_addr=p_addr,
+            c_stride=length,
+            shift=frac_s,
+            acc=1,
+            d_addr=0,
+            d_stride=length,
+            **mask,
+        )
+        b.store(Mem.SPM, p_addr, length, probs, (img * heads + h) * length, 0, length, length)
+        b.add(
+            Op.GEMM,
+            m=length,
+            n=hd,
+            k=length,
+            a_addr=p_addr,
+            a_stride=length,
+            b_addr=qkv_addr + 2 * dim + h * hd,
+            b_stride=3 * dim,
+            tb=1,
+            c_addr=ctx_addr + h * hd,
+            c_stride=dim,
+            imm=1,
+            shift=ctx_shift,
+            stat=1,
+            slot=slots["ctx"],
+        )
+    b.store(Mem.SPM, ctx_addr, dim, ctx, img * length, 0, length, dim)
+    b.store(Mem.ACC, 0, length, attn_sum, img * length, 0, length, length)
+    return step
+
+
+def stage_attn_fwd_fused(
+    b: Builder,
+    x: Buffer,
+    params: dict[str, Buffer],
+    conn: Buffer | None,
+    saved: dict[str, Buffer],
+    out: Buffer,
+    s: AttnShape,
+    f: dict[str, int],
+    p: dict[str, int],
+    frac_x: int,
+    slots: dict[str, int],
+) -> bool:
+    """The whole attention block, image by image, on chip: LN1 -> QKV -> per-head attention -> projection
+    with the residual, with both weight matrices resident; only the saved state and the output go to DDR.
+    Returns False (emitting nothing) when it does not fit the scratchpad or the ACC."""
+    dim, length = s.dim, s.length
+    tt = length * length
+    params_need = 4 * dim * dim + 3 * dim + 3 * dim
+    need = params_need + 8 * length * dim + (tt if conn is not None else 0) + 4 * tt
+    if (
+        need > b.scratch
+        or tt + length > b.config.acc_elems
+        or length > b.config.max_row
+        or dim > b.config.max_row
+    ):
+        return False
+    spm = Arena(b.scratch, f"{b.kernel} fused attention (SPM)")
+    g_addr, be_addr = spm.take(dim), spm.take(dim)
+    wq_addr, bq_addr = spm.take(3 * dim * dim), spm.take(3 * dim)
+    wp_addr, bp_addr = spm.take(dim * dim), spm.take(dim)
+    x_addr, z_addr, h_addr = spm.take(length * dim), spm.take(length * dim), spm.take(length * dim)
+    qkv_addr, ctx_addr, o_addr = spm.take(3 * length * dim), spm.take(length * dim), spm.take(length * dim)
+    mask_addr = spm.take(tt) if conn is not None else 0
+    s_bufs = [spm.take(tt) for _ in range(2)]
+    p_bufs = [spm.take(tt) for _ in range(2)]
+    rows_acc = tt  # LN row statistics after the head-sum in the ACC
+    ln_shift, ln_shift2 = _ln_fwd_shifts(dim, p["norm1.weight"], p["norm1.bias"], f["ln"])
+    fq = f["ln"] + p["attn.qkv.weight"]
+    q_shift, q_shift2 = (
+        _check_shift(fq - f["qkv"], "qkv"),
+        _check_shift(p["attn.qkv.bias"] - fq, "qkv bias", *ALIGN),
+    )
+    fo = f["ctx"] + p["attn.proj.weight"]
+    o_shift = _check_shift(fo - f["out"], "proj")
+    o_shift2 = _check_shift(p["attn.proj.bias"] - fo, "proj bias", *ALIGN)
+    o_shift3 = _check_shift(frac_x - fo, "residual", *ALIGN)
+    mult, extra = blocks.attn_scale(dim // s.heads)
+    s_shift = _check_shift(2 * f["qkv"] + extra - f["s"], "score")
+    ctx_shift = _check_shift(PROB_FRAC + f["qkv"] - f["ctx"], "context")
+    mask = {"mask": 1, "e_addr": mask_addr, "e_stride": length} if conn is not None else {}
+    b.load(Mem.SPM, g_addr, 0, params["norm1.weight"], 0, 0, 1, dim)
+    b.load(Mem.SPM, be_addr, 0, params["norm1.bias"], 0, 0, 1, dim)
+    b.load(Mem.SPM, wq_addr, dim, params["attn.qkv.weight"], 0, 0, 3 * dim, dim)
+    b.load(Mem.SPM, bq_addr, 0, params["attn.qkv.bias"], 0, 0, 1, 3 * dim)
+    b.load(Mem.SPM, wp_addr, dim, params["attn.proj.weight"], 0, 0, dim, dim)
+    b.load(Mem.SPM, bp_addr, 0, params["attn.proj.bias"], 0, 0, 1, dim)
+    step = 0
+    for img in range(s.batch):
+        row = img * length
+        b.load(Mem.SPM, x_addr, dim, x, row, 0, length, dim)
+        b.add(
+            Op.VEC,
+            sub=Vec.LN_FWD,
+            m=length,
+            n=dim,
+            a_addr=x_addr,
+            a_stride=dim,
+            b_addr=g_addr,
+            d_addr=be_addr,
+            c_addr=z_addr,
+            c_stride=dim,
+            e_addr=h_addr,
+            e_stride=dim,
+            f_addr=rows_acc,
+            shift=ln_shift,
+            shift2=ln_shift2,
+            shift4=frac_x,
+            stat=1,
+            slot=slots["ln"],
+        )
+        b.store(Mem.SPM, z_addr, dim, saved["z"], row, 0, length, dim)
+        b.store(Mem.SPM, h_addr, dim, saved["xhat"], row, 0, length, dim)
+        b.store(Mem.ACC, rows_acc, 0, saved["row_stats"], 0, row, 1, length)
+        b.add(
+            Op.GEMM,
+            m=length,
+            n=3 * dim,
+            k=dim,
+            a_addr=z_addr,
+            a_stride=dim,
+            b_addr=wq_addr,
+            b_stride=dim,
+            c_addr=qkv_addr,
+            c_stride=3 * dim,
+            d_addr=bq_addr,
+            bias=1,
+            imm=1,
+            shift=q_shift,
+            shift2=q_shift2,
+            stat=1,
+            slot=slots["qkv"],
+        )
+        b.store(Mem.SPM, qkv_addr, 3 * dim, saved["qkv"], row, 0, length, 3 * dim)
+        if conn is not None:
+            _mask_rows(b, conn, img, length, s.dense, s.lists, mask_addr)
+        step = _attn_heads_fwd(
+            b,
+            img,
+            qkv_addr,
+            ctx_addr,
+            s_bufs,
+            p_bufs,
+            step,
+            saved["probs"],
+            saved["ctx"],
+            saved["attn_sum"],
+            length,
+            s.heads,
+            dim,
+            mask,
+            s_shift,
+            ctx_shift,
+            f["s"],
+            slots,
+        )
+        b.add(
+            Op.GEMM,
+            m=length,
+            n=dim,
+            k=dim,
+            a_addr=ctx_addr,
+            a_stride=dim,
+            b_addr=wp_addr,
+            b_stride=dim,
+            c_addr=o_addr,
+            c_stride=dim,
+            d_addr=bp_addr,
+            bias=1,
+            e_addr=x_addr,
+            e_stride=dim,
+            res=1,
+            imm=1,
+            shift=o_shift,
+            shift2=o_shift2,
+            shift3=o_shift3,
+            stat=1,
+            slot=slots["out"],
+        )
+        b.store(Mem.SPM, o_addr, dim, out, row, 0, length, dim)
+    return True
+
+
 def stage_attn_core_fwd(
     b: Builder,
     qkv: Buffer,
@@ -970,62 +1207,26 @@ def stage_attn_core_fwd(
         b.load(Mem.SPM, qkv_addr, 3 * dim, qkv, img * length, 0, length, 3 * dim)
         if conn is not None:
             _mask_rows(b, conn, img, length, dense, lists, mask_addr)
-        b.zero_acc(0, length, length)
-        for h in range(heads):
-            s_addr, p_addr = s_bufs[step % 2], p_bufs[step % 2]
-            step += 1
-            b.add(
-                Op.GEMM,
-                m=length,
-                n=length,
-                k=hd,
-                a_addr=qkv_addr + h * hd,
-                a_stride=3 * dim,
-                b_addr=qkv_addr + dim + h * hd,
-                b_stride=3 * dim,
-                c_addr=s_addr,
-                c_stride=length,
-                imm=mult,
-                shift=s_shift,
-                stat=1,
-                slot=slots["s"],
-                **mask,
-            )
-            b.add(
-                Op.SOFTMAX,
-                sub=SoftmaxSub.FWD,
-                m=length,
-                n=length,
-                a_addr=s_addr,
-                a_stride=length,
-                c_addr=p_addr,
-                c_stride=length,
-                shift=f["s"],
-                acc=1,
-                d_addr=0,
-                d_stride=length,
-                **mask,
-            )
-            b.store(Mem.SPM, p_addr, length, probs, (img * heads + h) * length, 0, length, length)
-            b.add(
-                Op.GEMM,
-                m=length,
-                n=hd,
-                k=length,
-                a_addr=p_addr,
-                a_stride=length,
-                b_addr=qkv_addr + 2 * dim + h * hd,
-                b_stride=3 * dim,
-                tb=1,
-                c_addr=ctx_addr + h * hd,
-                c_stride=dim,
-                imm=1,
-                shift=ctx_shift,
-                stat=1,
-                slot=slots["ctx"],
-            )
-        b.store(Mem.SPM, ctx_addr, dim, ctx, img * length, 0, length, dim)
-        b.store(Mem.ACC, 0, length, attn_sum, img * length, 0, length, length)
+        step = _attn_heads_fwd(
+            b,
+            img,
+            qkv_addr,
+            ctx_addr,
+            s_bufs,
+            p_bufs,
+            step,
+            probs,
+            ctx,
+            attn_sum,
+            length,
+            heads,
+            dim,
+            mask,
+            s_shift,
+            ctx_shift,
+            f["s"],
+            slots,
+        )
 
 
 def stage_attn_core_bwd(
@@ -1365,6 +1566,17 @@ def attn_block_fwd(
     ctx = b.buffer("ctx", rows, dim, "<i2", "out")
     attn_sum = b.buffer("attn_sum", rows, s.length, "<i8", "out")
     out = b.buffer("out", rows, dim, "<i2", "out")
+    saved = {
+        "z": z,
+        "xhat": xhat,
+        "row_stats": rs,
+        "qkv": qkv,
+        "probs": probs,
+        "ctx": ctx,
+        "attn_sum": attn_sum,
+    }
+    if stage_attn_fwd_fused(b, x, params, conn, saved, out, s, f, p, frac_x, slots):
+        return _finish(b, key, blocks.ATTN_FWD_FRACS)
     shift, shift2 = _ln_fwd_shifts(dim, p["norm1.weight"], p["norm1.bias"], f["ln"])
     stage_ln_fwd(
         b, x, params["norm1.weight"], params["norm1.bias"], z, xhat, rs, shift, shift2, frac_x, slots["ln"]
