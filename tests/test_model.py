@@ -345,3 +345,18 @@ def test_drop_path_only_in_training() -> None:
         noisy = model(images, 0.7)
     model.eval()
     assert not torch.allclose(noisy, model(images, 0.7).detach())
+
+
+def test_selector_index_checks_need_no_host_sync_off_the_cpu():
+    """On an accelerator the index checks are device-side asserts: nothing reads a value back to the host.
+    Meta tensors have no values at all, so any host read (``bool``, ``.item()``) fails on them."""
+    from trilevel.model import _check_indices
+    from trilevel.selectors import topk_indices
+
+    kept = torch.tensor([[0, 2, 5]], device="meta")
+    _check_indices(kept, (1, 3), 6, "token")  # device asserts only
+    assert topk_indices(torch.zeros(2, 5, device="meta"), 3).shape == (2, 3)  # NaN check on the device too
+    with pytest.raises(RuntimeError, match="meta"):
+        _check_indices(kept, (1, 3), 6, "token", host_sync=True)  # --debug-checks: host reads
+    with pytest.raises(ValueError, match="outside"):  # the CPU always checks on the host
+        _check_indices(torch.tensor([[0, 2, 6]]), (1, 3), 6, "token")
