@@ -171,3 +171,4 @@ def test_corrupted_command_stops_rtl_and_fsim_alike(rtl, seed):
     want = fsim.FunctionalEngine(CFG).run(ddr_f, 0, count)
     assert want.error != isa.Err.NONE
     assert (got.error, got.err_pc) == (want.error, want.err_pc), want.detail
+    assert got.retired == want.retired

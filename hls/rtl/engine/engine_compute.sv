@@ -66,7 +66,7 @@ module engine_compute #(
     assign c2l_push = state == S_PUSH && f_push_prev && !did_prev && !c2l_full;
     assign c2s_push = state == S_PUSH && f_push_next && !did_next && !c2s_full;
     wire push_done = (!f_push_prev || did_prev || !c2l_full) && (!f_push_next || did_next || !c2s_full);
-    assign cmd_ready = state == S_IDLE && !halt;
+    assign cmd_ready = state == S_IDLE && !halt && !err_valid;   // not in the cycle an error is raised
     assign cur_pc = pc;
     assign busy = state != S_IDLE;
     assign waiting_load = state == S_TOKEN && need_prev && !l2c_avail;

@@ -151,7 +151,7 @@ module engine_load #(
                                rd_tdata[l*64 +: 48] == 48'h8000_0000_0000)) acc_bad = 1'b1;
     end
 
-    assign cmd_ready = state == S_IDLE && !halt;
+    assign cmd_ready = state == S_IDLE && !halt && !err_valid;   // not in the cycle an error is raised
     assign cur_pc = pc;
     assign retire_bytes = f_zero ? 40'd0 : 40'(f_m) * 40'(f_n) * 40'(esize);
     assign tok_in_pop = state == S_TOKEN && (!f_pop || tok_in_avail) && f_pop;

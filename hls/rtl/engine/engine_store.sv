@@ -156,7 +156,7 @@ module engine_store #(
     assign wr_tstrb = of_dout[143:128];
     assign of_pop = wr_tvalid && wr_tready;
 
-    assign cmd_ready = state == S_IDLE && !halt;
+    assign cmd_ready = state == S_IDLE && !halt && !err_valid;   // not in the cycle an error is raised
     assign cur_pc = pc;
     assign retire_bytes = 40'(f_m) * 40'(f_n) * 40'(esize);
     assign tok_in_pop = state == S_TOKEN && f_pop && tok_in_avail;
