@@ -268,16 +268,24 @@ def test_replayed_programs_equal_freshly_lowered_ones() -> None:
     assert not np.array_equal(replayed.words, raw(isa.CI_SMALL, shape, 12, pf, fracs[0]).words)
 
 
-def test_every_tiling_path_on_a_tiny_engine() -> None:
+@pytest.mark.parametrize("spm_elems", [6_000, 4_500])
+def test_every_tiling_path_on_a_tiny_engine(spm_elems: int) -> None:
     """A build with tiny memories forces every tiling path of the lowering: weight tiles narrower than
     the layer (forward and dX), several ACC blocks for a weight gradient, several token tiles, MASK
-    rows in IDX-sized chunks, LayerNorm and GELU row tiles."""
-    tiny = dataclasses.replace(isa.CI_SMALL, name="tiny", spm_elems=6_000, acc_elems=1_200, idx_elems=16)
+    rows in IDX-sized chunks, LayerNorm and GELU row tiles, and the staged block lowerings where the
+    fused ones do not fit (6000: staged attention, fused MLP; 4500: both staged)."""
+    tiny = dataclasses.replace(isa.CI_SMALL, name="tiny", spm_elems=spm_elems, acc_elems=1_200, idx_elems=16)
     engine = EngineBackend.fsim(tiny)
     case = Case(batch=6, length=9, dim=32, heads=2, hidden=64, seed=9)
     qkv = lower.linear_fwd(tiny, 54, 32, 96, 12, 14, 13, None, 11)
     gemms = [isa.decode(w) for w in qkv.words.reshape(-1, isa.WORDS) if int(w[0]) & 0xF == isa.Op.GEMM]
     assert max(g["n"] for g in gemms) < 96  # the weight did not fit half the SPM: column tiles
+    mlp = lower.mlp_block_fwd(tiny, 54, 32, 64, 12, tuple((n, 14) for n in sorted(case.shapes)),
+                              lower.fracs_key(MLP_FWD, tuple(MLP_FWD)))
+    z = mlp.buffers["z"]
+    reloads_z = any(int(w[0]) & 0xF == isa.Op.LOAD and z.offset <= int(w[4]) < z.offset + z.nbytes
+                    for w in mlp.words.reshape(-1, isa.WORDS))
+    assert reloads_z == (spm_elems == 4_500)  # fused on chip: LN2's output never comes back from DDR
     check_attn(engine, case, case.conn(0.5))
     check_mlp(engine, case)
     check_linear_and_norm(engine, case)

@@ -1170,6 +1170,140 @@ def stage_attn_fwd_fused(
     return True
 
 
+def stage_mlp_fwd_fused(
+    b: Builder,
+    x: Buffer,
+    params: dict[str, Buffer],
+    saved: dict[str, Buffer],
+    out: Buffer,
+    f: dict[str, int],
+    p: dict[str, int],
+    frac_x: int,
+    slots: dict[str, int],
+) -> bool:
+    """The whole MLP block on chip, row tile by row tile (double-buffered): LN2 -> fc1 -> GELU -> fc2 with
+    the residual, both weights resident; only the saved state and the output go to DDR. Returns False
+    (emitting nothing) when the weights and two row tiles do not fit."""
+    rows, dim = x.rows, x.cols
+    hidden = params["mlp.fc1.weight"].rows
+    fixed = 2 * dim * hidden + hidden + 3 * dim
+    per_row = 4 * dim + 2 * hidden  # x, z, xhat, out; h, a
+    if dim > b.config.max_row or fixed + 2 * per_row > b.scratch:
+        return False
+    mt = min(rows, (b.scratch - fixed) // (2 * per_row), b.config.acc_elems // 2, 0xFFFF)
+    spm = Arena(b.scratch, f"{b.kernel} fused MLP (SPM)")
+    g_addr, be_addr = spm.take(dim), spm.take(dim)
+    w1_addr, b1_addr = spm.take(hidden * dim), spm.take(hidden)
+    w2_addr, b2_addr = spm.take(dim * hidden), spm.take(dim)
+    # x, z, xhat, out, h, a and the ACC row statistics of each of the two row tiles
+    bufs = [
+        tuple(spm.take(mt * n) for n in (dim, dim, dim, dim, hidden, hidden)) + (i * mt,) for i in range(2)
+    ]
+    ln_shift, ln_shift2 = _ln_fwd_shifts(dim, p["norm2.weight"], p["norm2.bias"], f["ln"])
+    f1 = f["ln"] + p["mlp.fc1.weight"]
+    h_shift, h_shift2 = (
+        _check_shift(f1 - f["h"], "fc1"),
+        _check_shift(p["mlp.fc1.bias"] - f1, "fc1 bias", *ALIGN),
+    )
+    a_shift = _check_shift(f["h"] + GELU_LUT_FRAC - f["a"], "GELU")
+    f2 = f["a"] + p["mlp.fc2.weight"]
+    o_shift = _check_shift(f2 - f["out"], "fc2")
+    o_shift2 = _check_shift(p["mlp.fc2.bias"] - f2, "fc2 bias", *ALIGN)
+    o_shift3 = _check_shift(frac_x - f2, "residual", *ALIGN)
+    b.load(Mem.SPM, g_addr, 0, params["norm2.weight"], 0, 0, 1, dim)
+    b.load(Mem.SPM, be_addr, 0, params["norm2.bias"], 0, 0, 1, dim)
+    b.load(Mem.SPM, w1_addr, dim, params["mlp.fc1.weight"], 0, 0, hidden, dim)
+    b.load(Mem.SPM, b1_addr, 0, params["mlp.fc1.bias"], 0, 0, 1, hidden)
+    b.load(Mem.SPM, w2_addr, hidden, params["mlp.fc2.weight"], 0, 0, dim, hidden)
+    b.load(Mem.SPM, b2_addr, 0, params["mlp.fc2.bias"], 0, 0, 1, dim)
+    for step, (m0, mm) in enumerate(_tiles(rows, mt)):
+        x_addr, z_addr, xh_addr, o_addr, h_addr, a_addr, r_acc = bufs[step % 2]
+        b.load(Mem.SPM, x_addr, dim, x, m0, 0, mm, dim)
+        b.add(
+            Op.VEC,
+            sub=Vec.LN_FWD,
+            m=mm,
+            n=dim,
+            a_addr=x_addr,
+            a_stride=dim,
+            b_addr=g_addr,
+            d_addr=be_addr,
+            c_addr=z_addr,
+            c_stride=dim,
+            e_addr=xh_addr,
+            e_stride=dim,
+            f_addr=r_acc,
+            shift=ln_shift,
+            shift2=ln_shift2,
+            shift4=frac_x,
+            stat=1,
+            slot=slots["ln"],
+        )
+        b.store(Mem.SPM, z_addr, dim, saved["z"], m0, 0, mm, dim)
+        b.store(Mem.SPM, xh_addr, dim, saved["xhat"], m0, 0, mm, dim)
+        b.store(Mem.ACC, r_acc, 0, saved["row_stats"], 0, m0, 1, mm)
+        b.add(
+            Op.GEMM,
+            m=mm,
+            n=hidden,
+            k=dim,
+            a_addr=z_addr,
+            a_stride=dim,
+            b_addr=w1_addr,
+            b_stride=dim,
+            c_addr=h_addr,
+            c_stride=hidden,
+            d_addr=b1_addr,
+            bias=1,
+            imm=1,
+            shift=h_shift,
+            shift2=h_shift2,
+            stat=1,
+            slot=slots["h"],
+        )
+        b.store(Mem.SPM, h_addr, hidden, saved["h"], m0, 0, mm, hidden)
+        b.add(
+            Op.VEC,
+            sub=Vec.GELU_FWD,
+            m=mm,
+            n=hidden,
+            a_addr=h_addr,
+            a_stride=hidden,
+            c_addr=a_addr,
+            c_stride=hidden,
+            shift=a_shift,
+            imm=f["h"],
+            stat=1,
+            slot=slots["a"],
+        )
+        b.store(Mem.SPM, a_addr, hidden, saved["a"], m0, 0, mm, hidden)
+        b.add(
+            Op.GEMM,
+            m=mm,
+            n=dim,
+            k=hidden,
+            a_addr=a_addr,
+            a_stride=hidden,
+            b_addr=w2_addr,
+            b_stride=hidden,
+            c_addr=o_addr,
+            c_stride=dim,
+            d_addr=b2_addr,
+            bias=1,
+            e_addr=x_addr,
+            e_stride=dim,
+            res=1,
+            imm=1,
+            shift=o_shift,
+            shift2=o_shift2,
+            shift3=o_shift3,
+            stat=1,
+            slot=slots["out"],
+        )
+        b.store(Mem.SPM, o_addr, dim, out, m0, 0, mm, dim)
+    return True
+
+
 def stage_attn_core_fwd(
     b: Builder,
     qkv: Buffer,
@@ -1750,6 +1884,9 @@ def mlp_block_fwd(
     h = b.buffer("h", rows, hidden, "<i2", "out")
     a = b.buffer("a", rows, hidden, "<i2", "out")
     out = b.buffer("out", rows, dim, "<i2", "out")
+    saved = {"z": z, "xhat": xhat, "row_stats": rs, "h": h, "a": a}
+    if stage_mlp_fwd_fused(b, x, params, saved, out, f, p, frac_x, slots):
+        return _finish(b, key, blocks.MLP_FWD_FRACS)
     shift, shift2 = _ln_fwd_shifts(dim, p["norm2.weight"], p["norm2.bias"], f["ln"])
     stage_ln_fwd(
         b, x, params["norm2.weight"], params["norm2.bias"], z, xhat, rs, shift, shift2, frac_x, slots["ln"]
