@@ -494,6 +494,7 @@ class EngineBackend(Accelerator):
         self.counters: dict[str, dict[str, int]] = {}  # per kernel: counters summed over runs
         self.runs: dict[str, int] = {}
         self.last_program: dict[str, lower.Program] = {}  # per kernel, the program of its last run
+        self.device: Any = None  # the simulated pynq.Device, for the simulated backends
 
     # ---- construction
     @classmethod

@@ -206,11 +206,8 @@ class FunctionalEngine:
                     clock,
                     "no queue head can take its dependency tokens (the program would deadlock)",
                 )
-            pc, mod = (
-                min(ready)
-                if self.priority is None
-                else min(ready, key=lambda head: self.priority.index(head[1]))
-            )  # type: ignore[union-attr]
+            order = self.priority
+            pc, mod = min(ready) if order is None else min(ready, key=lambda head: order.index(head[1]))
             f = decoded[pc]
             queues[mod].popleft()
             try:
