@@ -232,13 +232,15 @@ def plot(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, records in curves.items():
+    fig, ax = plt.subplots(figsize=(8, 5))
+    palette = plt.get_cmap("tab20")
+    for i, (name, records) in enumerate(curves.items()):
         ax.plot(
             [r["cumulative_wall_s"] for r in records],
             [100 * r["test_top1"] for r in records],
-            marker="o",
+            marker="os^vD"[i % 5],
             markersize=3,
+            color={"dense": "black", "tri_level": "crimson"}.get(name, palette(i % 20)),
             label=name,
             linewidth=2.0 if name in ("dense", "tri_level") else 1.0,
         )
