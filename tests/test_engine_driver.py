@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pynq.pl_server.device import Device
 
-from trilevel.accel import isa, lower
+from trilevel.accel import BackendError, isa, lower
 from trilevel.accel.engine import (
     ENGINE_BASE,
     REG,
@@ -109,3 +109,26 @@ def test_a_hung_engine_times_out_with_its_state() -> None:
     program = lower.linear_fwd(isa.CI_SMALL, 4, 8, 8, 12, 12, None, None, 10)
     with pytest.raises(EngineTimeoutError, match="linear_fwd not done after 0.05 s"):
         driver.run(program, {"x": np.ones((4, 8), np.int16), "weight": np.ones((8, 8), np.int16)})
+
+
+def test_on_board_binds_the_engine_ip_by_instance_or_vlnv(tmp_path) -> None:
+    """get_backend("pynq")'s binding, with an overlay whose device is the simulated board: the IP is found
+    by its block-design instance name or by the HLS/RTL engine VLNV, the build from manifest.json."""
+    import json
+    from types import SimpleNamespace
+
+    from trilevel.accel.engine import ENGINE_VLNVS
+
+    device = simulated_zynq(FunctionalEngine(isa.CI_SMALL))
+    (tmp_path / "manifest.json").write_text(json.dumps({"engine_config": "ci"}))
+    for ip_dict in ({isa.INSTANCE: {"phys_addr": ENGINE_BASE, "type": "x"}},
+                    {"engine_rtl": {"phys_addr": ENGINE_BASE, "type": ENGINE_VLNVS[0]}}):
+        overlay = SimpleNamespace(ip_dict=ip_dict, device=device)
+        backend = EngineBackend.on_board(bitfile=tmp_path / "trilevel.bit", overlay=overlay)
+        assert backend.name == "pynq" and backend.config == isa.CI_SMALL
+        x = QTensor(np.full((1, 3, 8), 3, np.int16), 10)
+        got = backend.linear_fwd(x, {"weight": QTensor(np.full((4, 8), 5, np.int16), 10)}, {"y": 19})
+        assert got[0].data.tolist() == [[[3 * 5 * 8 // 2] * 4] * 3]  # 8 products at frac 20, shown at 19
+    dma_only = SimpleNamespace(ip_dict={"dma": {"type": "xilinx.com:ip:axi_dma:7.1"}})
+    with pytest.raises(BackendError, match="no engine IP"):
+        EngineBackend.on_board(overlay=dma_only)

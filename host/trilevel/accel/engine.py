@@ -43,9 +43,12 @@ from trilevel.intref.fixed import QTensor
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_CSIM_LIB = ROOT / "build" / "csim" / "libtrilevel_csim.so"
 DEFAULT_BITFILE = ROOT / "build" / "bitstream" / "trilevel.bit"
-# The engine IP's AXI-Lite window (bitstreams/zcu102_bd.tcl) and identity (hls/tcl export_design).
-ENGINE_BASE = 0xA000_0000
-ENGINE_VLNV = "trilevel.org:trilevel:tl_engine:1.0"
+# The engine IP's AXI-Lite window in the block design (bitstreams/zcu102_bd.tcl) and its identities
+# (the HLS IP or the RTL IP, same ports and register map): one source, trilevel.accel.isa.
+ENGINE_BASE = isa.CTRL_BASE
+ENGINE_VLNVS = tuple(
+    f"{isa.IP_VENDOR}:{isa.IP_LIBRARY}:{name}:{isa.IP_VERSION}" for name in isa.IP_NAMES.values()
+)
 REG = {name: off for name, (off, _) in isa.REGISTERS.items()}
 
 
@@ -396,6 +399,19 @@ def simulated_zynq(engine: EngineModel) -> Any:
     return _SIM_CLASS(engine)
 
 
+def board_config(manifest: Path) -> isa.EngineConfig:
+    """The engine build a bitstream was made with: its manifest's "engine_config", else isa.PRODUCTION."""
+    import json
+
+    try:
+        name = json.loads(manifest.read_text()).get("engine_config", isa.PRODUCTION.name)
+    except (OSError, ValueError):
+        return isa.PRODUCTION
+    if name not in isa.CONFIGS:
+        raise BackendError(f"{manifest}: engine_config {name!r} is none of {', '.join(isa.CONFIGS)}")
+    return isa.CONFIGS[name]
+
+
 def pynq_driver(
     device: Any, config: isa.EngineConfig, base: int = ENGINE_BASE, timeout_s: float = 60.0
 ) -> EngineDriver:
@@ -418,8 +434,10 @@ def measure_program(program: lower.Program, engine: str = "auto") -> tuple[str, 
             model = CSimEngine()
             if model.config != program.config:
                 if engine == "csim":
-                    raise CSimError(f"the C-sim engine is the {model.config.name} build, the program "
-                                    f"targets {program.config.name}")
+                    raise CSimError(
+                        f"the C-sim engine is the {model.config.name} build, the program "
+                        f"targets {program.config.name}"
+                    )
                 model = None
         except CSimError:
             if engine == "csim":
@@ -429,8 +447,11 @@ def measure_program(program: lower.Program, engine: str = "auto") -> tuple[str, 
     if model is None:
         model, label = FunctionalEngine(program.config), "fsim (cycle estimate)"
     driver = pynq_driver(simulated_zynq(model), program.config)
-    inputs = {name: np.zeros(buf.rows * buf.cols, buf.dtype) for name, buf in program.buffers.items()
-              if buf.role in ("in", "inout")}
+    inputs = {
+        name: np.zeros(buf.rows * buf.cols, buf.dtype)
+        for name, buf in program.buffers.items()
+        if buf.role in ("in", "inout")
+    }
     return label, driver.run(program, inputs).counters
 
 
@@ -517,26 +538,34 @@ class EngineBackend(Accelerator):
         cls,
         bitfile: str | os.PathLike | None = None,
         overlay: Any = None,
-        config: isa.EngineConfig = isa.PRODUCTION,
+        config: isa.EngineConfig | None = None,
         timeout_s: float = 10.0,
     ) -> EngineBackend:
         """The ZCU102: load `bitfile` (default $TRILEVEL_BITFILE or build/bitstream/trilevel.bit) unless an
-        `overlay` is given, find the engine IP by its VLNV and drive it."""
+        `overlay` is given, find the engine IP (instance isa.INSTANCE, or any IP with the HLS or RTL
+        engine's VLNV) and drive it. The engine build (isa.CONFIGS) is `config`, else the manifest.json
+        next to the bitfile says it (its "engine_config"), else isa.PRODUCTION."""
         import pynq
 
+        path = Path(bitfile or os.environ.get("TRILEVEL_BITFILE") or DEFAULT_BITFILE)
         if overlay is None:
-            path = Path(bitfile or os.environ.get("TRILEVEL_BITFILE") or DEFAULT_BITFILE)
             if not path.is_file():
                 raise BackendError(f"pynq backend: bitstream {path} not found (make bitstream, copy it here)")
             try:
                 overlay = pynq.Overlay(str(path))
             except RuntimeError as err:
                 raise BackendError(f"pynq backend: cannot load {path}: {err}") from None
-        found = [ip for ip in overlay.ip_dict.values() if ip.get("type") == ENGINE_VLNV]
-        if not found:
-            raise BackendError(f"pynq backend: the overlay has no engine IP {ENGINE_VLNV}")
+        ips = overlay.ip_dict
+        found = ips.get(isa.INSTANCE) or next(
+            (ip for ip in ips.values() if ip.get("type") in ENGINE_VLNVS), None
+        )
+        if found is None:
+            raise BackendError(
+                f"pynq backend: the overlay has no engine IP ({isa.INSTANCE}, {' or '.join(ENGINE_VLNVS)})"
+            )
+        config = config or board_config(path.parent / "manifest.json")
         device = getattr(overlay, "device", None)
-        driver = pynq_driver(device, config, int(found[0]["phys_addr"]), timeout_s)
+        driver = pynq_driver(device, config, int(found["phys_addr"]), timeout_s)
         return cls(driver, "pynq")
 
     # ---- plumbing

@@ -188,7 +188,8 @@ def get_backend(name: str, **opts: Any) -> Accelerator:
     * "csim": lowered programs on the HLS C++ engine's C simulation (lib=PATH, default
       build/csim/libtrilevel_csim.so from `make csim`), through the board's driver on a simulated device;
     * "fsim": the same on the command-level functional simulator (config=an isa.EngineConfig);
-    * "rtlsim": the same on the Verilated RTL engine (trilevel.accel.rtlsim.RtlEngine options, e.g. config);
+    * "rtlsim": the same on the Verilated RTL engine, its AXI-Lite and AXI4 DDR through a simulated pynq
+      device (trilevel.accel.rtlsim.rtlsim_backend options, e.g. config);
     * "pynq": the engine IP of the ZCU102 overlay (bitfile=PATH or overlay=a pynq.Overlay).
     """
     if name == "reference":
@@ -196,10 +197,9 @@ def get_backend(name: str, **opts: Any) -> Accelerator:
 
         return ReferenceBackend(**opts)
     if name == "rtlsim":
-        from trilevel.accel.engine import EngineBackend
-        from trilevel.accel.rtlsim import RtlEngine
+        from trilevel.accel.rtlsim import rtlsim_backend
 
-        return EngineBackend.simulated(RtlEngine(**opts), "rtlsim")
+        return rtlsim_backend(**opts)
     if name in ("csim", "fsim", "pynq"):
         from trilevel.accel.engine import EngineBackend
 
