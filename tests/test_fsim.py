@@ -51,6 +51,7 @@ BAD = {
     "stat slot": (isa.encode(Op.GEMM, stat=1, slot=CFG.stat_slots, **GEMM) if CFG.stat_slots < 64
                   else isa.encode(Op.VEC, sub=Vec.LN_BWD, m=1, n=4, stat=1, slot=62), Err.SPM_RANGE),
     "DDR overrun": (load(index_base=(1 << 16) - 4), Err.DDR_RANGE),
+    "DDR row not element-aligned": (load(index_base=DATA + 1), Err.DDR_RANGE),
     "ACC over 48 bits": (load(sub=Mem.ACC, n=1), Err.ACC_RANGE),
     "pop with no producer": (isa.encode(Op.GEMM, pop_prev=1, **GEMM), Err.DEP_UNDERFLOW),
 }

@@ -379,6 +379,7 @@ class FunctionalEngine:
             rows = np.arange(m, dtype=np.int64)
         starts = f["index_base"] + rows * f["index_stride"]
         row_bytes = n * size
+        _fault(bool((starts % size).any()), Err.DDR_RANGE, f"a DDR row address is not {size}-byte aligned")
         end = int(starts.max()) + row_bytes
         _fault(
             end > self._ddr.size,
