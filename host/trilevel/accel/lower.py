@@ -504,8 +504,14 @@ class Arena:
         return self.size - self.top
 
 
+# Row tiles per stage to aim for, so that LOAD, COMPUTE and STORE overlap over alternating buffers (one
+# tile leaves nothing to overlap), but no smaller than PIPELINE_MIN_ROWS rows (fill and drain per GEMM).
+PIPELINE_TILES, PIPELINE_MIN_ROWS = 4, 32
+
+
 def _rows_that_fit(free: int, per_row: int, total: int, what: str) -> int:
-    rows = min(total, free // max(per_row, 1), 0xFFFF)
+    pipelined = max(PIPELINE_MIN_ROWS, -(-total // PIPELINE_TILES))
+    rows = min(total, free // max(per_row, 1), 0xFFFF, pipelined)
     if rows < 1:
         raise LoweringError(f"{what}: not even one row ({per_row} elements) fits the {free} free elements")
     return rows
