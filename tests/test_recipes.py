@@ -77,8 +77,12 @@ def test_schedule_warnings_say_what_to_change():
     notes = schedule_warnings(
         _lengths(epochs=3, keep_warmup_epochs=0.1, keep_decay_epochs=1, example_rounds=5, example_period=1)
     )
-    assert any("only 3 of the example filter's 5" in n and "--epochs to >= 5" in n for n in notes)
+    assert any(n.endswith("only 3 of the example filter's 5 remove-and-restore rounds fit in 3 epochs (one "
+                          "every 1): raise --epochs to >= 5") for n in notes)
     assert any("one presentation" in n and "--example-period" in n for n in notes)
+    notes = schedule_warnings(_lengths(epochs=12, example_rounds=5, example_period=4))
+    assert notes == ["only 3 of the example filter's 5 remove-and-restore rounds fit in 12 epochs (one every "
+                     "4): raise --epochs to >= 20 or lower --example-period to 2"]
     notes = schedule_warnings(_lengths(keep_decay_epochs=0.2, iters_per_epoch=10))
     assert len(notes) == 1 and "only 2 steps" in notes[0] and "--keep-decay-epochs to >= 2" in notes[0]
     notes = schedule_warnings(_lengths(keep_warmup_epochs=10, keep_decay_epochs=100))

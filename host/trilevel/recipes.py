@@ -118,10 +118,11 @@ def schedule_warnings(run: RunLengths) -> list[str]:
         last = run.example_rounds * run.example_period
         if last > run.epochs:
             fit = run.epochs // run.example_period
+            period = max(1, run.epochs // run.example_rounds)
+            lower = f" or lower --example-period to {period}" if period < run.example_period else ""
             notes.append(
                 f"only {fit} of the example filter's {run.example_rounds} remove-and-restore rounds fit in "
-                f"{run.epochs} epochs (one every {run.example_period}): raise --epochs to >= {last} or "
-                f"lower --example-period to {max(1, run.epochs // run.example_rounds)}"
+                f"{run.epochs} epochs (one every {run.example_period}): raise --epochs to >= {last}{lower}"
             )
         if run.example_period < 2 and run.example_window == "round":
             notes.append(
