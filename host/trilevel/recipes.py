@@ -67,7 +67,8 @@ MIN_DECAY_STEPS = 20
 
 
 def recipe_for(model: str) -> Recipe:
-    """The recipe a model trains with by default: the demo recipe for ``demo``, DeiT's otherwise."""
+    """The recipe a model trains with by default: the demo recipe for the demo models (``demo`` and its
+    mean-pooled ``demo_gap``), DeiT's otherwise."""
     return DEMO if model in ("demo", "demo_gap") else DEIT
 
 
