@@ -638,6 +638,84 @@ class GeluEpilogue:
     seed_path: tuple[int, ...] | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class LnBwdEpilogue:
+    """The LayerNorm backward on a linear's dX tiles while they are on chip (stage_ln_bwd's operands)."""
+
+    gamma: Buffer
+    xhat: Buffer
+    row_stats: Buffer
+    res: Buffer | None
+    out: Buffer
+    grad_g: Buffer
+    grad_b: Buffer
+    shifts: tuple[int, int, int, int]
+    seed_path: tuple[int, ...]
+    slot: int
+
+
+def _ln_bwd_tile(
+    b: Builder,
+    ln: LnBwdEpilogue,
+    m0: int,
+    mm: int,
+    dim: int,
+    dy_addr: int,
+    g_addr: int,
+    h_addr: int,
+    r_addr: int,
+    o_addr: int,
+    rs_acc: int,
+    grads_acc: int,
+) -> None:
+    """LN_BWD of rows m0..m0+mm whose dY tile is at dy_addr, the gamma/beta gradients into ACC grads_acc."""
+    b.load(Mem.SPM, h_addr, dim, ln.xhat, m0, 0, mm, dim)
+    b.load(Mem.ACC, rs_acc, 0, ln.row_stats, 0, m0, 1, mm)
+    if ln.res is not None:
+        b.load(Mem.SPM, r_addr, dim, ln.res, m0, 0, mm, dim)
+    shift, shift2, shift3, shift4 = ln.shifts
+    b.add(
+        Op.VEC,
+        seed_path=ln.seed_path,
+        sub=Vec.LN_BWD,
+        m=mm,
+        n=dim,
+        a_addr=dy_addr,
+        a_stride=dim,
+        b_addr=g_addr,
+        e_addr=h_addr,
+        e_stride=dim,
+        f_addr=rs_acc,
+        d_addr=r_addr if ln.res is not None else 0,
+        d_stride=dim if ln.res is not None else 0,
+        bias=int(ln.res is not None),
+        c_addr=o_addr,
+        c_stride=dim,
+        shift=shift,
+        shift2=shift2,
+        shift3=shift3,
+        shift4=shift4 if ln.res is not None else 0,
+        sr=1,
+        index_base=m0 * dim,
+        index_stride=dim,
+        stat=1,
+        slot=ln.slot,
+    )
+    b.add(
+        Op.VEC,
+        sub=Vec.COLDOT,
+        m=mm,
+        n=dim,
+        a_addr=dy_addr,
+        a_stride=dim,
+        b_addr=h_addr,
+        b_stride=dim,
+        f_addr=grads_acc,
+    )
+    b.add(Op.VEC, sub=Vec.COLSUM, m=mm, n=dim, a_addr=dy_addr, a_stride=dim, f_addr=grads_acc + dim)
+    b.store(Mem.SPM, o_addr, dim, ln.out, m0, 0, mm, dim)
+
+
 def stage_linear_bwd(
     b: Builder,
     dy: Buffer,
@@ -650,10 +728,13 @@ def stage_linear_bwd(
     seed_path: tuple[int, ...],
     slot: int,
     gelu: GeluEpilogue | None = None,
-) -> None:
+    ln: LnBwdEpilogue | None = None,
+) -> bool:
     """dx = dY W (SR by shift, flat [rows, din] indices); grad_w += dY^T X; grad_b += column sums of dY.
     With `gelu`, each dx tile goes through VEC GELU_BWD (with the saved GELU input tile) into gelu.out
-    while it is in the scratchpad, and dx itself need not be stored (dx None)."""
+    while it is in the scratchpad, and dx itself need not be stored (dx None). With `ln`, when dx tiles
+    are whole rows, each goes through the LayerNorm backward on chip (dx is then not stored); returns
+    whether it did (else dx holds dX and the caller runs stage_ln_bwd)."""
     rows, dout, din = dy.rows, dy.cols, x.cols
     acc_free = b.config.acc_elems
     bias_acc = 0
@@ -663,21 +744,51 @@ def stage_linear_bwd(
             raise LoweringError(f"{b.kernel}: bias gradient of {dout} does not fit the ACC")
         b.load(Mem.ACC, bias_acc, 0, grad_b, 0, 0, 1, dout)
     make_dx = dx is not None or gelu is not None
+    fused_ln = False
     if make_dx or grad_b is not None:
         spm = _spm(b, "linear backward")
         jt = 0 if not make_dx else din if dout * din <= spm.free // 2 else max(1, (spm.free // 2) // dout)
+        ln_rows = 3 * din if ln is not None else 0  # xhat, residual and output tiles
+        fused_ln = (
+            ln is not None
+            and jt == din
+            and din <= b.config.max_row
+            and dout * din + din + 2 * (dout + din + ln_rows) <= spm.free
+            and acc_free > 2 * din + 2 * PIPELINE_MIN_ROWS
+        )
         w_addr = spm.take(dout * jt)
+        gamma_addr = spm.take(din) if fused_ln else 0
         gt = jt if gelu is not None else 0  # the GELU input and output tiles
-        mt = _rows_that_fit(spm.free // 2, dout + jt + 2 * gt, rows, "linear backward tile")
+        lt = din if fused_ln else 0
+        mt = _rows_that_fit(spm.free // 2, dout + jt + 2 * gt + 3 * lt, rows, "linear backward tile")
+        ln_acc = dout if grad_b is not None else 0  # gamma and beta gradients, then 2 row-statistic tiles
+        if fused_ln:
+            mt = min(mt, (acc_free - 2 * din) // 2)
+            acc_free -= 2 * din + 2 * mt
         bufs = [
-            (spm.take(mt * dout), spm.take(mt * jt), spm.take(mt * gt), spm.take(mt * gt)) for _ in range(2)
+            (
+                spm.take(mt * dout),
+                spm.take(mt * jt),
+                spm.take(mt * gt),
+                spm.take(mt * gt),
+                spm.take(mt * lt),
+                spm.take(mt * lt),
+                spm.take(mt * lt),
+                ln_acc + 2 * din + i * mt,
+            )
+            for i in range(2)
         ]
+        if fused_ln:
+            assert ln is not None
+            b.load(Mem.SPM, gamma_addr, 0, ln.gamma, 0, 0, 1, din)
+            b.load(Mem.ACC, ln_acc, 0, ln.grad_g, 0, 0, 1, din)
+            b.load(Mem.ACC, ln_acc + din, 0, ln.grad_b, 0, 0, 1, din)
         step = 0
         for j_index, (j0, jj) in enumerate(_tiles(din, jt) if make_dx else [(0, 0)]):
             if make_dx:
                 b.load(Mem.SPM, w_addr, jj, w, 0, j0, dout, jj)
             for m0, mm in _tiles(rows, mt):
-                dy_addr, dx_addr, h_addr, g_addr = bufs[step % 2]
+                dy_addr, dx_addr, h_addr, g_addr, xh_addr, r_addr, o_addr, rs_acc = bufs[step % 2]
                 step += 1
                 b.load(Mem.SPM, dy_addr, dout, dy, m0, 0, mm, dout)
                 if grad_b is not None and j_index == 0:
@@ -706,8 +817,13 @@ def stage_linear_bwd(
                         stat=1,
                         slot=slot,
                     )
-                if dx is not None:
+                if dx is not None and not fused_ln:
                     b.store(Mem.SPM, dx_addr, jj, dx, m0, j0, mm, jj)
+                if fused_ln:
+                    assert ln is not None
+                    _ln_bwd_tile(
+                        b, ln, m0, mm, din, dx_addr, gamma_addr, xh_addr, r_addr, o_addr, rs_acc, ln_acc
+                    )
                 if gelu is not None and gelu.x is not None:
                     b.load(Mem.SPM, h_addr, jj, gelu.x, m0, j0, mm, jj)
                     b.add(
@@ -733,12 +849,16 @@ def stage_linear_bwd(
                     b.store(Mem.SPM, g_addr, jj, gelu.out, m0, j0, mm, jj)
     if grad_b is not None:
         b.store(Mem.ACC, bias_acc, 0, grad_b, 0, 0, 1, dout)
+    if fused_ln:
+        assert ln is not None
+        b.store(Mem.ACC, ln_acc, 0, ln.grad_g, 0, 0, 1, din)
+        b.store(Mem.ACC, ln_acc + din, 0, ln.grad_b, 0, 0, 1, din)
     # Weight gradient: ACC blocks of (ot x dt), accumulated over token tiles (A = dY^T: ta, B = X: tb).
     # One block as large as the ACC allows: fewer passes over dY and X (two half-size alternating blocks
     # overlap the block stores but re-read dY and X more: 16% more modelled cycles for DeiT-T's MLP).
     # Of the two block shapes (all output rows, or all input columns) take the one that reads dY and X
     # from DDR fewer times: dY once per column block, X once per row block.
-    acc_base = dout if grad_b is not None else 0
+    acc_base = b.config.acc_elems - acc_free  # after the bias gradient (and the fused LayerNorm's regions)
     shapes = []
     for ot in (min(dout, acc_free), max(1, min(dout, acc_free // min(din, acc_free)))):
         dt = max(1, min(din, acc_free // ot))
@@ -772,6 +892,7 @@ def stage_linear_bwd(
                     c_stride=dd,
                 )
             b.store(Mem.ACC, acc_base, dd, grad_w, o0, d0, oo, dd)
+    return fused_ln
 
 
 def stage_ln_fwd(
@@ -1837,7 +1958,20 @@ def attn_block_bwd(
         (),
         slots,
     )
-    stage_linear_bwd(
+    ln_f = {"g": f["ln_g"], "t": f["ln_t"], "dx": f["dx"]}
+    ln = LnBwdEpilogue(
+        params["norm1.weight"],
+        xhat,
+        rs,
+        dout,
+        dx,
+        grads["norm1.weight"],
+        grads["norm1.bias"],
+        _ln_bwd_shifts(dim, f["dln"], p["norm1.weight"], frac_x, frac_dout, ln_f),
+        (5,),
+        slots["ln_g"],
+    )
+    fused = stage_linear_bwd(
         b,
         dqkv,
         z,
@@ -1848,22 +1982,12 @@ def attn_block_bwd(
         _check_shift(f["dqkv"] + p["attn.qkv.weight"] - f["dln"], "dz"),
         (4, 0),
         slots["dln"],
+        ln=ln,
     )
-    ln_f = {"g": f["ln_g"], "t": f["ln_t"], "dx": f["dx"]}
-    stage_ln_bwd(
-        b,
-        dz,
-        xhat,
-        rs,
-        params["norm1.weight"],
-        dout,
-        dx,
-        grads["norm1.weight"],
-        grads["norm1.bias"],
-        _ln_bwd_shifts(dim, f["dln"], p["norm1.weight"], frac_x, frac_dout, ln_f),
-        (5,),
-        slots["ln_g"],
-    )
+    if not fused:
+        stage_ln_bwd(
+            b, dz, xhat, rs, ln.gamma, dout, dx, ln.grad_g, ln.grad_b, ln.shifts, ln.seed_path, ln.slot
+        )
     return _finish(b, key, blocks.ATTN_BWD_FRACS)
 
 
@@ -1970,7 +2094,20 @@ def mlp_block_bwd(
             dh, _check_shift(f["da"] + GELU_LUT_FRAC - f["dh"], "dh"), frac_h, slots["dh"], h, (1, 0)
         ),
     )
-    stage_linear_bwd(
+    ln_f = {"g": f["ln_g"], "t": f["ln_t"], "dx": f["dx"]}
+    ln = LnBwdEpilogue(
+        params["norm2.weight"],
+        xhat,
+        rs,
+        dout,
+        dx,
+        grads["norm2.weight"],
+        grads["norm2.bias"],
+        _ln_bwd_shifts(dim, f["dln"], p["norm2.weight"], frac_x, frac_dout, ln_f),
+        (3,),
+        slots["ln_g"],
+    )
+    fused = stage_linear_bwd(
         b,
         dh,
         z,
@@ -1981,22 +2118,12 @@ def mlp_block_bwd(
         _check_shift(f["dh"] + p["mlp.fc1.weight"] - f["dln"], "dz"),
         (2, 0),
         slots["dln"],
+        ln=ln,
     )
-    ln_f = {"g": f["ln_g"], "t": f["ln_t"], "dx": f["dx"]}
-    stage_ln_bwd(
-        b,
-        dz,
-        xhat,
-        rs,
-        params["norm2.weight"],
-        dout,
-        dx,
-        grads["norm2.weight"],
-        grads["norm2.bias"],
-        _ln_bwd_shifts(dim, f["dln"], p["norm2.weight"], frac_x, frac_dout, ln_f),
-        (3,),
-        slots["ln_g"],
-    )
+    if not fused:
+        stage_ln_bwd(
+            b, dz, xhat, rs, ln.gamma, dout, dx, ln.grad_g, ln.grad_b, ln.shifts, ln.seed_path, ln.slot
+        )
     return _finish(b, key, blocks.MLP_BWD_FRACS)
 
 
