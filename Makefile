@@ -8,7 +8,7 @@ SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 unexport VERILATOR_ROOT
 
-.PHONY: setup demo test lint unit csim hls cosim synth-report bench bitstream flash clean help
+.PHONY: setup demo test lint unit csim hls cosim synth-report bench bench-rtl bitstream flash clean help
 
 help:
 	@echo "make demo | test | bench | csim | cosim | synth-report | hls | bitstream | flash | lint | clean"
@@ -50,6 +50,10 @@ synth-report: setup
 
 bench: setup csim
 	$(VENV)/bin/trilevel bench --out results/bench
+
+# RTL engine (Verilator) per-kernel cycles from its hardware counters -> the committed table
+bench-rtl: setup
+	$(PY) -m trilevel.accel.rtlsim_bench --out docs/engine-rtl-cycles.json
 
 bitstream:
 	@bash bitstreams/build.sh
