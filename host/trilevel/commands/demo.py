@@ -250,8 +250,10 @@ def _summarize(specs: list[RunSpec], runs: dict[str, list[dict]], recipe: dict[s
         },
         "checks": {
             f"tri_level_reaches_{ACCURACY_GOAL:.0%}": tri["final_test_top1"] >= ACCURACY_GOAL,
-            f"tri_level_within_{FLOAT_GAP * 100:.0f}_points_of_float": (
-                abs(tri["final_test_top1"] - flt["final_test_top1"]) <= FLOAT_GAP),
+            # Fixed-point fidelity: the 16-bit run may not fall more than FLOAT_GAP below the float golden.
+            # Above it is no loss (single-seed digits runs vary by a few points either way).
+            f"tri_level_at_most_{FLOAT_GAP * 100:.0f}_points_below_float": (
+                tri["final_test_top1"] >= flt["final_test_top1"] - FLOAT_GAP),
         },
     }
 
