@@ -181,9 +181,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
 
 # ----------------------------------------------------------------------------------- DeiT-T blocks
 STAGES = ((197, None, 4), (139, 43, 3), (98, 31, 3), (69, 22, 2))   # tokens, keys, blocks (Tri-Level/0.7)
@@ -274,3 +271,7 @@ def projection(block_rows: list[dict[str, Any]], clock_mhz: float, images: int =
                    "embedding, head, top-k, final LayerNorm and the optimizer; paper Table 2: 13.79 h dense, "
                    "8.91 h Tri-Level")
     return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
