@@ -212,7 +212,7 @@ def _single(fields: dict[str, int], acc: np.ndarray | None = None, idx: np.ndarr
 ROW = dict(m=3, n=20, a_addr=0, a_stride=20, b_addr=2048, b_stride=20, c_addr=4096, c_stride=20, d_addr=6144,
            d_stride=20, e_addr=7000, e_stride=20, f_addr=0)
 ERROR_CASES = {
-    "ln_row_too_long": (dict(ROW, sub=Vec.LN_FWD, n=CFG.max_row + 1, a_stride=300, c_stride=300,
+    "ln_row_too_long": (dict(ROW, sub=Vec.LN_FWD, n=CFG.max_dim + 1, a_stride=300, c_stride=300,
                              e_stride=300), Err.BAD_DIMS),
     "ln_bad_shift4": (dict(ROW, sub=Vec.LN_FWD, shift=8, shift4=63), Err.BAD_SHIFT),
     "ln_beta_align": (dict(ROW, sub=Vec.LN_FWD, shift=8, shift2=-48), Err.BAD_SHIFT),

@@ -24,7 +24,7 @@ from trilevel.intref.fixed import QTensor
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_NAMES = ("array_rows", "array_cols", "spm_elems", "acc_elems", "idx_elems", "stat_slots", "vec_lanes",
-                "softmax_units", "max_row", "axi_bytes", "queue_depth", "isa_version")
+                "softmax_units", "max_row", "axi_bytes", "queue_depth", "isa_version", "max_dim")
 DDR_BYTES = 1 << 21
 VITIS_SOURCES = ("engine.cpp", "dma.cpp", "compute.cpp")  # hls/tcl/engine.tcl's sources
 PROGRAM_BYTES = 1 << 15  # room for 512 commands at DDR offset 0
@@ -163,7 +163,7 @@ def idx_grid(m: int, n: int, base: int = 0, stride: int | None = None) -> np.nda
 # ==================================================================================== config
 def test_config_matches_production_build(engine):
     p = isa.PRODUCTION
-    want = {name: getattr(p, name) for name in CONFIG_NAMES[:-1]}
+    want = {name: getattr(p, name) for name in CONFIG_NAMES if name != "isa_version"}
     want["isa_version"] = isa.ISA_VERSION
     assert engine.config == want
 
@@ -750,7 +750,7 @@ def test_build_failure_is_one_clear_line(tmp_path):
 def test_ci_config_build_reports_its_sizes(tmp_path):
     """--config ci compiles the engine at isa.CI_SMALL (the RTL's CI build, a 4 x 4 array); it runs."""
     ci = Engine(_build_csim().build(tmp_path / "ci.so", "fast", config="ci"))
-    want = {name: getattr(isa.CI_SMALL, name) for name in CONFIG_NAMES[:-1]}
+    want = {name: getattr(isa.CI_SMALL, name) for name in CONFIG_NAMES if name != "isa_version"}
     assert {k: v for k, v in ci.config.items() if k != "isa_version"} == want
     rng = np.random.default_rng(12)
     x, w = rand16(rng, (9, 11)), rand16(rng, (6, 11))

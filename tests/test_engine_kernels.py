@@ -191,6 +191,18 @@ def test_blocks_at_deit_tiny_shapes(tokens: int, keep_attn: float) -> None:
     check_mlp(engine, case)
 
 
+@NEEDS_CSIM
+@pytest.mark.parametrize("dim, heads", [(384, 6), (768, 12)])
+def test_deit_small_and_base_widths(dim: int, heads: int) -> None:
+    """DeiT-S/B embedding widths (LayerNorm rows up to max_dim, weights tiled through the scratchpad) on
+    fsim and the C-sim engine; a few tokens keep it fast."""
+    case = Case(batch=1, length=5, dim=dim, heads=heads, hidden=4 * dim, seed=dim)
+    for engine in (EngineBackend.fsim(isa.PRODUCTION), EngineBackend.csim()):
+        check_linear_and_norm(engine, case)
+        check_attn(engine, case, case.conn(0.5))
+        check_mlp(engine, case)
+
+
 @pytest.mark.parametrize("priority", list(itertools.permutations(Module)))
 def test_results_do_not_depend_on_the_module_schedule(priority: tuple[Module, ...]) -> None:
     """Any module may run ahead as far as its tokens allow (here: each priority order of the three
@@ -226,10 +238,11 @@ def test_engine_errors_name_the_kernel_and_command() -> None:
     assert isinstance(err.value, OverflowError)  # as the reference's 48-bit check
     with pytest.raises(OverflowError):
         REF.linear_bwd(dy, {"x": case.x}, p, {k: v.copy() for k, v in grads.items()}, {"dx": 11}, 3)
-    with pytest.raises(lower.LoweringError, match="max_row"):
-        engine.layernorm_fwd(QTensor(np.zeros((1, 2, 300), np.int16), 10),
-                             {"weight": QTensor(np.ones(300, np.int16), 14),
-                              "bias": QTensor(np.ones(300, np.int16), 14)}, {"y": 10})
+    too_long = engine.config.max_dim + 1
+    with pytest.raises(lower.LoweringError, match="max_dim"):
+        engine.layernorm_fwd(QTensor(np.zeros((1, 2, too_long), np.int16), 10),
+                             {"weight": QTensor(np.ones(too_long, np.int16), 14),
+                              "bias": QTensor(np.ones(too_long, np.int16), 14)}, {"y": 10})
 
 
 @NEEDS_CSIM

@@ -370,7 +370,7 @@ ln_fwd_rows:
         for (int j = 0; j < n; j++) {
 #pragma HLS PIPELINE II = 1
 #pragma HLS UNROLL factor = TL_VEC_LANES
-#pragma HLS LOOP_TRIPCOUNT max = TL_MAX_ROW
+#pragma HLS LOOP_TRIPCOUNT max = TL_MAX_DIM
             const int64_t v = spm[a_row + j];
             s1 += v;
             s2 += v * v;
@@ -385,7 +385,7 @@ ln_fwd_rows:
         for (int j = 0; j < n; j++) {
 #pragma HLS PIPELINE II = 1
 #pragma HLS UNROLL factor = TL_VEC_LANES
-#pragma HLS LOOP_TRIPCOUNT max = TL_MAX_ROW
+#pragma HLS LOOP_TRIPCOUNT max = TL_MAX_DIM
             const int64_t h = tl_requantize(((int64_t)n * spm[a_row + j] - s1) * rs, xs, TL_RNE, 0, 0);
             spm[d.e_addr + (uint64_t)i * d.e_stride + j] = (int16_t)h;
             const int64_t v = h * spm[d.b_addr + j] + tl_align(spm[d.d_addr + j], d.shift2);
@@ -400,7 +400,7 @@ ln_fwd_rows:
 static uint32_t tl_vec_ln_bwd(const tl_dec_t& d, int16_t* spm, const int64_t* acc, int64_t* stat) {
     const int n = d.n, fh = tl_ln_xhat_frac(n);
     const uint32_t seed_g = tl_hash32(d.seed, 0), seed_t = tl_hash32(d.seed, 1), seed_dx = tl_hash32(d.seed, 2);
-    int64_t g[TL_MAX_ROW];
+    int64_t g[TL_MAX_DIM];
     int64_t peak_g = 0, peak_t = 0, peak_dx = 0;
 ln_bwd_rows:
     for (int i = 0; i < d.m; i++) {
@@ -417,7 +417,7 @@ ln_bwd_rows:
         for (int j = 0; j < n; j++) {
 #pragma HLS PIPELINE II = 1
 #pragma HLS UNROLL factor = TL_VEC_LANES
-#pragma HLS LOOP_TRIPCOUNT max = TL_MAX_ROW
+#pragma HLS LOOP_TRIPCOUNT max = TL_MAX_DIM
             const int64_t g_acc = (int64_t)spm[a_row + j] * spm[d.b_addr + j];
             peak_g = tl_max64(peak_g, tl_units(tl_abs64(g_acc), d.shift));
             g[j] = tl_requantize(g_acc, d.shift, TL_SR, seed_g, idx_row + (uint32_t)j);
@@ -429,7 +429,7 @@ ln_bwd_rows:
         for (int j = 0; j < n; j++) {
 #pragma HLS PIPELINE II = 1
 #pragma HLS UNROLL factor = TL_VEC_LANES
-#pragma HLS LOOP_TRIPCOUNT max = TL_MAX_ROW
+#pragma HLS LOOP_TRIPCOUNT max = TL_MAX_DIM
             const int64_t t = ((n * g[j] - a_sum) * ((int64_t)1 << fh)) - (int64_t)spm[e_row + j] * b_sum;
             peak_t = tl_max64(peak_t, tl_units(tl_abs64(t), d.shift2));
             const int64_t t_hat = tl_requantize(t, d.shift2, TL_SR, seed_t, idx_row + (uint32_t)j);
@@ -452,7 +452,7 @@ static uint32_t tl_vec(const tl_dec_t& d, int16_t* spm, int64_t* acc, uint16_t* 
     if (sub > TL_VEC_MASK) return tl_fail(TL_ERR_RESERVED_BITS, d.pc);
     if (d.m == 0 || d.n == 0) return tl_fail(TL_ERR_BAD_DIMS, d.pc);
     const bool ln = sub == TL_VEC_LN_FWD || sub == TL_VEC_LN_BWD;
-    if ((ln || sub == TL_VEC_MASK) && d.n > TL_MAX_ROW) return tl_fail(TL_ERR_BAD_DIMS, d.pc);
+    if ((ln && d.n > TL_MAX_DIM) || (sub == TL_VEC_MASK && d.n > TL_MAX_ROW)) return tl_fail(TL_ERR_BAD_DIMS, d.pc);
     if (sub == TL_VEC_MASK && (d.imm < 0 || (d.m > d.imm && (d.k == 0 || d.k > d.n))))
         return tl_fail(TL_ERR_BAD_DIMS, d.pc);
     const bool shift_ok = sub == TL_VEC_LN_FWD

@@ -9,10 +9,12 @@ int tl_engine_queue_depth_hook(const char* name, int depth);  // engine.cpp
 extern "C" {
 
 // Fills out[0..n) with the build's sizes (array_rows, array_cols, spm_elems, acc_elems, idx_elems,
-// stat_slots, vec_lanes, softmax_units, max_row, axi_bytes, queue_depth, isa_version); returns the count.
+// stat_slots, vec_lanes, softmax_units, max_row, axi_bytes, queue_depth, isa_version, max_dim); returns the
+// count.
 int tl_engine_config(uint32_t* out, int n) {
     const uint32_t v[] = {TL_ARRAY_ROWS, TL_ARRAY_COLS,    TL_SPM_ELEMS, TL_ACC_ELEMS, TL_IDX_ELEMS,   TL_STAT_SLOTS,
-                          TL_VEC_LANES,  TL_SOFTMAX_UNITS, TL_MAX_ROW,   TL_AXI_BYTES, TL_QUEUE_DEPTH, TL_ISA_VERSION};
+                          TL_VEC_LANES,  TL_SOFTMAX_UNITS, TL_MAX_ROW,   TL_AXI_BYTES, TL_QUEUE_DEPTH, TL_ISA_VERSION,
+                          TL_MAX_DIM};
     int i = 0;
     for (; i < n && i < (int)(sizeof v / sizeof v[0]); i++) out[i] = v[i];
     return i;

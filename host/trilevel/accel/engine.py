@@ -196,6 +196,7 @@ class CSimEngine:
         "axi_bytes",
         "queue_depth",
         "isa_version",
+        "max_dim",
     )
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
@@ -227,20 +228,16 @@ class CSimEngine:
             lib.tl_engine_set_queue_depth.restype = ctypes.c_int
         self.lib = lib
         values = (ctypes.c_uint32 * len(self.CONFIG_FIELDS))()
-        lib.tl_engine_config(values, len(self.CONFIG_FIELDS))
+        written = lib.tl_engine_config(values, len(self.CONFIG_FIELDS))
+        if written != len(self.CONFIG_FIELDS):
+            raise CSimError(f"{self.path} reports {written} build sizes, the host needs "
+                            f"{len(self.CONFIG_FIELDS)} (rebuild with `make csim`)")
         got = dict(zip(self.CONFIG_FIELDS, (int(v) for v in values), strict=True))
-        if got["isa_version"] != isa.ISA_VERSION:
-            raise CSimError(f"{self.path}: ISA version {got['isa_version']}, host has {isa.ISA_VERSION}")
-        match = [
-            c for c in isa.CONFIGS.values() if all(getattr(c, k) == got[k] for k in self.CONFIG_FIELDS[:-1])
-        ]
-        self.config = (
-            match[0]
-            if match
-            else isa.EngineConfig(
-                "csim", clock_mhz=isa.PRODUCTION.clock_mhz, **{k: got[k] for k in self.CONFIG_FIELDS[:-1]}
-            )
-        )
+        if got.pop("isa_version") != isa.ISA_VERSION:
+            raise CSimError(f"{self.path}: ISA version {values[11]}, host has {isa.ISA_VERSION}")
+        match = [c for c in isa.CONFIGS.values() if all(getattr(c, k) == v for k, v in got.items())]
+        clock = isa.PRODUCTION.clock_mhz
+        self.config = match[0] if match else isa.EngineConfig("csim", clock_mhz=clock, **got)
 
     def set_queue_depth(self, name: str, depth: int) -> int:
         return int(self.lib.tl_engine_set_queue_depth(name.encode(), depth))

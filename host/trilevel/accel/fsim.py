@@ -303,6 +303,9 @@ class FunctionalEngine:
     def _max_row(self, n: int, what: str) -> None:
         _fault(n > self.config.max_row, Err.BAD_DIMS, f"{what} row of {n} > max_row {self.config.max_row}")
 
+    def _max_dim(self, n: int) -> None:
+        _fault(n > self.config.max_dim, Err.BAD_DIMS, f"LayerNorm row of {n} > max_dim {self.config.max_dim}")
+
     @staticmethod
     def _shift(value: int, what: str, lo_hi: tuple[int, int] = SHIFT_RANGE) -> None:
         _fault(not lo_hi[0] <= value <= lo_hi[1], Err.BAD_SHIFT, f"{what} {value} outside {lo_hi}")
@@ -546,7 +549,7 @@ class FunctionalEngine:
 
     def _ln_fwd(self, f: dict[str, int]) -> None:
         m, n = f["m"], f["n"]
-        self._max_row(n, "LayerNorm")
+        self._max_dim(n)
         for name in ("shift", "shift4"):
             self._shift(f[name], name)
         self._shift(f["shift2"], "beta alignment shift2", ALIGN_RANGE)
@@ -570,7 +573,7 @@ class FunctionalEngine:
 
     def _ln_bwd(self, f: dict[str, int]) -> None:
         m, n = f["m"], f["n"]
-        self._max_row(n, "LayerNorm")
+        self._max_dim(n)
         for name in ("shift", "shift2", "shift3"):
             self._shift(f[name], name)
         if f["bias"]:

@@ -233,7 +233,8 @@ class EngineConfig:
     stat_slots: int
     vec_lanes: int  # vector/SFU elements per cycle
     softmax_units: int  # softmax rows in flight
-    max_row: int  # longest softmax / top-k / LayerNorm row
+    max_row: int  # longest softmax / top-k / MASK row (tokens)
+    max_dim: int  # longest LayerNorm row (the embedding dimension)
     axi_bytes: int  # AXI4 data width in bytes (HP port)
     clock_mhz: float
     queue_depth: int  # command queue depth per module, and dependency-token queue depth
@@ -252,10 +253,10 @@ class EngineConfig:
 # The ZCU102 build (docs/engine.md resource budget) and the small build CI simulates in RTL.
 PRODUCTION = EngineConfig("zcu102", array_rows=32, array_cols=32, spm_elems=786_432, acc_elems=65_536,
                           idx_elems=16_384, stat_slots=64, vec_lanes=16, softmax_units=4, max_row=256,
-                          axi_bytes=16, clock_mhz=150.0, queue_depth=64)
+                          max_dim=1024, axi_bytes=16, clock_mhz=150.0, queue_depth=64)
 CI_SMALL = EngineConfig("ci", array_rows=4, array_cols=4, spm_elems=65_536, acc_elems=16_384,
                         idx_elems=4_096, stat_slots=64, vec_lanes=4, softmax_units=1, max_row=256,
-                        axi_bytes=16, clock_mhz=150.0, queue_depth=16)
+                        max_dim=256, axi_bytes=16, clock_mhz=150.0, queue_depth=16)
 CONFIGS: dict[str, EngineConfig] = {c.name: c for c in (PRODUCTION, CI_SMALL)}
 
 
@@ -404,6 +405,7 @@ def c_header_text(config: EngineConfig = PRODUCTION) -> str:
     sizes = {"ARRAY_ROWS": config.array_rows, "ARRAY_COLS": config.array_cols, "SPM_ELEMS": config.spm_elems,
              "ACC_ELEMS": config.acc_elems, "IDX_ELEMS": config.idx_elems, "STAT_SLOTS": config.stat_slots,
              "VEC_LANES": config.vec_lanes, "SOFTMAX_UNITS": config.softmax_units, "MAX_ROW": config.max_row,
+             "MAX_DIM": config.max_dim,
              "AXI_BYTES": config.axi_bytes, "QUEUE_DEPTH": config.queue_depth}
     lines += [f"#ifndef TL_{k}\n#define TL_{k} {v}\n#endif" for k, v in sizes.items()]
     lines += ["", "#endif", ""]

@@ -752,7 +752,7 @@ def stage_linear_bwd(
         fused_ln = (
             ln is not None
             and jt == din
-            and din <= b.config.max_row
+            and din <= b.config.max_dim
             and dout * din + din + 2 * (dout + din + ln_rows) <= spm.free
             and acc_free > 2 * din + 2 * PIPELINE_MIN_ROWS
         )
@@ -909,8 +909,8 @@ def stage_ln_fwd(
     slot: int,
 ) -> None:
     rows, dim = x.rows, x.cols
-    if dim > b.config.max_row:
-        raise LoweringError(f"LayerNorm over {dim} > max_row {b.config.max_row}")
+    if dim > b.config.max_dim:
+        raise LoweringError(f"LayerNorm over {dim} > max_dim {b.config.max_dim}")
     spm = _spm(b, "LayerNorm")
     g_addr, be_addr = spm.take(dim), spm.take(dim)
     mt = min(_rows_that_fit(spm.free // 2, 3 * dim, rows, "LayerNorm tile"), b.config.acc_elems // 2)
@@ -960,8 +960,8 @@ def stage_ln_bwd(
     slot: int,
 ) -> None:
     rows, dim = dy.rows, dy.cols
-    if dim > b.config.max_row:
-        raise LoweringError(f"LayerNorm over {dim} > max_row {b.config.max_row}")
+    if dim > b.config.max_dim:
+        raise LoweringError(f"LayerNorm over {dim} > max_dim {b.config.max_dim}")
     spm = _spm(b, "LayerNorm backward")
     g_addr = spm.take(dim)
     per_row = dim * (4 if res is not None else 3)
@@ -1168,7 +1168,7 @@ def stage_attn_fwd_fused(
         need > b.scratch
         or tt + length > b.config.acc_elems
         or length > b.config.max_row
-        or dim > b.config.max_row
+        or dim > b.config.max_dim
     ):
         return False
     spm = Arena(b.scratch, f"{b.kernel} fused attention (SPM)")
@@ -1315,7 +1315,7 @@ def stage_mlp_fwd_fused(
     hidden = params["mlp.fc1.weight"].rows
     fixed = 2 * dim * hidden + hidden + 3 * dim
     per_row = 4 * dim + 2 * hidden  # x, z, xhat, out; h, a
-    if dim > b.config.max_row or fixed + 2 * per_row > b.scratch:
+    if dim > b.config.max_dim or fixed + 2 * per_row > b.scratch:
         return False
     mt = min(rows, (b.scratch - fixed) // (2 * per_row), b.config.acc_elems // 2, 0xFFFF)
     spm = Arena(b.scratch, f"{b.kernel} fused MLP (SPM)")
