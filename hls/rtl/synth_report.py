@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {}
     for name in args.units:
         spec = UNITS[name]
-        spec = UnitSpec(spec.top, spec.modules, {**spec.params, **overrides.get(name, {})}, spec.luts)
+        spec = dataclasses.replace(spec, params={**spec.params, **overrides.get(name, {})})
         report[name] = synth_unit(name, spec, args.out.parent / "work", yosys)
         print(f"  {name}: {report[name]['seconds']} s", file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
