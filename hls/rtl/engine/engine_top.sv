@@ -22,7 +22,9 @@ module engine_top #(
     parameter int IDX_ELEMS = 4096,
     parameter int STAT_SLOTS = 64,
     parameter int QUEUE_DEPTH = 16,
-    parameter int MAX_ROW = 256,           // longest softmax / top-k / LayerNorm row
+    parameter int MAX_ROW = 256,           // longest softmax / top-k / MASK row
+    parameter int MAX_DIM = 256,           // longest LayerNorm row (isa max_dim)
+    parameter int VEC_LANES = 4,           // vector/SFU lanes (<= SPM_LANES and <= the ACC lanes)
     parameter int SPM_LANES = 8,           // >= 8 (one DMA beat), >= ROWS, COLS, a power of two
     parameter int AXI_AW = 40,
     parameter int AXIL_AW = 8,
@@ -355,8 +357,10 @@ module engine_top #(
     // VEC unit ports
     logic v_busy, v_c_we, v_acc_we;
     logic [23:0] v_a_raddr, v_b_raddr, v_d_raddr, v_e_raddr, v_c_waddr, v_acc_raddr, v_acc_waddr, v_idx_raddr;
-    logic [15:0] v_c_wdata;
-    logic [47:0] v_acc_wdata;
+    logic [SPM_LANES-1:0] v_c_wmask;
+    logic [SPM_LANES*16-1:0] v_c_wdata;
+    logic [AL-1:0] v_acc_wmask;
+    logic [AL*48-1:0] v_acc_wdata;
     logic x_c_we, x_acc_we;
     logic [SPM_LANES-1:0] x_c_wmask;
     logic [SPM_LANES*16-1:0] x_c_wdata;
@@ -370,12 +374,12 @@ module engine_top #(
         x_acc_raddr = sm_busy ? sm_acc_raddr : v_busy ? v_acc_raddr : g_acc_raddr;
         x_c_we = g_c_we || sm_c_we || v_c_we;
         x_c_waddr = sm_busy ? sm_c_waddr : v_busy ? v_c_waddr : g_c_waddr;
-        x_c_wmask = (sm_busy || v_busy) ? SPM_LANES'(1) : g_c_wmask;
-        x_c_wdata = sm_busy ? (SPM_LANES*16)'(sm_c_wdata) : v_busy ? (SPM_LANES*16)'(v_c_wdata) : g_c_wdata;
+        x_c_wmask = sm_busy ? SPM_LANES'(1) : v_busy ? v_c_wmask : g_c_wmask;
+        x_c_wdata = sm_busy ? (SPM_LANES*16)'(sm_c_wdata) : v_busy ? v_c_wdata : g_c_wdata;
         x_acc_we = g_acc_we || sm_acc_we || v_acc_we;
         x_acc_waddr = sm_busy ? sm_acc_waddr : v_busy ? v_acc_waddr : g_acc_waddr;
-        x_acc_wmask = (sm_busy || v_busy) ? AL'(1) : g_acc_wmask;
-        x_acc_wdata = sm_busy ? (AL*48)'(sm_acc_wdata) : v_busy ? (AL*48)'(v_acc_wdata) : g_acc_wdata;
+        x_acc_wmask = sm_busy ? AL'(1) : v_busy ? v_acc_wmask : g_acc_wmask;
+        x_acc_wdata = sm_busy ? (AL*48)'(sm_acc_wdata) : v_busy ? v_acc_wdata : g_acc_wdata;
     end
 
     // SPM: write ports LOAD, GEMM/SOFTMAX C; read ports STORE, A, B, GEMM E, bias
@@ -577,13 +581,15 @@ module engine_top #(
     logic v_done, v_err;
     logic [7:0] v_err_code;
     engine_vec #(.L(SPM_LANES), .AL(AL), .SPM_ELEMS(SPM_ELEMS), .ACC_ELEMS(ACC_ELEMS), .IDX_ELEMS(IDX_ELEMS),
-                 .STAT_SLOTS(STAT_SLOTS), .MAX_ROW(MAX_ROW), .MUTATE_ROUNDING((MUTATION >> 2) & 1)) u_vec (
+                 .STAT_SLOTS(STAT_SLOTS), .MAX_ROW(MAX_ROW), .MAX_DIM(MAX_DIM), .V(VEC_LANES),
+                 .MUTATE_ROUNDING((MUTATION >> 2) & 1)) u_vec (
         .clk(clk), .rst(ers), .start(v_start), .cmd(u_cmd), .busy(v_busy), .done(v_done),
         .err_valid(v_err), .err_code(v_err_code), .a_raddr(v_a_raddr), .a_rdata(g_a_rdata),
         .b_raddr(v_b_raddr), .b_rdata(g_b_rdata), .d_raddr(v_d_raddr), .d_rdata(g_d_rdata),
-        .e_raddr(v_e_raddr), .e_rdata(g_e_rdata), .c_we(v_c_we), .c_waddr(v_c_waddr), .c_wdata(v_c_wdata),
+        .e_raddr(v_e_raddr), .e_rdata(g_e_rdata), .c_we(v_c_we), .c_waddr(v_c_waddr), .c_wmask(v_c_wmask),
+        .c_wdata(v_c_wdata),
         .acc_raddr(v_acc_raddr), .acc_rdata(g_acc_rdata), .acc_we(v_acc_we), .acc_waddr(v_acc_waddr),
-        .acc_wdata(v_acc_wdata), .idx_raddr(v_idx_raddr), .idx_rdata(idx_rdata[3*128 +: 16]),
+        .acc_wmask(v_acc_wmask), .acc_wdata(v_acc_wdata), .idx_raddr(v_idx_raddr), .idx_rdata(idx_rdata[3*128 +: 16]),
         .stat_we(v_stat_we), .stat_slot(v_stat_slot), .stat_value(v_stat_value)
     );
 

@@ -14,12 +14,14 @@
 // RNE right alignment of beta / the residual); only LN_BWD's B = RNE(sum g xhat, fh) is an internal
 // unsaturated RNE (round_shift without saturation, which the requantizer does not provide).
 //
-// Datapath: row-sequential, ONE element per cycle (lane 0 of each SPM window port; the unit does not
-// use isa vec_lanes yet). A command runs as rows of passes; a pass issues one element per cycle and
-// then drains its pipeline (stage 0 read address, stage 1 operands -> requantizers A/B, stage 5 ->
-// requantizer C, stage 9 result). Cycles per row (n elements, m rows): LN_FWD 3n + 26, LN_BWD 2n + 24,
-// GELU n + 6, MASK n + 2 (+ k + 2 for list rows); COLSUM/COLDOT run column-wise: n (m + 5); plus ~4
-// per command (checks, statistics).
+// Datapath: row-sequential with V lanes (V = vec_lanes, <= SPM window lanes L and ACC lanes AL): V
+// consecutive elements of a row per cycle through one window of each SPM port (COLSUM / COLDOT: V
+// consecutive columns of a row, rows one per cycle; MASK's list entries one per cycle). A command runs
+// as rows of passes; a pass issues one group of V elements per cycle and then drains its pipeline
+// (stage 0 read address, stage 1 operands -> V requantizers A and B, stage 5 -> V requantizers C,
+// stage 9 result). Cycles (VEC_BUSY) for m rows of n elements, g = ceil(n / V): LN_FWD m (3g + 35) + 5,
+// LN_BWD m (2g + 24) + 5, GELU_* m (g + 12) + 5, MASK m (g + 12) + 5 plus k + 10 per list row,
+// COLSUM / COLDOT g (m + 13) + 5 (measured in Verilator, V = 1 and 4).
 // Errors exactly as fsim in its order: BAD_DIMS, BAD_SHIFT, SPM_RANGE (slots, operand ranges) before
 // anything moves; while running LN_BWD's per-row BAD_SHIFT (shift3 + k, shift4 - k), MASK's list entry
 // >= n (SPM_RANGE) and the COLSUM/COLDOT total outside 48 bits (ACC_RANGE). Memory written by a failing
@@ -32,7 +34,9 @@ module engine_vec #(
     parameter int ACC_ELEMS = 16384,
     parameter int IDX_ELEMS = 4096,
     parameter int STAT_SLOTS = 64,
-    parameter int MAX_ROW = 256,
+    parameter int MAX_ROW = 256,         // longest MASK row
+    parameter int MAX_DIM = 256,         // longest LayerNorm row (isa max_dim; the row buffers)
+    parameter int V = 4,                // vector lanes (isa vec_lanes), V <= L and V <= AL
     parameter int MUTATE_ROUNDING = 0   // test only: GELU_BWD rounds RNE instead of SR
 ) (
     input  logic              clk,
@@ -53,12 +57,14 @@ module engine_vec #(
     input  logic [L*16-1:0]   e_rdata,
     output logic              c_we,
     output logic [23:0]       c_waddr,
-    output logic [15:0]       c_wdata,
+    output logic [L-1:0]      c_wmask,
+    output logic [L*16-1:0]   c_wdata,
     output logic [23:0]       acc_raddr,
     input  logic [AL*48-1:0]  acc_rdata,
     output logic              acc_we,
     output logic [23:0]       acc_waddr,
-    output logic [47:0]       acc_wdata,
+    output logic [AL-1:0]     acc_wmask,
+    output logic [AL*48-1:0]  acc_wdata,
     output logic [23:0]       idx_raddr,
     input  logic [15:0]       idx_rdata,
     output logic              stat_we,
@@ -70,7 +76,7 @@ module engine_vec #(
     /* verilator lint_on UNUSEDPARAM */
     `include "tl_vec_luts.svh"
 
-    localparam int IW = $clog2(MAX_ROW);
+    localparam int IW = $clog2(MAX_DIM);
     localparam int JW = 17;
     localparam int NS = 9;                  // pipeline stages after issue
 
@@ -157,17 +163,18 @@ module engine_vec #(
     wire [6:0] slot_end = 7'(f_slot) + (op_lnb ? 7'd3 : 7'd1);
     wire slot_bad = f_stat && 32'(slot_end) > 32'(STAT_SLOTS);
     wire row_long = 32'(f_n) > 32'(MAX_ROW);
+    wire dim_long = 32'(f_n) > 32'(MAX_DIM);
     logic [7:0] check_code;
     always_comb begin
         check_code = TL_ERR_NONE;
         if (f_m == 0 || f_n == 0) check_code = TL_ERR_BAD_DIMS;
         else if (op_lnf) begin
-            if (row_long) check_code = TL_ERR_BAD_DIMS;
+            if (dim_long) check_code = TL_ERR_BAD_DIMS;
             else if (bad_rq(f_shift) || bad_rq(f_shift4) || bad_al(f_shift2)) check_code = TL_ERR_BAD_SHIFT;
             else if (slot_bad || spm_a || spm_b_row || spm_d_row || spm_c || spm_e || acc_fm)
                 check_code = TL_ERR_SPM_RANGE;
         end else if (op_lnb) begin
-            if (row_long) check_code = TL_ERR_BAD_DIMS;
+            if (dim_long) check_code = TL_ERR_BAD_DIMS;
             else if (bad_rq(f_shift) || bad_rq(f_shift2) || bad_rq(f_shift3) || (f_bias && bad_al(f_shift4)))
                 check_code = TL_ERR_BAD_SHIFT;
             else if (slot_bad || spm_a || spm_b_row || spm_e || acc_fm || (f_bias && spm_d) || spm_c)
@@ -201,10 +208,10 @@ module engine_vec #(
     logic [3:0] state;
     logic [1:0] pass;                 // pass within a row
     logic [2:0] calc;                 // step of S_CALC / S_STAT
-    logic [15:0] row;                 // row i (column j for COLSUM / COLDOT)
-    logic [JW-1:0] j, plen;           // issue counter and length of the current pass
+    logic [15:0] row;                 // row i (first column of the group for COLSUM / COLDOT)
+    logic [JW-1:0] j, plen;           // issue counter (first element of the group) and pass length
     logic [23:0] r_a, r_b, r_c, r_d, r_e, r_i;   // row bases
-    logic [23:0] p_a, p_b;            // pass pointers of A and B (column-wise for COLSUM / COLDOT)
+    logic [23:0] p_a, p_b;            // pass pointers of A and B (row-wise for COLSUM / COLDOT)
     logic [31:0] r_ib;                // SR index of the row's element 0
     logic [3:0] fh;
     logic [63:0] eps;
@@ -222,18 +229,29 @@ module engine_vec #(
     logic [31:0] rs;                  // rsqrt (LN_FWD: the LUT value, LN_BWD: ACC bits 31:0)
     logic signed [7:0] dx_sh, al_sh;  // LN_BWD shift3 + k, shift4 - k
     logic signed [63:0] bsum;         // LN_BWD B
-    logic signed [63:0] csum;         // COLSUM / COLDOT column sum
-    logic signed [47:0] cacc;         // ACC value of the column
+    logic signed [63:0] csum [V];     // COLSUM / COLDOT column sums of the group
+    logic signed [47:0] cacc [V];     // their ACC values
     logic [63:0] st [3];              // statistics
 
-    logic [15:0] xbuf [MAX_ROW];      // LN_FWD x, LN_BWD xhat
-    logic [15:0] hbuf [MAX_ROW];      // LN_FWD xhat, LN_BWD g
+    logic [15:0] xbuf [MAX_DIM];      // LN_FWD x, LN_BWD xhat
+    logic [15:0] hbuf [MAX_DIM];      // LN_FWD xhat, LN_BWD g
 
-    // pipeline bookkeeping
+    // pipeline bookkeeping: stage s holds the group issued s cycles ago
+    wire single = op_mask && pass == 2'd1;          // MASK list entries: one per cycle
+    wire [JW-1:0] step = (single || op_col) ? JW'(1) : JW'(V);    // COLSUM / COLDOT: one row per cycle
     logic [NS:1] vld;
     logic [JW-1:0] js [1:NS];
     wire issue = state == S_PASS && j < plen && !err_f;
     wire pipe_empty = vld == '0;
+    logic [V-1:0] lv0, lv1, lv5, lv9;             // lane valid at stages 0, 1, 5, 9
+    always_comb begin
+        for (int l = 0; l < V; l++) begin
+            lv0[l] = issue && j + JW'(l) < plen && (l == 0 || !single);
+            lv1[l] = vld[1] && js[1] + JW'(l) < plen && (l == 0 || !single);
+            lv5[l] = vld[5] && js[5] + JW'(l) < plen;
+            lv9[l] = vld[9] && js[9] + JW'(l) < plen;
+        end
+    end
 
     // ------------------------------------------------------------------ stage 0: read addresses
     assign a_raddr = p_a;
@@ -243,138 +261,215 @@ module engine_vec #(
     assign idx_raddr = r_i + 24'(j);
     assign acc_raddr = f_f + 24'(row);
 
-    // ------------------------------------------------------------------ stage 1: operands
-    wire signed [15:0] a1 = a_rdata[15:0];
-    wire signed [15:0] b1 = b_rdata[15:0];
-    wire signed [15:0] d1 = d_rdata[15:0];
-    wire signed [15:0] e1 = e_rdata[15:0];
-    wire [IW-1:0] j1 = IW'(js[1]);
-    wire [IW-1:0] j5 = IW'(js[5]);
-    wire signed [15:0] xb1 = xbuf[j1];
-    wire signed [15:0] hb1 = hbuf[j1];
-    wire signed [15:0] xb5 = xbuf[j5];
-    wire [31:0] idx1 = r_ib + 32'(js[1]);
-    wire [31:0] idx5 = r_ib + 32'(js[5]);
-
+    // ------------------------------------------------------------------ stage 1: operands, per lane
+    function automatic logic [IW-1:0] bidx(input logic [JW-1:0] base, input logic [JW-1:0] l);
+        bidx = IW'(base + l);
+    endfunction
     // GELU cell: clip(floor(x * 2**(7 - imm)), -1024, 1023) + 1024
-    wire signed [15:0] gx = op_gf ? a1 : b1;
     wire signed [32:0] gsh = 33'sd7 - 33'(f_imm);
-    logic signed [31:0] gscaled;
-    logic [10:0] gcell;
+    function automatic logic [10:0] gelu_cell(input logic signed [15:0] x, input logic signed [32:0] sh);
+        logic signed [31:0] v;
+        if (!sh[32]) begin
+            if (x == 0) v = 32'sd0;
+            else if (sh >= 33'sd11) v = x < 0 ? -32'sd1024 : 32'sd1023;
+            else v = 32'(x) <<< 4'(sh);
+        end else if (-sh >= 33'sd16) v = x < 0 ? -32'sd1 : 32'sd0;
+        else v = 32'(x) >>> 4'(-sh);
+        if (v < -32'sd1024) v = -32'sd1024;
+        if (v > 32'sd1023) v = 32'sd1023;
+        gelu_cell = 11'(v + 32'sd1024);
+    endfunction
+    wire signed [63:0] n64 = 64'(signed'({1'b0, f_n}));
+    wire signed [63:0] rs64 = 64'(signed'({1'b0, rs}));
+
+    logic signed [15:0] a1 [V], b1 [V], d1 [V], e1 [V], xb1 [V], hb1 [V], xb5 [V];
+    logic signed [63:0] gelu_acc [V], g_acc [V], t_acc [V], xg1 [V];
+    logic signed [63:0] qa_acc [V];
+    logic [31:0] idx1 [V], idx5 [V];
     always_comb begin
-        if (!gsh[32]) begin
-            if (gx == 0) gscaled = 32'sd0;
-            else if (gsh >= 33'sd11) gscaled = gx < 0 ? -32'sd1024 : 32'sd1023;
-            else gscaled = 32'(gx) <<< 4'(gsh);
-        end else if (-gsh >= 33'sd16) gscaled = gx < 0 ? -32'sd1 : 32'sd0;
-        else gscaled = 32'(gx) >>> 4'(-gsh);
-        if (gscaled < -32'sd1024) gscaled = -32'sd1024;
-        if (gscaled > 32'sd1023) gscaled = 32'sd1023;
-        gcell = 11'(gscaled + 32'sd1024);
+        for (int l = 0; l < V; l++) begin
+            logic [10:0] gc;
+            logic signed [17:0] lut;
+            a1[l] = a_rdata[l*16 +: 16];
+            b1[l] = b_rdata[l*16 +: 16];
+            d1[l] = d_rdata[l*16 +: 16];
+            e1[l] = e_rdata[l*16 +: 16];
+            xb1[l] = xbuf[bidx(js[1], JW'(l))];
+            hb1[l] = hbuf[bidx(js[1], JW'(l))];
+            xb5[l] = xbuf[bidx(js[5], JW'(l))];
+            idx1[l] = r_ib + 32'(js[1]) + 32'(l);
+            idx5[l] = r_ib + 32'(js[5]) + 32'(l);
+            gc = gelu_cell(op_gf ? a1[l] : b1[l], gsh);
+            lut = op_gf ? 18'(tl_phi_lut(gc)) : tl_dgelu_lut(gc);
+            gelu_acc[l] = 64'(a1[l]) * 64'(lut);
+            g_acc[l] = 64'(a1[l]) * 64'(b1[l]);                                  // dy gamma
+            t_acc[l] = ((n64 * 64'(hb1[l]) - 64'(s1)) <<< fh) - 64'(xb1[l]) * bsum;
+            xg1[l] = 64'(hb1[l]) * 64'(b1[l]);                                   // xhat gamma
+            if (op_lnf) qa_acc[l] = (n64 * 64'(xb1[l]) - 64'(s1)) * rs64;        // (n x - S1) rsqrt
+            else if (op_lnb && pass == 2'd0) qa_acc[l] = g_acc[l];
+            else if (op_lnb) qa_acc[l] = t_acc[l];
+            else qa_acc[l] = gelu_acc[l];
+        end
     end
-    wire signed [17:0] glut = op_gf ? 18'(tl_phi_lut(gcell)) : tl_dgelu_lut(gcell);
-    wire signed [63:0] gelu_acc = 64'(a1) * 64'(glut);
-
-    wire signed [63:0] ln_c1 = 64'(signed'({1'b0, f_n})) * 64'(xb1) - 64'(s1);          // n x - S1
-    wire signed [63:0] xhat_acc = ln_c1 * 64'(signed'({1'b0, rs}));
-    wire signed [63:0] g_acc = 64'(a1) * 64'(b1);                                        // dy gamma
-    wire signed [63:0] t_acc = ((64'(signed'({1'b0, f_n})) * 64'(hb1) - 64'(s1)) <<< fh) - 64'(xb1) * bsum;
-    wire signed [63:0] xg1 = 64'(hb1) * 64'(b1);                                         // xhat gamma
-
-    // requantizer A (stage 1 -> 5) and B (alignment, stage 1 -> 5)
-    logic signed [63:0] qa_acc;
+    // requantizer A (stage 1 -> 5): shift, mode and seed are per command / pass
     logic signed [7:0] qa_sh;
     logic qa_mode;
     logic [31:0] qa_seed;
     always_comb begin
-        qa_acc = gelu_acc;
         qa_sh = f_shift;
         qa_mode = 1'b0;
         qa_seed = f_seed;
-        if (op_lnf) begin
-            qa_acc = xhat_acc;
-            qa_sh = 8'sd20 + 8'(kk) - 8'(fh);
-        end else if (op_lnb && pass == 2'd0) begin
-            qa_acc = g_acc;
+        if (op_lnf) qa_sh = 8'sd20 + 8'(kk) - 8'(fh);
+        else if (op_lnb && pass == 2'd0) begin
             qa_mode = 1'b1;
             qa_seed = seed0;
         end else if (op_lnb) begin
-            qa_acc = t_acc;
             qa_sh = f_shift2;
             qa_mode = 1'b1;
             qa_seed = seed1;
-        end else if (op_gb) begin
-            qa_mode = MUTATE_ROUNDING == 0;
-        end
+        end else if (op_gb) qa_mode = MUTATE_ROUNDING == 0;
     end
-    logic signed [15:0] qa, qb, qc;
-    trilevel_requant #(.ACC_W(64)) u_rq_a (
-        .clk(clk), .en(1'b1), .acc(qa_acc), .shift(qa_sh), .mode(qa_mode), .seed(qa_seed), .index(idx1), .q(qa)
-    );
     wire signed [7:0] qb_sh = op_lnf ? f_shift2 : al_sh;
-    trilevel_requant #(.ACC_W(64)) u_rq_b (
-        .clk(clk), .en(1'b1), .acc(64'(d1)), .shift(qb_sh), .mode(1'b0), .seed(32'd0), .index(32'd0), .q(qb)
-    );
-    logic signed [63:0] xg_dl [4];
-    logic signed [15:0] d_dl [4];
+    wire signed [7:0] qc_sh = op_lnf ? f_shift : dx_sh;
+    logic signed [15:0] qa [V], qb [V], qc [V];
+    logic signed [63:0] qc_acc [V], y_acc [V], dx_acc [V], d_al [V];
+    logic signed [63:0] xg_dl [4][V];
+    logic signed [15:0] d_dl [4][V];
     always_ff @(posedge clk) begin
-        xg_dl[0] <= xg1;
-        d_dl[0] <= d1;
-        for (int s = 1; s < 4; s++) begin
-            xg_dl[s] <= xg_dl[s-1];
-            d_dl[s] <= d_dl[s-1];
+        for (int l = 0; l < V; l++) begin
+            xg_dl[0][l] <= xg1[l];
+            d_dl[0][l] <= d1[l];
+            for (int s = 1; s < 4; s++) begin
+                xg_dl[s][l] <= xg_dl[s-1][l];
+                d_dl[s][l] <= d_dl[s-1][l];
+            end
         end
     end
+    // stage 5: beta / residual aligned (left shift exact, right shift through requantizer B)
+    always_comb begin
+        for (int l = 0; l < V; l++) begin
+            d_al[l] = qb_sh <= 0 ? 64'(d_dl[3][l]) <<< 6'(-qb_sh) : 64'(qb[l]);
+            y_acc[l] = xg_dl[3][l] + d_al[l];                                           // LN_FWD
+            dx_acc[l] = 64'(qa[l]) * rs64 + (f_bias ? d_al[l] : 64'sd0);               // LN_BWD
+            qc_acc[l] = op_lnf ? y_acc[l] : dx_acc[l];
+        end
+    end
+    for (genvar l = 0; l < V; l++) begin : g_lane
+        trilevel_requant #(.ACC_W(64)) u_rq_a (
+            .clk(clk), .en(1'b1), .acc(qa_acc[l]), .shift(qa_sh), .mode(qa_mode), .seed(qa_seed),
+            .index(idx1[l]), .q(qa[l])
+        );
+        trilevel_requant #(.ACC_W(64)) u_rq_b (
+            .clk(clk), .en(1'b1), .acc(64'(d1[l])), .shift(qb_sh), .mode(1'b0), .seed(32'd0), .index(32'd0),
+            .q(qb[l])
+        );
+        trilevel_requant #(.ACC_W(64)) u_rq_c (
+            .clk(clk), .en(1'b1), .acc(qc_acc[l]), .shift(qc_sh), .mode(op_lnb), .seed(seed2), .index(idx5[l]),
+            .q(qc[l])
+        );
+    end
 
-    // ------------------------------------------------------------------ stage 5
-    wire signed [63:0] d_al = qb_sh <= 0 ? 64'(d_dl[3]) <<< 6'(-qb_sh) : 64'(qb);
-    wire signed [63:0] y_acc = xg_dl[3] + d_al;                                          // LN_FWD
-    wire signed [63:0] dx_acc = 64'(qa) * 64'(signed'({1'b0, rs})) + (f_bias ? d_al : 64'sd0);   // LN_BWD
-    wire signed [63:0] qc_acc = op_lnf ? y_acc : dx_acc;
-    wire signed [7:0] qc_sh = op_lnf ? f_shift : dx_sh;
-    trilevel_requant #(.ACC_W(64)) u_rq_c (
-        .clk(clk), .en(1'b1), .acc(qc_acc), .shift(qc_sh), .mode(op_lnb), .seed(seed2), .index(idx5), .q(qc)
-    );
-
-    // statistics of this cycle
-    wire [63:0] u_g1 = units(op_lnb ? g_acc : gelu_acc, 9'(f_shift));   // LN_BWD slot (g), GELU
-    wire [63:0] u_t1 = units(t_acc, 9'(f_shift2));
-    wire [63:0] u_y5 = units(y_acc, 9'(f_shift));
-    wire [63:0] u_dx5 = units(dx_acc, 9'(dx_sh));
+    // statistics of this cycle: max over the valid lanes
+    logic [63:0] u_s1, u_t1, u_y5, u_dx5;   // slot 0 at stage 1 (LN_BWD g, GELU), slot 1, slot 0 (LN_FWD), slot 2
+    always_comb begin
+        u_s1 = '0;
+        u_t1 = '0;
+        u_y5 = '0;
+        u_dx5 = '0;
+        for (int l = 0; l < V; l++) begin
+            logic [63:0] u;
+            u = units(op_lnb ? g_acc[l] : gelu_acc[l], 9'(f_shift));
+            if (lv1[l] && u > u_s1) u_s1 = u;
+            u = units(t_acc[l], 9'(f_shift2));
+            if (lv1[l] && u > u_t1) u_t1 = u;
+            u = units(y_acc[l], 9'(f_shift));
+            if (lv5[l] && u > u_y5) u_y5 = u;
+            u = units(dx_acc[l], 9'(dx_sh));
+            if (lv5[l] && u > u_dx5) u_dx5 = u;
+        end
+    end
+    // row sums of this cycle
+    logic signed [31:0] sum_x1, sum_g5;
+    logic signed [63:0] sum_xx1, sum_gx5;
+    always_comb begin
+        sum_x1 = '0;
+        sum_xx1 = '0;
+        sum_g5 = '0;
+        sum_gx5 = '0;
+        for (int l = 0; l < V; l++) begin
+            if (lv1[l]) begin
+                sum_x1 = sum_x1 + 32'(a1[l]);
+                sum_xx1 = sum_xx1 + 64'(a1[l]) * 64'(a1[l]);
+            end
+            if (lv5[l]) begin
+                sum_g5 = sum_g5 + 32'(qa[l]);
+                sum_gx5 = sum_gx5 + 64'(qa[l]) * 64'(xb5[l]);
+            end
+        end
+    end
 
     // ------------------------------------------------------------------ writes
     wire [15:0] list_e = idx_rdata;
-    wire list_bad = op_mask && pass == 2'd1 && vld[1] && 32'(list_e) >= 32'(f_n);
+    wire list_bad = single && vld[1] && 32'(list_e) >= 32'(f_n);
+    wire [15:0] mask_fill = 16'(32'(row) < 32'(f_imm));
     always_comb begin
         c_we = 1'b0;
         c_waddr = r_c + 24'(js[5]);
-        c_wdata = qa;
+        c_wmask = '0;
+        c_wdata = '0;
+        for (int l = 0; l < V; l++) c_wdata[l*16 +: 16] = qa[l];
         if (!err_f && state == S_PASS) begin
             if (op_lnf && pass == 2'd1) begin
                 c_we = vld[5];
                 c_waddr = r_e + 24'(js[5]);
+                c_wmask = L'(lv5);
             end else if ((op_lnf && pass == 2'd2) || (op_lnb && pass == 2'd1)) begin
                 c_we = vld[9];
                 c_waddr = r_c + 24'(js[9]);
-                c_wdata = qc;
+                c_wmask = L'(lv9);
+                for (int l = 0; l < V; l++) c_wdata[l*16 +: 16] = qc[l];
             end else if (op_gelu) begin
                 c_we = vld[5];
+                c_wmask = L'(lv5);
             end else if (op_mask && pass == 2'd0) begin
                 c_we = issue;
                 c_waddr = r_c + 24'(j);
-                c_wdata = 16'(32'(row) < 32'(f_imm));
+                c_wmask = L'(lv0);
+                for (int l = 0; l < V; l++) c_wdata[l*16 +: 16] = mask_fill;
             end else if (op_mask) begin
                 c_we = vld[1] && !list_bad;
                 c_waddr = r_c + 24'(list_e);
-                c_wdata = 16'd1;
+                c_wmask = L'(1);
+                c_wdata[15:0] = 16'd1;
             end
         end
     end
-    wire signed [48:0] col_total = 49'(cacc) + 49'(csum);
-    wire col_over = col_total >= 49'sh0_8000_0000_0000 || col_total <= -49'sh0_8000_0000_0000;
+    // COLSUM / COLDOT totals of the group, the 48-bit check over the valid columns
+    logic signed [48:0] col_total [V];
+    logic [V-1:0] col_lane;
+    logic col_over;
+    always_comb begin
+        col_over = 1'b0;
+        for (int l = 0; l < V; l++) begin
+            col_lane[l] = 32'(row) + 32'(l) < 32'(f_n);
+            col_total[l] = 49'(cacc[l]) + 49'(csum[l]);
+            if (col_lane[l] && (col_total[l] >= 49'sh0_8000_0000_0000 || col_total[l] <= -49'sh0_8000_0000_0000))
+                col_over = 1'b1;
+        end
+    end
+    always_comb begin
+        acc_wmask = '0;
+        acc_wdata = '0;
+        if (op_lnf) begin
+            acc_wmask[0] = 1'b1;
+            acc_wdata[47:0] = {11'd0, kk, rs};
+        end else begin
+            acc_wmask = AL'(col_lane);
+            for (int l = 0; l < V; l++) acc_wdata[l*48 +: 48] = col_total[l][47:0];
+        end
+    end
     assign acc_we = state == S_ROWEND && !err_f && (op_lnf || (op_col && !col_over));
     assign acc_waddr = f_f + 24'(row);
-    assign acc_wdata = op_lnf ? {11'd0, kk, rs} : col_total[47:0];
 
     assign stat_we = state == S_STAT && f_stat && !err_f && (op_lnf || op_lnb || op_gelu) &&
                      calc < (op_lnb ? 3'd3 : 3'd1);
@@ -398,14 +493,14 @@ module engine_vec #(
     wire signed [17:0] dxs = 18'(f_shift3) + 18'(acc_k);
     wire signed [17:0] als = 18'(f_shift4) - 18'(acc_k);
     wire lnb_bad = dxs < -18'sd16 || dxs > 18'sd62 || (f_bias && (als < -18'sd47 || als > 18'sd62));
-    wire last_row = row == (op_col ? f_n : f_m) - 16'd1;
+    wire last_row = op_col ? 32'(row) + 32'(V) >= 32'(f_n) : row == f_m - 16'd1;
 
-    // length of each pass; the next state after a pass
+    // length of the next pass
     logic [JW-1:0] len_next;
     always_comb begin
         len_next = JW'(f_n);
         if (op_col) len_next = JW'(f_m);
-        else if (op_mask && pass == 2'd0) len_next = JW'(f_k);   // the pass after the zero/one row
+        else if (op_mask && pass == 2'd0) len_next = JW'(f_k);   // the list pass after the zero row
     end
 
     always_ff @(posedge clk) begin
@@ -433,35 +528,35 @@ module engine_vec #(
             // ---- per-element work of the current pass
             if (state == S_PASS && !err_f) begin
                 if (issue) begin
-                    j <= j + 1'b1;
-                    p_a <= p_a + (op_col ? 24'(f_as) : 24'd1);
-                    p_b <= p_b + (op_col ? 24'(f_bs) : 24'd1);
+                    j <= j + step;
+                    p_a <= p_a + (op_col ? 24'(f_as) : 24'(V));
+                    p_b <= p_b + (op_col ? 24'(f_bs) : 24'(V));
                 end
                 if (vld[1]) begin
+                    for (int l = 0; l < V; l++) begin
+                        if (lv1[l] && op_lnf && pass == 2'd0) xbuf[bidx(js[1], JW'(l))] <= a1[l];
+                        if (lv1[l] && op_lnb && pass == 2'd0) xbuf[bidx(js[1], JW'(l))] <= e1[l];
+                        if (op_col) csum[l] <= csum[l] + (op_dot ? 64'(a1[l]) * 64'(b1[l]) : 64'(a1[l]));
+                    end
                     if (op_lnf && pass == 2'd0) begin
-                        xbuf[j1] <= a1;
-                        s1 <= s1 + 32'(a1);
-                        s2 <= s2 + 64'(a1) * 64'(a1);
+                        s1 <= s1 + sum_x1;
+                        s2 <= s2 + sum_xx1;
                     end
-                    if (op_lnb && pass == 2'd0) begin
-                        xbuf[j1] <= e1;
-                        if (f_stat && u_g1 > st[0]) st[0] <= u_g1;
-                    end
+                    if ((op_gelu || (op_lnb && pass == 2'd0)) && f_stat && u_s1 > st[0]) st[0] <= u_s1;
                     if (op_lnb && pass == 2'd1 && f_stat && u_t1 > st[1]) st[1] <= u_t1;
-                    if (op_gelu && f_stat && u_g1 > st[0]) st[0] <= u_g1;
-                    if (op_col) csum <= csum + (op_dot ? 64'(a1) * 64'(b1) : 64'(a1));
                     if (list_bad) begin
                         err_f <= 1'b1;
                         err_c <= TL_ERR_SPM_RANGE;
                     end
                 end
                 if (vld[5]) begin
-                    if (op_lnf && pass == 2'd1) hbuf[j5] <= qa;
+                    for (int l = 0; l < V; l++)
+                        if (lv5[l] && ((op_lnf && pass == 2'd1) || (op_lnb && pass == 2'd0)))
+                            hbuf[bidx(js[5], JW'(l))] <= qa[l];
                     if (op_lnf && pass == 2'd2 && f_stat && u_y5 > st[0]) st[0] <= u_y5;
                     if (op_lnb && pass == 2'd0) begin
-                        hbuf[j5] <= qa;
-                        s1 <= s1 + 32'(qa);
-                        s2 <= s2 + 64'(qa) * 64'(xb5);
+                        s1 <= s1 + sum_g5;
+                        s2 <= s2 + sum_gx5;
                     end
                     if (op_lnb && pass == 2'd1 && f_stat && u_dx5 > st[2]) st[2] <= u_dx5;
                 end
@@ -496,12 +591,12 @@ module engine_vec #(
                         state <= S_ROW;
                     end
                 end
-                S_ROW: begin                  // row (column) setup; ACC[f_addr + row] is being read
+                S_ROW: begin                  // row (column group) setup; ACC[f_addr + row] is being read
                     pass <= '0;
                     j <= '0;
                     s1 <= '0;
                     s2 <= '0;
-                    csum <= '0;
+                    for (int l = 0; l < V; l++) csum[l] <= '0;
                     plen <= op_col ? JW'(f_m) : JW'(f_n);
                     p_a <= op_col ? f_a + 24'(row) : r_a;
                     p_b <= op_col ? f_b + 24'(row) : (op_lnf || op_lnb) ? f_b : r_b;
@@ -511,7 +606,7 @@ module engine_vec #(
                     rs <= acc_rdata[31:0];
                     dx_sh <= 8'(dxs);
                     al_sh <= 8'(als);
-                    cacc <= acc_rdata[47:0];
+                    for (int l = 0; l < V; l++) cacc[l] <= acc_rdata[l*48 +: 48];
                     if (op_lnb && lnb_bad) begin
                         err_f <= 1'b1;
                         err_c <= TL_ERR_BAD_SHIFT;
@@ -527,8 +622,7 @@ module engine_vec #(
                     calc <= '0;
                     plen <= len_next;
                     if (err_f) state <= S_END;
-                    else if (op_lnf && pass == 2'd0) state <= S_CALC;
-                    else if (op_lnb && pass == 2'd0) state <= S_CALC;
+                    else if ((op_lnf || op_lnb) && pass == 2'd0) state <= S_CALC;
                     else if (op_lnf && pass == 2'd1) pass <= 2'd2;
                     else if (op_mask && pass == 2'd0 && 32'(row) >= 32'(f_imm)) pass <= 2'd1;
                     else state <= S_ROWEND;
@@ -541,7 +635,7 @@ module engine_vec #(
                         state <= S_PASS;
                     end else begin
                         case (calc)
-                            3'd0: w <= 64'(signed'({1'b0, f_n})) * s2 - 64'(s1) * 64'(s1) + signed'(eps);
+                            3'd0: w <= n64 * s2 - 64'(s1) * 64'(s1) + signed'(eps);
                             3'd1: begin
                                 kk <= k_of_w;
                                 widx <= 12'(w >> (6'(k_of_w) << 1));
@@ -563,7 +657,7 @@ module engine_vec #(
                     end else if (last_row) begin
                         state <= S_STAT;
                     end else begin
-                        row <= row + 1'b1;
+                        row <= row + (op_col ? 16'(V) : 16'd1);
                         r_a <= r_a + 24'(f_as);
                         r_b <= r_b + 24'(f_bs);
                         r_c <= r_c + 24'(f_cs);

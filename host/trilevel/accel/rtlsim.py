@@ -58,7 +58,8 @@ def engine_parameters(config: isa.EngineConfig) -> dict[str, int]:
     lanes = 1 << (lanes - 1).bit_length()
     return {"ROWS": config.array_rows, "COLS": config.array_cols, "SPM_ELEMS": config.spm_elems,
             "ACC_ELEMS": config.acc_elems, "IDX_ELEMS": config.idx_elems, "STAT_SLOTS": config.stat_slots,
-            "QUEUE_DEPTH": config.queue_depth, "SPM_LANES": lanes, "MAX_ROW": config.max_row}
+            "QUEUE_DEPTH": config.queue_depth, "SPM_LANES": lanes, "MAX_ROW": config.max_row,
+            "MAX_DIM": config.max_dim, "VEC_LANES": config.vec_lanes}
 
 
 def verilator_bin() -> Path:
