@@ -51,9 +51,43 @@ def _engine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _measured_on_rtl(args: argparse.Namespace) -> int:
+    """The committed table of block cycles measured on the RTL engine (make bench-rtl), projected to an
+    epoch: only the shapes it holds (DeiT-T dense and R_T 0.7 / R_A 0.3, batch 1)."""
+    from trilevel.accel.rtlsim_bench import DEFAULT_TABLE, STAGES, projection
+    from trilevel.latency import IMAGENET_TRAIN_IMAGES
+
+    if (args.model, args.keep_token, args.keep_attn, args.micro_batch) != ("deit_tiny", 0.7, 0.3, 1):
+        raise ui.UserError("--engine rtl: the measured table holds deit_tiny dense and --keep-token 0.7 "
+                           "--keep-attn 0.3 at micro-batch 1 only (regenerate it for others: make bench-rtl)")
+    try:
+        table = json.loads(DEFAULT_TABLE.read_text())["tables"][0]
+        proj = projection(table["block_rows"], table["clock_mhz"], args.dataset_size or IMAGENET_TRAIN_IMAGES)
+    except (OSError, ValueError, KeyError, IndexError) as err:
+        raise ui.UserError(f"--engine rtl: cannot read {DEFAULT_TABLE} ({err}); run make bench-rtl") from None
+    cfg = table["config"]
+    stages = ", ".join(f"{blocks} blocks at {tokens} tokens" for tokens, _, blocks in STAGES)
+    array = f"{cfg['array_rows']}x{cfg['array_cols']} array"
+    print(f"deit_tiny training on the RTL engine: block cycles measured {table['date']} in Verilator "
+          f"({array}, {table['clock_mhz']:g} MHz, one 128-bit HP port); "
+          f"per-epoch figures are projections from them ({proj['note']})")
+    for name, label, examples in (("dense", "dense", 1.0),
+                                  ("trilevel_0.7", f"Tri-Level ({stages})", args.keep_example)):
+        p = proj[name]
+        print(f"  {label}: {p['ms_per_image']:.1f} ms/image, {p['h_per_epoch'] * examples:.2f} h/epoch"
+              + (f" (r_e {examples:g} of the images)" if examples != 1.0 else ""))
+    return 0
+
+
 def _project(args: argparse.Namespace) -> int:
     from trilevel.latency import IMAGENET_TRAIN_IMAGES, Platform, format_projection, project
 
+    if args.engine == "rtl":
+        given = [f"--{n.replace('_', '-')}" for n in PLATFORM_OPTIONS if getattr(args, n) is not None]
+        if given or args.clock_mhz != 150.0 or args.json or args.per_call:
+            what = ", ".join(given) or "--clock-mhz/--json/--per-call"
+            raise ui.UserError(f"{what}: not with --engine rtl")
+        return _measured_on_rtl(args)
     if args.engine != "model":
         given = [f"--{n.replace('_', '-')}" for n in PLATFORM_OPTIONS if getattr(args, n) is not None]
         if given or args.clock_mhz != 150.0 or args.dataset_size is not None:
@@ -99,9 +133,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--micro-batch", type=ui.POSITIVE_INT, default=1,
                    help="images per kernel call in training")
     p.add_argument("--batch-size", type=ui.POSITIVE_INT, default=64, help="images per optimizer step")
-    p.add_argument("--engine", choices=("model", "csim", "fsim", "auto"), default="model",
+    p.add_argument("--engine", choices=("model", "csim", "fsim", "auto", "rtl"), default="model",
                    help="model: the analytical cycle model (default); csim / fsim / auto: price the lowered "
-                   "engine programs with the C-sim's modelled cycle counters (fsim: its estimate)")
+                   "engine programs with the C-sim's modelled cycle counters (fsim: its estimate); rtl: the "
+                   "block cycles measured on the RTL engine (docs/engine-rtl-cycles.json, make bench-rtl)")
     p.add_argument("--json", action="store_true", help="print JSON (dense and sparse projections)")
     p.add_argument("--per-call", action="store_true", help="include every kernel call in the JSON")
     p.set_defaults(func=_run)
