@@ -40,6 +40,7 @@ ENGINE_DIR = RTL_DIR / "engine"
 # The engine's logic at the production array size (32 x 32, 32 SPM lanes, 64-deep queues) with small
 # memories: on-chip memories are counted by `memory_model` (BRAM), not synthesized from flops here.
 ENGINE_LOGIC_PARAMS = {"ROWS": 32, "COLS": 32, "SPM_LANES": 32, "QUEUE_DEPTH": 64, "MAX_ROW": 256,
+                       "MAX_DIM": 1024, "VEC_LANES": 16,
                        "SPM_ELEMS": 1024, "ACC_ELEMS": 256, "IDX_ELEMS": 256}
 
 

