@@ -157,7 +157,7 @@ module engine_vec #(
     wire spm_e = last2(f_e, f_m, f_es, f_n) >= 48'(SPM_ELEMS);
     wire acc_fm = 48'(f_f) + 48'(f_m) - 48'd1 >= 48'(ACC_ELEMS);
     wire acc_fn = 48'(f_f) + 48'(f_n) - 48'd1 >= 48'(ACC_ELEMS);
-    wire signed [32:0] list_rows = 33'(signed'(f_m)) - 33'(f_imm);     // m - imm
+    wire signed [32:0] list_rows = 33'($signed(f_m)) - 33'(f_imm);     // m - imm
     wire mask_lists = list_rows > 0;
     wire idx_bad = 48'(f_b) + 48'(16'(list_rows) - 16'd1) * 48'(f_bs) + 48'(f_k) - 48'd1 >= 48'(IDX_ELEMS);
     wire [6:0] slot_end = 7'(f_slot) + (op_lnb ? 7'd3 : 7'd1);
@@ -279,8 +279,8 @@ module engine_vec #(
         if (v > 32'sd1023) v = 32'sd1023;
         gelu_cell = 11'(v + 32'sd1024);
     endfunction
-    wire signed [63:0] n64 = 64'(signed'({1'b0, f_n}));
-    wire signed [63:0] rs64 = 64'(signed'({1'b0, rs}));
+    wire signed [63:0] n64 = 64'($signed({1'b0, f_n}));
+    wire signed [63:0] rs64 = 64'($signed({1'b0, rs}));
 
     logic signed [15:0] a1 [V], b1 [V], d1 [V], e1 [V], xb1 [V], hb1 [V], xb5 [V];
     logic signed [63:0] gelu_acc [V], g_acc [V], t_acc [V], xg1 [V];
@@ -635,7 +635,7 @@ module engine_vec #(
                         state <= S_PASS;
                     end else begin
                         case (calc)
-                            3'd0: w <= n64 * s2 - 64'(s1) * 64'(s1) + signed'(eps);
+                            3'd0: w <= n64 * s2 - 64'(s1) * 64'(s1) + $signed(eps);
                             3'd1: begin
                                 kk <= k_of_w;
                                 widx <= 12'(w >> (6'(k_of_w) << 1));
