@@ -5,7 +5,7 @@ commands equal fsim byte for byte (every on-chip memory and the STAT slots store
 RETIRED and the exact counters); each VEC error (BAD_DIMS, BAD_SHIFT, SPM_RANGE, ACC_RANGE, including
 the ones found while a command runs) stops both at the same command with the same code; the LUT include
 is generated from trilevel.intref.luts; and an engine whose GELU_BWD rounds RNE instead of SR
-(MUTATION bit 2) fails the comparison."""
+(MUTATION bit 2; the MUTATION=7 build shared with sim/test_engine_mutation.py) fails the comparison."""
 
 from __future__ import annotations
 
@@ -261,9 +261,11 @@ def test_errors_found_while_running(rtl):
 
 @needs_vec
 def test_broken_gelu_rounding_fails_the_comparison():
-    """Mutation check: GELU_BWD rounding RNE instead of SR must not pass."""
+    """Mutation check: GELU_BWD rounding RNE instead of SR must not pass. The build is the MUTATION=7 one of
+    sim/test_engine_mutation.py (its LOAD-stride and GEMM mutations cannot touch this program: single-row
+    LOADs and STOREs, no GEMM), and the real RTL passes the same program."""
     mutant = rtlsim.RtlEngine.__new__(rtlsim.RtlEngine)
-    lib = rtlsim.build(CFG, overrides={"MUTATION": 4})
+    lib = rtlsim.build(CFG, overrides={"MUTATION": 7})
     mutant.config, mutant.ddr_base, mutant.max_cycles, mutant.last_cycles = CFG, 0x8_0000_0000, 200_000_000, 0
     mutant.harness = rtlsim.Harness(CFG, rtlsim.DdrModel(), lib=lib)
     prog = Program(np.random.default_rng(77))
