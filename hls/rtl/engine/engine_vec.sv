@@ -242,7 +242,21 @@ module engine_vec #(
     logic [NS:1] vld;
     logic [JW-1:0] js [1:NS];
     wire issue = state == S_PASS && j < plen && !err_f;
-    wire pipe_empty = vld == '0;
+    // a pass ends once no element is in a stage that still acts in it (its last stage: 0 for MASK's fill,
+    // 1 for sums / scatter, 5 for requantizer A results, 9 for requantizer C results); the elements still
+    // in later stages are dropped then (they have no effect in this pass)
+    logic [NS:1] need;
+    always_comb begin
+        logic [3:0] d;
+        d = 4'd9;
+        if (op_lnf) d = pass == 2'd0 ? 4'd1 : pass == 2'd1 ? 4'd5 : 4'd9;
+        else if (op_lnb) d = pass == 2'd0 ? 4'd5 : 4'd9;
+        else if (op_gelu) d = 4'd5;
+        else if (op_col) d = 4'd1;
+        else if (op_mask) d = pass == 2'd0 ? 4'd0 : 4'd1;
+        for (int s = 1; s <= NS; s++) need[s] = 4'(s) <= d;
+    end
+    wire pass_end = !issue && (vld & need) == '0;
     logic [V-1:0] lv0, lv1, lv5, lv9;             // lane valid at stages 0, 1, 5, 9
     always_comb begin
         for (int l = 0; l < V; l++) begin
@@ -615,7 +629,8 @@ module engine_vec #(
                         state <= S_PASS;
                     end
                 end
-                S_PASS: if (!issue && pipe_empty) begin
+                S_PASS: if (pass_end) begin
+                    vld <= '0;
                     j <= '0;
                     p_a <= r_a;
                     p_b <= op_lnf ? f_b : r_b;
