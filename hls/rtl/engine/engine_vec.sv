@@ -19,9 +19,9 @@
 // consecutive columns of a row, rows one per cycle; MASK's list entries one per cycle). A command runs
 // as rows of passes; a pass issues one group of V elements per cycle and then drains its pipeline
 // (stage 0 read address, stage 1 operands -> V requantizers A and B, stage 5 -> V requantizers C,
-// stage 9 result). Cycles (VEC_BUSY) for m rows of n elements, g = ceil(n / V): LN_FWD m (3g + 35) + 5,
-// LN_BWD m (2g + 24) + 5, GELU_* m (g + 12) + 5, MASK m (g + 12) + 5 plus k + 10 per list row,
-// COLSUM / COLDOT g (m + 13) + 5 (measured in Verilator, V = 1 and 4).
+// stage 9 result) as far as that pass still acts. Cycles (VEC_BUSY) for m rows of n elements,
+// g = ceil(n / V): LN_FWD m (3g + 23) + 5, LN_BWD m (2g + 20) + 5, GELU_* m (g + 8) + 5, MASK m (g + 3) + 5
+// plus k + 2 per list row, COLSUM / COLDOT g (m + 5) + 5 (measured in Verilator at V = 4).
 // Errors exactly as fsim in its order: BAD_DIMS, BAD_SHIFT, SPM_RANGE (slots, operand ranges) before
 // anything moves; while running LN_BWD's per-row BAD_SHIFT (shift3 + k, shift4 - k), MASK's list entry
 // >= n (SPM_RANGE) and the COLSUM/COLDOT total outside 48 bits (ACC_RANGE). Memory written by a failing
