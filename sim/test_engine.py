@@ -1,5 +1,5 @@
-"""pytest driver of tb_engine.py: builds the engine top (CI size) once with cocotb's runner and runs the cocotb
-testcases of tb_engine (cocotbext-axi AxiLiteMaster + AxiRam with random backpressure)."""
+"""pytest driver of tb_engine.py: builds the engine top (CI size) once with cocotb's runner and runs
+its cocotb testcases (cocotbext-axi AxiLiteMaster + AxiRam with random backpressure)."""
 
 from __future__ import annotations
 
