@@ -351,8 +351,10 @@ module engine_top #(
     // GEMM and SOFTMAX share the compute-side ports (COMPUTE runs one command at a time)
     logic sm_busy, sm_c_we, sm_acc_we;
     logic [23:0] sm_a_raddr, sm_b_raddr, sm_c_waddr, sm_acc_raddr, sm_acc_waddr;
-    logic [15:0] sm_c_wdata;
-    logic [47:0] sm_acc_wdata;
+    logic [SPM_LANES-1:0] sm_c_wmask;
+    logic [SPM_LANES*16-1:0] sm_c_wdata;
+    logic [AL-1:0] sm_acc_wmask;
+    logic [AL*48-1:0] sm_acc_wdata;
     logic [23:0] x_a_raddr, x_b_raddr, x_d_raddr, x_e_raddr, x_c_waddr, x_acc_raddr, x_acc_waddr;
     // VEC unit ports
     logic v_busy, v_c_we, v_acc_we;
@@ -374,12 +376,12 @@ module engine_top #(
         x_acc_raddr = sm_busy ? sm_acc_raddr : v_busy ? v_acc_raddr : g_acc_raddr;
         x_c_we = g_c_we || sm_c_we || v_c_we;
         x_c_waddr = sm_busy ? sm_c_waddr : v_busy ? v_c_waddr : g_c_waddr;
-        x_c_wmask = sm_busy ? SPM_LANES'(1) : v_busy ? v_c_wmask : g_c_wmask;
-        x_c_wdata = sm_busy ? (SPM_LANES*16)'(sm_c_wdata) : v_busy ? v_c_wdata : g_c_wdata;
+        x_c_wmask = sm_busy ? sm_c_wmask : v_busy ? v_c_wmask : g_c_wmask;
+        x_c_wdata = sm_busy ? sm_c_wdata : v_busy ? v_c_wdata : g_c_wdata;
         x_acc_we = g_acc_we || sm_acc_we || v_acc_we;
         x_acc_waddr = sm_busy ? sm_acc_waddr : v_busy ? v_acc_waddr : g_acc_waddr;
-        x_acc_wmask = sm_busy ? AL'(1) : v_busy ? v_acc_wmask : g_acc_wmask;
-        x_acc_wdata = sm_busy ? (AL*48)'(sm_acc_wdata) : v_busy ? v_acc_wdata : g_acc_wdata;
+        x_acc_wmask = sm_busy ? sm_acc_wmask : v_busy ? v_acc_wmask : g_acc_wmask;
+        x_acc_wdata = sm_busy ? sm_acc_wdata : v_busy ? v_acc_wdata : g_acc_wdata;
     end
 
     // SPM: write ports LOAD, GEMM/SOFTMAX C; read ports STORE, A, B, GEMM E, bias
@@ -570,12 +572,13 @@ module engine_top #(
     logic sm_done, sm_err;
     logic [7:0] sm_err_code;
     engine_softmax #(.L(SPM_LANES), .AL(AL), .SPM_ELEMS(SPM_ELEMS), .ACC_ELEMS(ACC_ELEMS),
-                     .STAT_SLOTS(STAT_SLOTS), .MAX_ROW(MAX_ROW)) u_softmax (
+                     .STAT_SLOTS(STAT_SLOTS), .MAX_ROW(MAX_ROW), .V(VEC_LANES)) u_softmax (
         .clk(clk), .rst(ers), .start(sm_start), .cmd(u_cmd), .busy(sm_busy), .done(sm_done),
         .err_valid(sm_err), .err_code(sm_err_code), .a_raddr(sm_a_raddr), .a_rdata(g_a_rdata),
-        .b_raddr(sm_b_raddr), .b_rdata(g_b_rdata), .c_we(sm_c_we), .c_waddr(sm_c_waddr), .c_wdata(sm_c_wdata),
+        .b_raddr(sm_b_raddr), .b_rdata(g_b_rdata), .c_we(sm_c_we), .c_waddr(sm_c_waddr),
+        .c_wmask(sm_c_wmask), .c_wdata(sm_c_wdata),
         .acc_raddr(sm_acc_raddr), .acc_rdata(g_acc_rdata), .acc_we(sm_acc_we), .acc_waddr(sm_acc_waddr),
-        .acc_wdata(sm_acc_wdata), .stat_we(sm_stat_we), .stat_slot(sm_stat_slot), .stat_value(sm_stat_value)
+        .acc_wmask(sm_acc_wmask), .acc_wdata(sm_acc_wdata), .stat_we(sm_stat_we), .stat_slot(sm_stat_slot), .stat_value(sm_stat_value)
     );
 
     logic v_done, v_err;
