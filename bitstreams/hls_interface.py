@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CONTROL_BUNDLE = "control"
-SOURCE_DIRS = ("engine", "include", "src")  # hls/ subfolders holding top functions and their typedefs
+SOURCE_DIRS = ("engine",)  # hls/ subfolders holding the top function and its typedefs
 FIRST_ARG_OFFSET = 0x10
 ADDRESS_BITS = 64  # m_axi offset registers on Zynq UltraScale+ (64-bit addressing, the default)
 

@@ -81,7 +81,7 @@ def test_register_map_equals_the_hls_engine_top():
 def test_layout_rule_on_a_known_signature():
     """The Vitis HLS rule on a signature whose generated x<top>_hw.h offsets are well known."""
     src = """
-    int k(const data_t* in, data_t* out, dim_t n, u32_t seed, const shift_t f[6], grad_t st[3]) {
+    int k(const int16_t* in, int16_t* out, uint16_t n, uint32_t seed, const int8_t f[6], int64_t st[3]) {
     #pragma HLS INTERFACE m_axi port=in offset=slave bundle=gmem0
     #pragma HLS INTERFACE mode=m_axi port=out offset=slave bundle=gmem1
     #pragma HLS INTERFACE s_axilite port = n
