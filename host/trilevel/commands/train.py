@@ -10,7 +10,7 @@ from trilevel.config import CONFIGS
 from trilevel.example_filter import EXAMPLE_POLICIES
 from trilevel.selectors import ATTENTION_POLICIES, TOKEN_POLICIES
 
-BACKENDS = ("torch", "reference", "csim", "pynq")
+BACKENDS = ("torch", "reference", "csim", "rtlsim", "pynq")
 # Options only the torch trainer implements (flag: namespace name); None/False when not given.
 TORCH_RECIPE_OPTIONS = {
     "--augment": "augment",
@@ -57,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.backend != "torch" and policies:
         raise ui.UserError(f"{', '.join(policies)}: for --backend torch only")
     if args.backend == "torch" and given:
-        raise ui.UserError(f"{', '.join(given)}: for the accelerator backends (reference, csim, pynq) only")
+        raise ui.UserError(f"{', '.join(given)}: for the accelerator backends only")
     if args.token_policy and TOKEN_POLICIES[args.token_policy].merged_tokens and args.keep_attn < 1:
         raise ui.UserError(f"--token-policy {args.token_policy} merges tokens: it needs --keep-attn 1")
     try:
