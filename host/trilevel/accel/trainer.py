@@ -52,7 +52,7 @@ from trilevel.userinput import UserError, bars_disabled
 _RESUME_FIELDS = (
     "model", "data", "epochs", "batch_size", "micro_batch", "keep_example", "keep_token", "keep_attn", "lr",
     "min_lr", "warmup_epochs", "weight_decay", "keep_warmup_epochs", "keep_decay_epochs", "example_period",
-    "example_remove_frac", "example_policy", "img_size", "seed", "backend", "optimizer",
+    "example_remove_frac", "example_policy", "img_size", "seed", "backend", "optimizer", "max_examples",
 )
 _CHECKPOINT_KEYS = ("config", "net", "example_filter", "epoch", "iteration", "totals", "rng")
 CALIBRATION_PASSES = 6
@@ -71,6 +71,7 @@ class AccelTrainConfig(TrainConfig):
     momentum: float = 0.9  # sgdm only
     csim_lib: str | None = None  # csim backend: library path (default build/csim/libtrilevel_csim.so)
     project_latency: bool = True  # add the projected ZCU102 time of each epoch to its metrics
+    max_examples: int | None = None  # only the first N examples of each split (smoke runs, CI)
 
 
 # ------------------------------------------------------------------------------------------- fracs
@@ -454,6 +455,14 @@ def _resolve(config: AccelTrainConfig) -> AccelTrainConfig:
     return dataclasses.replace(cfg, micro_batch=micro)
 
 
+def _first(dataset: Any, n: int) -> Subset:
+    """The first `n` items of `dataset` (their example indices stay 0..n-1), with its shape attributes."""
+    sub = Subset(dataset, range(min(n, len(dataset))))
+    for name in ("num_classes", "in_chans", "img_size"):
+        setattr(sub, name, getattr(dataset, name))
+    return sub
+
+
 def _batches(loader: DataLoader) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     for images, labels, indices in loader:
         yield images.numpy().astype(np.float32), labels.numpy(), indices.numpy()
@@ -512,6 +521,8 @@ def _train(config: AccelTrainConfig, backend: Accelerator | None,
                                 num_classes=base_cfg.num_classes, seed=run.seed)
     train_set, test_set = datasets
     check_images(datasets, run.bad_images, run.progress)
+    if run.max_examples is not None:
+        train_set, test_set = _first(train_set, run.max_examples), _first(test_set, run.max_examples)
     golden = build_model(run.model, num_classes=train_set.num_classes, in_chans=train_set.in_chans,
                          img_size=train_set.img_size)
     cfg = golden.cfg
