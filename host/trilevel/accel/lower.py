@@ -542,6 +542,197 @@ def _check_shift(value: int, what: str, lo: int = -16, hi: int = 62) -> int:
 
 
 # ----------------------------------------------------------------------------------------- stages
+# A linear whose x, weight and outputs all fit the scratchpad grows the computed rectangle of y: LOAD
+# alternately extends the rows of x or the columns of W (n-tiles) that are on chip, in pieces of
+# GROW_ROWS / GROW_COLS, and after each piece COMPUTE runs the one GEMM the new strip of y needs (new rows
+# x all loaded columns, or all loaded rows x new columns) and STORE writes that strip. The array starts
+# after the first two pieces instead of after all operands, and it runs while the rest streams in.
+GROW_ROWS, GROW_COLS = 32, 32
+
+
+def _linear_fwd_grown(
+    b: Builder,
+    spm: Arena,
+    x: Buffer,
+    w: Buffer,
+    bias: Buffer | None,
+    res: Buffer | None,
+    y: Buffer,
+    shift: int,
+    shift2: int,
+    shift3: int,
+    slot: int,
+    gelu: GeluEpilogue | None,
+) -> bool:
+    """stage_linear_fwd with every operand resident (see GROW_ROWS); False (emitting nothing) when they
+    do not fit `spm`."""
+    rows, din, dout = x.rows, x.cols, w.rows
+    outs = 1 + (res is not None) + (gelu is not None)
+    if rows > 0xFFFF or rows * din + dout * din + dout + outs * rows * dout > spm.free:
+        return False
+    x_addr, w_addr, bias_addr = spm.take(rows * din), spm.take(dout * din), spm.take(dout)
+    y_addr = spm.take(rows * dout)
+    r_addr = spm.take(rows * dout) if res is not None else 0
+    g_addr = spm.take(rows * dout) if gelu is not None else 0
+    row_step = max(b.config.array_rows, GROW_ROWS // b.config.array_rows * b.config.array_rows)
+    col_step = max(b.config.array_cols, GROW_COLS // b.config.array_cols * b.config.array_cols)
+    if bias is not None:
+        b.load(Mem.SPM, bias_addr, 0, bias, 0, 0, 1, dout)
+    have_rows = have_cols = used = 0
+    while have_rows < rows or have_cols < dout:
+        # extend the side that is behind (relative to its pieces), so the rectangle grows evenly
+        if have_cols >= dout or (have_rows < rows and have_rows // row_step <= have_cols // col_step):
+            m0, mm, n0, nn = have_rows, min(row_step, rows - have_rows), 0, have_cols
+            b.load(Mem.SPM, x_addr + m0 * din, din, x, m0, 0, mm, din)
+            have_rows += mm
+        else:
+            m0, mm, n0, nn = 0, have_rows, have_cols, min(col_step, dout - have_cols)
+            b.load(Mem.SPM, w_addr + n0 * din, din, w, n0, 0, nn, din)
+            have_cols += nn
+        if mm == 0 or nn == 0:
+            continue
+        at = used  # each strip of y contiguous (c_stride nn): the dependency spans stay disjoint
+        used += mm * nn
+        if res is not None:
+            b.load(Mem.SPM, r_addr + at, nn, res, m0, n0, mm, nn)
+        b.add(
+            Op.GEMM,
+            m=mm,
+            n=nn,
+            k=din,
+            a_addr=x_addr + m0 * din,
+            a_stride=din,
+            b_addr=w_addr + n0 * din,
+            b_stride=din,
+            c_addr=y_addr + at,
+            c_stride=nn,
+            d_addr=bias_addr + n0 if bias is not None else 0,
+            e_addr=r_addr + at if res is not None else 0,
+            e_stride=nn if res is not None else 0,
+            imm=1,
+            shift=shift,
+            shift2=shift2 if bias is not None else 0,
+            shift3=shift3 if res is not None else 0,
+            bias=int(bias is not None),
+            res=int(res is not None),
+            stat=1,
+            slot=slot,
+        )
+        b.store(Mem.SPM, y_addr + at, nn, y, m0, n0, mm, nn)
+        if gelu is not None:
+            b.add(
+                Op.VEC,
+                sub=Vec.GELU_FWD,
+                m=mm,
+                n=nn,
+                a_addr=y_addr + at,
+                a_stride=nn,
+                c_addr=g_addr + at,
+                c_stride=nn,
+                shift=gelu.shift,
+                imm=gelu.frac_x,
+                stat=1,
+                slot=gelu.slot,
+            )
+            b.store(Mem.SPM, g_addr + at, nn, gelu.out, m0, n0, mm, nn)
+    return True
+
+
+# A linear with its activation resident streams the weight in n-tiles of STREAM_COLS output columns (a
+# multiple of the array's columns) through two buffers: LOAD brings tile j + 1 while the array computes
+# tile j and STORE writes tile j - 1's outputs (AXI reads and writes are separate channels). The first
+# n-tile's GEMMs take x in chunks of FIRST_CHUNK_ROWS rows as they arrive, so the array starts after one
+# chunk instead of after all of x; later n-tiles run as one GEMM over all rows (fewer fills and drains).
+STREAM_COLS, FIRST_CHUNK_ROWS = 64, 64
+
+
+def _linear_fwd_streamed(
+    b: Builder,
+    spm: Arena,
+    x: Buffer,
+    w: Buffer,
+    bias: Buffer | None,
+    res: Buffer | None,
+    y: Buffer,
+    shift: int,
+    shift2: int,
+    shift3: int,
+    slot: int,
+    gelu: GeluEpilogue | None,
+) -> bool:
+    """stage_linear_fwd with x resident and the weight streamed (see STREAM_COLS); False (emitting
+    nothing) when x and two weight/output tiles do not fit `spm`."""
+    rows, din, dout = x.rows, x.cols, w.rows
+    cols, arr_rows = b.config.array_cols, b.config.array_rows
+    nt = min(dout, max(cols, STREAM_COLS // cols * cols))
+    outs = 1 + (res is not None) + (gelu is not None)
+    if rows > 0xFFFF or rows * din + 2 * (nt * din + nt + outs * rows * nt) > spm.free:
+        return False
+    x_addr = spm.take(rows * din)
+    bufs = [
+        (
+            spm.take(nt * din),
+            spm.take(nt),
+            spm.take(rows * nt),
+            spm.take(rows * nt if res is not None else 0),
+            spm.take(rows * nt if gelu is not None else 0),
+        )
+        for _ in range(2)
+    ]
+    chunk = max(arr_rows, FIRST_CHUNK_ROWS // arr_rows * arr_rows)
+    for j, (n0, nn) in enumerate(_tiles(dout, nt)):
+        w_addr, bias_addr, y_addr, r_addr, g_addr = bufs[j % 2]
+        b.load(Mem.SPM, w_addr, din, w, n0, 0, nn, din)
+        if bias is not None:
+            b.load(Mem.SPM, bias_addr, 0, bias, 0, n0, 1, nn)
+        for m0, mm in _tiles(rows, chunk) if j == 0 else [(0, rows)]:
+            if j == 0:
+                b.load(Mem.SPM, x_addr + m0 * din, din, x, m0, 0, mm, din)
+            if res is not None:
+                b.load(Mem.SPM, r_addr + m0 * nn, nn, res, m0, n0, mm, nn)
+            b.add(
+                Op.GEMM,
+                m=mm,
+                n=nn,
+                k=din,
+                a_addr=x_addr + m0 * din,
+                a_stride=din,
+                b_addr=w_addr,
+                b_stride=din,
+                c_addr=y_addr + m0 * nn,
+                c_stride=nn,
+                d_addr=bias_addr if bias is not None else 0,
+                e_addr=r_addr + m0 * nn if res is not None else 0,
+                e_stride=nn if res is not None else 0,
+                imm=1,
+                shift=shift,
+                shift2=shift2 if bias is not None else 0,
+                shift3=shift3 if res is not None else 0,
+                bias=int(bias is not None),
+                res=int(res is not None),
+                stat=1,
+                slot=slot,
+            )
+            b.store(Mem.SPM, y_addr + m0 * nn, nn, y, m0, n0, mm, nn)
+            if gelu is not None:
+                b.add(
+                    Op.VEC,
+                    sub=Vec.GELU_FWD,
+                    m=mm,
+                    n=nn,
+                    a_addr=y_addr + m0 * nn,
+                    a_stride=nn,
+                    c_addr=g_addr + m0 * nn,
+                    c_stride=nn,
+                    shift=gelu.shift,
+                    imm=gelu.frac_x,
+                    stat=1,
+                    slot=gelu.slot,
+                )
+                b.store(Mem.SPM, g_addr + m0 * nn, nn, gelu.out, m0, n0, mm, nn)
+    return True
+
+
 def stage_linear_fwd(
     b: Builder,
     x: Buffer,
@@ -556,9 +747,14 @@ def stage_linear_fwd(
     gelu: GeluEpilogue | None = None,
 ) -> None:
     """y = x W^T (+ bias aligned by shift2) (+ residual aligned by shift3), RNE by shift; stat slot. With
-    `gelu`, each output tile also goes through VEC GELU_FWD into gelu.out while it is in the scratchpad."""
+    `gelu`, each output tile also goes through VEC GELU_FWD into gelu.out while it is in the scratchpad.
+    When x fits the scratchpad it stays resident and the weight streams through (_linear_fwd_streamed);
+    otherwise the weight (or an n-tile of it) stays and x streams in row tiles."""
     rows, din, dout = x.rows, x.cols, w.rows
     spm = _spm(b, "linear")
+    for variant in (_linear_fwd_grown, _linear_fwd_streamed):
+        if variant(b, spm, x, w, bias, res, y, shift, shift2, shift3, slot, gelu):
+            return
     nt = dout if dout * (din + 1) <= spm.free // 2 else max(1, (spm.free // 2) // (din + 1))
     w_addr, b_addr = spm.take(nt * din), spm.take(nt)
     per_row = din + nt + (nt if res is not None else 0) + (nt if gelu is not None else 0)
@@ -1297,6 +1493,148 @@ def stage_attn_fwd_fused(
     return True
 
 
+# The MLP forward with every row on chip runs layer by layer: LN2 over row halves, then fc1 in n-pieces of
+# MLP_PIECE hidden units as the W1 pieces arrive (W1 streams in behind x while LN2 runs), GELU, then fc2 in
+# n-pieces of MLP_PIECE output columns; the saved tensors go out while the array works.
+MLP_PIECE = 64
+
+
+def _mlp_fwd_layered(
+    b: Builder,
+    x: Buffer,
+    params: dict[str, Buffer],
+    saved: dict[str, Buffer],
+    out: Buffer,
+    f: dict[str, int],
+    p: dict[str, int],
+    frac_x: int,
+    slots: dict[str, int],
+) -> bool:
+    """stage_mlp_fwd_fused with all rows resident (see MLP_PIECE); False (emitting nothing) when they do
+    not fit the scratchpad or the ACC."""
+    rows, dim = x.rows, x.cols
+    hidden = params["mlp.fc1.weight"].rows
+    fixed = 2 * dim * hidden + hidden + 3 * dim
+    if rows > 0xFFFF or rows > b.config.acc_elems or fixed + rows * (4 * dim + 2 * hidden) > b.scratch:
+        return False
+    spm = Arena(b.scratch, f"{b.kernel} fused MLP (SPM)")
+    g_addr, be_addr, b1_addr, b2_addr = spm.take(dim), spm.take(dim), spm.take(hidden), spm.take(dim)
+    x_addr, z_addr, xh_addr, o_addr = (spm.take(rows * dim) for _ in range(4))
+    w1_addr, h_addr = spm.take(hidden * dim), spm.take(rows * hidden)
+    w2_addr, a_addr = spm.take(dim * hidden), spm.take(rows * hidden)
+    ln_shift, ln_shift2 = _ln_fwd_shifts(dim, p["norm2.weight"], p["norm2.bias"], f["ln"])
+    f1 = f["ln"] + p["mlp.fc1.weight"]
+    h_shift, h_shift2 = (
+        _check_shift(f1 - f["h"], "fc1"),
+        _check_shift(p["mlp.fc1.bias"] - f1, "fc1 bias", *ALIGN),
+    )
+    a_shift = _check_shift(f["h"] + GELU_LUT_FRAC - f["a"], "GELU")
+    f2 = f["a"] + p["mlp.fc2.weight"]
+    o_shift = _check_shift(f2 - f["out"], "fc2")
+    o_shift2 = _check_shift(p["mlp.fc2.bias"] - f2, "fc2 bias", *ALIGN)
+    o_shift3 = _check_shift(frac_x - f2, "residual", *ALIGN)
+    arr_rows, arr_cols = b.config.array_rows, b.config.array_cols
+    half = -(-((rows + 1) // 2) // arr_rows) * arr_rows  # LN2 over two row parts of whole array tiles
+    row_parts = _tiles(rows, half)
+    b.load(Mem.SPM, g_addr, 0, params["norm2.weight"], 0, 0, 1, dim)
+    b.load(Mem.SPM, be_addr, 0, params["norm2.bias"], 0, 0, 1, dim)
+    for m0, mm in row_parts:
+        b.load(Mem.SPM, x_addr + m0 * dim, dim, x, m0, 0, mm, dim)
+    b.load(Mem.SPM, b1_addr, 0, params["mlp.fc1.bias"], 0, 0, 1, hidden)
+    piece = max(arr_cols, MLP_PIECE // arr_cols * arr_cols)
+    for m0, mm in row_parts:
+        b.add(
+            Op.VEC,
+            sub=Vec.LN_FWD,
+            m=mm,
+            n=dim,
+            a_addr=x_addr + m0 * dim,
+            a_stride=dim,
+            b_addr=g_addr,
+            d_addr=be_addr,
+            c_addr=z_addr + m0 * dim,
+            c_stride=dim,
+            e_addr=xh_addr + m0 * dim,
+            e_stride=dim,
+            f_addr=m0,
+            shift=ln_shift,
+            shift2=ln_shift2,
+            shift4=frac_x,
+            stat=1,
+            slot=slots["ln"],
+        )
+        b.store(Mem.SPM, z_addr + m0 * dim, dim, saved["z"], m0, 0, mm, dim)
+        b.store(Mem.SPM, xh_addr + m0 * dim, dim, saved["xhat"], m0, 0, mm, dim)
+    b.store(Mem.ACC, 0, 0, saved["row_stats"], 0, 0, 1, rows)
+    for n0, nn in _tiles(hidden, piece):
+        b.load(Mem.SPM, w1_addr + n0 * dim, dim, params["mlp.fc1.weight"], n0, 0, nn, dim)
+        b.add(
+            Op.GEMM,
+            m=rows,
+            n=nn,
+            k=dim,
+            a_addr=z_addr,
+            a_stride=dim,
+            b_addr=w1_addr + n0 * dim,
+            b_stride=dim,
+            c_addr=h_addr + n0,
+            c_stride=hidden,
+            d_addr=b1_addr + n0,
+            bias=1,
+            imm=1,
+            shift=h_shift,
+            shift2=h_shift2,
+            stat=1,
+            slot=slots["h"],
+        )
+    b.load(Mem.SPM, b2_addr, 0, params["mlp.fc2.bias"], 0, 0, 1, dim)
+    for n0, nn in _tiles(dim, piece):
+        b.load(Mem.SPM, w2_addr + n0 * hidden, hidden, params["mlp.fc2.weight"], n0, 0, nn, hidden)
+    for m0, mm in row_parts:
+        b.store(Mem.SPM, h_addr + m0 * hidden, hidden, saved["h"], m0, 0, mm, hidden)
+        b.add(
+            Op.VEC,
+            sub=Vec.GELU_FWD,
+            m=mm,
+            n=hidden,
+            a_addr=h_addr + m0 * hidden,
+            a_stride=hidden,
+            c_addr=a_addr + m0 * hidden,
+            c_stride=hidden,
+            shift=a_shift,
+            imm=f["h"],
+            stat=1,
+            slot=slots["a"],
+        )
+        b.store(Mem.SPM, a_addr + m0 * hidden, hidden, saved["a"], m0, 0, mm, hidden)
+    for n0, nn in _tiles(dim, piece):
+        b.add(
+            Op.GEMM,
+            m=rows,
+            n=nn,
+            k=hidden,
+            a_addr=a_addr,
+            a_stride=hidden,
+            b_addr=w2_addr + n0 * hidden,
+            b_stride=hidden,
+            c_addr=o_addr + n0 * rows,  # each piece contiguous: its STORE does not hold up the next GEMM
+            c_stride=nn,
+            d_addr=b2_addr + n0,
+            bias=1,
+            e_addr=x_addr + n0,
+            e_stride=dim,
+            res=1,
+            imm=1,
+            shift=o_shift,
+            shift2=o_shift2,
+            shift3=o_shift3,
+            stat=1,
+            slot=slots["out"],
+        )
+        b.store(Mem.SPM, o_addr + n0 * rows, nn, out, 0, n0, rows, nn)
+    return True
+
+
 def stage_mlp_fwd_fused(
     b: Builder,
     x: Buffer,
@@ -1317,6 +1655,8 @@ def stage_mlp_fwd_fused(
     per_row = 4 * dim + 2 * hidden  # x, z, xhat, out; h, a
     if dim > b.config.max_dim or fixed + 2 * per_row > b.scratch:
         return False
+    if _mlp_fwd_layered(b, x, params, saved, out, f, p, frac_x, slots):
+        return True
     mt = min(rows, (b.scratch - fixed) // (2 * per_row), b.config.acc_elems // 2, 0xFFFF)
     spm = Arena(b.scratch, f"{b.kernel} fused MLP (SPM)")
     g_addr, be_addr = spm.take(dim), spm.take(dim)
