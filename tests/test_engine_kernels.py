@@ -383,3 +383,30 @@ def test_linear_fwd_overlap_variants(spm_elems: int, variant: str) -> None:
         assert gemms[0]["m"] < rows and (rows, lower.STREAM_COLS) in shapes
     else:
         assert all(m < rows for m, _ in shapes)
+
+
+@pytest.mark.parametrize("acc_elems", [16_384, 300])
+def test_weight_gradient_resident_blocks(acc_elems: int) -> None:
+    """The weight gradient with dY and X resident and the ACC blocks rotating through GRAD_BUFS regions:
+    whole gradient rows per block (16384) and column blocks when not even one row fits a region (300)."""
+    config = dataclasses.replace(isa.CI_SMALL, name="wgrad", acc_elems=acc_elems)
+    engine = EngineBackend.fsim(config)
+    rng = np.random.default_rng(8)
+    din, dout = 32, 256
+    x = QTensor(rng.integers(-3000, 3000, (2, 45, din)).astype(np.int16), 12)
+    dy = QTensor(rng.integers(-3000, 3000, (2, 45, dout)).astype(np.int16), 12)
+    params = {"weight": QTensor(rng.integers(-3000, 3000, (dout, din)).astype(np.int16), 14),
+              "bias": QTensor(rng.integers(-3000, 3000, (dout,)).astype(np.int16), 13)}
+    for need_dx in (True, False):
+        grads = {"weight": rng.integers(-9, 9, (dout, din)), "bias": np.arange(dout)}
+        g_eng = {k: v.astype(np.int64) for k, v in grads.items()}
+        g_ref = {k: v.astype(np.int64) for k, v in grads.items()}
+        got = engine.linear_bwd(dy, {"x": x}, params, g_eng, {"dx": 11}, 77, need_dx)
+        want = REF.linear_bwd(dy, {"x": x}, params, g_ref, {"dx": 11}, 77, need_dx)
+        assert_same(got, want, "linear_bwd")
+        assert_same(g_eng, g_ref, "linear grads")
+    prog = lower.linear_bwd(config, 90, din, dout, True, True, 12, 14, 11)
+    accs = [isa.decode(w) for w in prog.words.reshape(-1, isa.WORDS)
+            if int(w[0]) & 0xF == isa.Op.GEMM and isa.decode(w)["acc"]]
+    assert len(accs) > 1 and all(g["k"] == 90 for g in accs)  # one GEMM over all tokens per block
+    assert all(g["n"] == din for g in accs) == (acc_elems == 16_384)

@@ -912,6 +912,80 @@ def _ln_bwd_tile(
     b.store(Mem.SPM, o_addr, dim, ln.out, m0, 0, mm, dim)
 
 
+# ACC blocks of the weight gradient in flight at once: LOAD of block i + GRAD_BUFS waits for STORE of
+# block i (the same ACC region), so with 3 or more the old-gradient loads, the accumulation and the
+# write-backs overlap (4: 2% fewer modelled cycles than 3 on DeiT-T's MLP backward).
+GRAD_BUFS = 4
+
+
+def _grad_block(dout: int, din: int, cap: int, arr_rows: int, arr_cols: int) -> tuple[int, int]:
+    """(ot, dt): the weight-gradient block of at most `cap` elements: whole gradient rows when one fits (a
+    block is then one contiguous DDR range, so the dependency analysis sees no false overlap between
+    neighbouring blocks), else the largest block in whole array tiles."""
+    if din <= cap:
+        ot = min(dout, cap // din)
+        return (ot // arr_rows * arr_rows if ot >= arr_rows else ot), din
+    best = (0, 0, 0)
+    for ot in sorted({*range(arr_rows, dout + 1, arr_rows), dout}):
+        dt = min(din, cap // ot)
+        if dt < din and dt >= arr_cols:
+            dt = dt // arr_cols * arr_cols
+        if dt >= 1:
+            best = max(best, (ot * dt, dt, ot))
+    if best[0] == 0:
+        return 1, min(din, cap)
+    return best[2], best[1]
+
+
+def _weight_grad_resident(
+    b: Builder, dy: Buffer, x: Buffer, grad_w: Buffer, acc_base: int, acc_free: int
+) -> bool:
+    """grad_w += dY^T X with dY and X resident in the scratchpad (each read from DDR once) and the gradient
+    in ACC blocks rotating through GRAD_BUFS regions of the free ACC: LOAD brings the next blocks' old
+    gradient while the array accumulates one and STORE writes the previous back. False (emitting
+    nothing) when dY and X do not fit half the scratchpad."""
+    rows, dout, din = dy.rows, dy.cols, x.cols
+    spm = _spm(b, "weight gradient", rows * (dout + din))
+    cap = acc_free // GRAD_BUFS
+    if rows * (dout + din) > spm.free or cap < 1:
+        return False
+    dy_addr, x_addr = spm.take(rows * dout), spm.take(rows * din)
+    ot, dt = _grad_block(dout, din, cap, b.config.array_rows, b.config.array_cols)
+    b.load(Mem.SPM, dy_addr, dout, dy, 0, 0, rows, dout)
+    b.load(Mem.SPM, x_addr, din, x, 0, 0, rows, din)
+    blocks = [(o0, oo, d0, dd) for o0, oo in _tiles(dout, ot) for d0, dd in _tiles(din, dt)]
+
+    def load(i: int) -> None:
+        o0, oo, d0, dd = blocks[i]
+        b.load(Mem.ACC, acc_base + (i % GRAD_BUFS) * cap, dd, grad_w, o0, d0, oo, dd)
+
+    # Program order: the loads run GRAD_BUFS - 1 blocks ahead, so the relay that orders block i's load
+    # after the store of the block before it in that region sits behind a GEMM that is done by then.
+    for i in range(min(GRAD_BUFS - 1, len(blocks))):
+        load(i)
+    for i, (o0, oo, d0, dd) in enumerate(blocks):
+        acc = acc_base + (i % GRAD_BUFS) * cap
+        b.add(
+            Op.GEMM,
+            m=oo,
+            n=dd,
+            k=rows,
+            a_addr=dy_addr + o0,
+            a_stride=dout,
+            ta=1,
+            b_addr=x_addr + d0,
+            b_stride=din,
+            tb=1,
+            acc=1,
+            f_addr=acc,
+            c_stride=dd,
+        )
+        b.store(Mem.ACC, acc, dd, grad_w, o0, d0, oo, dd)
+        if i + GRAD_BUFS - 1 < len(blocks):
+            load(i + GRAD_BUFS - 1)
+    return True
+
+
 def stage_linear_bwd(
     b: Builder,
     dy: Buffer,
@@ -1055,6 +1129,8 @@ def stage_linear_bwd(
     # Of the two block shapes (all output rows, or all input columns) take the one that reads dY and X
     # from DDR fewer times: dY once per column block, X once per row block.
     acc_base = b.config.acc_elems - acc_free  # after the bias gradient (and the fused LayerNorm's regions)
+    if _weight_grad_resident(b, dy, x, grad_w, acc_base, acc_free):
+        return fused_ln
     shapes = []
     for ot in (min(dout, acc_free), max(1, min(dout, acc_free // min(din, acc_free)))):
         dt = max(1, min(din, acc_free // ot))
