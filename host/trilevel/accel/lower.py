@@ -1394,6 +1394,10 @@ def _attn_heads_fwd(
             **mask,
         )
         b.store(Mem.SPM, p_addr, length, probs, (img * heads + h) * length, 0, length, length)
+        if (
+            h == heads - 1
+        ):  # the head-sum is complete: its (large, int64) store starts before the last context
+            b.store(Mem.ACC, 0, length, attn_sum, img * length, 0, length, length)
         b.add(
             Op.GEMM,
             m=length,
@@ -1412,8 +1416,10 @@ def _attn_heads_fwd(
             slot=slots["ctx"],
         )
     b.store(Mem.SPM, ctx_addr, dim, ctx, img * length, 0, length, dim)
-    b.store(Mem.ACC, 0, length, attn_sum, img * length, 0, length, length)
     return step
+
+
+ATTN_QKV_PIECE = 64
 
 
 def stage_attn_fwd_fused(
@@ -1469,14 +1475,17 @@ def stage_attn_fwd_fused(
     mask = {"mask": 1, "e_addr": mask_addr, "e_stride": length} if conn is not None else {}
     b.load(Mem.SPM, g_addr, 0, params["norm1.weight"], 0, 0, 1, dim)
     b.load(Mem.SPM, be_addr, 0, params["norm1.bias"], 0, 0, 1, dim)
-    b.load(Mem.SPM, wq_addr, dim, params["attn.qkv.weight"], 0, 0, 3 * dim, dim)
-    b.load(Mem.SPM, bq_addr, 0, params["attn.qkv.bias"], 0, 0, 1, 3 * dim)
-    b.load(Mem.SPM, wp_addr, dim, params["attn.proj.weight"], 0, 0, dim, dim)
-    b.load(Mem.SPM, bp_addr, 0, params["attn.proj.bias"], 0, 0, 1, dim)
     step = 0
+    # The first image's x comes before the weights (LN1 runs while they stream in) and its QKV GEMM runs in
+    # pieces of ATTN_QKV_PIECE columns as the weight arrives; later images find the weights resident.
+    piece = max(b.config.array_cols, ATTN_QKV_PIECE // b.config.array_cols * b.config.array_cols)
     for img in range(s.batch):
         row = img * length
         b.load(Mem.SPM, x_addr, dim, x, row, 0, length, dim)
+        if img == 0:
+            b.load(Mem.SPM, bq_addr, 0, params["attn.qkv.bias"], 0, 0, 1, 3 * dim)
+            for n0, nn in _tiles(3 * dim, piece):
+                b.load(Mem.SPM, wq_addr + n0 * dim, dim, params["attn.qkv.weight"], n0, 0, nn, dim)
         b.add(
             Op.VEC,
             sub=Vec.LN_FWD,
@@ -1500,25 +1509,26 @@ def stage_attn_fwd_fused(
         b.store(Mem.SPM, z_addr, dim, saved["z"], row, 0, length, dim)
         b.store(Mem.SPM, h_addr, dim, saved["xhat"], row, 0, length, dim)
         b.store(Mem.ACC, rows_acc, 0, saved["row_stats"], 0, row, 1, length)
-        b.add(
-            Op.GEMM,
-            m=length,
-            n=3 * dim,
-            k=dim,
-            a_addr=z_addr,
-            a_stride=dim,
-            b_addr=wq_addr,
-            b_stride=dim,
-            c_addr=qkv_addr,
-            c_stride=3 * dim,
-            d_addr=bq_addr,
-            bias=1,
-            imm=1,
-            shift=q_shift,
-            shift2=q_shift2,
-            stat=1,
-            slot=slots["qkv"],
-        )
+        for n0, nn in _tiles(3 * dim, piece) if img == 0 else [(0, 3 * dim)]:
+            b.add(
+                Op.GEMM,
+                m=length,
+                n=nn,
+                k=dim,
+                a_addr=z_addr,
+                a_stride=dim,
+                b_addr=wq_addr + n0 * dim,
+                b_stride=dim,
+                c_addr=qkv_addr + n0,
+                c_stride=3 * dim,
+                d_addr=bq_addr + n0,
+                bias=1,
+                imm=1,
+                shift=q_shift,
+                shift2=q_shift2,
+                stat=1,
+                slot=slots["qkv"],
+            )
         b.store(Mem.SPM, qkv_addr, 3 * dim, saved["qkv"], row, 0, length, 3 * dim)
         if conn is not None:
             _mask_rows(b, conn, img, length, s.dense, s.lists, mask_addr)
@@ -1542,6 +1552,9 @@ def stage_attn_fwd_fused(
             f["s"],
             slots,
         )
+        if img == 0:  # behind the head-sum's zero fill, which the first softmax needs
+            b.load(Mem.SPM, wp_addr, dim, params["attn.proj.weight"], 0, 0, dim, dim)
+            b.load(Mem.SPM, bp_addr, 0, params["attn.proj.bias"], 0, 0, 1, dim)
         b.add(
             Op.GEMM,
             m=length,
