@@ -92,6 +92,12 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], V
         raise CheckpointError(f"{path}: is a folder, not a checkpoint") from None
     except Exception as e:  # torch raises many types for corrupt files (zip, pickle, EOF, ...)
         raise CheckpointError(unreadable(path, e)) from None
+    model_cfg = obj.get("model_config") if isinstance(obj, Mapping) else None
+    if isinstance(model_cfg, Mapping) and "timm_name" in model_cfg:  # trilevel train --model swin_*/pit_*
+        raise CheckpointError(
+            f"{path}: {model_cfg.get('name')!r} is a timm Swin/PiT model; ONNX export and the board pack "
+            "take the ViT models only (its 'model' entry is a timm state dict for timm.create_model)"
+        )
     try:
         cfg = _config_of(obj)
     except (TypeError, ValueError) as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,70 @@ CONFIGS: dict[str, ViTConfig] = {
     "deit_tiny_gap": ViTConfig("deit_tiny_gap", 224, 16, 3, 1000, 192, 12, 3, 4.0, (3, 6, 9), False),
     "deit_small_gap": ViTConfig("deit_small_gap", 224, 16, 3, 1000, 384, 12, 6, 4.0, (3, 6, 9), False),
 }
+
+
+@dataclass(frozen=True)
+class TimmModelConfig:
+    """A timm model with Tri-Level's token level patched into its modules (`trilevel.baselines.swin`,
+    `trilevel.baselines.pit`; built by `trilevel.baselines.timm_models.build_timm_model`)."""
+
+    name: str
+    family: str  # "swin" (no [CLS]: cumulative-attention scores) | "pit" ([CLS] attention scores)
+    timm_name: str  # the timm.create_model name
+    img_size: int
+    in_chans: int
+    num_classes: int
+    # Global block indices after whose attention a TA-selector prunes tokens (a keep mask).
+    prune_blocks: tuple[int, ...]
+    # Architecture overrides for timm.create_model (the demo-sized variants), as (key, value) pairs.
+    timm_kwargs: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def cls_token(self) -> bool:
+        return self.family == "pit"
+
+
+TIMM_CONFIGS: dict[str, TimmModelConfig] = {
+    "swin_tiny": TimmModelConfig(
+        "swin_tiny", "swin", "swin_tiny_patch4_window7_224", 224, 3, 1000, (3, 6, 9)
+    ),
+    "pit_ti": TimmModelConfig("pit_ti", "pit", "pit_ti_224", 224, 3, 1000, (3, 6, 9)),
+    "pit_s": TimmModelConfig("pit_s", "pit", "pit_s_224", 224, 3, 1000, (3, 6, 9)),
+    # Demo sizes for 8x8 digits (2 + 4 blocks, pruning after 1, 3, 4 as the demo ViT): Swin with 1x1
+    # patches, 4x4 windows (64 tokens, then 16 after patch merging); PiT with 2x2 patches at stride 1
+    # (49 tokens + [CLS], then 16 after pooling).
+    "swin_demo": TimmModelConfig(
+        "swin_demo", "swin", "swin_tiny_patch4_window7_224", 8, 1, 10, (1, 3, 4),
+        (("patch_size", 1), ("window_size", 4), ("embed_dim", 32), ("depths", (2, 4)),
+         ("num_heads", (2, 4)), ("mlp_ratio", 2.0)),
+    ),  # fmt: skip
+    "pit_demo": TimmModelConfig(
+        "pit_demo", "pit", "pit_ti_224", 8, 1, 10, (1, 3, 4),
+        (("patch_size", 2), ("stride", 1), ("base_dims", (16, 16)), ("depth", (2, 4)), ("heads", (2, 4)),
+         ("mlp_ratio", 2.0)),
+    ),  # fmt: skip
+}
+# Every --model name of `trilevel train` / `trilevel compare` (the torch trainer).
+MODEL_NAMES: tuple[str, ...] = tuple(sorted([*CONFIGS, *TIMM_CONFIGS]))
+
+
+def get_timm_config(name: str, **overrides) -> TimmModelConfig:
+    """A timm model config by name; keyword overrides (img_size, in_chans, num_classes) replace fields."""
+    try:
+        cfg = TIMM_CONFIGS[name]
+    except KeyError:
+        raise ValueError(f"unknown timm model {name!r}; choose from {', '.join(TIMM_CONFIGS)}") from None
+    return dataclasses.replace(cfg, **overrides) if overrides else cfg
+
+
+def model_config(name: str) -> ViTConfig | TimmModelConfig:
+    """The config of any trainable model name (a golden ViT or a patched timm model)."""
+    if name in TIMM_CONFIGS:
+        return TIMM_CONFIGS[name]
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}") from None
 
 
 def get_config(name: str, **overrides) -> ViTConfig:

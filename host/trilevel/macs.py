@@ -26,7 +26,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from tqdm import tqdm
 
-from trilevel.config import ViTConfig, get_config
+from trilevel.config import TimmModelConfig, ViTConfig, get_config
 from trilevel.model import build_model, token_plan
 from trilevel.schedule import KeepRatioSchedule
 from trilevel.userinput import bars_disabled
@@ -145,6 +145,154 @@ class MacCounter:
         # Every sparse query row keeps k keys (the model's layout: [CLS] key first, then patch keys).
         conn = None if k == n else torch.arange(k).expand(1, n - dense_rows, k).contiguous()
         return lambda: model.blocks[0].attn(x, conn, dense_rows, self.attn_impl, False)[0]
+
+
+class TimmMacCounter:
+    """Counted MACs per image of a patched timm Swin/PiT (`trilevel.baselines.timm_models`) at any
+    token keep ratio; the same ``count`` interface as `MacCounter`.
+
+    These models prune with a keep mask, so what runs is the dense model (`count_dense`: the whole
+    model counted by FlopCounterMode, at every ratio). The algorithmic count (`count`) skips the pruned
+    tokens: FlopCounterMode counts the whole model and each stage's blocks (a stage's blocks share
+    their shapes; the patch merging / pooling counted apart), split into the attention's batched
+    matmuls and everything else (the linears); a block's linears scale with the kept share ``f`` of
+    its tokens (`timm_token_plan`), its attention matmuls with ``f**2`` for PiT (kept queries x kept
+    keys, exact) and with ``f`` for Swin (kept queries x at most their window: an upper bound). Patch
+    embedding, merging, pooling, norms and head count in full. ``tests/test_timm_models.py`` checks
+    a block's share against FlopCounterMode on that block alone.
+    """
+
+    def __init__(self, cfg: TimmModelConfig) -> None:
+        self.cfg = cfg
+        self._model: torch.nn.Module | None = None
+        self._dense_tokens: list[int] = []
+        self._parts: dict[bool, tuple[int, list[tuple[int, int]]]] = {}  # train: (fixed, per block)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            from trilevel.baselines.timm_models import build_timm_model
+
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                self._model = build_timm_model(self.cfg).eval()
+                with torch.no_grad():
+                    _, info = self._model(self._image(), return_info=True)
+            self._dense_tokens = list(info.tokens_per_block)
+        return self._model
+
+    def _image(self) -> torch.Tensor:
+        return torch.randn(1, self.cfg.in_chans, self.cfg.img_size, self.cfg.img_size)
+
+    def plan(self, keep_token: float, keep_attn: float = 1.0) -> tuple[list[int], list[int]]:
+        from trilevel.baselines.timm_models import timm_token_plan
+
+        self.model  # noqa: B018  (counts the dense tokens per block)
+        tokens = timm_token_plan(self._dense_tokens, self.cfg, keep_token)
+        return tokens, tokens
+
+    def count(self, keep_token: float = 1.0, keep_attn: float = 1.0, train: bool = False) -> int:
+        """MACs for one image: forward only, or forward + backward (``train=True``)."""
+        if keep_attn != 1.0:
+            raise ValueError(f"{self.cfg.name}: attention-level pruning is not supported (keep_attn 1)")
+        fixed, blocks = self._counted(train)
+        tokens, _ = self.plan(keep_token)
+        total = float(fixed)
+        for (linear, attn), kept, dense in zip(blocks, tokens, self._dense_tokens, strict=True):
+            share = kept / dense
+            total += linear * share + attn * (share**2 if self.cfg.cls_token else share)
+        return round(total)
+
+    def count_dense(self, train: bool = False) -> int:
+        """MACs the masked model executes for one image at any ratio: the dense model's."""
+        fixed, blocks = self._counted(train)
+        return fixed + sum(linear + attn for linear, attn in blocks)
+
+    def _counted(self, train: bool) -> tuple[int, list[tuple[int, int]]]:
+        if train not in self._parts:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                self._parts[train] = self._count_parts(train)
+            self.model.zero_grad(set_to_none=True)
+        return self._parts[train]
+
+    def _count_parts(self, train: bool) -> tuple[int, list[tuple[int, int]]]:
+        model, image = self.model, self._image()
+        stages = list(model.layers if self.cfg.family == "swin" else model.transformers)
+        inputs: list[Any] = []
+        hooks = [s.register_forward_pre_hook(lambda _m, args: inputs.append(args[0])) for s in stages]
+        with torch.no_grad():
+            model(image)
+        for hook in hooks:
+            hook.remove()
+        total = sum(_op_macs(lambda: model(image), train).values())
+        state = model._tl_state
+        blocks: list[tuple[int, int]] = []
+        for stage, x in zip(stages, inputs, strict=True):
+            x = _requiring_grad(x)
+            state.keep, state.keep_token = None, 1.0
+            ops = _op_macs(lambda stage=stage, x=x: _summed(stage(x)), train)
+            down = _downsample(stage, self.cfg.family, x)
+            if down is not None:
+                state.keep = None
+                for op, macs in _op_macs(down, train).items():
+                    ops[op] -= macs
+            n = len(stage.blocks)
+            attn = ops.pop("aten.bmm", 0)
+            blocks += [(sum(ops.values()) // n, attn // n)] * n
+        state.keep, state.tokens = None, []
+        fixed = total - sum(linear + attn for linear, attn in blocks)
+        return fixed, blocks
+
+
+class _ExecutedTimmMacs:
+    """`MacCounter`'s ``count`` interface for the MACs a patched timm model executes (dense)."""
+
+    def __init__(self, counter: TimmMacCounter) -> None:
+        self.counter = counter
+
+    def count(self, keep_token: float = 1.0, keep_attn: float = 1.0, train: bool = False) -> int:
+        return self.counter.count_dense(train)
+
+
+def _downsample(stage: torch.nn.Module, family: str, x: Any) -> Callable[[], torch.Tensor] | None:
+    """The stage's patch merging (Swin, on x) or pooling (PiT, on (grid, cls)) alone, if it has one."""
+    if family == "swin":
+        down = stage.downsample
+        return None if isinstance(down, torch.nn.Identity) else lambda: _summed(down(x))
+    return None if stage.pool is None else lambda: _summed(stage.pool(*x))
+
+
+def _requiring_grad(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.detach().requires_grad_()
+    return type(x)(_requiring_grad(t) for t in x)
+
+
+def _summed(out: Any) -> torch.Tensor:
+    return out.sum() if isinstance(out, torch.Tensor) else sum(t.sum() for t in out)
+
+
+def _op_macs(fn: Callable[[], torch.Tensor], train: bool) -> dict[str, int]:
+    """MACs per aten op (name -> MACs) of ``fn`` (and, if ``train``, its backward), by FlopCounterMode.
+    Grad mode stays on (FlopCounterMode's module tracker trips over PiT's [CLS] expanded under no_grad)."""
+    counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS)
+    with counter:
+        out = fn()
+        if train:
+            out.sum().backward()
+    return {str(op): flops // 2 for op, flops in counter.get_flop_counts()["Global"].items()}
+
+
+def mac_counters(model: torch.nn.Module, attn_impl: str) -> tuple[Any, Any]:
+    """The trainer's (algorithmic, executed) MAC counters for ``model``: `MacCounter`s for the golden
+    ViT (gather, and the attention implementation that runs), `TimmMacCounter`s for Swin/PiT."""
+    if isinstance(model.cfg, TimmModelConfig):
+        counter = TimmMacCounter(model.cfg)
+        return counter, _ExecutedTimmMacs(counter)
+    merged = model.token_policy.merged_tokens  # tokens a merging policy adds (EViT)
+    counter = MacCounter(model.cfg, "gather", merged)
+    return counter, counter if attn_impl == "gather" else MacCounter(model.cfg, attn_impl, merged)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trilevel.config import ViTConfig, get_config, keep_count
+from trilevel.config import TIMM_CONFIGS, ViTConfig, get_config, keep_count
 from trilevel.selectors import AttentionPolicy, TokenPolicy, make_attention_policy, make_token_policy
 
 ATTN_IMPLS = ("gather", "mask")
@@ -367,7 +367,13 @@ _MODEL_ARGS = ("token_policy", "attn_policy", "attn_impl", "drop_path")
 
 def build_model(name_or_cfg: str | ViTConfig, **overrides) -> VisionTransformer:
     """Build a model from a config name or ViTConfig; other keywords override config fields
-    (e.g. num_classes=10), except token_policy/attn_policy/attn_impl/drop_path, which go to the model."""
+    (e.g. num_classes=10), except token_policy/attn_policy/attn_impl/drop_path, which go to the model.
+    A timm model name (``TIMM_CONFIGS``: swin_*, pit_*) builds that timm model with the token level
+    patched in (`trilevel.baselines.timm_models.build_timm_model`; same forward signature)."""
+    if isinstance(name_or_cfg, str) and name_or_cfg in TIMM_CONFIGS:
+        from trilevel.baselines.timm_models import build_timm_model
+
+        return build_timm_model(name_or_cfg, **overrides)  # type: ignore[return-value]
     model_args = {key: overrides.pop(key) for key in _MODEL_ARGS if key in overrides}
     if isinstance(name_or_cfg, ViTConfig):
         cfg = dataclasses.replace(name_or_cfg, **overrides) if overrides else name_or_cfg

@@ -1,6 +1,7 @@
 """Training recipes: the defaults `trilevel train` uses for whatever the command line leaves out.
 
-* ``demo`` (the 6-block demo ViT, and its mean-pooled ``demo_gap``): the README demo recipe, 16 epochs
+* ``demo`` (the 6-block demo ViT, its mean-pooled ``demo_gap``, and the digits-sized timm models
+  ``swin_demo`` and ``pit_demo``): the README demo recipe, 16 epochs
   at batch 32, AdamW lr 2e-3, no augmentation or regularization; `trilevel train --model demo --data
   digits --out X` reaches >= 90%.
 * ``deit`` (``deit_tiny``/``deit_small``/``deit_base`` and any other model): DeiT's ImageNet recipe,
@@ -53,6 +54,7 @@ DEIT = Recipe(
     cutmix=1.0, repeated_aug=3, ema_decay=0.99996,
 )
 RECIPES: dict[str, Recipe] = {r.name: r for r in (DEMO, DEIT)}
+DEMO_MODELS = ("demo", "demo_gap", "swin_demo", "pit_demo")  # the models trained with DEMO by default
 # The accelerator trainer's defaults: its layer-wise kernels implement neither of these.
 RECIPE_OFF: dict[str, Any] = {
     "drop_path": 0.0, "label_smoothing": 0.0, "augment": False, "auto_augment": None, "reprob": 0.0,
@@ -67,9 +69,9 @@ MIN_DECAY_STEPS = 20
 
 
 def recipe_for(model: str) -> Recipe:
-    """The recipe a model trains with by default: the demo recipe for the demo models (``demo`` and its
-    mean-pooled ``demo_gap``), DeiT's otherwise."""
-    return DEMO if model in ("demo", "demo_gap") else DEIT
+    """The recipe a model trains with by default: the demo recipe for the demo models (``demo``, its
+    mean-pooled ``demo_gap``, ``swin_demo``, ``pit_demo``), DeiT's otherwise."""
+    return DEMO if model in DEMO_MODELS else DEIT
 
 
 def default_example_period(epochs: int) -> int:

@@ -42,11 +42,11 @@ from tqdm import tqdm
 
 from trilevel import runlog, schedule
 from trilevel.baselines import make_method  # also registers the baseline policies
-from trilevel.config import get_config
+from trilevel.config import TIMM_CONFIGS, model_config
 from trilevel.data import AugmentSpec, load_dataset
 from trilevel.example_filter import EXAMPLE_VARIANCES, EXAMPLE_WINDOWS, ExampleFilter
 from trilevel.imagecheck import check_images
-from trilevel.macs import MacCounter
+from trilevel.macs import mac_counters
 from trilevel.model import ATTN_IMPLS
 from trilevel.pipeline import ActiveSampler, DeviceBatch, default_workers, make_loader
 from trilevel.pretrained import load_init
@@ -318,11 +318,15 @@ class _Dist:
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on biases, norms, position embedding and [CLS] token (DeiT practice)."""
+    """No weight decay on biases, norms, position embedding and [CLS] token (DeiT practice), nor on
+    what a timm model names in no_weight_decay() (Swin: its relative position bias tables)."""
+    names = {"pos_embed", "cls_token", *getattr(model, "no_weight_decay", set)()}
+    keywords = tuple(getattr(model, "no_weight_decay_keywords", set)())
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 or name in ("pos_embed", "cls_token") else decay).append(p)
+            exempt = p.ndim <= 1 or name in names or any(word in name for word in keywords)
+            (no_decay if exempt else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -332,7 +336,7 @@ def _data_img_size(spec: str, model: str, img_size: int | None) -> int | None:
         return img_size
     if Path(spec).is_dir() and any(Path(spec).glob("data_batch_*")):
         return img_size
-    return get_config(model).img_size
+    return model_config(model).img_size
 
 
 @torch.no_grad()
@@ -421,7 +425,11 @@ def _train(config: TrainConfig, env: _Dist, run_scope: contextlib.ExitStack) -> 
     np.random.seed(cfg_run.seed)  # timm's Mixup draws from numpy
     random.seed(cfg_run.seed)  # timm's transforms and RandomErasing draw from Python's random
     data_img = _data_img_size(cfg_run.data, cfg_run.model, cfg_run.img_size)
-    base_cfg = get_config(cfg_run.model)
+    if cfg_run.model in TIMM_CONFIGS:
+        from trilevel.baselines.timm_models import check_timm_run
+
+        check_timm_run(cfg_run.model, dataclasses.asdict(cfg_run))
+    base_cfg = model_config(cfg_run.model)
     train_set, test_set = load_dataset(
         cfg_run.data,
         img_size=data_img,
@@ -512,9 +520,7 @@ def _train(config: TrainConfig, env: _Dist, run_scope: contextlib.ExitStack) -> 
     token_at = schedule.KeepRatioSchedule(cfg_run.keep_token, keep_warmup, keep_decay)
     attn_at = schedule.KeepRatioSchedule(cfg_run.keep_attn, keep_warmup, keep_decay)
     # Algorithmic MACs (gather: the work Tri-Level needs) and those of the implementation that runs.
-    merged = model.token_policy.merged_tokens  # tokens a merging policy adds (EViT)
-    counter = MacCounter(model.cfg, "gather", merged)
-    executed = counter if cfg_run.attn_impl == "gather" else MacCounter(model.cfg, cfg_run.attn_impl, merged)
+    counter, executed = mac_counters(model, cfg_run.attn_impl)
     method.attach(model, optimizer, total_iters)
 
     # Every input is valid: create and lock the run folder (one writer), then look again under the lock.

@@ -79,14 +79,38 @@ DEFAULT_METHODS = (
 )
 
 
-def parse_methods(text: str) -> list[str]:
-    """Comma-separated preset names (or "all"), with "dense" added first when missing."""
-    names = list(PRESETS) if text.strip() == "all" else [n.strip() for n in text.split(",") if n.strip()]
+# What a preset may change for the patched timm models (Swin/PiT: token and example levels only).
+_TIMM_OVERRIDES = {"keep_example", "keep_token", "example_policy"}
+
+
+def timm_presets() -> list[str]:
+    """The presets the Swin/PiT models can run (no attention level, token policy or trainer mode)."""
+    return [name for name, preset in PRESETS.items() if set(preset.overrides) <= _TIMM_OVERRIDES]
+
+
+def parse_methods(text: str | None, model: str = "demo") -> list[str]:
+    """Comma-separated preset names (or "all"; None: the defaults), with "dense" added first when
+    missing. For a timm model (Swin/PiT) "all" and the defaults mean the presets it can run."""
+    from trilevel.config import TIMM_CONFIGS
+
+    timm = model in TIMM_CONFIGS
+    if text is None:
+        names = [n for n in DEFAULT_METHODS if not timm or n in timm_presets()]
+    elif text.strip() == "all":
+        names = timm_presets() if timm else list(PRESETS)
+    else:
+        names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in PRESETS]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)} or all")
     if not names:
         raise ValueError("no methods given")
+    refused = [n for n in names if timm and n not in timm_presets()]
+    if refused:
+        raise ValueError(
+            f"--model {model} has the token and example levels only: {', '.join(refused)} need a ViT "
+            f"model; choose from {', '.join(timm_presets())}"
+        )
     ordered = ["dense"] + [n for n in dict.fromkeys(names) if n != "dense"]
     return ordered
 

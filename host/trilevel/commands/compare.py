@@ -12,7 +12,7 @@ def _run(args: argparse.Namespace) -> int:
     from trilevel.train_torch import TrainConfig
 
     try:
-        methods = parse_methods(args.methods)
+        methods = parse_methods(args.methods, args.model)
         base = TrainConfig(
             out=args.out,
             model=args.model,
@@ -38,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from trilevel.baselines.compare import DEFAULT_METHODS, PRESETS
-    from trilevel.config import CONFIGS
+    from trilevel.config import MODEL_NAMES
 
     p = subparsers.add_parser(
         "compare",
@@ -49,12 +49,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "skipped and an interrupted one resumes, so rerunning the same command continues the comparison.",
     )
     p.add_argument("--data", default="digits", help="as trilevel train --data")
-    p.add_argument("--model", choices=sorted(CONFIGS), default="demo")
+    p.add_argument(
+        "--model", choices=MODEL_NAMES, default="demo", help="as trilevel train --model (Swin/PiT: token "
+        "and example presets only)"
+    )
     p.add_argument("--epochs", type=ui.POSITIVE_INT, default=None, help="default: the model's recipe")
     p.add_argument(
         "--methods",
-        default=",".join(DEFAULT_METHODS),
-        help=f"comma-separated, or all (dense is always run): {', '.join(PRESETS)}",
+        default=None,
+        help=f"comma-separated, or all (dense is always run): {', '.join(PRESETS)}; default "
+        f"{','.join(DEFAULT_METHODS)} (for Swin/PiT those of them without the attention level)",
     )
     p.add_argument("--out", type=ui.output_dir, required=True, help="comparison folder")
     p.add_argument("--batch-size", type=ui.POSITIVE_INT, default=None, help="default: the recipe's")

@@ -6,7 +6,7 @@ import argparse
 
 from trilevel import userinput as ui
 from trilevel.baselines import METHODS  # importing it registers the baselines' policies too
-from trilevel.config import CONFIGS
+from trilevel.config import MODEL_NAMES, TIMM_CONFIGS
 from trilevel.example_filter import EXAMPLE_POLICIES
 from trilevel.selectors import ATTENTION_POLICIES, TOKEN_POLICIES
 
@@ -58,6 +58,10 @@ def _run(args: argparse.Namespace) -> int:
     chosen = {"--token-policy": args.token_policy, "--attn-policy": args.attn_policy}
     chosen.update({flag: getattr(args, dest) for flag, dest in TORCH_RECIPE_OPTIONS.items()})
     policies = [flag for flag, value in chosen.items() if value not in (None, False)]
+    if args.backend != "torch" and args.model in TIMM_CONFIGS:
+        raise ui.UserError(
+            f"--model {args.model}: the accelerator backends run the plain ViT only; use --backend torch"
+        )
     if args.backend != "torch" and policies:
         raise ui.UserError(f"{', '.join(policies)}: for --backend torch only")
     if args.backend == "torch" and given:
@@ -91,7 +95,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "torchrun --nproc_per_node=G -m trilevel.cli train ... (--batch-size is per GPU).",
     )
     p.add_argument("--backend", choices=BACKENDS, default="torch")
-    p.add_argument("--model", choices=sorted(CONFIGS), default="demo")
+    p.add_argument(
+        "--model",
+        choices=MODEL_NAMES,
+        default="demo",
+        help="golden ViTs (demo, deit_*, *_gap) or timm's Swin/PiT with the token level patched in "
+        "(swin_tiny, pit_ti, pit_s; swin_demo, pit_demo for digits; torch backend; docs/baselines.md)",
+    )
     p.add_argument(
         "--data",
         default="digits",
