@@ -82,6 +82,7 @@ def test_pit_trains_on_digits_and_resumes(tmp_path: Path, capsys: pytest.Capture
         (["--model", "swin_demo", "--keep-attn", "0.5"], "--keep-attn"),
         (["--model", "pit_demo", "--token-policy", "evit"], "--token-policy"),
         (["--model", "pit_demo", "--method", "svite"], "--method"),
+        (["--model", "pit_ti"], "16px patches"),  # PiT-Ti's patches do not fit 8x8 digits
     ],
 )
 def test_train_refuses_what_swin_and_pit_do_not_implement(

@@ -52,6 +52,13 @@ def build_timm_model(
         from trilevel.baselines.swin import apply_token_pruning
     else:
         from trilevel.baselines.pit import apply_token_pruning
+
+        if min(model.patch_embed.grid_size) < 1:  # timm builds it, the first forward would fail
+            patch = model.patch_embed.patch_size[0]
+            raise ValueError(
+                f"{cfg.name}: {cfg.img_size}px images are smaller than its {patch}px patches; use larger "
+                "images (--img-size) or pit_demo"
+            )
     model = apply_token_pruning(model, cfg.prune_blocks)  # type: ignore[arg-type]
     model.cfg = cfg
     return model
