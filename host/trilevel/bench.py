@@ -48,6 +48,11 @@ class BenchOptions:
     models: tuple[str, ...] = ("demo", "deit_tiny")
     device: str = "auto"
     threads: int | None = None
+    # the engine-counters section (trilevel.accel.rtlsim_bench): the EngineBackend bound by
+    # `trilevel bench --backend rtlsim|pynq`, its label (where the rows were measured) and its row set
+    engine: Any = None
+    engine_where: dict[str, Any] | None = None
+    engine_rows: str | None = None
 
 
 @dataclass

@@ -1,17 +1,18 @@
-"""Per-kernel cycles measured on the RTL engine (Verilator) through the board driver, read from the
-engine's hardware counters: the rtlsim section of the benchmarks.
+"""Per-kernel cycles measured on the engine through the board driver, read from the engine's hardware
+counters: the RTL engine in Verilator (rtlsim) or the engine IP on the ZCU102 (pynq), one code path.
 
     python -m trilevel.accel.rtlsim_bench --out docs/engine-rtl-cycles.json   # production + CI tables
     python -m trilevel.accel.rtlsim_bench --config ci --rows small            # a quick run, printed
+    trilevel bench --backend rtlsim|pynq --out DIR                            # the bench section below
 
-Every row runs the lowered program (trilevel.accel.lower) of one kernel call on the RTL through
-`rtlsim.rtlsim_backend` (EngineDriver over the pynq device backed by the harness), checks the result
-bit for bit against the reference backend, and reports the counters: total cycles, cycles the array
-was fed (GEMM_BUSY), MACs, array utilization MACS / (rows * cols * CYCLES), the DMA-stall share
-(DMA_STALL / CYCLES: COMPUTE waiting for a LOAD token), DDR bytes (engine counters: command bytes +
-payloads) and the AXI bus bytes of the harness. With the production configuration it also runs the
-DeiT-T attention and MLP blocks forward and backward at every stage shape (measure_blocks: RTL vs fsim)
-and projects training time per image and per epoch from those cycles (projection).
+Every row runs the lowered program (trilevel.accel.lower) of one kernel call through an EngineBackend
+(EngineDriver over a pynq Device: rtlsim's RtlSimZynq, or the board's), checks the result bit for bit
+against the reference backend, and reports the counters: total cycles, cycles the array was fed
+(GEMM_BUSY), MACs, array utilization MACS / (rows * cols * CYCLES), the DMA-stall share (DMA_STALL /
+CYCLES: COMPUTE waiting for a LOAD token), DDR bytes (engine counters: command bytes + payloads) and,
+on rtlsim, the AXI bus bytes of the harness. With the production configuration it also runs the
+DeiT-T attention and MLP blocks forward and backward at every stage shape (measure_blocks: engine vs
+fsim) and projects training time per image and per epoch from those cycles (projection).
 """
 
 from __future__ import annotations
@@ -20,16 +21,21 @@ import argparse
 import dataclasses
 import datetime as _dt
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from trilevel.accel import isa, rtlsim
 from trilevel.intref.fixed import QTensor
+
+if TYPE_CHECKING:
+    from trilevel.accel.engine import EngineBackend
+    from trilevel.bench import BenchOptions, Section
 
 DEIT_T = {"dim": 192, "hidden": 768, "heads": 3}
 TOKENS = (197, 139, 98, 69)      # dense and the three pruned stages at R_T = 0.7
@@ -46,8 +52,8 @@ class Row:
     dma_stall_share: float
     ddr_rd_bytes: int
     ddr_wr_bytes: int
-    bus_rd_bytes: int
-    bus_wr_bytes: int
+    bus_rd_bytes: int | None     # the harness's AXI bookkeeping: rtlsim only
+    bus_wr_bytes: int | None
     exact: bool
     wall_s: float
 
@@ -97,15 +103,49 @@ def cases(rows: str) -> list[tuple]:
     return out
 
 
-def measure(config: isa.EngineConfig, rows: str = "deit", ddr: rtlsim.DdrModel | None = None,
-            lib: Path | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def rtlsim_where(config: isa.EngineConfig, ddr: rtlsim.DdrModel) -> dict[str, Any]:
+    """The label of rows measured on the Verilated RTL engine."""
+    return {"measured_on": "RTL engine (hls/rtl/engine) in Verilator through the board driver; hardware "
+                           f"counters; configuration {config.name} ({config.array_rows}x{config.array_cols} "
+                           "array) with the harness's DDR model (ddr_model)",
+            "where": f"rtlsim {config.name} {config.array_rows}x{config.array_cols}",
+            "ddr_model": dataclasses.asdict(ddr)}
+
+
+def board_where(bitfile: Path, config: isa.EngineConfig) -> dict[str, Any]:
+    """The label of rows measured on the ZCU102: the bitstream and what its manifest.json records."""
+    try:
+        manifest = json.loads((bitfile.parent / "manifest.json").read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    bit_sha = manifest.get("artifacts", {}).get(bitfile.name, {}).get("sha256")
+    keys = ("board", "part", "engine", "engine_config", "clock_mhz", "git_commit")
+    return {"measured_on": f"engine IP on the board through the pynq driver; hardware counters; bitstream "
+                           f"{bitfile} (sha256 {bit_sha or 'unknown: no manifest.json next to it'}), "
+                           f"configuration {config.name}",
+            "where": f"board {manifest.get('board', 'ZCU102')} {config.name} bit {(bit_sha or '?')[:8]}",
+            "bitstream": {"path": str(bitfile), "sha256": bit_sha, **{k: manifest.get(k) for k in keys}}}
+
+
+def measure(config: isa.EngineConfig = isa.CI_SMALL, rows: str = "deit", ddr: rtlsim.DdrModel | None = None,
+            lib: Path | None = None, log: Callable[[str], None] | None = None,
+            backend: EngineBackend | None = None, where: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The kernel rows of `rows` on `backend` (an EngineBackend over any pynq Device; default: rtlsim's
+    RTL engine at `config` with `ddr`, harness library `lib`), labelled by `where` (default: rtlsim's
+    label, or the backend's name)."""
     from trilevel.accel.engine import EngineBackend, pynq_driver
     from trilevel.accel.reference_backend import ReferenceBackend
 
-    ddr = ddr or rtlsim.DdrModel()
-    harness = rtlsim.Harness(config, ddr, lib=lib)
-    device = rtlsim.rtlsim_zynq(harness)
-    backend = EngineBackend(pynq_driver(device, config, rtlsim.ENGINE_BASE, 24 * 3600.0), "rtlsim")
+    if backend is None:
+        ddr = ddr or rtlsim.DdrModel()
+        device = rtlsim.rtlsim_zynq(rtlsim.Harness(config, ddr, lib=lib))
+        backend = EngineBackend(pynq_driver(device, config, rtlsim.ENGINE_BASE, 24 * 3600.0), "rtlsim")
+        backend.device = device
+        where = where or rtlsim_where(config, ddr)
+    config = backend.config
+    harness = getattr(backend.device, "harness", None)      # rtlsim's: AXI bus bytes
+    where = where or {"measured_on": f"engine backend {backend.name}; hardware counters",
+                      "where": backend.name}
     reference = ReferenceBackend()
     rng = np.random.default_rng(2026)
     pes = config.array_rows * config.array_cols
@@ -114,27 +154,28 @@ def measure(config: isa.EngineConfig, rows: str = "deit", ddr: rtlsim.DdrModel |
         make = _linear_case if case[0] == "linear" else _topk_case
         call, kernel, shape = make(rng, *case[1:])
         backend.counters.clear()
-        s0 = harness.stats()
+        s0 = harness.stats() if harness else None
         t0 = time.time()
         got = call(backend)
         wall = time.time() - t0
-        s1 = harness.stats()
+        s1 = harness.stats() if harness else None
         want = call(reference)
         exact = _equal(got, want)
         c = {key: sum(k[key] for k in backend.counters.values()) for key in isa.COUNTERS}
+        bus = ((s1["rd_bytes"] - s0["rd_bytes"], s1["wr_bytes"] - s0["wr_bytes"]) if s0 and s1
+               else (None, None))
         row = Row(kernel, shape, c["CYCLES"], c["GEMM_BUSY"], c["MACS"],
                   round(c["MACS"] / (pes * c["CYCLES"]), 4),
                   round(c["DMA_STALL"] / c["CYCLES"], 4), c["DDR_RD_BYTES"], c["DDR_WR_BYTES"],
-                  s1["rd_bytes"] - s0["rd_bytes"], s1["wr_bytes"] - s0["wr_bytes"], exact, round(wall, 2))
-        out_rows.append(dataclasses.asdict(row))
+                  *bus, exact, round(wall, 2))
+        out_rows.append({**dataclasses.asdict(row), "where": where["where"]})
         if log:
             log(f"{kernel:18s} {shape:16s} cycles {row.cycles:8d}  util {row.utilization:.3f}  "
                 f"dma-stall {row.dma_stall_share:.3f}  exact {exact}  ({wall:.1f} s)")
     return {
-        "measured_on": "RTL engine (hls/rtl/engine) in Verilator through the board driver; hardware counters",
+        **where,
         "date": _dt.date.today().isoformat(),
         "config": dataclasses.asdict(config),
-        "ddr_model": dataclasses.asdict(ddr),
         "clock_mhz": config.clock_mhz,
         "rows": out_rows,
     }
@@ -182,6 +223,100 @@ def main(argv: list[str] | None = None) -> int:
 
 
 
+# ------------------------------------------------------------------------------ trilevel bench section
+COLUMNS = ["kernel", "shape", "cycles", "gemm_busy", "macs", "utilization", "dma_stall_share",
+           "ddr_rd_bytes", "ddr_wr_bytes", "exact", "wall_s", "where"]
+TABLE_FILE = "engine-counters"     # DIR/engine-counters.json and .md
+
+
+def default_rows(config: isa.EngineConfig) -> str:
+    return "deit" if config == isa.PRODUCTION else "small"
+
+
+def measure_table(backend: EngineBackend, where: dict[str, Any], rows: str | None = None,
+                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The table of `python -m trilevel.accel.rtlsim_bench` for one backend: kernel rows, and with the
+    production build (rows other than small) the DeiT-T block rows and their projection."""
+    rows = rows or default_rows(backend.config)
+    table = measure(rows=rows, log=log, backend=backend, where=where)
+    if backend.config == isa.PRODUCTION and rows != "small":
+        blocks = measure_blocks(backend.config, log=log, driver=backend.driver)
+        table["block_rows"] = [{**r, "where": where["where"]} for r in blocks]
+        table["projection"] = projection(table["block_rows"], backend.config.clock_mhz)
+    return table
+
+
+def markdown(table: dict[str, Any]) -> str:
+    """The table for a person: where and when it was measured, then one line per row."""
+    cfg = table["config"]
+    lines = [f"# Engine hardware counters per kernel ({table['date']})", "",
+             f"Measured on: {table['measured_on']}.", "",
+             f"Configuration {cfg['name']}: {cfg['array_rows']}x{cfg['array_cols']} array, clock "
+             f"{table['clock_mhz']} MHz (cycles are engine cycles; ms = cycles / clock). Utilization = "
+             "MACs / (rows x cols x cycles); exact = the outputs equal the reference backend bit for bit.",
+             ""]
+    if "bitstream" in table:
+        lines += [f"Bitstream: `{json.dumps(table['bitstream'], sort_keys=True)}`", ""]
+    if "ddr_model" in table:
+        lines += [f"DDR model: `{json.dumps(table['ddr_model'], sort_keys=True)}`", ""]
+    for key in ("rows", "block_rows"):
+        if not table.get(key):
+            continue
+        lines += ["| " + " | ".join(COLUMNS[:-1]) + " |", "|" + "---|" * (len(COLUMNS) - 1)]
+        lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS[:-1]) + " |" for r in table[key]]
+        lines.append("")
+    if "projection" in table:
+        lines += ["Projection (not a measurement): " + json.dumps(table["projection"]), ""]
+    return "\n".join(lines)
+
+
+def bench_section(options: BenchOptions) -> Section:
+    """`trilevel bench` section: the kernel rows measured from the engine's counters on
+    `options.engine` (bound by `trilevel bench --backend rtlsim|pynq`; default: rtlsim at CI_SMALL), the
+    same table as `python -m trilevel.accel.rtlsim_bench`, also written to DIR/engine-counters.{json,md}."""
+    from trilevel.bench import Section
+
+    backend, where = options.engine, options.engine_where
+    if backend is None:
+        backend = rtlsim.rtlsim_backend(isa.CI_SMALL)
+        where = rtlsim_where(isa.CI_SMALL, rtlsim.DdrModel())
+    table = measure_table(backend, where or {}, options.engine_rows, log=lambda s: print(s, flush=True))
+    out = Path(options.out)
+    (out / f"{TABLE_FILE}.json").write_text(json.dumps(table, indent=1) + "\n")
+    (out / f"{TABLE_FILE}.md").write_text(markdown(table))
+    cfg = backend.config
+    section = Section(name="engine_counters", title=f"Engine counters per kernel on {where['where']} "
+                      f"({cfg.array_rows}x{cfg.array_cols} array, {cfg.clock_mhz:g} MHz)",
+                      columns=COLUMNS[:-1], rows=table["rows"] + table.get("block_rows", []))
+    section.notes = [f"measured on: {table['measured_on']}",
+                     f"written: {out / (TABLE_FILE + '.json')}, {out / (TABLE_FILE + '.md')}"]
+    bad = [r for r in section.rows if not r["exact"]]
+    if bad:
+        section.notes.append(f"{len(bad)} rows differ from the reference backend")
+        section.error = f"{len(bad)} rows differ from the reference backend (table in {TABLE_FILE}.md)"
+    return section
+
+
+def bind(name: str, config: isa.EngineConfig | None = None, bitfile: Path | None = None
+         ) -> tuple[EngineBackend, dict[str, Any]]:
+    """The backend `trilevel bench --backend NAME` measures on, and its label. rtlsim: the Verilated RTL at
+    `config` (default CI_SMALL); pynq: the engine IP of the bitstream, bound like `trilevel train
+    --backend pynq` (trilevel.accel.get_backend). Raises BackendError, ImportError, OSError or
+    rtlsim.RtlSimError when it cannot."""
+    from trilevel.accel import get_backend
+    from trilevel.accel.engine import DEFAULT_BITFILE
+
+    if name == "rtlsim":
+        config = config or isa.CI_SMALL
+        rtlsim.build(config)
+        ddr = rtlsim.DdrModel()
+        return get_backend("rtlsim", config=config, ddr=ddr), rtlsim_where(config, ddr)
+    if name != "pynq":
+        raise ValueError(f"no engine bench on backend {name!r}")
+    path = Path(bitfile or os.environ.get("TRILEVEL_BITFILE") or DEFAULT_BITFILE)
+    backend = get_backend("pynq", bitfile=path)
+    return backend, board_where(path, backend.config)
+
 # ----------------------------------------------------------------------------------- DeiT-T blocks
 STAGES = ((197, None, 4), (139, 43, 3), (98, 31, 3), (69, 22, 2))   # tokens, keys, blocks (Tri-Level/0.7)
 EXACT_COUNTERS = ("DDR_RD_BYTES", "DDR_WR_BYTES", "MACS", "RETIRED")
@@ -207,17 +342,21 @@ def _random_inputs(rng: np.random.Generator, program: Any, tokens: int, keys: in
 
 
 def measure_blocks(config: isa.EngineConfig, ddr: rtlsim.DdrModel | None = None, lib: Path | None = None,
-                   stages: tuple = STAGES, log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """attn/mlp fwd + bwd of one DeiT-T block (batch 1) at every stage's shape, on the RTL and on fsim:
-    outputs, statistics and the exact counters must agree; the rows carry the RTL's counters."""
+                   stages: tuple = STAGES, log: Callable[[str], None] | None = None,
+                   driver: Any = None) -> list[dict[str, Any]]:
+    """attn/mlp fwd + bwd of one DeiT-T block (batch 1) at every stage's shape, on the engine of `driver`
+    (an EngineDriver; default: the RTL at `config` in Verilator) and on fsim: outputs, statistics and the
+    exact counters must agree; the rows carry the measured engine's counters."""
     from trilevel import config as model_configs
     from trilevel.accel import lower
     from trilevel.accel.engine import EngineBackend, pynq_driver
 
     vit = model_configs.CONFIGS["deit_tiny"]
-    ddr = ddr or rtlsim.DdrModel()
-    rtl = pynq_driver(rtlsim.rtlsim_zynq(rtlsim.Harness(config, ddr, lib=lib)), config, rtlsim.ENGINE_BASE,
-                      24 * 3600.0)
+    if driver is None:
+        ddr = ddr or rtlsim.DdrModel()
+        driver = pynq_driver(rtlsim.rtlsim_zynq(rtlsim.Harness(config, ddr, lib=lib)), config,
+                             rtlsim.ENGINE_BASE, 24 * 3600.0)
+    rtl = driver
     ref = EngineBackend.fsim(config).driver
     rng = np.random.default_rng(197)
     pes = config.array_rows * config.array_cols
