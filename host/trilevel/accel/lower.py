@@ -509,6 +509,28 @@ class Arena:
 PIPELINE_TILES, PIPELINE_MIN_ROWS = 4, 32
 
 
+def spm_region(config: isa.EngineConfig) -> int:
+    """Elements per SPM region of the RTL engine's banked memory (hls/rtl/engine/engine_mem.sv): SPM lanes
+    (the next power of two >= max(8, R, C)) x 2048 rows; a region serves two accesses per cycle, more
+    stall the engine. Buffers that are used at the same time go in different regions where they fit."""
+    lanes = max(8, config.array_rows, config.array_cols)
+    return (1 << (lanes - 1).bit_length()) * 2048
+
+
+def _place(spm: Arena, sizes: Sequence[int], rest: int, region: int) -> list[int]:
+    """Addresses for buffers of `sizes` taken from `spm`, each starting at a region boundary when all of
+    them and `rest` more elements still fit that way, else packed."""
+    top, aligned = spm.base + spm.top, []
+    for size in sizes:
+        top = -(-top // region) * region
+        aligned.append(top)
+        top += size
+    if top + rest <= spm.base + spm.size:
+        spm.top = top - spm.base
+        return aligned
+    return [spm.take(size) for size in sizes]
+
+
 def _rows_that_fit(free: int, per_row: int, total: int, what: str) -> int:
     pipelined = max(PIPELINE_MIN_ROWS, -(-total // PIPELINE_TILES))
     rows = min(total, free // max(per_row, 1), 0xFFFF, pipelined)
@@ -570,8 +592,15 @@ def _linear_fwd_grown(
     outs = 1 + (res is not None) + (gelu is not None)
     if rows > 0xFFFF or rows * din + dout * din + dout + outs * rows * dout > spm.free:
         return False
-    x_addr, w_addr, bias_addr = spm.take(rows * din), spm.take(dout * din), spm.take(dout)
-    y_addr = spm.take(rows * dout)
+    # x (GEMM A, LOAD), W (GEMM B, LOAD) and y (GEMM C, STORE) each from a region boundary when they fit so
+    # (at most two accesses per region and cycle): bias, residual and GELU output after them.
+    x_addr, w_addr, y_addr = _place(
+        spm,
+        (rows * din, dout * din, rows * dout),
+        dout + (outs - 1) * rows * dout,
+        spm_region(b.config),
+    )
+    bias_addr = spm.take(dout)
     r_addr = spm.take(rows * dout) if res is not None else 0
     g_addr = spm.take(rows * dout) if gelu is not None else 0
     row_step = max(b.config.array_rows, GROW_ROWS // b.config.array_rows * b.config.array_rows)
@@ -751,7 +780,11 @@ def stage_linear_fwd(
     When x fits the scratchpad it stays resident and the weight streams through (_linear_fwd_streamed);
     otherwise the weight (or an n-tile of it) stays and x streams in row tiles."""
     rows, din, dout = x.rows, x.cols, w.rows
-    spm = _spm(b, "linear")
+    region = spm_region(b.config)
+    outs = 1 + (res is not None) + (gelu is not None)
+    grown = sum(-(-n // region) * region for n in (rows * din, dout * din, rows * dout))
+    grown += dout + (outs - 1) * rows * dout
+    spm = _spm(b, "linear", grown if grown <= b.scratch else None)  # whole SPM for region-aligned operands
     for variant in (_linear_fwd_grown, _linear_fwd_streamed):
         if variant(b, spm, x, w, bias, res, y, shift, shift2, shift3, slot, gelu):
             return
