@@ -5,7 +5,8 @@ commands equal fsim byte for byte (every on-chip memory and the STAT slots store
 RETIRED and the exact counters); each VEC error (BAD_DIMS, BAD_SHIFT, SPM_RANGE, ACC_RANGE, including
 the ones found while a command runs) stops both at the same command with the same code; the LUT include
 is generated from trilevel.intref.luts; and an engine whose GELU_BWD rounds RNE instead of SR
-(MUTATION bit 2; the MUTATION=7 build shared with sim/test_engine_mutation.py) fails the comparison."""
+(MUTATION bit 2; the MUTATION=7 build shared with sim/test_engine_mutation.py) fails the comparison.
+The random programs come from sim/random_programs.py."""
 
 from __future__ import annotations
 
@@ -15,16 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from random_programs import SPM_USED, RandomProgram
 
 from trilevel.accel import fsim, isa, rtlsim
-from trilevel.accel.isa import Err, Mem, Op, SoftmaxSub, Vec
+from trilevel.accel.isa import Err, Mem, Op, Vec
 
 CFG = isa.CI_SMALL
-QUARTER = 2048                    # SPM elements per quarter: a command writes one and reads the others
-SPM_USED, ACC_USED, IDX_USED = 4 * QUARTER, 2048, 512
-LISTS = 256                       # IDX [0, 256): connection-list entries < 16
-DDR_BYTES = 1 << 18
 EXACT = ("DDR_RD_BYTES", "DDR_WR_BYTES", "MACS", "RETIRED")
+VEC_KINDS = ("layernorm", "elementwise", "mask", "softmax")
 GEN = Path(__file__).resolve().parents[1] / "hls" / "rtl" / "engine" / "gen_vec_luts.py"
 needs_vec = pytest.mark.skipif("engine_vec" not in rtlsim.ENGINE_MODULES,
                                reason="engine_vec is not instantiated in engine_top yet")
@@ -35,127 +34,7 @@ def rtl():
     return rtlsim.RtlEngine(CFG, rtlsim.DdrModel(stall=0.05, seed=23))
 
 
-class Program:
-    ELEMENTWISE = (Vec.GELU_FWD, Vec.GELU_BWD, Vec.COLSUM, Vec.COLDOT)
-
-    def __init__(self, rng: np.random.Generator) -> None:
-        self.rng, self.cmds = rng, []
-        self.ddr = np.zeros(DDR_BYTES, dtype=np.uint8)
-        self.free = 1 << 14
-
-    def r(self, lo: int, hi: int) -> int:
-        return int(self.rng.integers(lo, hi + 1))
-
-    def put(self, arr: np.ndarray) -> int:
-        addr = self.free
-        self.ddr[addr: addr + arr.nbytes] = np.ascontiguousarray(arr).view(np.uint8).ravel()
-        self.free = -(-(addr + arr.nbytes) // 64) * 64
-        return addr
-
-    def add(self, op: Op, **f: int) -> None:
-        self.cmds.append(isa.encode(op, **f))
-
-    def region(self, quarter: int, rows: int, cols: int) -> tuple[int, int]:
-        stride = cols + self.r(0, 3)
-        span = (rows - 1) * stride + cols
-        return quarter * QUARTER + self.r(0, QUARTER - span), stride
-
-    def quarters(self) -> tuple[int, list[int]]:
-        out = self.r(0, 3)
-        return out, [q for q in range(4) if q != out]
-
-    # ------------------------------------------------------------------------------ commands
-    def layernorm(self) -> None:
-        m, n = self.r(1, 10), self.r(1, 70)
-        out, ins = self.quarters()
-        x_addr, x_stride = self.region(ins[0], m, n)
-        half = QUARTER // 2
-        c_addr = out * QUARTER + self.r(0, half - m * n)
-        e_addr = out * QUARTER + half + self.r(0, half - m * n)
-        f_addr = self.r(0, ACC_USED - m)
-        self.add(Op.VEC, sub=Vec.LN_FWD, m=m, n=n, a_addr=x_addr, a_stride=x_stride,
-                 b_addr=self.region(ins[1], 1, n)[0], d_addr=self.region(ins[2], 1, n)[0], c_addr=c_addr,
-                 c_stride=n, e_addr=e_addr, e_stride=n, f_addr=f_addr, shift=self.r(4, 22),
-                 shift2=self.r(-12, 6), shift4=self.r(-6, 30), stat=self.r(0, 1), slot=self.r(0, 63))
-        dy_addr, dy_stride = self.region(ins[1], m, n)
-        bwd = dict(m=m, n=n, a_addr=dy_addr, a_stride=dy_stride, b_addr=self.region(ins[2], 1, n)[0],
-                   e_addr=e_addr, e_stride=n, f_addr=f_addr, c_addr=self.region(ins[0], m, n)[0], c_stride=n,
-                   shift=self.r(8, 22), shift2=self.r(6, 22), shift3=self.r(-4, 14),
-                   seed=self.r(0, 2**32 - 1), index_base=self.r(0, 2**32 - 1), index_stride=self.r(0, 300),
-                   stat=self.r(0, 1), slot=self.r(0, 61))
-        if self.r(0, 1):
-            d_addr, d_stride = self.region(ins[2], m, n)
-            bwd.update(bias=1, d_addr=d_addr, d_stride=d_stride, shift4=self.r(-12, 12))
-        self.add(Op.VEC, sub=Vec.LN_BWD, **bwd)
-
-    def elementwise(self) -> None:
-        m, n = self.r(1, 12), self.r(1, 60)
-        out, ins = self.quarters()
-        a_addr, a_stride = self.region(ins[0], m, n)
-        b_addr, b_stride = self.region(ins[1], m, n)
-        c_addr, c_stride = self.region(out, m, n)
-        sub = Vec(int(self.rng.choice(self.ELEMENTWISE)))
-        f = dict(sub=sub, m=m, n=n, a_addr=a_addr, a_stride=a_stride, b_addr=b_addr, b_stride=b_stride)
-        if sub in (Vec.COLSUM, Vec.COLDOT):
-            f.update(f_addr=self.r(0, ACC_USED - n))
-        else:
-            f.update(c_addr=c_addr, c_stride=c_stride, imm=self.r(-3, 20), shift=self.r(-4, 34),
-                     sr=self.r(0, 1), seed=self.r(0, 2**32 - 1), index_base=self.r(0, 2**32 - 1),
-                     index_stride=self.r(0, 99), stat=self.r(0, 1), slot=self.r(0, 63))
-        self.add(Op.VEC, **f)
-
-    def mask(self) -> None:
-        n = self.r(16, 40)
-        m, dense = self.r(1, 12), self.r(0, 3)
-        k = self.r(1, min(n, 12))
-        out, _ = self.quarters()
-        c_addr, c_stride = self.region(out, m, n)
-        self.add(Op.VEC, sub=Vec.MASK, m=m, n=n, k=k, imm=dense, b_addr=self.r(0, 40), b_stride=self.r(k, 12),
-                 c_addr=c_addr, c_stride=c_stride)
-
-    def softmax(self) -> None:
-        m, n = self.r(1, 8), self.r(1, 40)
-        out, ins = self.quarters()
-        a_addr, a_stride = self.region(ins[0], m, n)
-        c_addr, c_stride = self.region(out, m, n)
-        f = dict(m=m, n=n, a_addr=a_addr, a_stride=a_stride, c_addr=c_addr, c_stride=c_stride)
-        if self.r(0, 1):
-            e_addr, e_stride = self.region(ins[1], m, n)
-            f.update(sub=SoftmaxSub.FWD, shift=self.r(0, 15), mask=self.r(0, 1), e_addr=e_addr,
-                     e_stride=e_stride)
-        else:
-            b_addr, b_stride = self.region(ins[1], m, n)
-            f.update(sub=SoftmaxSub.BWD, b_addr=b_addr, b_stride=b_stride, shift=self.r(10, 40),
-                     seed=self.r(0, 2**32 - 1), index_base=self.r(0, 500), index_stride=n, stat=1,
-                     slot=self.r(0, 63))
-        self.add(Op.SOFTMAX, **f)
-
-    def build(self, commands: int, kinds: tuple[str, ...] = ("layernorm", "elementwise", "mask", "softmax")
-              ) -> int:
-        rng = self.rng
-        spm = rng.integers(-4000, 4000, SPM_USED).astype(np.int16)
-        acc = rng.integers(-(2**30), 2**30, ACC_USED).astype(np.int64)
-        idx = np.concatenate([rng.integers(0, 16, LISTS), rng.integers(0, 2**16, IDX_USED - LISTS)])
-        for mem, data in ((Mem.SPM, spm), (Mem.ACC, acc), (Mem.IDX, idx.astype(np.uint16))):
-            self.add(Op.LOAD, sub=mem, m=1, n=data.size, index_base=self.put(data),
-                     push_next=int(mem == Mem.IDX))
-        first = len(self.cmds)
-        for _ in range(commands):
-            getattr(self, str(rng.choice(kinds)))()
-        self.cmds[first][0] |= 1 << isa.CONTROL["pop_prev"][0]
-        self.cmds[-1][0] |= 1 << isa.CONTROL["push_next"][0]
-        for i, (mem, count) in enumerate(((Mem.SPM, SPM_USED), (Mem.ACC, ACC_USED), (Mem.IDX, IDX_USED),
-                                          (Mem.STAT, 64))):
-            addr = self.free
-            self.free += -(-count * isa.DDR_ELEM_BYTES[mem] // 64) * 64
-            self.add(Op.STORE, sub=mem, m=1, n=count, index_base=addr, pop_prev=int(i == 0))
-        self.add(Op.FINISH)
-        words = isa.program_words(self.cmds)
-        self.ddr[: words.nbytes] = words.view(np.uint8)
-        return len(self.cmds)
-
-
-def compare(rtl, prog: Program, count: int) -> fsim.RunResult:
+def compare(rtl, prog: RandomProgram, count: int) -> fsim.RunResult:
     ddr_r, ddr_f = prog.ddr.copy(), prog.ddr.copy()
     got = rtl.run(ddr_r, 0, count)
     want = fsim.FunctionalEngine(CFG).run(ddr_f, 0, count)
@@ -178,21 +57,21 @@ def test_vec_luts_are_generated():
 @needs_vec
 @pytest.mark.parametrize("kind", ["layernorm", "elementwise", "mask"])
 def test_each_vec_kind_rtl_equals_fsim(rtl, kind):
-    prog = Program(np.random.default_rng(5100 + len(kind)))
+    prog = RandomProgram(np.random.default_rng(5100 + len(kind)))
     compare(rtl, prog, prog.build(commands=6, kinds=(kind,)))
 
 
 @needs_vec
 @pytest.mark.parametrize("seed", range(4))
 def test_random_vec_programs_rtl_equals_fsim(rtl, seed):
-    prog = Program(np.random.default_rng(5000 + seed))
-    want = compare(rtl, prog, prog.build(commands=10))
+    prog = RandomProgram(np.random.default_rng(5000 + seed))
+    want = compare(rtl, prog, prog.build(commands=10, kinds=VEC_KINDS))
     assert want.error == Err.NONE, want.detail
 
 
 def _single(fields: dict[str, int], acc: np.ndarray | None = None, idx: np.ndarray | None = None) -> tuple:
     """A program: LOAD SPM (and ACC / IDX), one VEC command, STOREs, FINISH."""
-    prog = Program(np.random.default_rng(7))
+    prog = RandomProgram(np.random.default_rng(7))
     spm = prog.rng.integers(-3000, 3000, SPM_USED).astype(np.int16)
     cmds = [isa.encode(Op.LOAD, sub=Mem.SPM, m=1, n=SPM_USED, index_base=prog.put(spm))]
     if acc is not None:
@@ -268,7 +147,7 @@ def test_broken_gelu_rounding_fails_the_comparison():
     lib = rtlsim.build(CFG, overrides={"MUTATION": 7})
     mutant.config, mutant.ddr_base, mutant.max_cycles, mutant.last_cycles = CFG, 0x8_0000_0000, 200_000_000, 0
     mutant.harness = rtlsim.Harness(CFG, rtlsim.DdrModel(), lib=lib)
-    prog = Program(np.random.default_rng(77))
+    prog = RandomProgram(np.random.default_rng(77))
     prog.ELEMENTWISE = (Vec.GELU_BWD,)
     count = prog.build(commands=4, kinds=("elementwise",))
     compare(rtlsim.RtlEngine(CFG), prog, count)         # the real RTL passes this program
