@@ -123,7 +123,8 @@ def board_where(bitfile: Path, config: isa.EngineConfig) -> dict[str, Any]:
     return {"measured_on": f"engine IP on the board through the pynq driver; hardware counters; bitstream "
                            f"{bitfile} (sha256 {bit_sha or 'unknown: no manifest.json next to it'}), "
                            f"configuration {config.name}",
-            "where": f"board {manifest.get('board', 'ZCU102')} {config.name} bit {(bit_sha or '?')[:8]}",
+            "where": f"board {manifest.get('board', 'ZCU102')} {config.name} {config.array_rows}x"
+                     f"{config.array_cols} bit {(bit_sha or '?')[:8]}",
             "bitstream": {"path": str(bitfile), "sha256": bit_sha, **{k: manifest.get(k) for k in keys}}}
 
 
@@ -284,12 +285,15 @@ def bench_section(options: BenchOptions) -> Section:
     out = Path(options.out)
     (out / f"{TABLE_FILE}.json").write_text(json.dumps(table, indent=1) + "\n")
     (out / f"{TABLE_FILE}.md").write_text(markdown(table))
-    cfg = backend.config
-    section = Section(name="engine_counters", title=f"Engine counters per kernel on {where['where']} "
-                      f"({cfg.array_rows}x{cfg.array_cols} array, {cfg.clock_mhz:g} MHz)",
+    section = Section(name="engine_counters", title=f"Engine hardware counters per kernel, measured on "
+                      f"{table['where']} ({table['clock_mhz']:g} MHz clock)",
                       columns=COLUMNS[:-1], rows=table["rows"] + table.get("block_rows", []))
-    section.notes = [f"measured on: {table['measured_on']}",
-                     f"written: {out / (TABLE_FILE + '.json')}, {out / (TABLE_FILE + '.md')}"]
+    section.notes = [f"measured on: {table['measured_on']}"]
+    section.notes += [f"{key}: {json.dumps(table[key], sort_keys=True)}" for key in ("ddr_model", "bitstream")
+                      if key in table]
+    if "projection" in table:
+        section.notes.append(f"projection (not a measurement): {json.dumps(table['projection'])}")
+    section.notes.append(f"written: {out / (TABLE_FILE + '.json')}, {out / (TABLE_FILE + '.md')}")
     bad = [r for r in section.rows if not r["exact"]]
     if bad:
         section.notes.append(f"{len(bad)} rows differ from the reference backend")
