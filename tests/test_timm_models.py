@@ -177,3 +177,15 @@ def test_token_plan_bounds_the_kept_tokens_and_saves_macs(name: str) -> None:
     assert info.tokens_per_block[:2] == plan[:2]  # exact until the first merge after a selector
     assert counter.count(0.5) < counter.count(1.0) == counter.count_dense()
     assert counter.count(0.5, train=True) < counter.count_dense(train=True)
+
+
+def test_macs_command_reports_algorithmic_and_executed_macs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["macs", "--model", "pit_demo", "--keep-token", "0.5", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    counter = _macs("pit_demo")
+    assert report["sparse_forward_macs"] == counter.count(0.5) < report["mask_forward_macs"]
+    assert report["mask_forward_macs"] == report["dense_forward_macs"] == counter.count_dense()
+    assert report["tokens_per_block"] == counter.plan(0.5)[0]
+    assert cli.main(["macs", "--model", "pit_demo", "--keep-attn", "0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "keep_attn" in err[0]

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from trilevel import userinput as ui
-from trilevel.config import CONFIGS
+from trilevel.config import MODEL_NAMES
 
 # Options of the whole-run count only (it runs with --epochs or --keep-example); default None.
 RUN_OPTIONS = ("num_examples", "batch_size", "keep_warmup_epochs", "keep_decay_epochs")
@@ -53,7 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--keep-example, also the whole run's training MACs including the example level and the "
         "keep-ratio schedules (paper defaults: 300 epochs of ImageNet-1K, batch 512).",
     )
-    p.add_argument("--model", choices=sorted(CONFIGS), default="deit_tiny")
+    p.add_argument(
+        "--model", choices=MODEL_NAMES, default="deit_tiny", help="Swin/PiT: algorithmic vs executed MACs"
+    )
     p.add_argument("--keep-token", type=ui.KEEP_RATIO, default=0.7, help="R_T")
     p.add_argument("--keep-attn", type=ui.KEEP_RATIO, default=1.0, help="R_A")
     p.add_argument(
