@@ -9,6 +9,7 @@ one line and exit code 2, before anything is written."""
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -120,15 +121,20 @@ def test_a_wrong_result_is_flagged(tmp_path):
     assert "| False |" in (tmp_path / "engine-counters.md").read_text()
 
 
-@pytest.mark.parametrize("extra", [[], ["--bitfile", "{tmp}/none.bit"], ["--engine-config", "ci"]],
-                         ids=["no-board", "missing-bitfile", "engine-config"])
+@pytest.mark.parametrize("extra", [[], ["--bitfile", "{tmp}/none.bit"], ["--engine-config", "ci"],
+                                   ["no-pynq"]],
+                         ids=["no-board", "missing-bitfile", "engine-config", "no-pynq-package"])
 def test_pynq_bench_without_a_board_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, extra):
     monkeypatch.setenv("TRILEVEL_BITFILE", str(tmp_path / "missing.bit"))
+    if extra == ["no-pynq"]:
+        monkeypatch.setitem(sys.modules, "pynq", None)      # `import pynq` raises ImportError
+        extra = []
     out = tmp_path / "out"
     args = [a.format(tmp=tmp_path) for a in extra]
     assert main(["bench", "--backend", "pynq", *args, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("trilevel bench: error:"), err
+    assert ("pynq package is missing" in err) == (sys.modules.get("pynq", 0) is None), err
     assert not out.exists()
 
 

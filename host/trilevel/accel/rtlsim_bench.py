@@ -318,6 +318,10 @@ def bind(name: str, config: isa.EngineConfig | None = None, bitfile: Path | None
     if name != "pynq":
         raise ValueError(f"no engine bench on backend {name!r}")
     path = Path(bitfile or os.environ.get("TRILEVEL_BITFILE") or DEFAULT_BITFILE)
+    try:
+        import pynq  # noqa: F401
+    except ImportError:
+        raise ImportError("the pynq package is missing (the board's PYNQ image provides it)") from None
     backend = get_backend("pynq", bitfile=path)
     return backend, board_where(path, backend.config)
 
