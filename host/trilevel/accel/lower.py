@@ -225,6 +225,7 @@ class Builder:
         self._pending: dict[Module, set[str]] = {x: set() for x in Module}
         self.scratch = config.spm_elems - 2  # two SPM words for relay GEMMs
         self.spm_half = 1  # the half of the scratchpad the last stage used (see _spm)
+        self.acc_top = config.acc_elems  # below the last stage's small ACC regions (see stage_linear_bwd)
         self.relays = 0
 
     # ---- DDR
@@ -543,12 +544,16 @@ def _tiles(total: int, step: int) -> list[tuple[int, int]]:
     return [(s, min(step, total - s)) for s in range(0, total, step)]
 
 
-def _spm(b: Builder, what: str, need: int | None = None) -> Arena:
+def _spm(b: Builder, what: str, need: int | None = None, at_top: bool = False) -> Arena:
     """A stage's scratchpad: alternately the lower and the upper half, so that a stage's first loads (its
     weights) need not wait until the previous stage is done with its buffers (the dependency tokens then
-    let them overlap); the whole scratchpad when the stage `need`s more than a half."""
+    let them overlap); the whole scratchpad when the stage `need`s more than a half, or with `at_top`
+    exactly `need` elements at its top, so that the next stage (in the lower half) can load below them."""
     half = b.scratch // 2
     if need is not None and need > half:
+        if at_top and need <= b.scratch:
+            b.spm_half = 1
+            return Arena(need, f"{b.kernel} {what} (SPM, top)", b.scratch - need)
         return Arena(b.scratch, f"{b.kernel} {what} (SPM)")
     b.spm_half ^= 1
     return Arena(half, f"{b.kernel} {what} (SPM, half)", b.spm_half * half)
@@ -949,6 +954,7 @@ def _ln_bwd_tile(
 # block i (the same ACC region), so with 3 or more the old-gradient loads, the accumulation and the
 # write-backs overlap (4: 2% fewer modelled cycles than 3 on DeiT-T's MLP backward).
 GRAD_BUFS = 4
+ACC_RESERVE = 16  # the top 1/16 of the ACC holds the stages' small regions (see stage_linear_bwd)
 
 
 def _grad_block(dout: int, din: int, cap: int, arr_rows: int, arr_cols: int) -> tuple[int, int]:
@@ -978,7 +984,7 @@ def _weight_grad_resident(
     gradient while the array accumulates one and STORE writes the previous back. False (emitting
     nothing) when dY and X do not fit half the scratchpad."""
     rows, dout, din = dy.rows, dy.cols, x.cols
-    spm = _spm(b, "weight gradient", rows * (dout + din))
+    spm = _spm(b, "weight gradient", rows * (dout + din), at_top=True)
     cap = acc_free // GRAD_BUFS
     if rows * (dout + din) > spm.free or cap < 1:
         return False
@@ -1040,12 +1046,10 @@ def stage_linear_bwd(
     whether it did (else dx holds dX and the caller runs stage_ln_bwd)."""
     rows, dout, din = dy.rows, dy.cols, x.cols
     acc_free = b.config.acc_elems
-    bias_acc = 0
     if grad_b is not None:
         acc_free -= dout
         if acc_free < 1:
             raise LoweringError(f"{b.kernel}: bias gradient of {dout} does not fit the ACC")
-        b.load(Mem.ACC, bias_acc, 0, grad_b, 0, 0, 1, dout)
     make_dx = dx is not None or gelu is not None
     fused_ln = False
     if make_dx or grad_b is not None:
@@ -1068,6 +1072,16 @@ def stage_linear_bwd(
         if fused_ln:
             mt = min(mt, (acc_free - 2 * din) // 2)
             acc_free -= 2 * din + 2 * mt
+        # The bias gradient and the fused LayerNorm's ACC regions sit in the top 1/ACC_RESERVE of the ACC,
+        # each stage's below the previous stage's (wrapping around), the weight gradient's blocks below
+        # that reserve: a stage's first ACC loads then do not wait for the previous stage's stores (a
+        # wait on STORE would be relayed through COMPUTE behind all the previous stage's work).
+        small, reserve = b.config.acc_elems - acc_free, b.config.acc_elems // ACC_RESERVE
+        top = b.config.acc_elems
+        if small <= reserve and b.acc_top - small >= b.config.acc_elems - reserve:
+            top = b.acc_top
+        bias_acc, ln_acc = top - small, ln_acc + top - small
+        b.acc_top = top - small if small <= reserve else b.config.acc_elems
         bufs = [
             (
                 spm.take(mt * dout),
@@ -1081,6 +1095,8 @@ def stage_linear_bwd(
             )
             for i in range(2)
         ]
+        if grad_b is not None:
+            b.load(Mem.ACC, bias_acc, 0, grad_b, 0, 0, 1, dout)
         if fused_ln:
             assert ln is not None
             b.load(Mem.SPM, gamma_addr, 0, ln.gamma, 0, 0, 1, din)
@@ -1161,7 +1177,9 @@ def stage_linear_bwd(
     # overlap the block stores but re-read dY and X more: 16% more modelled cycles for DeiT-T's MLP).
     # Of the two block shapes (all output rows, or all input columns) take the one that reads dY and X
     # from DDR fewer times: dY once per column block, X once per row block.
-    acc_base = b.config.acc_elems - acc_free  # after the bias gradient (and the fused LayerNorm's regions)
+    # The weight gradient's blocks from ACC 0, below this stage's small regions and a reserve at the top
+    # for the next stage's (ACC_RESERVE of the ACC).
+    acc_base, acc_free = 0, min(acc_free, b.config.acc_elems - b.config.acc_elems // ACC_RESERVE)
     if _weight_grad_resident(b, dy, x, grad_w, acc_base, acc_free):
         return fused_ln
     shapes = []
@@ -1915,7 +1933,7 @@ def stage_attn_core_fwd(
     if length > b.config.max_row:
         raise LoweringError(f"attention over {length} tokens > max_row {b.config.max_row}")
     tt = length * length
-    spm = _spm(b, "attention", length * 4 * dim + (tt if conn is not None else 0) + 4 * tt)
+    spm = _spm(b, "attention", length * 4 * dim + (tt if conn is not None else 0) + 4 * tt, at_top=True)
     qkv_addr, ctx_addr = spm.take(length * 3 * dim), spm.take(length * dim)
     mask_addr = spm.take(tt) if conn is not None else 0
     s_bufs = [spm.take(tt) for _ in range(2)]
@@ -1976,7 +1994,9 @@ def stage_attn_core_bwd(
     if length > b.config.max_row:
         raise LoweringError(f"attention over {length} tokens > max_row {b.config.max_row}")
     tt = length * length
-    spm = _spm(b, "attention backward", length * 7 * dim + (tt if conn is not None else 0) + 6 * tt)
+    spm = _spm(
+        b, "attention backward", length * 7 * dim + (tt if conn is not None else 0) + 6 * tt, at_top=True
+    )
     qkv_addr, dctx_addr, dqkv_addr = (
         spm.take(length * 3 * dim),
         spm.take(length * dim),
@@ -2038,7 +2058,10 @@ def stage_attn_core_bwd(
                 **sq,
             )
             base = img * length * row3 + h * hd
-            common = {"sr": 1, "index_stride": row3, "stat": 1, "slot": slots["dqkv"], "c_stride": row3}
+            # dQ_h, dK_h, dV_h each contiguous on chip (c_stride hd), stored per head: the stores overlap
+            # the next head's work (strided blocks would look like overlapping ranges and serialize)
+            common = {"sr": 1, "index_stride": row3, "stat": 1, "slot": slots["dqkv"], "c_stride": hd}
+            blk = [dqkv_addr + (3 * h + part) * length * hd for part in range(3)]
             # dQ = dS K * mult; dK = dS^T Q * mult; dV = P^T dctx_h
             b.add(
                 Op.GEMM,
@@ -2051,7 +2074,7 @@ def stage_attn_core_bwd(
                 b_addr=qkv_addr + dim + h * hd,
                 b_stride=row3,
                 tb=1,
-                c_addr=dqkv_addr + h * hd,
+                c_addr=blk[0],
                 imm=mult,
                 shift=qk_shift,
                 index_base=base,
@@ -2069,7 +2092,7 @@ def stage_attn_core_bwd(
                 b_addr=qkv_addr + h * hd,
                 b_stride=row3,
                 tb=1,
-                c_addr=dqkv_addr + dim + h * hd,
+                c_addr=blk[1],
                 imm=mult,
                 shift=qk_shift,
                 index_base=base + dim,
@@ -2087,13 +2110,14 @@ def stage_attn_core_bwd(
                 b_addr=dctx_addr + h * hd,
                 b_stride=dim,
                 tb=1,
-                c_addr=dqkv_addr + 2 * dim + h * hd,
+                c_addr=blk[2],
                 imm=1,
                 shift=v_shift,
                 index_base=base + 2 * dim,
                 **common,
             )
-        b.store(Mem.SPM, dqkv_addr, row3, dqkv, img * length, 0, length, row3)
+            for part in range(3):
+                b.store(Mem.SPM, blk[part], hd, dqkv, img * length, part * dim + h * hd, length, hd)
 
 
 # ------------------------------------------------------------------------------------------ kernels
