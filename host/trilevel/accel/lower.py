@@ -977,20 +977,32 @@ def _grad_block(dout: int, din: int, cap: int, arr_rows: int, arr_cols: int) -> 
 
 
 def _weight_grad_resident(
-    b: Builder, dy: Buffer, x: Buffer, grad_w: Buffer, acc_base: int, acc_free: int
+    b: Builder,
+    dy: Buffer,
+    x: Buffer,
+    grad_w: Buffer,
+    acc_base: int,
+    acc_free: int,
+    dy_res: int | None = None,
+    spm: Arena | None = None,
 ) -> bool:
     """grad_w += dY^T X with dY and X resident in the scratchpad (each read from DDR once) and the gradient
     in ACC blocks rotating through GRAD_BUFS regions of the free ACC: LOAD brings the next blocks' old
     gradient while the array accumulates one and STORE writes the previous back. False (emitting
     nothing) when dY and X do not fit half the scratchpad."""
     rows, dout, din = dy.rows, dy.cols, x.cols
-    spm = _spm(b, "weight gradient", rows * (dout + din), at_top=True)
+    need = rows * (din + (dout if dy_res is None else 0))
+    spm = spm or _spm(b, "weight gradient", need, at_top=True)
     cap = acc_free // GRAD_BUFS
-    if rows * (dout + din) > spm.free or cap < 1:
+    if need > spm.free or cap < 1:
+        if dy_res is not None:
+            raise LoweringError(f"{b.kernel}: weight gradient with dY resident does not fit")
         return False
-    dy_addr, x_addr = spm.take(rows * dout), spm.take(rows * din)
+    dy_addr = spm.take(rows * dout) if dy_res is None else dy_res
+    x_addr = spm.take(rows * din)
     ot, dt = _grad_block(dout, din, cap, b.config.array_rows, b.config.array_cols)
-    b.load(Mem.SPM, dy_addr, dout, dy, 0, 0, rows, dout)
+    if dy_res is None:
+        b.load(Mem.SPM, dy_addr, dout, dy, 0, 0, rows, dout)
     b.load(Mem.SPM, x_addr, din, x, 0, 0, rows, din)
     blocks = [(o0, oo, d0, dd) for o0, oo in _tiles(dout, ot) for d0, dd in _tiles(din, dt)]
 
@@ -1052,6 +1064,8 @@ def stage_linear_bwd(
             raise LoweringError(f"{b.kernel}: bias gradient of {dout} does not fit the ACC")
     make_dx = dx is not None or gelu is not None
     fused_ln = False
+    dy_res: int | None = None  # SPM address of the resident dY
+    wg_spm: Arena | None = None  # the weight gradient's scratchpad when dY is resident in it
     if make_dx or grad_b is not None:
         spm = _spm(b, "linear backward")
         jt = 0 if not make_dx else din if dout * din <= spm.free // 2 else max(1, (spm.free // 2) // dout)
@@ -1067,7 +1081,16 @@ def stage_linear_bwd(
         gamma_addr = spm.take(din) if fused_ln else 0
         gt = jt if gelu is not None else 0  # the GELU input and output tiles
         lt = din if fused_ln else 0
-        mt = _rows_that_fit(spm.free // 2, dout + jt + 2 * gt + 3 * lt, rows, "linear backward tile")
+        # dY resident in the weight gradient's scratchpad (the other half) when dY and X fit it: its row
+        # tiles are loaded once, in the first pass, and serve the later column passes and the weight
+        # gradient (in the other half, the next stage's first loads need not wait for that gradient).
+        per_row = jt + 2 * gt + 3 * lt
+        if rows * (dout + din) <= b.scratch // 2 and rows <= 0xFFFF:
+            wg_spm = _spm(b, "weight gradient", rows * (dout + din))
+            dy_res = wg_spm.take(rows * dout)
+        mt = _rows_that_fit(
+            spm.free // 2, per_row + (dout if dy_res is None else 0), rows, "linear backward tile"
+        )
         ln_acc = dout if grad_b is not None else 0  # gamma and beta gradients, then 2 row-statistic tiles
         if fused_ln:
             mt = min(mt, (acc_free - 2 * din) // 2)
@@ -1084,7 +1107,7 @@ def stage_linear_bwd(
         b.acc_top = top - small if small <= reserve else b.config.acc_elems
         bufs = [
             (
-                spm.take(mt * dout),
+                spm.take(mt * dout if dy_res is None else 0),
                 spm.take(mt * jt),
                 spm.take(mt * gt),
                 spm.take(mt * gt),
@@ -1109,7 +1132,10 @@ def stage_linear_bwd(
             for m0, mm in _tiles(rows, mt):
                 dy_addr, dx_addr, h_addr, g_addr, xh_addr, r_addr, o_addr, rs_acc = bufs[step % 2]
                 step += 1
-                b.load(Mem.SPM, dy_addr, dout, dy, m0, 0, mm, dout)
+                if dy_res is not None:
+                    dy_addr = dy_res + m0 * dout
+                if dy_res is None or j_index == 0:
+                    b.load(Mem.SPM, dy_addr, dout, dy, m0, 0, mm, dout)
                 if grad_b is not None and j_index == 0:
                     b.add(
                         Op.VEC, sub=Vec.COLSUM, m=mm, n=dout, a_addr=dy_addr, a_stride=dout, f_addr=bias_acc
@@ -1180,7 +1206,7 @@ def stage_linear_bwd(
     # The weight gradient's blocks from ACC 0, below this stage's small regions and a reserve at the top
     # for the next stage's (ACC_RESERVE of the ACC).
     acc_base, acc_free = 0, min(acc_free, b.config.acc_elems - b.config.acc_elems // ACC_RESERVE)
-    if _weight_grad_resident(b, dy, x, grad_w, acc_base, acc_free):
+    if _weight_grad_resident(b, dy, x, grad_w, acc_base, acc_free, dy_res, wg_spm):
         return fused_ln
     shapes = []
     for ot in (min(dout, acc_free), max(1, min(dout, acc_free // min(din, acc_free)))):
