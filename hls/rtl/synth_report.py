@@ -4,6 +4,12 @@ xczu9eg) per unit, printed as a table of LUT / FF / DSP48E2 / RAMB and written t
     python hls/rtl/synth_report.py                       # every unit at its report parameters
     python hls/rtl/synth_report.py --units mac_pe        # a subset
     python hls/rtl/synth_report.py --param mac_array.ROWS=8 --param mac_array.COLS=8
+    python hls/rtl/synth_report.py --units engine         # the engine at isa.PRODUCTION, per module
+    python hls/rtl/synth_report.py --units engine --engine-parts gemm vec   # some parts (cached)
+
+The engine (`--units engine`) is synthesized per module at the production parameters (flat synthesis
+of engine_top at 32 x 32 does not finish): each module once with its submodules as blackboxes, the
+totals summed over the instance tree, written to docs/engine-resources.json (see engine_resources).
 
 Yosys is an estimate, not Vivado: it does not pack accumulators into the DSP48E2's own adder and maps
 small memories to LUT RAM where Vivado might choose otherwise. The counts are comparable across units.
@@ -37,21 +43,14 @@ class UnitSpec:
 
 
 ENGINE_DIR = RTL_DIR / "engine"
-# The engine's logic at the production array size (32 x 32, 32 SPM lanes, 64-deep queues) with small
-# memories: on-chip memories are counted by `memory_model` (BRAM), not synthesized from flops here.
-ENGINE_LOGIC_PARAMS = {"ROWS": 32, "COLS": 32, "SPM_LANES": 32, "QUEUE_DEPTH": 64, "MAX_ROW": 256,
-                       "MAX_DIM": 1024, "VEC_LANES": 16,
-                       "SPM_ELEMS": 1024, "ACC_ELEMS": 256, "IDX_ELEMS": 256}
-
-
 UNITS: dict[str, UnitSpec] = {
     "trilevel_requant": UnitSpec("trilevel_requant", ("trilevel_requant",), {"ACC_W": 48}),
     "mac_pe": UnitSpec("mac_pe", ("mac_pe",)),
     "topk_unit": UnitSpec("topk_unit", ("topk_unit",), {"NMAX": 256, "SCORE_W": 32}),
     "softmax_unit": UnitSpec("softmax_unit", ("softmax_unit", "trilevel_requant"), {"NMAX": 256}, luts=True),
     "mac_array": UnitSpec("mac_array", ("mac_array", "mac_pe", "trilevel_requant"), {"ROWS": 8, "COLS": 8}),
-    "engine": UnitSpec("engine_top", ("mac_pe", "trilevel_requant", "topk_unit"), ENGINE_LOGIC_PARAMS,
-                       engine=True),
+    # the whole engine at isa.PRODUCTION, synthesized per module (engine_parts), not as one unit
+    "engine": UnitSpec("engine_top", (), engine=True),
 }
 
 # Cell name patterns -> report columns (UltraScale+ primitives as Yosys maps them).
@@ -112,54 +111,228 @@ def synth_unit(name: str, spec: UnitSpec, work: Path, yosys: str = "yosys") -> d
 
 
 def memory_model(config) -> dict[str, object]:
-    """RAMB36 for the engine's memories at `config` (an isa.EngineConfig), as the RTL declares them.
+    """RAMB36 of the engine's memories at `config` (an isa.EngineConfig), as the RTL declares them.
 
-    A RAMB36 holds 1K x 36 / 2K x 18 bits with one write and one read port in simple dual-port mode.
-    Each memory is LANES banks; every read port beyond one needs its own copy of the banks (the RTL's
-    engine_mem has NR read ports: SPM 5, ACC 3, IDX 3). This is a model from the declared sizes, not
-    a synthesis result (Yosys would turn these multi-ported memories into flops)."""
+    engine_mem keeps ONE copy of each memory: LANES lane banks, each split by row into regions of
+    2048 rows (elements <= 18 bit: one RAMB36 as 2K x 18) or 1024 rows (48-bit ACC elements: a
+    RAMB36 is 1K x 36 in true dual-port mode, so two per region); every (bank, region) is one
+    engine_bram, a true dual-port RAM (2 accesses per cycle; conflicts cost extra cycles, no
+    copies). This is a count from the declared sizes; the Yosys runs of the engine's memories
+    (`engine_resources`, parts mem_*) map the same engine_bram instances and are the measurement."""
     lanes = max(8, config.array_rows, config.array_cols)
     lanes = 1 << (lanes - 1).bit_length()
     acc_lanes = max(2, config.array_cols)
 
-    def ramb36(elems: int, width: int, banks: int) -> int:
-        depth = -(-elems // banks)
-        per_bank = -(-depth // 2048) if width <= 18 else -(-depth // 1024) * -(-width // 36)
-        return banks * per_bank
+    def layout(elems: int, width: int, banks: int, read_ports: int, write_ports: int) -> dict[str, int]:
+        rows = elems // banks
+        region_rows = min(rows, 2048 if width <= 18 else 1024)
+        regions = -(-rows // region_rows)
+        per_ram = -(-width // 36) if width > 18 else 1
+        return {"elements": elems, "width": width, "banks": banks, "regions": regions,
+                "region_elements": region_rows * banks, "brams": banks * regions,
+                "read_ports": read_ports, "write_ports": write_ports, "ports_per_bram": 2,
+                "copies": 1, "ramb36": banks * regions * per_ram}
 
-    mems = {"SPM": (config.spm_elems, 16, lanes, 5), "ACC": (config.acc_elems, 48, acc_lanes, 3),
-            "IDX": (config.idx_elems, 16, 8, 3)}
-    out = {}
-    for name, (elems, width, banks, ports) in mems.items():
-        one = ramb36(elems, width, banks)
-        out[name] = {"elements": elems, "width": width, "banks": banks, "read_ports": ports,
-                     "ramb36_one_copy": one, "ramb36_as_built": one * ports}
-    out["total_one_copy"] = sum(v["ramb36_one_copy"] for v in out.values() if isinstance(v, dict))
-    out["total_as_built"] = sum(v["ramb36_as_built"] for v in out.values() if isinstance(v, dict))
+    out: dict[str, object] = {
+        "SPM": layout(config.spm_elems, 16, lanes, 5, 2),
+        "ACC": layout(config.acc_elems, 48, acc_lanes, 3, 2),
+        "IDX": layout(config.idx_elems, 16, 8, 4, 2),
+    }
+    out["total"] = sum(v["ramb36"] for v in out.values() if isinstance(v, dict))
     return out
 
 
-def engine_resources(report: dict[str, object]) -> dict[str, object]:
-    """docs/engine-resources.json: Yosys counts of the engine's logic at the production array size plus
-    the modelled BRAM of its memories at the production sizes (trilevel.accel.isa.PRODUCTION)."""
+# ------------------------------------------------------------------ the engine, per module
+# Flat synthesis of engine_top at 32 x 32 does not finish on a 2-core machine (> 45 min), so the engine
+# is synthesized per module at the production parameters: each module once, with the modules it
+# instantiates as blackboxes (read_verilog -lib), and the totals are each part's own cells plus its
+# blackbox instances (counted in the part's own Yosys netlist) times their parts' totals.
+@dataclass(frozen=True)
+class Part:
+    top: str
+    files: tuple[str, ...]                      # synthesized (relative to hls/rtl)
+    params: dict[str, object]
+    lib: tuple[str, ...] = ()                   # blackboxes (relative to hls/rtl)
+    children: dict[str, tuple[str, ...]] = field(default_factory=dict)   # blackbox module -> part(s)
+
+
+def engine_parts(config) -> dict[str, Part]:
+    """The engine's modules at `config` (isa.PRODUCTION for the report), as engine_top instantiates them."""
+    lanes = max(8, config.array_rows, config.array_cols)
+    lanes = 1 << (lanes - 1).bit_length()
+    al = max(2, config.array_cols)
+    sizes = {"SPM_ELEMS": config.spm_elems, "ACC_ELEMS": config.acc_elems, "IDX_ELEMS": config.idx_elems}
+    e = "engine/"
+    fifo = e + "engine_fifo.sv"
+    rq = {"trilevel_requant": ("requant",)}
+    axi = {"AW": 40, "DW": 128, "MAX_BURST": 16, "OUTSTANDING": 16}
+    top_params = {"ROWS": config.array_rows, "COLS": config.array_cols, **sizes,
+                  "STAT_SLOTS": config.stat_slots, "QUEUE_DEPTH": config.queue_depth,
+                  "MAX_ROW": config.max_row, "MAX_DIM": config.max_dim, "VEC_LANES": config.vec_lanes,
+                  "SPM_LANES": lanes}
+    blackboxed = ("engine_axil", "engine_axi_rd", "engine_axi_wr", "engine_load", "engine_store",
+                  "engine_compute", "engine_gemm", "engine_topk", "engine_softmax", "engine_vec", "engine_mem")
+    return {
+        "mac_pe": Part("mac_pe", ("mac_pe.sv",), {"ACC_W": 48}),
+        "requant": Part("trilevel_requant", ("trilevel_requant.sv",), {"ACC_W": 64}),
+        "topk_unit": Part("topk_unit", ("topk_unit.sv",), {"NMAX": config.max_row, "SCORE_W": 48}),
+        "gemm": Part("engine_gemm", (e + "engine_gemm.sv", fifo),
+                     {"R": config.array_rows, "C": config.array_cols, "L": lanes, "AL": al,
+                      "SPM_ELEMS": config.spm_elems, "ACC_ELEMS": config.acc_elems, "STAT_SLOTS": config.stat_slots},
+                     ("mac_pe.sv", "trilevel_requant.sv"), {"mac_pe": ("mac_pe",), **rq}),
+        "softmax": Part("engine_softmax", (e + "engine_softmax.sv",),
+                        {"L": lanes, "AL": al, "SPM_ELEMS": config.spm_elems, "ACC_ELEMS": config.acc_elems,
+                         "STAT_SLOTS": config.stat_slots, "MAX_ROW": config.max_row, "V": config.vec_lanes},
+                        ("trilevel_requant.sv",), rq),
+        "vec": Part("engine_vec", (e + "engine_vec.sv",),
+                    {"L": lanes, "AL": al, **sizes, "STAT_SLOTS": config.stat_slots, "MAX_ROW": config.max_row,
+                     "MAX_DIM": config.max_dim, "V": config.vec_lanes},
+                    ("trilevel_requant.sv",), rq),
+        "topk": Part("engine_topk", (e + "engine_topk.sv", fifo),
+                     {"AL": al, "ACC_ELEMS": config.acc_elems, "IDX_ELEMS": config.idx_elems, "MAX_ROW": config.max_row},
+                     ("topk_unit.sv",), {"topk_unit": ("topk_unit",)}),
+        "load": Part("engine_load", (e + "engine_load.sv", fifo), {"AW": 40, **sizes}),
+        "store": Part("engine_store", (e + "engine_store.sv", fifo), {"AW": 40, **sizes, "STAT_SLOTS": config.stat_slots}),
+        "compute": Part("engine_compute", (e + "engine_compute.sv",), {"UNITS": 0x78}),
+        "axil": Part("engine_axil", (e + "engine_axil.sv",), {"AW": 8}),
+        "axi_rd": Part("engine_axi_rd", (e + "engine_axi_rd.sv",), axi),
+        "axi_wr": Part("engine_axi_wr", (e + "engine_axi_wr.sv",), axi),
+        "mem_spm": Part("engine_mem", (e + "engine_mem.sv",),
+                        {"EW": 16, "LANES": lanes, "DEPTH": config.spm_elems, "NR": 5, "NW": 2, "AW": 24}),
+        "mem_acc": Part("engine_mem", (e + "engine_mem.sv",),
+                        {"EW": 48, "LANES": al, "DEPTH": config.acc_elems, "NR": 3, "NW": 2, "AW": 24}),
+        "mem_idx": Part("engine_mem", (e + "engine_mem.sv",),
+                        {"EW": 16, "LANES": 8, "DEPTH": config.idx_elems, "NR": 4, "NW": 2, "AW": 24}),
+        "top": Part("engine_top", (e + "engine_top.sv", fifo), top_params,
+                    tuple(e + f"{m}.sv" for m in blackboxed) + ("mac_pe.sv", "trilevel_requant.sv", "topk_unit.sv"),
+                    {"engine_axil": ("axil",), "engine_axi_rd": ("axi_rd",), "engine_axi_wr": ("axi_wr",),
+                     "engine_load": ("load",), "engine_store": ("store",), "engine_compute": ("compute",),
+                     "engine_gemm": ("gemm",), "engine_topk": ("topk",), "engine_softmax": ("softmax",),
+                     "engine_vec": ("vec",), "engine_mem": ("mem_spm", "mem_acc", "mem_idx")}),
+    }
+
+
+def _part_key(part: Part, yosys: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(repr((part.top, part.params, part.files, part.lib, SYNTH_FLAGS)).encode())
+    for rel in part.files + part.lib + ("engine/tl_isa.svh", "engine/tl_luts.svh", "engine/tl_vec_luts.svh"):
+        path = RTL_DIR / rel
+        if path.exists():
+            h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+SYNTH_FLAGS = "synth_xilinx -family xcup -noiopad -noclkbuf"
+
+
+def synth_part(name: str, part: Part, work: Path, yosys: str = "yosys", timeout: float | None = None) -> dict:
+    """Yosys on one engine part (cached by the hash of its sources and parameters under `work`):
+    {"part", "top", "params", "cells", "resources", "blackboxes", "seconds"} or {"error": why}."""
+    work.mkdir(parents=True, exist_ok=True)
+    key = _part_key(part, yosys)
+    cached = work / f"{name}-{key}.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    stat_path = work / f"{name}-{key}.stat.json"
+    inc = f"-I{ENGINE_DIR}"
+    full = " ".join(str(RTL_DIR / f) for f in part.files)
+    lib = " ".join(str(RTL_DIR / f) for f in part.lib)
+    chparams = " ".join(f"-chparam {k} {v}" for k, v in part.params.items())
+    script = (f"read_verilog -sv {inc} {full}; "
+              + (f"read_verilog -sv -lib {inc} {lib}; " if lib else "")
+              + f"hierarchy -top {part.top} {chparams}; "
+              + f"{SYNTH_FLAGS} -top {part.top}; tee -q -o {stat_path} stat -json")
+    start = time.monotonic()
+    try:
+        proc = subprocess.run([yosys, "-q", "-p", script], cwd=work, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"part": name, "error": f"yosys did not finish within {timeout:.0f} s"}
+    if proc.returncode != 0:
+        return {"part": name, "error": f"yosys failed: {(proc.stdout + proc.stderr)[-1500:]}"}
+    cells = json.loads(stat_path.read_text())["design"]["num_cells_by_type"]
+    boxes: dict[str, int] = {}
+    own: dict[str, int] = {}
+    for cell, count in cells.items():
+        module = cell.split("\\")[-1]
+        if module in part.children:
+            boxes[module] = boxes.get(module, 0) + count
+        else:
+            own[cell] = count
+    out = {"part": name, "top": part.top, "params": {k: str(v) for k, v in part.params.items()},
+           "cells": own, "resources": categorize(own), "blackboxes": boxes,
+           "seconds": round(time.monotonic() - start, 1)}
+    cached.write_text(json.dumps(out, indent=1))
+    return out
+
+
+def engine_totals(results: dict[str, dict], parts: dict[str, Part]) -> dict[str, object]:
+    """Sum each part's own resources plus its blackbox instances' totals, from the top down.
+    Returns {"resources": ..., "instances": {part: count}} or {"missing": [parts without a result]}."""
+    missing = sorted(n for n, r in results.items() if "error" in r)
+    missing += sorted(n for n in parts if n not in results)
+    if missing:
+        return {"resources": None, "missing": missing}
+    instances: dict[str, int] = {}
+
+    def walk(name: str, mult: int) -> None:
+        instances[name] = instances.get(name, 0) + mult
+        r = results[name]
+        for module, count in r["blackboxes"].items():
+            targets = parts[name].children[module]
+            if len(targets) == 1:
+                walk(targets[0], mult * count)
+            else:
+                if count != len(targets):
+                    raise RuntimeError(f"{name}: {count} instances of {module}, expected {len(targets)}")
+                for t in targets:
+                    walk(t, mult)
+
+    walk("top", 1)
+    total = dict.fromkeys(COLUMNS, 0)
+    for name, mult in instances.items():
+        for c in COLUMNS:
+            total[c] += mult * results[name]["resources"][c]
+    return {"resources": total, "instances": instances}
+
+
+def engine_resources(results: dict[str, dict], parts: dict[str, Part]) -> dict[str, object]:
+    """docs/engine-resources.json: the engine at the production configuration (isa.PRODUCTION), per-module
+    Yosys (method in "method") with the RAMB36 count of its memories, against the ZU9EG."""
     from trilevel.accel import isa
 
-    res = report["resources"]
+    tot = engine_totals(results, parts)
+    res = tot["resources"]
     mem = memory_model(isa.PRODUCTION)
-    return {
-        "lut": res["LUT"] + res["LUTRAM"] + res["SRL"],
-        "ff": res["FF"],
-        "dsp": res["DSP48E2"],
-        "bram36": mem["total_as_built"],
-        "bram36_source": "model (hls/rtl/synth_report.py memory_model): the memories as the RTL declares "
-                         "them (5 SPM, 3 ACC, 3 IDX read ports = copies); total_one_copy: one copy each",
-        "memories": mem,
-        "logic_source": "yosys synth_xilinx -family xcup of engine_top with small memories (params)",
-        "params": report["params"],
+    budget = {"dsp": 2520, "bram36": 912, "lut": 274080, "ff": 548160}
+    out: dict[str, object] = {
+        "lut": None if res is None else res["LUT"] + res["LUTRAM"] + res["SRL"],
+        "ff": None if res is None else res["FF"],
+        "dsp": None if res is None else res["DSP48E2"],
+        "bram36": None if res is None else res["RAMB36"] + -(-res["RAMB18"] // 2),
         "config": dataclasses.asdict(isa.PRODUCTION),
+        "method": ("per-module Yosys 0.23 `" + SYNTH_FLAGS + "` at the production parameters: each "
+                   "engine module synthesized once with the modules it instantiates as blackboxes "
+                   "(read_verilog -lib), totals = own cells + blackbox instances (counted in each "
+                   "netlist) x their totals; memories (engine_mem at the full SPM/ACC/IDX sizes) "
+                   "included, their engine_bram regions inferred as block RAM by Yosys. bram36 = RAMB36 "
+                   "+ RAMB18 / 2. Yosys is an estimate, not Vivado (no DSP post-adder packing)."),
         "yosys_resources": res,
-        "device_budget": {"dsp": 2520, "bram36": 912, "lut": 274080},
+        "instances": tot.get("instances"),
+        "missing_parts": tot.get("missing", []),
+        "parts": {n: ({"error": r["error"]} if "error" in r else
+                      {"top": r["top"], "params": r["params"], "resources": r["resources"],
+                       "blackboxes": r["blackboxes"], "seconds": r["seconds"]})
+                  for n, r in results.items()},
+        "memories": mem,
+        "memory_model_ramb36": mem["total"],
+        "device_budget": budget,
     }
+    if res is not None:
+        out["fits"] = {k: out[k] <= budget[k] for k in ("lut", "ff", "dsp", "bram36")}
+    return out
 
 
 def format_table(report: dict[str, dict[str, object]]) -> str:
@@ -189,6 +362,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--engine-json", type=Path, default=REPO / "docs" / "engine-resources.json",
                         help="where the engine's resource summary goes (when `engine` is synthesized)")
+    parser.add_argument("--engine-parts", nargs="+", metavar="PART",
+                        help="synthesize only these engine parts (cached under build/synth/engine/ for a later "
+                             "full `--units engine` run, which reuses them)")
+    parser.add_argument("--part-timeout", type=float, default=None, metavar="S",
+                        help="give up on an engine part after S seconds (its figures stay null)")
     args = parser.parse_args(argv)
     yosys = shutil.which("yosys")
     if yosys is None:
@@ -197,20 +375,35 @@ def main(argv: list[str] | None = None) -> int:
     overrides = parse_overrides(args.param)
     report = {}
     for name in args.units:
+        if name == "engine":
+            continue
         spec = UNITS[name]
         spec = dataclasses.replace(spec, params={**spec.params, **overrides.get(name, {})})
         report[name] = synth_unit(name, spec, args.out.parent / "work", yosys)
         print(f"  {name}: {report[name]['seconds']} s", file=sys.stderr)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"tool": "yosys synth_xilinx -family xcup", "units": report}, indent=1))
-    print(format_table(report))
-    print(f"wrote {args.out}")
-    if "engine" in report:
-        summary = engine_resources(report["engine"])
+    if report:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"tool": "yosys synth_xilinx -family xcup", "units": report}, indent=1))
+        print(format_table(report))
+        print(f"wrote {args.out}")
+    if "engine" in args.units:
+        from trilevel.accel import isa
+
+        parts = engine_parts(isa.PRODUCTION)
+        names = args.engine_parts or list(parts)
+        results = {}
+        for name in names:
+            results[name] = synth_part(name, parts[name], args.out.parent / "engine", yosys, args.part_timeout)
+            r = results[name]
+            print(f"  engine part {name}: " + (r["error"] if "error" in r else f"{r['seconds']} s"),
+                  file=sys.stderr)
+        if args.engine_parts:            # a subset: cached for a later full run, no summary
+            return 0
+        summary = engine_resources(results, parts)
         args.engine_json.write_text(json.dumps(summary, indent=1) + "\n")
-        print(f"engine: {summary['lut']} LUT, {summary['ff']} FF, {summary['dsp']} DSP48E2, "
-              f"{summary['bram36']} RAMB36 (model; one copy: {summary['memories']['total_one_copy']}) "
-              f"-> {args.engine_json}")
+        print(f"engine (production, per-module Yosys): {summary['lut']} LUT, {summary['ff']} FF, "
+              f"{summary['dsp']} DSP48E2, {summary['bram36']} RAMB36 (memory model "
+              f"{summary['memory_model_ramb36']}) -> {args.engine_json}")
     return 0
 
 

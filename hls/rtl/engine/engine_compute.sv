@@ -10,6 +10,7 @@ module engine_compute #(
 ) (
     input  logic          clk,
     input  logic          rst,
+    input  logic          ce,                  // clock enable (0: the memories are serving a port conflict, hold)
     input  logic          halt,          // do not start the queue head (it follows an error)
     input  logic          abort,         // the current command follows an error: stop waiting for tokens
     input  logic [511:0]  cmd,
@@ -75,7 +76,7 @@ module engine_compute #(
     assign retire = state == S_PUSH && push_done;
     assign finish_done = retire && f_op == TL_OP_FINISH;
 
-    always_ff @(posedge clk) begin
+    always_ff @(posedge clk) if (rst || ce) begin
         if (rst) begin
             state <= S_IDLE;
             c <= '0;

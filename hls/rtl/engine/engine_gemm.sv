@@ -31,13 +31,15 @@ module engine_gemm #(
 ) (
     input  logic                clk,
     input  logic                rst,
+    input  logic                ce,                  // clock enable (0: the memories are serving a port conflict, hold)
     input  logic                start,
     input  logic [511:0]        cmd,
     output logic                busy,
     output logic                done,         // pulse: command complete
     output logic                err_valid,    // pulse: command refused / failed (then no done)
     output logic [7:0]          err_code,
-    // SPM window ports (one cycle read latency)
+    // SPM window ports (one cycle read latency); *_re: the port is read this cycle
+    output logic                a_re, b_re, e_re, d_re, acc_re,
     output logic [23:0]         a_raddr,
     input  logic [L*16-1:0]     a_rdata,
     output logic [23:0]         b_raddr,
@@ -171,6 +173,8 @@ module engine_gemm #(
     wire l_go = state == S_RUN && !l_all && !full[lb];
     wire la_issue = l_go && !la_done;
     wire lb_issue = l_go && !lb_done;
+    assign a_re = la_issue;
+    assign b_re = lb_issue;
     assign a_raddr = f_ta ? f_a + 24'(32'(l_p0 + la_cnt) * 32'(f_as)) + 24'(l_i0)
                           : f_a + 24'(32'(l_i0 + la_cnt) * 32'(f_as)) + 24'(l_p0);
     assign b_raddr = f_tb ? f_b + 24'(32'(l_p0 + lb_cnt) * 32'(f_bs)) + 24'(l_j0)
@@ -179,7 +183,7 @@ module engine_gemm #(
     logic la_v, lb_v;
     logic [15:0] la_q, lb_q;
     logic lb_buf_q;
-    always_ff @(posedge clk) begin
+    always_ff @(posedge clk) if (rst || ce) begin
         la_v <= la_issue;
         lb_v <= lb_issue;
         la_q <= la_cnt;
@@ -232,12 +236,12 @@ module engine_gemm #(
     logic [31:0] tq_dout;
     logic [2:0] tq_count;
     engine_fifo #(.W(32), .DEPTH(4)) u_tiles (
-        .clk(clk), .rst(rst || state == S_IDLE), .push(tq_push), .din({meta_i0[fb], meta_j0[fb]}),
-        .pop(tq_pop), .dout(tq_dout), .empty(tq_empty), .full(tq_full), .count(tq_count)
+        .clk(clk), .rst(rst || state == S_IDLE), .push(ce && (tq_push)), .din({meta_i0[fb], meta_j0[fb]}),
+        .pop(ce && (tq_pop)), .dout(tq_dout), .empty(tq_empty), .full(tq_full), .count(tq_count)
     );
     assign tq_push = f_first;
 
-    always_ff @(posedge clk) begin
+    always_ff @(posedge clk) if (rst || ce) begin
         if (rst || state == S_IDLE) begin
             full <= '0;
             lb <= 1'b0;
@@ -327,7 +331,7 @@ module engine_gemm #(
             assign {f_h[0][0], a_h[0][0]} = inj;
         end else begin : g_delay
             logic [18:0] chain [i];
-            always_ff @(posedge clk) begin
+            always_ff @(posedge clk) if (rst || ce) begin
                 for (int d = 0; d < i; d++) begin
                     if (rst) chain[d] <= '0;
                     else chain[d] <= d == 0 ? inj : chain[d == 0 ? 0 : d - 1];
@@ -342,7 +346,7 @@ module engine_gemm #(
             assign b_v[0][0] = inj;
         end else begin : g_delay
             logic [15:0] chain [j];
-            always_ff @(posedge clk) begin
+            always_ff @(posedge clk) if (rst || ce) begin
                 for (int d = 0; d < j; d++) chain[d] <= d == 0 ? inj : chain[d == 0 ? 0 : d - 1];
             end
             assign b_v[j][0] = chain[j-1];
@@ -351,7 +355,7 @@ module engine_gemm #(
     for (genvar i = 0; i < R; i++) begin : g_row
         for (genvar j = 0; j < C; j++) begin : g_col
             mac_pe #(.ACC_W(48)) pe (
-                .clk(clk), .rst(rst), .en(1'b1),
+                .clk(clk), .rst(rst), .en(ce),
                 .a_in(a_h[i][j]), .b_in(b_v[j][i]),
                 .v_in(f_h[i][j][2]), .first_in(f_h[i][j][1]), .last_in(f_h[i][j][0]),
                 .a_out(a_h[i][j+1]), .b_out(b_v[j][i+1]),
@@ -381,11 +385,14 @@ module engine_gemm #(
     assign e_raddr = f_e + 24'(32'(d0_i) * 32'(f_es)) + 24'(d0_j0);
     assign d_raddr = f_d + 24'(d0_j0);
     assign acc_raddr = f_f + 24'(32'(d0_i) * 32'(f_cs)) + 24'(d0_j0);
+    assign e_re = draining && use_e;
+    assign d_re = draining && f_bias;
+    assign acc_re = draining && f_acc;
 
     logic d1_v, d1_last;
     logic [15:0] d1_i, d1_j0;
     logic [C*48-1:0] d1_raw;
-    always_ff @(posedge clk) begin
+    always_ff @(posedge clk) if (rst || ce) begin
         if (rst || state == S_IDLE) begin
             d1_v <= 1'b0;
         end else begin
@@ -459,7 +466,7 @@ module engine_gemm #(
     logic [15:0] d2_i, d2_j0;
     logic [C*64-1:0] v2;
     logic [C-1:0] keep2, valid2;
-    always_ff @(posedge clk) begin
+    always_ff @(posedge clk) if (rst || ce) begin
         if (rst || state == S_IDLE) d2_v <= 1'b0;
         else d2_v <= d1_v && !f_acc;
         d2_i <= d1_i;
@@ -472,14 +479,14 @@ module engine_gemm #(
     logic [C*16-1:0] q_lanes;
     for (genvar j = 0; j < C; j++) begin : g_rq
         trilevel_requant #(.ACC_W(64)) u_rq (
-            .clk(clk), .en(1'b1), .acc(v2[j*64 +: 64] + 64'(MUTATE_ROUNDING != 0 && f_shift > 0)), .shift(f_shift), .mode(f_sr), .seed(f_seed),
+            .clk(clk), .en(ce), .acc(v2[j*64 +: 64] + 64'(MUTATE_ROUNDING != 0 && f_shift > 0)), .shift(f_shift), .mode(f_sr), .seed(f_seed),
             .index(row_index + 32'(j)), .q(q_lanes[j*16 +: 16])
         );
     end
     logic [RQ_LAT-1:0] q_v;
     logic [23:0] q_addr [RQ_LAT];
     logic [C-1:0] q_mask [RQ_LAT];
-    always_ff @(posedge clk) begin
+    always_ff @(posedge clk) if (rst || ce) begin
         if (rst || state == S_IDLE) q_v <= '0;
         else q_v <= {q_v[RQ_LAT-2:0], d2_v};
         q_addr[0] <= f_c + 24'(32'(d2_i) * 32'(f_cs)) + 24'(d2_j0);
@@ -529,7 +536,7 @@ module engine_gemm #(
     assign stat_slot = f_slot;
     assign stat_value = stat_max;
 
-    always_ff @(posedge clk) begin
+    always_ff @(posedge clk) if (rst || ce) begin
         if (rst) begin
             state <= S_IDLE;
             c <= '0;

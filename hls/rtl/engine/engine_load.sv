@@ -16,6 +16,7 @@ module engine_load #(
 ) (
     input  logic          clk,
     input  logic          rst,
+    input  logic          ce,                  // clock enable (0: the memories are serving a port conflict, hold)
     input  logic          halt,          // do not start the queue head (it follows an error)
     input  logic          abort,         // the current command follows an error: stop waiting for tokens
     input  logic [AW-1:0] ddr_base,      // DDR_BASE: command DDR addresses are offsets from it
@@ -35,6 +36,7 @@ module engine_load #(
     input  logic          rd_tvalid,
     output logic          rd_tready,
     output logic [23:0]   idx_raddr,
+    output logic          idx_re,        // idx_raddr is read this cycle (a gather LOAD moving)
     input  logic [15:0]   idx_rdata,     // IDX[idx_raddr], one cycle later
     output logic          wr_en,
     output logic [1:0]    wr_mem,        // Mem: 0 SPM, 1 ACC, 2 IDX
@@ -107,7 +109,7 @@ module engine_load #(
     logic [50:0] dq_din, dq_dout;
     logic [4:0] dq_count;
     engine_fifo #(.W(51), .DEPTH(16)) u_desc (
-        .clk(clk), .rst(rst), .push(dq_push), .din(dq_din), .pop(dq_pop), .dout(dq_dout),
+        .clk(clk), .rst(rst), .push(ce && (dq_push)), .din(dq_din), .pop(ce && (dq_pop)), .dout(dq_dout),
         .empty(dq_empty), .full(dq_full), .count(dq_count)
     );
     assign dq_din = {rq_spm, off_e, row_beats};
@@ -118,6 +120,7 @@ module engine_load #(
     wire rq_fire = rq_can && (f_zero || rd_req_ready);
     assign dq_push = rq_fire;
     assign idx_raddr = f_b + 24'(rq_row);
+    assign idx_re = state == S_RUN && f_gather;
 
     // ---- data side
     wire [23:0] d_spm = dq_dout[50:27];
@@ -162,7 +165,7 @@ module engine_load #(
     assign retire = state == S_PUSH && (!f_push || !tok_out_full);
 
     logic acc_err;
-    always_ff @(posedge clk) begin
+    always_ff @(posedge clk) if (rst || ce) begin
         if (rst) begin
             state <= S_IDLE;
             err_valid <= 1'b0;

@@ -22,6 +22,7 @@ module engine_softmax #(
 ) (
     input  logic              clk,
     input  logic              rst,
+    input  logic              ce,                  // clock enable (0: the memories are serving a port conflict, hold)
     input  logic              start,
     input  logic [511:0]      cmd,
     output logic              busy,
@@ -214,7 +215,7 @@ module engine_softmax #(
     wire [31:0] idx0 = f_ibase + 32'(row) * f_istride + 32'(j);
     for (genvar l = 0; l < V; l++) begin : g_rq
         trilevel_requant #(.ACC_W(64)) u_rq (
-            .clk(clk), .en(1'b1), .acc(bwd_acc[l]), .shift(f_shift), .mode(1'b1), .seed(f_seed),
+            .clk(clk), .en(ce), .acc(bwd_acc[l]), .shift(f_shift), .mode(1'b1), .seed(f_seed),
             .index(idx0 + 32'(l)), .q(q_out[l])
         );
     end
@@ -262,7 +263,7 @@ module engine_softmax #(
     assign busy = state != S_IDLE;
 
     logic acc_err;
-    always_ff @(posedge clk) begin
+    always_ff @(posedge clk) if (rst || ce) begin
         if (rst) begin
             state <= S_IDLE;
             c <= '0;

@@ -15,6 +15,7 @@ module engine_store #(
 ) (
     input  logic          clk,
     input  logic          rst,
+    input  logic          ce,                  // clock enable (0: the memories are serving a port conflict, hold)
     input  logic          halt,          // do not start the queue head (it follows an error)
     input  logic          abort,         // the current command follows an error: stop waiting for tokens
     input  logic [AW-1:0] ddr_base,      // DDR_BASE: command DDR addresses are offsets from it
@@ -36,9 +37,11 @@ module engine_store #(
     input  logic          wr_tready,
     input  logic          wr_busy,       // write master has bursts or responses outstanding
     output logic [23:0]   idx_raddr,     // scatter index
+    output logic          idx_re,        // idx_raddr is read this cycle (a scatter STORE moving)
     input  logic [15:0]   idx_rdata,
     output logic [1:0]    rd_mem,        // Mem of the window read (0 SPM, 1 ACC, 2 IDX, 3 STAT)
     output logic [23:0]   rd_addr,       // element address of window lane 0
+    output logic          rd_en,         // rd_addr is read this cycle
     input  logic [127:0]  rd_data,       // window one cycle later: 8 x 16 bit, or 2 x 64 bit (ACC/STAT)
     output logic [23:0]   cur_pc,        // pc of the command being executed
     output logic          busy,
@@ -104,7 +107,7 @@ module engine_store #(
     logic [50:0] dq_din, dq_dout;
     logic [4:0] dq_count;
     engine_fifo #(.W(51), .DEPTH(16)) u_desc (
-        .clk(clk), .rst(rst), .push(dq_push), .din(dq_din), .pop(dq_pop), .dout(dq_dout),
+        .clk(clk), .rst(rst), .push(ce && (dq_push)), .din(dq_din), .pop(ce && (dq_pop)), .dout(dq_dout),
         .empty(dq_empty), .full(dq_full), .count(dq_count)
     );
     assign dq_din = {rq_spm, off_e, row_beats};
@@ -115,6 +118,7 @@ module engine_store #(
     wire rq_fire = rq_can && wr_req_ready;
     assign dq_push = rq_fire;
     assign idx_raddr = f_b + 24'(rq_row);
+    assign idx_re = state == S_RUN && f_scatter;
 
     // ---- data side: issue window reads while the output FIFO has room (credits)
     wire [23:0] d_spm = dq_dout[50:27];
@@ -132,6 +136,7 @@ module engine_store #(
     wire [26:0] t_elems = 27'(d_t) * 27'(epb);
     assign rd_mem = f_mem;
     assign rd_addr = d_spm - 24'(d_off) + t_elems[23:0];
+    assign rd_en = d_go;
     logic [15:0] strb;
     always_comb begin
         strb = '0;
@@ -148,7 +153,7 @@ module engine_store #(
         end
     end
     engine_fifo #(.W(144), .DEPTH(4)) u_out (
-        .clk(clk), .rst(rst), .push(p_valid), .din({p_strb, rd_data}), .pop(of_pop), .dout(of_dout),
+        .clk(clk), .rst(rst), .push(ce && (p_valid)), .din({p_strb, rd_data}), .pop(ce && (of_pop)), .dout(of_dout),
         .empty(of_empty), .full(of_full), .count(of_count)
     );
     assign wr_tvalid = !of_empty;
@@ -166,7 +171,7 @@ module engine_store #(
     assign waiting = state == S_TOKEN && f_pop && !tok_in_avail;
     assign retire = state == S_PUSH && (!f_push || !tok_out_full);
 
-    always_ff @(posedge clk) begin
+    always_ff @(posedge clk) if (rst || ce) begin
         if (rst) begin
             state <= S_IDLE;
             err_valid <= 1'b0;

@@ -93,6 +93,9 @@ module engine_top #(
     /* verilator lint_on UNUSEDPARAM */
 
     localparam int QW = $clog2(QUEUE_DEPTH + 1);
+    // RTL-only statistic (not in isa.REGISTERS): clock cycles of the last run spent serving memory
+    // region conflicts (ce low), 64 bits at 0xE0 / 0xE4 right after the isa counters.
+    localparam logic [7:0] REG_CONFLICT_LO = 8'hE0, REG_CONFLICT_HI = 8'hE4;
     assign m_axi_arid = 1'b0;
     assign m_axi_awid = 1'b0;
     localparam int FETCH_CMDS = 16;                 // fetched commands buffered before dispatch
@@ -131,6 +134,15 @@ module engine_top #(
     // engine-internal reset: rst, or the cycle after a run ended by an error (clears the queues, the
     // fetch unit and any module still waiting for a token; nothing is in flight on AXI then)
     logic quiet;                                    // nothing in flight anywhere
+
+    // Global clock enable of the memory-facing datapath (fetch, dispatch, queues, tokens, LOAD, STORE,
+    // COMPUTE and its units, STAT, counters): low while a memory serves a cycle whose requests
+    // oversubscribe one of its regions (engine_mem), so that cycle takes extra clock cycles. Not gated:
+    // the AXI-Lite slave and register writes, the AXI masters (their internal valid/ready towards the
+    // datapath are gated instead, never an AXI signal) and the CYCLES counter.
+    logic spm_done, acc_done, idx_done;
+    wire ce = spm_done && acc_done && idx_done;
+    logic [63:0] conflict_cycles;                   // cycles of a run with ce low (RTL-only statistic)
     logic srst;
     wire ers = rst || srst;
 
@@ -154,7 +166,7 @@ module engine_top #(
     logic [24:0] tq_din, tq_dout;
     logic [$clog2(TAGS+1)-1:0] tq_count;
     engine_fifo #(.W(25), .DEPTH(TAGS)) u_tags (
-        .clk(clk), .rst(ers), .push(tq_push), .din(tq_din), .pop(tq_pop), .dout(tq_dout),
+        .clk(clk), .rst(ers), .push(ce && tq_push), .din(tq_din), .pop(ce && tq_pop), .dout(tq_dout),
         .empty(tq_empty), .full(tq_full), .count(tq_count)
     );
     logic [23:0] tq_beat;
@@ -165,7 +177,7 @@ module engine_top #(
     logic [AXI_AW-1:0] f_req_addr, l_req_addr;
     logic [23:0] f_req_beats, l_req_beats;
     wire grant_f = f_req_valid;                     // fetch first (it only asks when it has room)
-    assign rq_valid = !tq_full && (f_req_valid || l_req_valid);
+    assign rq_valid = ce && !tq_full && (f_req_valid || l_req_valid);
     assign rq_addr = grant_f ? f_req_addr : l_req_addr;
     assign rq_beats = grant_f ? f_req_beats : l_req_beats;
     wire rq_fire = rq_valid && rq_ready;
@@ -175,7 +187,7 @@ module engine_top #(
     assign tq_din = {!grant_f, rq_beats};
 
     logic l_rd_tready;
-    assign r_tready = !tq_empty && (tq_load ? l_rd_tready : 1'b1);   // fetch space is reserved
+    assign r_tready = ce && !tq_empty && (tq_load ? l_rd_tready : 1'b1);   // fetch space is reserved
     wire r_fire = r_tvalid && r_tready;
     wire r_fetch = r_fire && !tq_load;
     assign tq_pop = r_fire && tq_beat == tq_dout[23:0] - 24'd1;
@@ -195,7 +207,7 @@ module engine_top #(
     logic [535:0] ff_dout;
     logic [FW-1:0] ff_count;
     engine_fifo #(.W(536), .DEPTH(FETCH_CMDS)) u_fetchq (
-        .clk(clk), .rst(ers), .push(ff_push), .din({f_pc, r_tdata, f_asm}), .pop(ff_pop), .dout(ff_dout),
+        .clk(clk), .rst(ers), .push(ce && ff_push), .din({f_pc, r_tdata, f_asm}), .pop(ce && ff_pop), .dout(ff_dout),
         .empty(ff_empty), .full(ff_full), .count(ff_count)
     );
     wire [FW:0] f_room = (FW+1)'(FETCH_CMDS) - (FW+1)'(ff_count) - (FW+1)'(f_inflight);
@@ -222,7 +234,7 @@ module engine_top #(
             f_beat <= '0;
             f_pc <= '0;
             f_asm <= '0;
-        end else begin
+        end else if (ce || start) begin
             if (start) begin
                 f_addr <= cmd_addr;
                 f_left <= cmd_count;
@@ -296,7 +308,7 @@ module engine_top #(
     for (genvar i = 0; i < 3; i++) begin : g_cq
         logic [QW-1:0] cnt_unused;
         engine_fifo #(.W(536), .DEPTH(QUEUE_DEPTH)) u_q (
-            .clk(clk), .rst(ers), .push(q_push[i]), .din(ff_dout), .pop(q_pop[i]), .dout(q_dout[i]),
+            .clk(clk), .rst(ers), .push(ce && q_push[i]), .din(ff_dout), .pop(ce && q_pop[i]), .dout(q_dout[i]),
             .empty(q_empty[i]), .full(q_full[i]), .count(cnt_unused)
         );
     end
@@ -321,7 +333,7 @@ module engine_top #(
     always_ff @(posedge clk) begin
         for (int i = 0; i < 4; i++) begin
             if (ers || start) tok[i] <= '0;
-            else tok[i] <= tok[i] + QW'(tok_push[i]) - QW'(tok_pop[i]);
+            else if (ce) tok[i] <= tok[i] + QW'(tok_push[i]) - QW'(tok_pop[i]);
         end
     end
 
@@ -394,8 +406,19 @@ module engine_top #(
         spm_wmask[7:0] = l_wr_mask;
     end
     logic [5*SPM_LANES*16-1:0] spm_rdata;
+    // read enables: a port counts towards its region's two accesses only in the cycles it is read
+    wire [3:0] v_sub = u_cmd[TL_C_SUB_LSB +: 4];
+    wire v_ln = v_sub == TL_VEC_LN_FWD || v_sub == TL_VEC_LN_BWD;
+    wire x_a_re = sm_busy || (v_busy && v_sub != TL_VEC_MASK) || g_a_re;
+    wire x_b_re = sm_busy || (v_busy && (v_ln || v_sub == TL_VEC_GELU_BWD || v_sub == TL_VEC_COLDOT)) || g_b_re;
+    wire x_e_re = (v_busy && v_sub == TL_VEC_LN_BWD) || g_e_re;
+    wire x_d_re = (v_busy && v_ln) || g_d_re;
+    wire x_acc_re = sm_busy || v_busy || g_acc_re;
+    logic g_a_re, g_b_re, g_e_re, g_d_re, g_acc_re, s_rd_en, l_idx_re, s_idx_re;
     engine_mem #(.EW(16), .LANES(SPM_LANES), .DEPTH(SPM_ELEMS), .NR(5), .NW(2), .AW(SPM_AW)) u_spm (
-        .clk(clk), .we({x_c_we, l_wr_en && l_wr_mem == 2'd0}), .waddr({x_c_waddr, l_wr_addr}),
+        .clk(clk), .rst(ers), .ce(ce), .done(spm_done),
+        .re({x_d_re, x_e_re, x_b_re, x_a_re, s_rd_en && s_rd_mem == 2'd0}),
+        .we({x_c_we, l_wr_en && l_wr_mem == 2'd0}), .waddr({x_c_waddr, l_wr_addr}),
         .wmask({x_c_wmask, spm_wmask}), .wdata({x_c_wdata, spm_wdata}),
         .raddr({x_d_raddr, x_e_raddr, x_b_raddr, x_a_raddr, s_rd_addr}), .rdata(spm_rdata)
     );
@@ -405,7 +428,9 @@ module engine_top #(
     assign g_d_rdata = spm_rdata[4*SPM_LANES*16 +: SPM_LANES*16];
     logic [4*8*16-1:0] idx_rdata;
     engine_mem #(.EW(16), .LANES(8), .DEPTH(IDX_ELEMS), .NR(4), .NW(2), .AW(24)) u_idx (
-        .clk(clk), .we({t_idx_we, l_wr_en && l_wr_mem == 2'd2}), .waddr({t_idx_waddr, l_wr_addr}),
+        .clk(clk), .rst(ers), .ce(ce), .done(idx_done),
+        .re({v_busy && v_sub == TL_VEC_MASK, s_rd_en && s_rd_mem == 2'd2, s_idx_re, l_idx_re}),
+        .we({t_idx_we, l_wr_en && l_wr_mem == 2'd2}), .waddr({t_idx_waddr, l_wr_addr}),
         .wmask({8'h01, l_wr_mask}), .wdata({112'd0, t_idx_wdata, l_wr_data}),
         .raddr({v_idx_raddr, s_rd_addr, s_idx_raddr, l_idx_raddr}), .rdata(idx_rdata)
     );
@@ -421,7 +446,9 @@ module engine_top #(
     logic [3*AL*48-1:0] acc_rd;
     logic [AL*48-1:0] t_acc_rdata;
     engine_mem #(.EW(48), .LANES(AL), .DEPTH(ACC_ELEMS), .NR(3), .NW(2), .AW(24)) u_acc (
-        .clk(clk), .we({x_acc_we, l_wr_en && l_wr_mem == 2'd1}), .waddr({x_acc_waddr, l_wr_addr}),
+        .clk(clk), .rst(ers), .ce(ce), .done(acc_done),
+        .re({t_busy, x_acc_re, s_rd_en && s_rd_mem == 2'd1}),
+        .we({x_acc_we, l_wr_en && l_wr_mem == 2'd1}), .waddr({x_acc_waddr, l_wr_addr}),
         .wmask({x_acc_wmask, acc_l_wmask}), .wdata({x_acc_wdata, acc_l_wdata}),
         .raddr({t_acc_raddr, x_acc_raddr, s_rd_addr}), .rdata(acc_rd)
     );
@@ -440,6 +467,8 @@ module engine_top #(
     always_ff @(posedge clk) begin
         if (ers || start) begin
             for (int i = 0; i < STAT_SLOTS; i++) stat[i] <= '0;
+        end else if (!ce) begin
+            // frozen
         end else if (g_stat_we && g_stat_value > stat[$clog2(STAT_SLOTS)'(g_stat_slot)]) begin
             stat[$clog2(STAT_SLOTS)'(g_stat_slot)] <= g_stat_value;
         end else if (sm_stat_we && sm_stat_value > stat[$clog2(STAT_SLOTS)'(sm_stat_slot)]) begin
@@ -450,11 +479,11 @@ module engine_top #(
     end
     localparam int SB = $clog2(STAT_SLOTS);
     logic [127:0] stat_q;
-    always_ff @(posedge clk) begin
+    always_ff @(posedge clk) if (ce) begin
         stat_q <= {stat[SB'(s_rd_addr + 24'd1)], stat[SB'(s_rd_addr)]};
     end
     logic [1:0] s_rd_mem_q;
-    always_ff @(posedge clk) s_rd_mem_q <= s_rd_mem;
+    always_ff @(posedge clk) if (ce) s_rd_mem_q <= s_rd_mem;
     always_comb begin
         case (s_rd_mem_q)
             2'd0: s_rd_data = spm_rdata[127:0];
@@ -471,14 +500,14 @@ module engine_top #(
     logic [23:0] l_err_pc, l_pc;
     engine_load #(.AW(AXI_AW), .SPM_ELEMS(SPM_ELEMS), .ACC_ELEMS(ACC_ELEMS), .IDX_ELEMS(IDX_ELEMS),
                   .MUTATE_STRIDE(MUTATION & 1)) u_load (
-        .clk(clk), .rst(ers), .halt(m_halt[0]), .abort(m_abort[0]), .ddr_base(ddr_base[AXI_AW-1:0]),
+        .clk(clk), .rst(ers), .ce(ce), .halt(m_halt[0]), .abort(m_abort[0]), .ddr_base(ddr_base[AXI_AW-1:0]),
         .cmd(q_dout[0][511:0]), .cmd_pc(q_dout[0][535:512]),
         .cmd_valid(!q_empty[0]), .cmd_ready(m_pop[0]),
         .tok_in_avail(tok_avail[1]), .tok_in_pop(tok_pop[1]), .tok_out_full(tok_full[0]),
         .tok_out_push(tok_push[0]),
         .rd_req_valid(l_req_valid), .rd_req_ready(l_req_ready), .rd_req_addr(l_req_addr),
         .rd_req_beats(l_req_beats), .rd_tdata(r_tdata), .rd_tvalid(r_tvalid && !tq_empty && tq_load),
-        .rd_tready(l_rd_tready), .idx_raddr(l_idx_raddr), .idx_rdata(idx_rdata[15:0]),
+        .rd_tready(l_rd_tready), .idx_raddr(l_idx_raddr), .idx_re(l_idx_re), .idx_rdata(idx_rdata[15:0]),
         .wr_en(l_wr_en), .wr_mem(l_wr_mem), .wr_addr(l_wr_addr), .wr_mask(l_wr_mask), .wr_data(l_wr_data),
         .cur_pc(l_pc), .busy(l_busy), .moving(l_moving), .waiting(l_waiting), .retire(l_retire),
         .retire_bytes(l_retire_bytes),
@@ -491,8 +520,8 @@ module engine_top #(
     logic [127:0] w_tdata;
     logic [15:0] w_tstrb;
     engine_axi_wr #(.AW(AXI_AW), .DW(128), .MAX_BURST(16), .OUTSTANDING(WR_OUTSTANDING)) u_wr (
-        .clk(clk), .rst(ers), .req_valid(w_req_valid), .req_ready(w_req_ready), .req_addr(w_req_addr),
-        .req_beats(w_req_beats), .in_tdata(w_tdata), .in_tstrb(w_tstrb), .in_tvalid(w_tvalid),
+        .clk(clk), .rst(ers), .req_valid(ce && w_req_valid), .req_ready(w_req_ready), .req_addr(w_req_addr),
+        .req_beats(w_req_beats), .in_tdata(w_tdata), .in_tstrb(w_tstrb), .in_tvalid(ce && w_tvalid),
         .in_tready(w_tready), .m_axi_awaddr(m_axi_awaddr), .m_axi_awlen(m_axi_awlen),
         .m_axi_awsize(m_axi_awsize), .m_axi_awburst(m_axi_awburst), .m_axi_awvalid(m_axi_awvalid),
         .m_axi_awready(m_axi_awready), .m_axi_wdata(m_axi_wdata), .m_axi_wstrb(m_axi_wstrb),
@@ -506,15 +535,15 @@ module engine_top #(
     logic [23:0] s_err_pc, s_pc;
     engine_store #(.AW(AXI_AW), .SPM_ELEMS(SPM_ELEMS), .ACC_ELEMS(ACC_ELEMS), .IDX_ELEMS(IDX_ELEMS),
                    .STAT_SLOTS(STAT_SLOTS)) u_store (
-        .clk(clk), .rst(ers), .halt(m_halt[2]), .abort(m_abort[2]), .ddr_base(ddr_base[AXI_AW-1:0]),
+        .clk(clk), .rst(ers), .ce(ce), .halt(m_halt[2]), .abort(m_abort[2]), .ddr_base(ddr_base[AXI_AW-1:0]),
         .cmd(q_dout[2][511:0]), .cmd_pc(q_dout[2][535:512]),
         .cmd_valid(!q_empty[2]), .cmd_ready(m_pop[2]),
         .tok_in_avail(tok_avail[2]), .tok_in_pop(tok_pop[2]), .tok_out_full(tok_full[3]),
         .tok_out_push(tok_push[3]),
         .wr_req_valid(w_req_valid), .wr_req_ready(w_req_ready), .wr_req_addr(w_req_addr),
         .wr_req_beats(w_req_beats), .wr_tdata(w_tdata), .wr_tstrb(w_tstrb), .wr_tvalid(w_tvalid),
-        .wr_tready(w_tready), .wr_busy(wr_busy), .idx_raddr(s_idx_raddr), .idx_rdata(idx_rdata[128 +: 16]),
-        .rd_mem(s_rd_mem), .rd_addr(s_rd_addr), .rd_data(s_rd_data),
+        .wr_tready(w_tready), .wr_busy(wr_busy), .idx_raddr(s_idx_raddr), .idx_re(s_idx_re), .idx_rdata(idx_rdata[128 +: 16]),
+        .rd_mem(s_rd_mem), .rd_addr(s_rd_addr), .rd_en(s_rd_en), .rd_data(s_rd_data),
         .cur_pc(s_pc), .busy(s_busy), .moving(s_moving), .waiting(s_waiting), .retire(s_retire),
         .retire_bytes(s_retire_bytes),
         .err_valid(s_err_v), .err_code(s_err_code), .err_pc(s_err_pc)
@@ -525,7 +554,7 @@ module engine_top #(
     logic [23:0] c_err_pc, c_pc;
     logic drained;
     engine_compute #(.UNITS(16'h0078)) u_compute (   // GEMM, SOFTMAX, VEC, TOPK
-        .clk(clk), .rst(ers), .halt(m_halt[1]), .abort(m_abort[1]), .cmd(q_dout[1][511:0]), .cmd_pc(q_dout[1][535:512]),
+        .clk(clk), .rst(ers), .ce(ce), .halt(m_halt[1]), .abort(m_abort[1]), .cmd(q_dout[1][511:0]), .cmd_pc(q_dout[1][535:512]),
         .cmd_valid(!q_empty[1]), .cmd_ready(m_pop[1]),
         .l2c_avail(tok_avail[0]), .l2c_pop(tok_pop[0]), .s2c_avail(tok_avail[3]), .s2c_pop(tok_pop[3]),
         .c2l_full(tok_full[1]), .c2l_push(tok_push[1]), .c2s_full(tok_full[2]), .c2s_push(tok_push[2]),
@@ -548,8 +577,9 @@ module engine_top #(
     logic [15:0] g_macs;
     engine_gemm #(.R(ROWS), .C(COLS), .L(SPM_LANES), .AL(AL), .SPM_ELEMS(SPM_ELEMS), .ACC_ELEMS(ACC_ELEMS),
                   .STAT_SLOTS(STAT_SLOTS), .MUTATE_ROUNDING((MUTATION >> 1) & 1)) u_gemm (
-        .clk(clk), .rst(ers), .start(g_start), .cmd(u_cmd), .busy(g_busy), .done(g_done),
+        .clk(clk), .rst(ers), .ce(ce), .start(g_start), .cmd(u_cmd), .busy(g_busy), .done(g_done),
         .err_valid(g_err), .err_code(g_err_code),
+        .a_re(g_a_re), .b_re(g_b_re), .e_re(g_e_re), .d_re(g_d_re), .acc_re(g_acc_re),
         .a_raddr(g_a_raddr), .a_rdata(g_a_rdata), .b_raddr(g_b_raddr), .b_rdata(g_b_rdata),
         .e_raddr(g_e_raddr), .e_rdata(g_e_rdata), .d_raddr(g_d_raddr), .d_rdata(g_d_rdata),
         .c_we(g_c_we), .c_waddr(g_c_waddr), .c_wmask(g_c_wmask), .c_wdata(g_c_wdata),
@@ -564,7 +594,7 @@ module engine_top #(
     logic [23:0] t_acc_raddr, t_idx_waddr;
     logic [15:0] t_idx_wdata;
     engine_topk #(.AL(AL), .ACC_ELEMS(ACC_ELEMS), .IDX_ELEMS(IDX_ELEMS), .MAX_ROW(MAX_ROW)) u_topk (
-        .clk(clk), .rst(ers), .start(t_start), .cmd(u_cmd), .busy(t_busy), .done(t_done), .err_valid(t_err),
+        .clk(clk), .rst(ers), .ce(ce), .start(t_start), .cmd(u_cmd), .busy(t_busy), .done(t_done), .err_valid(t_err),
         .err_code(t_err_code), .acc_raddr(t_acc_raddr), .acc_rdata(t_acc_rdata), .idx_we(t_idx_we),
         .idx_waddr(t_idx_waddr), .idx_wdata(t_idx_wdata)
     );
@@ -573,7 +603,7 @@ module engine_top #(
     logic [7:0] sm_err_code;
     engine_softmax #(.L(SPM_LANES), .AL(AL), .SPM_ELEMS(SPM_ELEMS), .ACC_ELEMS(ACC_ELEMS),
                      .STAT_SLOTS(STAT_SLOTS), .MAX_ROW(MAX_ROW), .V(VEC_LANES)) u_softmax (
-        .clk(clk), .rst(ers), .start(sm_start), .cmd(u_cmd), .busy(sm_busy), .done(sm_done),
+        .clk(clk), .rst(ers), .ce(ce), .start(sm_start), .cmd(u_cmd), .busy(sm_busy), .done(sm_done),
         .err_valid(sm_err), .err_code(sm_err_code), .a_raddr(sm_a_raddr), .a_rdata(g_a_rdata),
         .b_raddr(sm_b_raddr), .b_rdata(g_b_rdata), .c_we(sm_c_we), .c_waddr(sm_c_waddr),
         .c_wmask(sm_c_wmask), .c_wdata(sm_c_wdata),
@@ -586,7 +616,7 @@ module engine_top #(
     engine_vec #(.L(SPM_LANES), .AL(AL), .SPM_ELEMS(SPM_ELEMS), .ACC_ELEMS(ACC_ELEMS), .IDX_ELEMS(IDX_ELEMS),
                  .STAT_SLOTS(STAT_SLOTS), .MAX_ROW(MAX_ROW), .MAX_DIM(MAX_DIM), .V(VEC_LANES),
                  .MUTATE_ROUNDING((MUTATION >> 2) & 1)) u_vec (
-        .clk(clk), .rst(ers), .start(v_start), .cmd(u_cmd), .busy(v_busy), .done(v_done),
+        .clk(clk), .rst(ers), .ce(ce), .start(v_start), .cmd(u_cmd), .busy(v_busy), .done(v_done),
         .err_valid(v_err), .err_code(v_err_code), .a_raddr(v_a_raddr), .a_rdata(g_a_rdata),
         .b_raddr(v_b_raddr), .b_rdata(g_b_rdata), .d_raddr(v_d_raddr), .d_rdata(g_d_rdata),
         .e_raddr(v_e_raddr), .e_rdata(g_e_rdata), .c_we(v_c_we), .c_waddr(v_c_waddr), .c_wmask(v_c_wmask),
@@ -643,7 +673,7 @@ module engine_top #(
         if (deadlock && deadlock_q && !new_err) begin new_err = 1'b1; new_code = TL_ERR_DEP_UNDERFLOW; new_pc = deadlock_pc; end
     end
     logic rd_err_q, wr_err_q;
-    always_ff @(posedge clk) begin
+    always_ff @(posedge clk) if (ce) begin
         rd_err_q <= rd_err;
         wr_err_q <= wr_err;
     end
@@ -674,9 +704,11 @@ module engine_top #(
             stuck_q <= 1'b0;
             srst <= 1'b0;
         end else begin
-            deadlock_q <= deadlock;
-            stuck_q <= stuck;
-            srst <= halt_end;
+            if (ce) begin
+                deadlock_q <= deadlock;
+                stuck_q <= stuck;
+            end
+            srst <= ce && halt_end;
             if (ctrl_read) begin                    // ap_done / ap_ready: clear on read
                 ap_done <= 1'b0;
                 ap_ready <= 1'b0;
@@ -701,14 +733,14 @@ module engine_top #(
                 err_pc_r <= '0;
                 err_pc_vld <= 1'b0;
             end
-            if (d_fire && d_ok && d_op == TL_OP_FINISH) finish_seen <= 1'b1;   // commands after FINISH are ignored
-            if (running && new_err && (!halting || new_pc < err_pc_r)) begin
+            if (ce && d_fire && d_ok && d_op == TL_OP_FINISH) finish_seen <= 1'b1;   // commands after FINISH are ignored
+            if (ce && running && new_err && (!halting || new_pc < err_pc_r)) begin
                 err_code_r <= new_code;
                 err_pc_r <= new_pc;
                 err_pc_vld <= 1'b1;
                 halting <= 1'b1;
             end
-            if (program_end || halt_end) begin
+            if (ce && (program_end || halt_end)) begin
                 running <= 1'b0;
                 ap_done <= 1'b1;
                 ap_ready <= 1'b1;
@@ -743,9 +775,13 @@ module engine_top #(
     always_ff @(posedge clk) begin
         if (rst || start) begin
             for (int i = 0; i < NC; i++) cnt[i] <= '0;
+            conflict_cycles <= '0;
         end else if (running) begin
+            if (!ce) conflict_cycles <= conflict_cycles + 64'd1;
             for (int i = 0; i < NC; i++) begin
-                if (i == TL_CNT_DDR_RD_BYTES) cnt[i] <= cnt[i] + 64'(r_bytes);
+                if (i == TL_CNT_CYCLES) cnt[i] <= cnt[i] + 64'd1;
+                else if (!ce) cnt[i] <= cnt[i];
+                else if (i == TL_CNT_DDR_RD_BYTES) cnt[i] <= cnt[i] + 64'(r_bytes);
                 else if (i == TL_CNT_DDR_WR_BYTES) cnt[i] <= cnt[i] + 64'(w_bytes);
                 else if (i == TL_CNT_MACS) cnt[i] <= cnt[i] + 64'(g_macs);
                 else if (i == TL_CNT_RETIRED) cnt[i] <= cnt[i] + 64'(l_retire) + 64'(s_retire) + 64'(c_retire);
@@ -769,6 +805,8 @@ module engine_top #(
             AXIL_AW'(TL_REG_CMD_COUNT): rd_data = cmd_count;
             AXIL_AW'(TL_REG_ERR_PC): rd_data = {8'd0, err_pc_r};
             AXIL_AW'(TL_REG_ERR_PC_CTRL): rd_data = {31'd0, err_pc_vld};
+            AXIL_AW'(REG_CONFLICT_LO): rd_data = conflict_cycles[31:0];
+            AXIL_AW'(REG_CONFLICT_HI): rd_data = conflict_cycles[63:32];
             default: begin
                 for (int i = 0; i < NC; i++) begin
                     if (rd_addr == AXIL_AW'(TL_REG_COUNTERS) + AXIL_AW'(8 * i)) rd_data = cnt[i][31:0];

@@ -12,6 +12,7 @@ module engine_topk #(
 ) (
     input  logic              clk,
     input  logic              rst,
+    input  logic              ce,                  // clock enable (0: the memories are serving a port conflict, hold)
     input  logic              start,
     input  logic [511:0]      cmd,
     output logic              busy,
@@ -65,7 +66,7 @@ module engine_topk #(
     wire feed = state == S_ROW && j < f_n && 32'(sq_count) + 32'(rd_v) < 32'd2;
     assign acc_raddr = row_a + 24'(j);
     engine_fifo #(.W(48), .DEPTH(2)) u_scores (
-        .clk(clk), .rst(rst || state == S_IDLE), .push(rd_v), .din(acc_rdata[47:0]), .pop(sq_pop),
+        .clk(clk), .rst(rst || state == S_IDLE), .push(ce && (rd_v)), .din(acc_rdata[47:0]), .pop(ce && (sq_pop)),
         .dout(sq_dout), .empty(sq_empty), .full(sq_full), .count(sq_count)
     );
 
@@ -74,8 +75,8 @@ module engine_topk #(
     assign sq_pop = !sq_empty && s_tready;
     topk_unit #(.NMAX(MAX_ROW), .SCORE_W(48)) u_unit (
         .clk(clk), .rst(rst), .cfg_n(f_n), .cfg_k(f_k),
-        .s_axis_tdata(sq_dout), .s_axis_tvalid(!sq_empty), .s_axis_tready(s_tready), .s_axis_tlast(1'b0),
-        .m_axis_tdata(m_tdata), .m_axis_tvalid(m_tvalid), .m_axis_tready(1'b1), .m_axis_tlast(m_tlast),
+        .s_axis_tdata(sq_dout), .s_axis_tvalid(ce && !sq_empty), .s_axis_tready(s_tready), .s_axis_tlast(1'b0),
+        .m_axis_tdata(m_tdata), .m_axis_tvalid(m_tvalid), .m_axis_tready(ce), .m_axis_tlast(m_tlast),
         .err(unit_err)
     );
 
@@ -85,7 +86,7 @@ module engine_topk #(
     assign idx_wdata = state == S_LEAD ? 16'(t) : m_tdata + 16'(f_lead);
     assign busy = state != S_IDLE;
 
-    always_ff @(posedge clk) begin
+    always_ff @(posedge clk) if (rst || ce) begin
         if (rst) begin
             state <= S_IDLE;
             c <= '0;

@@ -41,6 +41,7 @@ module engine_vec #(
 ) (
     input  logic              clk,
     input  logic              rst,
+    input  logic              ce,                  // clock enable (0: the memories are serving a port conflict, hold)
     input  logic              start,
     input  logic [511:0]      cmd,
     output logic              busy,
@@ -349,7 +350,7 @@ module engine_vec #(
     logic signed [63:0] qc_acc [V], y_acc [V], dx_acc [V], d_al [V];
     logic signed [63:0] xg_dl [4][V];
     logic signed [15:0] d_dl [4][V];
-    always_ff @(posedge clk) begin
+    always_ff @(posedge clk) if (rst || ce) begin
         for (int l = 0; l < V; l++) begin
             xg_dl[0][l] <= xg1[l];
             d_dl[0][l] <= d1[l];
@@ -370,15 +371,15 @@ module engine_vec #(
     end
     for (genvar l = 0; l < V; l++) begin : g_lane
         trilevel_requant #(.ACC_W(64)) u_rq_a (
-            .clk(clk), .en(1'b1), .acc(qa_acc[l]), .shift(qa_sh), .mode(qa_mode), .seed(qa_seed),
+            .clk(clk), .en(ce), .acc(qa_acc[l]), .shift(qa_sh), .mode(qa_mode), .seed(qa_seed),
             .index(idx1[l]), .q(qa[l])
         );
         trilevel_requant #(.ACC_W(64)) u_rq_b (
-            .clk(clk), .en(1'b1), .acc(64'(d1[l])), .shift(qb_sh), .mode(1'b0), .seed(32'd0), .index(32'd0),
+            .clk(clk), .en(ce), .acc(64'(d1[l])), .shift(qb_sh), .mode(1'b0), .seed(32'd0), .index(32'd0),
             .q(qb[l])
         );
         trilevel_requant #(.ACC_W(64)) u_rq_c (
-            .clk(clk), .en(1'b1), .acc(qc_acc[l]), .shift(qc_sh), .mode(op_lnb), .seed(seed2), .index(idx5[l]),
+            .clk(clk), .en(ce), .acc(qc_acc[l]), .shift(qc_sh), .mode(op_lnb), .seed(seed2), .index(idx5[l]),
             .q(qc[l])
         );
     end
@@ -517,7 +518,7 @@ module engine_vec #(
         else if (op_mask && pass == 2'd0) len_next = JW'(f_k);   // the list pass after the zero row
     end
 
-    always_ff @(posedge clk) begin
+    always_ff @(posedge clk) if (rst || ce) begin
         if (rst) begin
             state <= S_IDLE;
             c <= '0;
