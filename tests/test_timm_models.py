@@ -17,8 +17,8 @@ from trilevel.baselines.timm_models import build_timm_model
 from trilevel.config import get_timm_config
 from trilevel.macs import TimmMacCounter
 
-# One short epoch on digits: 1150 active examples (r_e 0.8) in 5 steps at R_T 0.5 from the start.
-_TRAIN = ["train", "--data", "digits", "--batch-size", "256", "--lr", "2e-3", "--keep-token", "0.5",
+# One short epoch on digits: 1150 active examples (r_e 0.8) in 5 steps at R_T 0.7 from the start.
+_TRAIN = ["train", "--data", "digits", "--batch-size", "256", "--lr", "2e-3", "--keep-token", "0.7",
           "--keep-example", "0.8", "--keep-warmup-epochs", "0", "--keep-decay-epochs", "0",
           "--no-progress"]  # fmt: skip
 _ACTIVE = round(0.8 * 1437)
@@ -44,10 +44,10 @@ def _macs(name: str) -> TimmMacCounter:
 def test_swin_trains_on_digits_and_its_checkpoint_holds_timms_weights(swin_run: Path) -> None:
     (record,) = _records(swin_run)
     counter = _macs("swin_demo")
-    assert record["images"] == record["active_examples"] == _ACTIVE and record["keep_token"] == 0.5
-    assert record["macs_per_image"] == counter.count(0.5) < record["macs_executed_per_image"]
+    assert record["images"] == record["active_examples"] == _ACTIVE and record["keep_token"] == 0.7
+    assert record["macs_per_image"] == counter.count(0.7) < record["macs_executed_per_image"]
     assert record["macs_executed_per_image"] == counter.count_dense()
-    assert record["train_macs"] == _ACTIVE * counter.count(0.5, train=True)
+    assert record["train_macs"] == _ACTIVE * counter.count(0.7, train=True)
     assert 0.0 <= record["test_top1"] <= 1.0 and not record["filter_round"]
 
     state = torch.load(swin_run / "checkpoint.pt", map_location="cpu", weights_only=True)
@@ -70,7 +70,7 @@ def test_pit_trains_on_digits_and_resumes(tmp_path: Path, capsys: pytest.Capture
     assert "resumed" in capsys.readouterr().err
     first, second = _records(run)
     assert second["epoch"] == 2 and second["cumulative_images"] == 2 * _ACTIVE
-    assert first["macs_per_image"] == second["macs_per_image"] == _macs("pit_demo").count(0.5)
+    assert first["macs_per_image"] == second["macs_per_image"] == _macs("pit_demo").count(0.7)
     state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert state["model_config"]["name"] == "pit_demo" and state["epoch"] == 2
 
@@ -120,18 +120,18 @@ def test_compare_offers_swin_and_pit_the_token_and_example_presets() -> None:
 
 
 def test_swin_example_statistic_is_the_variance_of_the_cumulative_attention() -> None:
-    """Brute force on the last block (its 4 x 4 map is one window): head-mean softmax(q k^T s + bias)
-    column sums, population variance over the 16 tokens."""
+    """Brute force on the last block (its 2 x 2 map is one window): head-mean softmax(q k^T s + bias)
+    column sums, population variance over the 4 tokens."""
     torch.manual_seed(0)
     model = build_timm_model("swin_demo").eval()
     last = model.layers[-1].blocks[-1]
     normed: list[torch.Tensor] = []
     last.norm1.register_forward_hook(lambda _m, _i, out: normed.append(out.detach()))
     _, info = model(torch.randn(3, 1, 8, 8), return_info=True)
-    attn, x = last.attn, normed[0].flatten(1, 2)  # [B, 16, C]
-    q, k, _ = attn.qkv(x).reshape(3, 16, 3, attn.num_heads, -1).unbind(2)
+    attn, x = last.attn, normed[0].flatten(1, 2)  # [B, 4, C]
+    q, k, _ = attn.qkv(x).reshape(3, 4, 3, attn.num_heads, -1).unbind(2)
     scores = torch.einsum("bihd,bjhd->bhij", q * attn.scale, k) + attn._get_rel_pos_bias()
-    received = scores.softmax(-1).mean(1).sum(1)  # [B, 16]
+    received = scores.softmax(-1).mean(1).sum(1)  # [B, 4]
     torch.testing.assert_close(info.cls_attn_var, received.var(dim=1, correction=0))
 
 
@@ -147,7 +147,7 @@ def test_swin_block_share_is_the_block_counted_alone(train: bool) -> None:
     counter = _macs("swin_demo")
     _, blocks = counter._counted(train)
     block = counter.model.layers[0].blocks[0]
-    x = torch.randn(1, 8, 8, 32, requires_grad=True)
+    x = torch.randn(1, 4, 4, 32, requires_grad=True)
     counter.model._tl_state.keep = None
     ops = _flops(lambda: block(x).sum().backward() if train else block(x))
     assert blocks[0] == (sum(n for op, n in ops.items() if op != "aten.bmm"), ops["aten.bmm"])
