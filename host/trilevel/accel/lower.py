@@ -1663,6 +1663,7 @@ def stage_attn_fwd_fused(
 # MLP_PIECE hidden units as the W1 pieces arrive (W1 streams in behind x while LN2 runs), GELU, then fc2 in
 # n-pieces of MLP_PIECE output columns; the saved tensors go out while the array works.
 MLP_PIECE = 64
+MLP_W2_FIRST = True
 
 
 def _mlp_fwd_layered(
@@ -1685,9 +1686,14 @@ def _mlp_fwd_layered(
         return False
     spm = Arena(b.scratch, f"{b.kernel} fused MLP (SPM)")
     g_addr, be_addr, b1_addr, b2_addr = spm.take(dim), spm.take(dim), spm.take(hidden), spm.take(dim)
+    # Address order W2, x, z, xh, o, W1, h, a: the operands each GEMM reads and writes at once (fc1: z, W1,
+    # h; fc2: a, W2, o and x) and the buffers DMA streams meanwhile (W2 in, z/xh/a out) fall mostly in
+    # different SPM regions (two accesses per region and cycle; see spm_region).
+    w2_addr = spm.take(dim * hidden) if MLP_W2_FIRST else 0
     x_addr, z_addr, xh_addr, o_addr = (spm.take(rows * dim) for _ in range(4))
     w1_addr, h_addr = spm.take(hidden * dim), spm.take(rows * hidden)
-    w2_addr, a_addr = spm.take(dim * hidden), spm.take(rows * hidden)
+    w2_addr = w2_addr if MLP_W2_FIRST else spm.take(dim * hidden)
+    a_addr = spm.take(rows * hidden)
     ln_shift, ln_shift2 = _ln_fwd_shifts(dim, p["norm2.weight"], p["norm2.bias"], f["ln"])
     f1 = f["ln"] + p["mlp.fc1.weight"]
     h_shift, h_shift2 = (
