@@ -239,10 +239,10 @@ def synth_part(name: str, part: Part, work: Path, yosys: str = "yosys", timeout:
     inc = f"-I{ENGINE_DIR}"
     full = " ".join(str(RTL_DIR / f) for f in part.files)
     lib = " ".join(str(RTL_DIR / f) for f in part.lib)
-    chparams = " ".join(f"-chparam {k} {v}" for k, v in part.params.items())
+    chparams = " ".join(f"-set {k} {v}" for k, v in part.params.items())
     script = (f"read_verilog -sv {inc} {full}; "
               + (f"read_verilog -sv -lib {inc} {lib}; " if lib else "")
-              + f"hierarchy -top {part.top} {chparams}; "
+              + f"chparam {chparams} {part.top}; "
               + f"{SYNTH_FLAGS} -top {part.top}; tee -q -o {stat_path} stat -json")
     start = time.monotonic()
     try:
