@@ -78,8 +78,8 @@ def check_timm_run(model: str, settings: dict[str, Any]) -> None:
     bad = [flag for flag, refused in why.items() if refused]
     if bad:
         raise ValueError(
-            f"--model {model}: {', '.join(bad)} not supported (Swin/PiT have the token and example "
-            "levels only, docs/baselines.md); use a ViT model (demo, deit_*) for these"
+            f"--model {model}: {', '.join(bad)} not supported for Swin/PiT (the token and example levels "
+            "only; --compile and --init are the golden ViT's; docs/baselines.md)"
         )
 
 
