@@ -29,6 +29,7 @@ module engine_softmax #(
     output logic              done,
     output logic              err_valid,
     output logic [7:0]        err_code,
+    output logic              a_re, b_re, acc_re,   // the port is read this cycle
     output logic [23:0]       a_raddr,
     input  logic [L*16-1:0]   a_rdata,
     output logic [23:0]       b_raddr,        // dP (BWD) or the mask E (FWD)
@@ -131,6 +132,8 @@ module engine_softmax #(
 
     // load pass: the window read issued at j lands one cycle later
     wire ld_issue = state == S_LOAD && j < n17;
+    assign a_re = ld_issue;
+    assign b_re = ld_issue && (f_bwd || f_mask);
     logic ld_v;
     logic [JW-1:0] ld_j;
     logic [V-1:0] ld_lane, ld_valid;
@@ -195,6 +198,7 @@ module engine_softmax #(
 
     // out pass BWD: acc = P * ((dP << 15) - dot) through the requantizers (SR)
     wire out_issue = state == S_OUT && j < n17;
+    assign acc_re = out_issue && !f_bwd && f_acc;
     logic signed [63:0] bwd_acc [V];
     logic signed [15:0] q_out [V];
     logic [63:0] units;              // statistic (BWD): max |acc| in output units over the group

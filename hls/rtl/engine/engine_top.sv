@@ -409,11 +409,12 @@ module engine_top #(
     // read enables: a port counts towards its region's two accesses only in the cycles it is read
     wire [3:0] v_sub = u_cmd[TL_C_SUB_LSB +: 4];
     wire v_ln = v_sub == TL_VEC_LN_FWD || v_sub == TL_VEC_LN_BWD;
-    wire x_a_re = sm_busy || (v_busy && v_sub != TL_VEC_MASK) || g_a_re;
-    wire x_b_re = sm_busy || (v_busy && (v_ln || v_sub == TL_VEC_GELU_BWD || v_sub == TL_VEC_COLDOT)) || g_b_re;
+    wire x_a_re = sm_a_re || (v_busy && v_sub != TL_VEC_MASK) || g_a_re;
+    wire x_b_re = sm_b_re || (v_busy && (v_ln || v_sub == TL_VEC_GELU_BWD || v_sub == TL_VEC_COLDOT)) || g_b_re;
     wire x_e_re = (v_busy && v_sub == TL_VEC_LN_BWD) || g_e_re;
     wire x_d_re = (v_busy && v_ln) || g_d_re;
-    wire x_acc_re = sm_busy || v_busy || g_acc_re;
+    wire x_acc_re = sm_acc_re || v_busy || g_acc_re;
+    logic sm_a_re, sm_b_re, sm_acc_re;
     logic g_a_re, g_b_re, g_e_re, g_d_re, g_acc_re, s_rd_en, l_idx_re, s_idx_re;
     engine_mem #(.EW(16), .LANES(SPM_LANES), .DEPTH(SPM_ELEMS), .NR(5), .NW(2), .AW(SPM_AW)) u_spm (
         .clk(clk), .rst(ers), .ce(ce), .done(spm_done),
@@ -604,7 +605,8 @@ module engine_top #(
     engine_softmax #(.L(SPM_LANES), .AL(AL), .SPM_ELEMS(SPM_ELEMS), .ACC_ELEMS(ACC_ELEMS),
                      .STAT_SLOTS(STAT_SLOTS), .MAX_ROW(MAX_ROW), .V(VEC_LANES)) u_softmax (
         .clk(clk), .rst(ers), .ce(ce), .start(sm_start), .cmd(u_cmd), .busy(sm_busy), .done(sm_done),
-        .err_valid(sm_err), .err_code(sm_err_code), .a_raddr(sm_a_raddr), .a_rdata(g_a_rdata),
+        .err_valid(sm_err), .err_code(sm_err_code), .a_re(sm_a_re), .b_re(sm_b_re), .acc_re(sm_acc_re),
+        .a_raddr(sm_a_raddr), .a_rdata(g_a_rdata),
         .b_raddr(sm_b_raddr), .b_rdata(g_b_rdata), .c_we(sm_c_we), .c_waddr(sm_c_waddr),
         .c_wmask(sm_c_wmask), .c_wdata(sm_c_wdata),
         .acc_raddr(sm_acc_raddr), .acc_rdata(g_acc_rdata), .acc_we(sm_acc_we), .acc_waddr(sm_acc_waddr),
