@@ -69,11 +69,15 @@ def program(place: dict[str, int], seed: int = 0) -> tuple[np.ndarray, int]:
 
 ONE_REGION = dict(A=0, B=2048, C=4096, Y=6144, Z=10240)
 SPREAD = dict(Y=0, Z=8192, A=REGION + 512, B=2 * REGION + 512, C=3 * REGION + 512)
+# A, B, C (LOADed, GEMM-read, GEMM-written, STOREd) across a region boundary at an unaligned element:
+# windows served by two regions; no two buffers overlap (LOAD Z runs concurrently with the GEMMs)
+STRADDLE = dict(A=REGION - 733, B=2 * REGION - 1001, C=3 * REGION - 299, Y=REGION + 2001, Z=3 * REGION + 1003)
+LAYOUTS = {"one_region": ONE_REGION, "spread": SPREAD, "straddle": STRADDLE}
 
 
-@pytest.mark.parametrize("layout", ["one_region", "spread"])
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_concurrent_dma_and_gemm_equal_fsim(rtl, layout):
-    place = ONE_REGION if layout == "one_region" else SPREAD
+    place = LAYOUTS[layout]
     ddr, count = program(place)
     ddr_r, ddr_f = ddr.copy(), ddr.copy()
     got = rtl.run(ddr_r, 0, count)
@@ -88,7 +92,7 @@ def test_concurrent_dma_and_gemm_equal_fsim(rtl, layout):
     if layout == "one_region":
         # GEMM A + B loads, its C writes, the LOAD's writes and the STORE's reads share one region
         assert conflicts > 0
-    else:
+    elif layout == "spread":
         assert conflicts == 0
 
 
@@ -103,3 +107,34 @@ def test_conflict_cycles_are_the_difference(rtl):
     (c_one, k_one), (c_spread, k_spread) = runs["one"], runs["spread"]
     assert k_spread == 0 and k_one > 0
     assert c_one > c_spread
+
+
+def test_acc_and_idx_across_region_boundaries(rtl):
+    """ACC (CI: 4096-element regions) and IDX windows that straddle a boundary, LOAD then STORE back."""
+    rng = np.random.default_rng(5)
+    ddr = np.zeros(1 << 17, dtype=np.uint8)
+    acc = rng.integers(-(2**40), 2**40, 1000).astype(np.int64)
+    idx = rng.integers(0, 1 << 16, 3000).astype(np.uint16)
+    ddr[4096: 4096 + acc.nbytes] = acc.view(np.uint8)
+    ddr[16384: 16384 + idx.nbytes] = idx.view(np.uint8)
+    acc_at = 4096 - 333                       # ACC region boundary of the CI build: 4 lanes x 1024
+    cmds = [isa.encode(Op.LOAD, sub=Mem.ACC, m=1, n=acc.size, a_addr=acc_at, index_base=4096),
+            isa.encode(Op.LOAD, sub=Mem.IDX, m=1, n=idx.size, a_addr=1001, index_base=16384),
+            isa.encode(Op.LOAD, sub=Mem.ACC, m=4, n=250, a_addr=2 * 4096 - 501, a_stride=251, index_base=4096,
+                       index_stride=2000, push_next=1),
+            isa.encode(Op.GEMM, m=1, n=1, k=1, pop_prev=1, push_next=1, imm=1),
+            isa.encode(Op.STORE, sub=Mem.ACC, m=1, n=acc.size, a_addr=acc_at, index_base=1 << 15, pop_prev=1),
+            isa.encode(Op.STORE, sub=Mem.ACC, m=4, n=250, a_addr=2 * 4096 - 501, a_stride=251,
+                       index_base=(1 << 15) + 8192, index_stride=2048),
+            isa.encode(Op.STORE, sub=Mem.IDX, m=1, n=idx.size, a_addr=1001, index_base=(1 << 15) + 20480),
+            isa.encode(Op.FINISH)]
+    words = isa.program_words(cmds)
+    ddr[: words.nbytes] = words.view(np.uint8)
+    ddr_r, ddr_f = ddr.copy(), ddr.copy()
+    got = rtl.run(ddr_r, 0, len(cmds))
+    want = fsim.FunctionalEngine(CFG).run(ddr_f, 0, len(cmds))
+    assert (got.error, got.err_pc) == (want.error, want.err_pc) == (isa.Err.NONE, 0), want.detail
+    bad = np.flatnonzero(ddr_r != ddr_f)
+    assert bad.size == 0, f"{bad.size} DDR bytes differ, first at {bad[:8]}"
+    for name in EXACT:
+        assert got.counters[name] == want.counters[name], name

@@ -335,6 +335,33 @@ def engine_resources(results: dict[str, dict], parts: dict[str, Part]) -> dict[s
     return out
 
 
+def format_engine_table(summary: dict[str, object]) -> str:
+    """Markdown table of docs/engine-resources.json: each part x its instances, the total, the ZU9EG."""
+    inst = summary.get("instances") or {}
+    lines = ["| module (parameters as in isa.PRODUCTION) | instances | LUT | FF | DSP48E2 | RAMB36 |",
+             "|---|---|---|---|---|---|"]
+    for name, part in summary["parts"].items():
+        if "error" in part:
+            lines.append(f"| {name} | | null ({part['error'][:60]}) | | | |")
+            continue
+        r = part["resources"]
+        n = inst.get(name)             # None: the tree is incomplete, one instance shown
+        k = 1 if n is None else n
+        lut = r["LUT"] + r["LUTRAM"] + r["SRL"]
+        ram = r["RAMB36"] + -(-r["RAMB18"] // 2)
+        lines.append(f"| {part['top']} ({name}) | {'?' if n is None else n} | {k * lut:,} | {k * r['FF']:,} "
+                     f"| {k * r['DSP48E2']:,} | {k * ram:,} |")
+    b = summary["device_budget"]
+
+    def cell(key: str) -> str:
+        v = summary[key]
+        return "null" if v is None else f"**{v:,}** ({100 * v / b[key]:.0f} %)"
+
+    lines.append(f"| **engine total** | | {cell('lut')} | {cell('ff')} | {cell('dsp')} | {cell('bram36')} |")
+    lines.append(f"| ZU9EG | | {b['lut']:,} | {b['ff']:,} | {b['dsp']:,} | {b['bram36']:,} |")
+    return "\n".join(lines)
+
+
 def format_table(report: dict[str, dict[str, object]]) -> str:
     header = f"{'unit':<18}{'params':<22}" + "".join(f"{c:>9}" for c in COLUMNS)
     lines = [header, "-" * len(header)]
@@ -404,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"engine (production, per-module Yosys): {summary['lut']} LUT, {summary['ff']} FF, "
               f"{summary['dsp']} DSP48E2, {summary['bram36']} RAMB36 (memory model "
               f"{summary['memory_model_ramb36']}) -> {args.engine_json}")
+        print(format_engine_table(summary))
     return 0
 
 
