@@ -1471,9 +1471,7 @@ def _attn_heads_fwd(
             **mask,
         )
         b.store(Mem.SPM, p_addr, length, probs, (img * heads + h) * length, 0, length, length)
-        if (
-            h == heads - 1
-        ):  # the head-sum is complete: its (large, int64) store starts before the last context
+        if h == heads - 1:  # the head-sum is complete: its (int64) store starts before the last context
             b.store(Mem.ACC, 0, length, attn_sum, img * length, 0, length, length)
         b.add(
             Op.GEMM,
