@@ -1,6 +1,9 @@
 """Counters of error runs equal fsim's: RETIRED and the DDR byte counters (64 bytes per retired
 command) must not count a command that was queued or waiting for its token when an earlier command
-failed and was then dropped (a STORE waiting on pop_prev behind a failing COMPUTE command)."""
+failed and was then dropped (a STORE waiting on pop_prev behind a failing COMPUTE command).
+Without b74f87f (a module must not take its next command in the cycle it raises an error) every case
+here fails with RETIRED 2 vs fsim's 1 and DDR_RD_BYTES + 64 (checked on a copy of the tree with that
+change reverted)."""
 
 from __future__ import annotations
 
