@@ -227,7 +227,8 @@ def _part_key(part: Part, yosys: str) -> str:
 SYNTH_FLAGS = "synth_xilinx -family xcup -noiopad -noclkbuf"
 
 
-def synth_part(name: str, part: Part, work: Path, yosys: str = "yosys", timeout: float | None = None) -> dict:
+def synth_part(name: str, part: Part, work: Path, yosys: str = "yosys", timeout: float | None = None,
+               cached_only: str | None = None) -> dict:
     """Yosys on one engine part (cached by the hash of its sources and parameters under `work`):
     {"part", "top", "params", "cells", "resources", "blackboxes", "seconds"} or {"error": why}."""
     work.mkdir(parents=True, exist_ok=True)
@@ -235,6 +236,8 @@ def synth_part(name: str, part: Part, work: Path, yosys: str = "yosys", timeout:
     cached = work / f"{name}-{key}.json"
     if cached.exists():
         return json.loads(cached.read_text())
+    if cached_only is not None:                  # assemble from finished parts only
+        return {"part": name, "error": cached_only}
     stat_path = work / f"{name}-{key}.stat.json"
     inc = f"-I{ENGINE_DIR}"
     full = " ".join(str(RTL_DIR / f) for f in part.files)
@@ -328,6 +331,10 @@ def engine_resources(results: dict[str, dict], parts: dict[str, Part]) -> dict[s
                   for n, r in results.items()},
         "memories": mem,
         "memory_model_ramb36": mem["total"],
+        # RAMB36 that Yosys mapped for each engine_mem instance (one each in engine_top), when finished
+        "memory_ramb36_yosys": {n: (None if "error" in results.get(n, {"error": 1}) else
+                                    results[n]["resources"]["RAMB36"] + -(-results[n]["resources"]["RAMB18"] // 2))
+                                for n in ("mem_spm", "mem_acc", "mem_idx")},
         "device_budget": budget,
     }
     if res is not None:
@@ -342,7 +349,7 @@ def format_engine_table(summary: dict[str, object]) -> str:
              "|---|---|---|---|---|---|"]
     for name, part in summary["parts"].items():
         if "error" in part:
-            lines.append(f"| {name} | | null ({part['error'][:60]}) | | | |")
+            lines.append(f"| {name} | | null ({part['error'].split(':')[0][:60]}) | | | |")
             continue
         r = part["resources"]
         n = inst.get(name)             # None: the tree is incomplete, one instance shown
@@ -392,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine-parts", nargs="+", metavar="PART",
                         help="synthesize only these engine parts (cached under build/synth/engine/ for a later "
                              "full `--units engine` run, which reuses them)")
+    parser.add_argument("--cached-only", metavar="REASON",
+                        help="build docs/engine-resources.json from the engine parts already synthesized; the "
+                             "others stay null with REASON")
     parser.add_argument("--part-timeout", type=float, default=None, metavar="S",
                         help="give up on an engine part after S seconds (its figures stay null)")
     args = parser.parse_args(argv)
@@ -420,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
         names = args.engine_parts or list(parts)
         results = {}
         for name in names:
-            results[name] = synth_part(name, parts[name], args.out.parent / "engine", yosys, args.part_timeout)
+            results[name] = synth_part(name, parts[name], args.out.parent / "engine", yosys, args.part_timeout,
+                                       args.cached_only)
             r = results[name]
             print(f"  engine part {name}: " + (r["error"] if "error" in r else f"{r['seconds']} s"),
                   file=sys.stderr)
