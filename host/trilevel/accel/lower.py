@@ -518,6 +518,11 @@ def spm_region(config: isa.EngineConfig) -> int:
     return (1 << (lanes - 1).bit_length()) * 2048
 
 
+def acc_region(config: isa.EngineConfig) -> int:
+    """Elements per ACC region of the RTL engine (engine_mem.sv): ACC lanes (max(2, C)) x 1024 rows."""
+    return max(2, config.array_cols) * 1024
+
+
 def _place(spm: Arena, sizes: Sequence[int], rest: int, region: int) -> list[int]:
     """Addresses for buffers of `sizes` taken from `spm`, each starting at a region boundary when all of
     them and `rest` more elements still fit that way, else packed."""
@@ -993,7 +998,16 @@ def _weight_grad_resident(
     rows, dout, din = dy.rows, dy.cols, x.cols
     need = rows * (din + (dout if dy_res is None else 0))
     spm = spm or _spm(b, "weight gradient", need, at_top=True)
-    cap = acc_free // GRAD_BUFS
+    # The GRAD_BUFS block slots alternate between two ACC regions (acc_region) when the free ACC spans
+    # them: the accumulating GEMM reads and writes its block's region while LOAD (the next block) and
+    # STORE (the previous one) use the other, two accesses per region and cycle.
+    region = acc_region(b.config)
+    if GRAD_BUFS % 2 == 0 and acc_base == 0 and acc_free > region and acc_free - region >= GRAD_BUFS // 2:
+        cap = min(region, acc_free - region) // (GRAD_BUFS // 2)
+        slots = [(i % 2) * region + (i // 2) * cap for i in range(GRAD_BUFS)]
+    else:
+        cap = acc_free // GRAD_BUFS
+        slots = [acc_base + i * cap for i in range(GRAD_BUFS)]
     if need > spm.free or cap < 1:
         if dy_res is not None:
             raise LoweringError(f"{b.kernel}: weight gradient with dY resident does not fit")
@@ -1008,14 +1022,14 @@ def _weight_grad_resident(
 
     def load(i: int) -> None:
         o0, oo, d0, dd = blocks[i]
-        b.load(Mem.ACC, acc_base + (i % GRAD_BUFS) * cap, dd, grad_w, o0, d0, oo, dd)
+        b.load(Mem.ACC, slots[i % GRAD_BUFS], dd, grad_w, o0, d0, oo, dd)
 
     # Program order: the loads run GRAD_BUFS - 1 blocks ahead, so the relay that orders block i's load
     # after the store of the block before it in that region sits behind a GEMM that is done by then.
     for i in range(min(GRAD_BUFS - 1, len(blocks))):
         load(i)
     for i, (o0, oo, d0, dd) in enumerate(blocks):
-        acc = acc_base + (i % GRAD_BUFS) * cap
+        acc = slots[i % GRAD_BUFS]
         b.add(
             Op.GEMM,
             m=oo,
