@@ -385,23 +385,27 @@ private:
 
 }  // namespace
 
+// The C API is the library's only exported interface (built with -fvisibility=hidden, so calls inside
+// the Verilated model do not go through the PLT).
+#define TH_API __attribute__((visibility("default")))
+
 extern "C" {
 
-void* th_create(const Config* cfg) { return new Harness(*cfg); }
-void th_destroy(void* h) { delete static_cast<Harness*>(h); }
-void th_reset(void* h, uint32_t cycles) { static_cast<Harness*>(h)->reset(cycles); }
-void th_mmio_write(void* h, uint32_t addr, uint32_t data) { static_cast<Harness*>(h)->mmio_write(addr, data); }
-uint32_t th_mmio_read(void* h, uint32_t addr) { return static_cast<Harness*>(h)->mmio_read(addr); }
-void th_mem_write(void* h, uint64_t addr, const void* src, uint64_t n) {
+TH_API void* th_create(const Config* cfg) { return new Harness(*cfg); }
+TH_API void th_destroy(void* h) { delete static_cast<Harness*>(h); }
+TH_API void th_reset(void* h, uint32_t cycles) { static_cast<Harness*>(h)->reset(cycles); }
+TH_API void th_mmio_write(void* h, uint32_t addr, uint32_t data) { static_cast<Harness*>(h)->mmio_write(addr, data); }
+TH_API uint32_t th_mmio_read(void* h, uint32_t addr) { return static_cast<Harness*>(h)->mmio_read(addr); }
+TH_API void th_mem_write(void* h, uint64_t addr, const void* src, uint64_t n) {
     static_cast<Harness*>(h)->mem_write(addr, static_cast<const uint8_t*>(src), n);
 }
-void th_mem_read(void* h, uint64_t addr, void* dst, uint64_t n) {
+TH_API void th_mem_read(void* h, uint64_t addr, void* dst, uint64_t n) {
     static_cast<Harness*>(h)->mem_read(addr, static_cast<uint8_t*>(dst), n);
 }
-uint64_t th_run(void* h, uint64_t max_cycles, uint32_t stop) { return static_cast<Harness*>(h)->run(max_cycles, stop); }
-void th_stats(void* h, Stats* out) { *out = static_cast<Harness*>(h)->stats(); }
-int th_irq(void* h) { return static_cast<Harness*>(h)->irq(); }
-int th_busy(void* h) { return static_cast<Harness*>(h)->busy(); }
-int th_data_bytes() { return AXI_DATA_BYTES; }
+TH_API uint64_t th_run(void* h, uint64_t max_cycles, uint32_t stop) { return static_cast<Harness*>(h)->run(max_cycles, stop); }
+TH_API void th_stats(void* h, Stats* out) { *out = static_cast<Harness*>(h)->stats(); }
+TH_API int th_irq(void* h) { return static_cast<Harness*>(h)->irq(); }
+TH_API int th_busy(void* h) { return static_cast<Harness*>(h)->busy(); }
+TH_API int th_data_bytes() { return AXI_DATA_BYTES; }
 
 }  // extern "C"
