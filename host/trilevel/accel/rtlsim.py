@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from trilevel.accel import isa
+from trilevel.accel.interface import BackendError
 
 REPO = Path(__file__).resolve().parents[3]
 RTL_DIR = REPO / "hls" / "rtl"
@@ -48,8 +49,8 @@ CXX_FLAGS = "-fPIC -O2 -std=c++17 -fvisibility=hidden -fno-semantic-interpositio
 STOP_IRQ, STOP_IDLE = 1, 2
 
 
-class RtlSimError(RuntimeError):
-    pass
+class RtlSimError(BackendError):
+    """The RTL simulation cannot be built or run (a BackendError: `trilevel train` refuses in one line)."""
 
 
 def engine_sources() -> list[Path]:
@@ -402,12 +403,28 @@ def rtlsim_zynq(harness: Harness) -> Any:
     return _DEVICE_CLASS(harness)
 
 
-def rtlsim_backend(config: isa.EngineConfig = isa.CI_SMALL, ddr: DdrModel | None = None,
+CONFIG_ENV = "TRILEVEL_RTLSIM_CONFIG"   # isa.CONFIGS name of the rtlsim backend's default build
+
+
+def default_config() -> isa.EngineConfig:
+    """The rtlsim backend's engine build: $TRILEVEL_RTLSIM_CONFIG (an isa.CONFIGS name) if set, else
+    isa.CI_RTLSIM (8 x 8, the fastest demo epoch to simulate; docs/rtl.md "The harness")."""
+    name = os.environ.get(CONFIG_ENV)
+    if not name:
+        return isa.CI_RTLSIM
+    if name not in isa.CONFIGS:
+        raise RtlSimError(f"{CONFIG_ENV}={name!r} is none of {', '.join(isa.CONFIGS)}")
+    return isa.CONFIGS[name]
+
+
+def rtlsim_backend(config: isa.EngineConfig | None = None, ddr: DdrModel | None = None,
                    timeout_s: float = 3600.0) -> Any:
     """The `rtlsim` accelerator backend: trilevel.accel.engine's board driver (EngineDriver over pynq MMIO
-    and allocate) and EngineBackend, on a pynq Device backed by the RTL engine in Verilator."""
+    and allocate) and EngineBackend, on a pynq Device backed by the RTL engine in Verilator (`config`,
+    default `default_config()`)."""
     from trilevel.accel.engine import EngineBackend, pynq_driver
 
+    config = config or default_config()
     device = rtlsim_zynq(Harness(config, ddr))
     backend = EngineBackend(pynq_driver(device, config, ENGINE_BASE, timeout_s), "rtlsim")
     backend.device = device
