@@ -276,11 +276,11 @@ def engine_totals(results: dict[str, dict], parts: dict[str, Part]) -> dict[str,
     Returns {"resources": ..., "instances": {part: count}} or {"missing": [parts without a result]}."""
     missing = sorted(n for n, r in results.items() if "error" in r)
     missing += sorted(n for n in parts if n not in results)
-    if missing:
-        return {"resources": None, "missing": missing}
     instances: dict[str, int] = {}
 
     def walk(name: str, mult: int) -> None:
+        if name not in results or "error" in results[name]:
+            return                                  # its own cells and its subtree stay uncounted
         instances[name] = instances.get(name, 0) + mult
         r = results[name]
         for module, count in r["blackboxes"].items():
@@ -298,6 +298,8 @@ def engine_totals(results: dict[str, dict], parts: dict[str, Part]) -> dict[str,
     for name, mult in instances.items():
         for c in COLUMNS:
             total[c] += mult * results[name]["resources"][c]
+    if missing:     # a lower bound only: the missing parts and everything below them are not in it
+        return {"resources": None, "missing": missing, "finished_parts_sum": total, "instances": instances}
     return {"resources": total, "instances": instances}
 
 
@@ -325,6 +327,9 @@ def engine_resources(results: dict[str, dict], parts: dict[str, Part]) -> dict[s
         "yosys_resources": res,
         "instances": tot.get("instances"),
         "missing_parts": tot.get("missing", []),
+        # with missing parts: the sum over the finished parts reachable from engine_top (a lower bound;
+        # the missing parts and their submodules are not in it)
+        "finished_parts_sum": tot.get("finished_parts_sum"),
         "parts": {n: ({"error": r["error"]} if "error" in r else
                       {"top": r["top"], "params": r["params"], "resources": r["resources"],
                        "blackboxes": r["blackboxes"], "seconds": r["seconds"]})
@@ -364,6 +369,11 @@ def format_engine_table(summary: dict[str, object]) -> str:
         v = summary[key]
         return "null" if v is None else f"**{v:,}** ({100 * v / b[key]:.0f} %)"
 
+    part_sum = summary.get("finished_parts_sum")
+    if summary["lut"] is None and part_sum:
+        lines.append(f"| finished parts only (lower bound, not the engine) | | "
+                     f"{part_sum['LUT'] + part_sum['LUTRAM'] + part_sum['SRL']:,} | {part_sum['FF']:,} | "
+                     f"{part_sum['DSP48E2']:,} | {part_sum['RAMB36'] + -(-part_sum['RAMB18'] // 2):,} |")
     lines.append(f"| **engine total** | | {cell('lut')} | {cell('ff')} | {cell('dsp')} | {cell('bram36')} |")
     lines.append(f"| ZU9EG | | {b['lut']:,} | {b['ff']:,} | {b['dsp']:,} | {b['bram36']:,} |")
     return "\n".join(lines)
