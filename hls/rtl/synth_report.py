@@ -344,6 +344,10 @@ def engine_resources(results: dict[str, dict], parts: dict[str, Part]) -> dict[s
     }
     if res is not None:
         out["fits"] = {k: out[k] <= budget[k] for k in ("lut", "ff", "dsp", "bram36")}
+    else:
+        out["status"] = (f"incomplete: no Yosys result for {', '.join(tot['missing'])} (see parts.<name>.error); "
+                         "lut/ff/dsp/bram36 stay null, finished_parts_sum is a lower bound, "
+                         f"memory_model_ramb36 ({mem['total']}) counts the declared memories")
     return out
 
 
@@ -412,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cached-only", metavar="REASON",
                         help="build docs/engine-resources.json from the engine parts already synthesized; the "
                              "others stay null with REASON")
+    parser.add_argument("--reason", action="append", default=[], metavar="PART=TEXT",
+                        help="with --cached-only: why PART has no result (overrides REASON)")
     parser.add_argument("--part-timeout", type=float, default=None, metavar="S",
                         help="give up on an engine part after S seconds (its figures stay null)")
     args = parser.parse_args(argv)
@@ -440,8 +446,9 @@ def main(argv: list[str] | None = None) -> int:
         names = args.engine_parts or list(parts)
         results = {}
         for name in names:
+            reasons = dict(item.split("=", 1) for item in args.reason)
             results[name] = synth_part(name, parts[name], args.out.parent / "engine", yosys, args.part_timeout,
-                                       args.cached_only)
+                                       reasons.get(name, args.cached_only) if args.cached_only else None)
             r = results[name]
             print(f"  engine part {name}: " + (r["error"] if "error" in r else f"{r['seconds']} s"),
                   file=sys.stderr)
