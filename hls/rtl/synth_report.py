@@ -171,28 +171,33 @@ def engine_parts(config) -> dict[str, Part]:
                   "MAX_ROW": config.max_row, "MAX_DIM": config.max_dim, "VEC_LANES": config.vec_lanes,
                   "SPM_LANES": lanes}
     blackboxed = ("engine_axil", "engine_axi_rd", "engine_axi_wr", "engine_load", "engine_store",
-                  "engine_compute", "engine_gemm", "engine_topk", "engine_softmax", "engine_vec", "engine_mem")
+                  "engine_compute", "engine_gemm", "engine_topk", "engine_softmax", "engine_vec",
+                  "engine_mem")
     return {
         "mac_pe": Part("mac_pe", ("mac_pe.sv",), {"ACC_W": 48}),
         "requant": Part("trilevel_requant", ("trilevel_requant.sv",), {"ACC_W": 64}),
         "topk_unit": Part("topk_unit", ("topk_unit.sv",), {"NMAX": config.max_row, "SCORE_W": 48}),
         "gemm": Part("engine_gemm", (e + "engine_gemm.sv", fifo),
                      {"R": config.array_rows, "C": config.array_cols, "L": lanes, "AL": al,
-                      "SPM_ELEMS": config.spm_elems, "ACC_ELEMS": config.acc_elems, "STAT_SLOTS": config.stat_slots},
+                      "SPM_ELEMS": config.spm_elems, "ACC_ELEMS": config.acc_elems,
+                      "STAT_SLOTS": config.stat_slots},
                      ("mac_pe.sv", "trilevel_requant.sv"), {"mac_pe": ("mac_pe",), **rq}),
         "softmax": Part("engine_softmax", (e + "engine_softmax.sv",),
                         {"L": lanes, "AL": al, "SPM_ELEMS": config.spm_elems, "ACC_ELEMS": config.acc_elems,
                          "STAT_SLOTS": config.stat_slots, "MAX_ROW": config.max_row, "V": config.vec_lanes},
                         ("trilevel_requant.sv",), rq),
         "vec": Part("engine_vec", (e + "engine_vec.sv",),
-                    {"L": lanes, "AL": al, **sizes, "STAT_SLOTS": config.stat_slots, "MAX_ROW": config.max_row,
+                    {"L": lanes, "AL": al, **sizes, "STAT_SLOTS": config.stat_slots,
+                     "MAX_ROW": config.max_row,
                      "MAX_DIM": config.max_dim, "V": config.vec_lanes},
                     ("trilevel_requant.sv",), rq),
         "topk": Part("engine_topk", (e + "engine_topk.sv", fifo),
-                     {"AL": al, "ACC_ELEMS": config.acc_elems, "IDX_ELEMS": config.idx_elems, "MAX_ROW": config.max_row},
+                     {"AL": al, "ACC_ELEMS": config.acc_elems, "IDX_ELEMS": config.idx_elems,
+                      "MAX_ROW": config.max_row},
                      ("topk_unit.sv",), {"topk_unit": ("topk_unit",)}),
         "load": Part("engine_load", (e + "engine_load.sv", fifo), {"AW": 40, **sizes}),
-        "store": Part("engine_store", (e + "engine_store.sv", fifo), {"AW": 40, **sizes, "STAT_SLOTS": config.stat_slots}),
+        "store": Part("engine_store", (e + "engine_store.sv", fifo),
+                      {"AW": 40, **sizes, "STAT_SLOTS": config.stat_slots}),
         "compute": Part("engine_compute", (e + "engine_compute.sv",), {"UNITS": 0x78}),
         "axil": Part("engine_axil", (e + "engine_axil.sv",), {"AW": 8}),
         "axi_rd": Part("engine_axi_rd", (e + "engine_axi_rd.sv",), axi),
@@ -204,7 +209,8 @@ def engine_parts(config) -> dict[str, Part]:
         "mem_idx": Part("engine_mem", (e + "engine_mem.sv",),
                         {"EW": 16, "LANES": 8, "DEPTH": config.idx_elems, "NR": 4, "NW": 2, "AW": 24}),
         "top": Part("engine_top", (e + "engine_top.sv", fifo), top_params,
-                    tuple(e + f"{m}.sv" for m in blackboxed) + ("mac_pe.sv", "trilevel_requant.sv", "topk_unit.sv"),
+                    tuple(e + f"{m}.sv" for m in blackboxed)
+                    + ("mac_pe.sv", "trilevel_requant.sv", "topk_unit.sv"),
                     {"engine_axil": ("axil",), "engine_axi_rd": ("axi_rd",), "engine_axi_wr": ("axi_wr",),
                      "engine_load": ("load",), "engine_store": ("store",), "engine_compute": ("compute",),
                      "engine_gemm": ("gemm",), "engine_topk": ("topk",), "engine_softmax": ("softmax",),
@@ -338,14 +344,16 @@ def engine_resources(results: dict[str, dict], parts: dict[str, Part]) -> dict[s
         "memory_model_ramb36": mem["total"],
         # RAMB36 that Yosys mapped for each engine_mem instance (one each in engine_top), when finished
         "memory_ramb36_yosys": {n: (None if "error" in results.get(n, {"error": 1}) else
-                                    results[n]["resources"]["RAMB36"] + -(-results[n]["resources"]["RAMB18"] // 2))
+                                    results[n]["resources"]["RAMB36"]
+                                    + -(-results[n]["resources"]["RAMB18"] // 2))
                                 for n in ("mem_spm", "mem_acc", "mem_idx")},
         "device_budget": budget,
     }
     if res is not None:
         out["fits"] = {k: out[k] <= budget[k] for k in ("lut", "ff", "dsp", "bram36")}
     else:
-        out["status"] = (f"incomplete: no Yosys result for {', '.join(tot['missing'])} (see parts.<name>.error); "
+        out["status"] = (f"incomplete: no Yosys result for {', '.join(tot['missing'])} "
+                         "(see parts.<name>.error); "
                          "lut/ff/dsp/bram36 stay null, finished_parts_sum is a lower bound, "
                          f"memory_model_ramb36 ({mem['total']}) counts the declared memories")
     return out
@@ -411,11 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine-json", type=Path, default=REPO / "docs" / "engine-resources.json",
                         help="where the engine's resource summary goes (when `engine` is synthesized)")
     parser.add_argument("--engine-parts", nargs="+", metavar="PART",
-                        help="synthesize only these engine parts (cached under build/synth/engine/ for a later "
-                             "full `--units engine` run, which reuses them)")
+                        help="synthesize only these engine parts (cached under build/synth/engine/ for a "
+                             "later full `--units engine` run, which reuses them)")
     parser.add_argument("--cached-only", metavar="REASON",
-                        help="build docs/engine-resources.json from the engine parts already synthesized; the "
-                             "others stay null with REASON")
+                        help="build docs/engine-resources.json from the engine parts already synthesized; "
+                             "the others stay null with REASON")
     parser.add_argument("--reason", action="append", default=[], metavar="PART=TEXT",
                         help="with --cached-only: why PART has no result (overrides REASON)")
     parser.add_argument("--part-timeout", type=float, default=None, metavar="S",
@@ -436,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name}: {report[name]['seconds']} s", file=sys.stderr)
     if report:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"tool": "yosys synth_xilinx -family xcup", "units": report}, indent=1))
+        args.out.write_text(json.dumps({"tool": "yosys synth_xilinx -family xcup", "units": report},
+                                       indent=1))
         print(format_table(report))
         print(f"wrote {args.out}")
     if "engine" in args.units:
@@ -447,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
         results = {}
         for name in names:
             reasons = dict(item.split("=", 1) for item in args.reason)
-            results[name] = synth_part(name, parts[name], args.out.parent / "engine", yosys, args.part_timeout,
+            results[name] = synth_part(name, parts[name], args.out.parent / "engine", yosys,
+                                       args.part_timeout,
                                        reasons.get(name, args.cached_only) if args.cached_only else None)
             r = results[name]
             print(f"  engine part {name}: " + (r["error"] if "error" in r else f"{r['seconds']} s"),
