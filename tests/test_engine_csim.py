@@ -641,11 +641,11 @@ def test_cycle_model_of_one_gemm(engine):
 def test_ap_flavour_runs_the_synthesizable_gemm_with_the_same_bits(engine):
     """--flavor ap compiles the PE-array GEMM (skewed tile buffers, ap_int<48> accumulators, II=1 loops)
     and the rank-based top-k instead of the fast C-sim paths: a mixed program gives the same DDR bytes."""
-    from test_engine_csim_fsim import Gen
+    from test_engine_csim_fsim import GEMM_MN, RandomProgram  # sim/random_programs.py
 
     ap = Engine(_build_csim().build(ROOT / "build" / "csim" / "libtrilevel_engine_ap.so", "ap"))
     for seed in (3, 4):
-        gen = Gen(np.random.default_rng(3000 + seed))
+        gen = RandomProgram(np.random.default_rng(3000 + seed), gemm_mn=GEMM_MN)
         count = gen.build(commands=6)
         ddr_fast, ddr_ap = gen.ddr.copy(), gen.ddr.copy()
         want, got = engine.run(ddr_fast, 0, count), ap.run(ddr_ap, 0, count)
