@@ -574,6 +574,75 @@ def _check_shift(value: int, what: str, lo: int = -16, hi: int = 62) -> int:
 
 
 # ----------------------------------------------------------------------------------------- stages
+
+def _linear_fwd_tile(
+    b: Builder,
+    x_addr: int,
+    w_addr: int,
+    bias_addr: int,
+    y_addr: int,
+    r_addr: int,
+    g_addr: int,
+    m0: int,
+    mm: int,
+    n0: int,
+    nn: int,
+    din: int,
+    bias: Buffer | None,
+    res: Buffer | None,
+    y: Buffer,
+    shift: int,
+    shift2: int,
+    shift3: int,
+    slot: int,
+    gelu: GeluEpilogue | None,
+) -> None:
+    """One output tile y[m0:m0+mm, n0:n0+nn] of stage_linear_fwd with x and W on chip: the residual tile's
+    LOAD, the GEMM (+ bias, + residual), the STORE of y and, with `gelu`, VEC GELU_FWD and its STORE."""
+    if res is not None:
+        b.load(Mem.SPM, r_addr, nn, res, m0, n0, mm, nn)
+    b.add(
+        Op.GEMM,
+        m=mm,
+        n=nn,
+        k=din,
+        a_addr=x_addr,
+        a_stride=din,
+        b_addr=w_addr,
+        b_stride=din,
+        c_addr=y_addr,
+        c_stride=nn,
+        d_addr=bias_addr if bias is not None else 0,
+        e_addr=r_addr if res is not None else 0,
+        e_stride=nn if res is not None else 0,
+        imm=1,
+        shift=shift,
+        shift2=shift2 if bias is not None else 0,
+        shift3=shift3 if res is not None else 0,
+        bias=int(bias is not None),
+        res=int(res is not None),
+        stat=1,
+        slot=slot,
+    )
+    b.store(Mem.SPM, y_addr, nn, y, m0, n0, mm, nn)
+    if gelu is not None:
+        b.add(
+            Op.VEC,
+            sub=Vec.GELU_FWD,
+            m=mm,
+            n=nn,
+            a_addr=y_addr,
+            a_stride=nn,
+            c_addr=g_addr,
+            c_stride=nn,
+            shift=gelu.shift,
+            imm=gelu.frac_x,
+            stat=1,
+            slot=gelu.slot,
+        )
+        b.store(Mem.SPM, g_addr, nn, gelu.out, m0, n0, mm, nn)
+
+
 # A linear whose x, weight and outputs all fit the scratchpad grows the computed rectangle of y: LOAD
 # alternately extends the rows of x or the columns of W (n-tiles) that are on chip, in pieces of
 # GROW_ROWS / GROW_COLS, and after each piece COMPUTE runs the one GEMM the new strip of y needs (new rows
@@ -632,48 +701,9 @@ def _linear_fwd_grown(
             continue
         at = used  # each strip of y contiguous (c_stride nn): the dependency spans stay disjoint
         used += mm * nn
-        if res is not None:
-            b.load(Mem.SPM, r_addr + at, nn, res, m0, n0, mm, nn)
-        b.add(
-            Op.GEMM,
-            m=mm,
-            n=nn,
-            k=din,
-            a_addr=x_addr + m0 * din,
-            a_stride=din,
-            b_addr=w_addr + n0 * din,
-            b_stride=din,
-            c_addr=y_addr + at,
-            c_stride=nn,
-            d_addr=bias_addr + n0 if bias is not None else 0,
-            e_addr=r_addr + at if res is not None else 0,
-            e_stride=nn if res is not None else 0,
-            imm=1,
-            shift=shift,
-            shift2=shift2 if bias is not None else 0,
-            shift3=shift3 if res is not None else 0,
-            bias=int(bias is not None),
-            res=int(res is not None),
-            stat=1,
-            slot=slot,
-        )
-        b.store(Mem.SPM, y_addr + at, nn, y, m0, n0, mm, nn)
-        if gelu is not None:
-            b.add(
-                Op.VEC,
-                sub=Vec.GELU_FWD,
-                m=mm,
-                n=nn,
-                a_addr=y_addr + at,
-                a_stride=nn,
-                c_addr=g_addr + at,
-                c_stride=nn,
-                shift=gelu.shift,
-                imm=gelu.frac_x,
-                stat=1,
-                slot=gelu.slot,
-            )
-            b.store(Mem.SPM, g_addr + at, nn, gelu.out, m0, n0, mm, nn)
+        _linear_fwd_tile(b, x_addr + m0 * din, w_addr + n0 * din, bias_addr + n0, y_addr + at, r_addr + at,
+                         g_addr + at, m0, mm, n0, nn, din,
+                         bias, res, y, shift, shift2, shift3, slot, gelu)
     return True
 
 
@@ -727,48 +757,9 @@ def _linear_fwd_streamed(
         for m0, mm in _tiles(rows, chunk) if j == 0 else [(0, rows)]:
             if j == 0:
                 b.load(Mem.SPM, x_addr + m0 * din, din, x, m0, 0, mm, din)
-            if res is not None:
-                b.load(Mem.SPM, r_addr + m0 * nn, nn, res, m0, n0, mm, nn)
-            b.add(
-                Op.GEMM,
-                m=mm,
-                n=nn,
-                k=din,
-                a_addr=x_addr + m0 * din,
-                a_stride=din,
-                b_addr=w_addr,
-                b_stride=din,
-                c_addr=y_addr + m0 * nn,
-                c_stride=nn,
-                d_addr=bias_addr if bias is not None else 0,
-                e_addr=r_addr + m0 * nn if res is not None else 0,
-                e_stride=nn if res is not None else 0,
-                imm=1,
-                shift=shift,
-                shift2=shift2 if bias is not None else 0,
-                shift3=shift3 if res is not None else 0,
-                bias=int(bias is not None),
-                res=int(res is not None),
-                stat=1,
-                slot=slot,
-            )
-            b.store(Mem.SPM, y_addr + m0 * nn, nn, y, m0, n0, mm, nn)
-            if gelu is not None:
-                b.add(
-                    Op.VEC,
-                    sub=Vec.GELU_FWD,
-                    m=mm,
-                    n=nn,
-                    a_addr=y_addr + m0 * nn,
-                    a_stride=nn,
-                    c_addr=g_addr + m0 * nn,
-                    c_stride=nn,
-                    shift=gelu.shift,
-                    imm=gelu.frac_x,
-                    stat=1,
-                    slot=gelu.slot,
-                )
-                b.store(Mem.SPM, g_addr + m0 * nn, nn, gelu.out, m0, n0, mm, nn)
+            _linear_fwd_tile(b, x_addr + m0 * din, w_addr, bias_addr, y_addr + m0 * nn, r_addr + m0 * nn,
+                             g_addr + m0 * nn, m0, mm, n0, nn, din,
+                             bias, res, y, shift, shift2, shift3, slot, gelu)
     return True
 
 
@@ -820,48 +811,8 @@ def stage_linear_fwd(
             x_addr, r_addr, y_addr, g_addr = bufs[step % 2]
             step += 1
             b.load(Mem.SPM, x_addr, din, x, m0, 0, mm, din)
-            if res is not None:
-                b.load(Mem.SPM, r_addr, nn, res, m0, n0, mm, nn)
-            b.add(
-                Op.GEMM,
-                m=mm,
-                n=nn,
-                k=din,
-                a_addr=x_addr,
-                a_stride=din,
-                b_addr=w_addr,
-                b_stride=din,
-                c_addr=y_addr,
-                c_stride=nn,
-                d_addr=b_addr if bias is not None else 0,
-                e_addr=r_addr if res is not None else 0,
-                e_stride=nn if res is not None else 0,
-                imm=1,
-                shift=shift,
-                shift2=shift2 if bias is not None else 0,
-                shift3=shift3 if res is not None else 0,
-                bias=int(bias is not None),
-                res=int(res is not None),
-                stat=1,
-                slot=slot,
-            )
-            b.store(Mem.SPM, y_addr, nn, y, m0, n0, mm, nn)
-            if gelu is not None:
-                b.add(
-                    Op.VEC,
-                    sub=Vec.GELU_FWD,
-                    m=mm,
-                    n=nn,
-                    a_addr=y_addr,
-                    a_stride=nn,
-                    c_addr=g_addr,
-                    c_stride=nn,
-                    shift=gelu.shift,
-                    imm=gelu.frac_x,
-                    stat=1,
-                    slot=gelu.slot,
-                )
-                b.store(Mem.SPM, g_addr, nn, gelu.out, m0, n0, mm, nn)
+            _linear_fwd_tile(b, x_addr, w_addr, b_addr, y_addr, r_addr, g_addr, m0, mm, n0, nn, din,
+                             bias, res, y, shift, shift2, shift3, slot, gelu)
 
 
 @dataclasses.dataclass(frozen=True)
