@@ -22,8 +22,6 @@ module mac_pe #(
     output logic signed [ACC_W-1:0] res
 );
     logic signed [ACC_W-1:0] acc;
-    wire signed [31:0] prod = a_in * b_in;
-    wire signed [ACC_W-1:0] sum = (first_in ? '0 : acc) + ACC_W'(prod);
 
     always_ff @(posedge clk) begin
         if (rst) begin
@@ -41,8 +39,14 @@ module mac_pe #(
         if (en) begin
             a_out <= a_in;
             b_out <= b_in;
-            if (v_in) acc <= sum;
-            if (v_in && last_in) res <= sum;
+            if (v_in) begin   // the multiply-add inside the enabled update: an idle PE evaluates nothing
+                logic signed [31:0] prod;
+                logic signed [ACC_W-1:0] sum;
+                prod = a_in * b_in;
+                sum = (first_in ? '0 : acc) + ACC_W'(prod);
+                acc <= sum;
+                if (last_in) res <= sum;
+            end
         end
     end
 endmodule

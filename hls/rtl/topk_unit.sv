@@ -46,8 +46,6 @@ module topk_unit #(
     logic [IW:0] n_reg, k_reg;  // the frame's clamped n and k
     logic [IW:0] n_eff, k_eff;
     logic wbank, list_done, in_fire, first_beat, last_beat, handoff;
-    logic [NMAX-1:0] beats;     // beats[j]: the incoming score beats list entry j (or j is empty)
-    logic [NMAX-1:0] beats_prev, list_v_prev;  // entry j-1's flags (0 for j = 0)
     logic signed [SCORE_W-1:0] x_s;
 
     assign s_axis_tready = !rst && !list_done;
@@ -69,24 +67,23 @@ module topk_unit #(
     assign last_beat = {1'b0, in_cnt} == frame_n - 1;
 
     // A new beat arrives with the highest index so far: it beats an entry iff its score is
-    // strictly larger (equal scores keep the earlier index first), or the entry is empty.
-    always_comb begin
-        for (int j = 0; j < NMAX; j++) begin
-            if (first_beat || !list_v[j]) beats[j] = 1'b1;
-            else if (TIE_BREAK_BUG) beats[j] = x_s >= list_s[j];
-            else beats[j] = x_s > list_s[j];
-        end
-    end
-
-    assign beats_prev = {beats[NMAX-2:0], 1'b0};
-    assign list_v_prev = {list_v[NMAX-2:0], 1'b0};
-
+    // strictly larger (equal scores keep the earlier index first), or the entry is empty. The NMAX
+    // compares sit in the enabled insertion (a register update per accepted beat), so an idle unit
+    // evaluates none of them.
     always_ff @(posedge clk) begin
         if (in_fire) begin
+            logic [NMAX-1:0] beats;     // beats[j]: the incoming score beats list entry j
+            for (int j = 0; j < NMAX; j++) begin
+                if (first_beat || !list_v[j]) beats[j] = 1'b1;
+                else if (TIE_BREAK_BUG) beats[j] = x_s >= list_s[j];
+                else beats[j] = x_s > list_s[j];
+            end
             mem[{wbank, in_cnt}] <= s_axis_tdata;
             for (int j = 0; j < NMAX; j++) begin
+                if (first_beat) list_v[j] <= j == 0;
+                else if (beats[j]) list_v[j] <= j > 0 && beats[j > 0 ? j - 1 : 0] ? list_v[j > 0 ? j - 1 : 0] : 1'b1;
                 if (beats[j]) begin
-                    if (beats_prev[j]) begin
+                    if (j > 0 && beats[j > 0 ? j - 1 : 0]) begin
                         list_s[j] <= list_s[j > 0 ? j - 1 : 0];
                         list_i[j] <= list_i[j > 0 ? j - 1 : 0];
                     end else begin
@@ -96,12 +93,12 @@ module topk_unit #(
                 end
             end
         end
+        if (rst) list_v <= '0;
     end
 
     always_ff @(posedge clk) begin
         if (rst) begin
             in_cnt <= '0;
-            list_v <= '0;
             list_done <= 1'b0;
             wbank <= 1'b0;
             n_reg <= 1;
@@ -109,10 +106,6 @@ module topk_unit #(
             err <= 1'b0;
         end else begin
             if (in_fire) begin
-                for (int j = 0; j < NMAX; j++) begin
-                    if (first_beat) list_v[j] <= j == 0;
-                    else if (beats[j]) list_v[j] <= beats_prev[j] ? list_v_prev[j] : 1'b1;
-                end
                 if (first_beat) begin
                     n_reg <= n_eff;
                     k_reg <= k_eff;

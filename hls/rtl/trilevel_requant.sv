@@ -15,7 +15,6 @@ module trilevel_requant #(
     input  logic [31:0]             index,
     output logic signed [15:0]      q
 );
-    localparam int SUM_W = ACC_W + 2;
 
     // Stages 1-3: the counter-based hash (two 32x32 multiplies mod 2**32, one per stage).
     logic [31:0] x0, x1, x2;
@@ -34,55 +33,51 @@ module trilevel_requant #(
         end
     end
 
-    // Stage 4: round and saturate.
-    function automatic logic signed [15:0] sat16(input logic signed [SUM_W-1:0] v);
+    // Stage 4: round and saturate, in ACC_W-bit arithmetic (no intermediate needs more: see below).
+    function automatic logic signed [15:0] sat16(input logic signed [ACC_W-1:0] v);
         if (v > 32767) sat16 = 16'sh7FFF;
         else if (v < -32768) sat16 = 16'sh8000;
         else sat16 = v[15:0];
     endfunction
 
-    logic [31:0] hash;
-    logic signed [SUM_W-1:0] wide, q_floor, rounded, trunc, hsum;
-    logic [SUM_W-1:0] rem, half, low_mask;
-    logic [7:0] s_left, s_right, s_sr_hi, s_sr_lo;
-    logic signed [15:0] q_next;
-
-    always_comb begin
-        hash = x2 ^ (x2 >> 15);
-        wide = SUM_W'(acc3);
-        s_left = 8'(-sh3);
-        s_right = 8'(sh3);
-        // Defaults keep every variable assigned on every path.
-        q_floor = '0; rounded = '0; trunc = '0; hsum = '0; rem = '0; half = '0; low_mask = '0;
-        s_sr_hi = '0; s_sr_lo = '0;
-        if (sh3 <= 0) begin
+    // Evaluated in the enabled register update, so an idle requantizer (en low) costs nothing.
+    function automatic logic signed [15:0] round_sat(input logic [31:0] x, input logic signed [ACC_W-1:0] a,
+                                                     input logic signed [7:0] sh, input logic md);
+        logic [31:0] hash;
+        logic signed [ACC_W-1:0] q_floor, trunc;
+        logic [ACC_W-1:0] rem, half, low;
+        logic [7:0] s_left, s_right, s_hi, s_lo;
+        hash = x ^ (x >> 15);
+        s_left = 8'(-sh);
+        s_right = 8'(sh);
+        if (sh <= 0) begin
             // Exact left shift: a value outside int16, or nonzero and shifted by >= 16, saturates;
-            // otherwise |acc| < 2**15 and the shifted value fits SUM_W bits.
-            if (acc3 == 0) q_next = 16'sd0;
-            else if (s_left >= 16 || acc3 > 32767 || acc3 < -32768) q_next = acc3 < 0 ? 16'sh8000 : 16'sh7FFF;
-            else q_next = sat16(wide <<< s_left);
-        end else if (!md3) begin
-            // Round half to even; |acc| <= 2**(ACC_W-1) rounds to 0 once shift >= ACC_W.
-            if (s_right >= 8'(ACC_W)) q_next = 16'sd0;
+            // otherwise |acc| < 2**15 and the shifted value (< 2**31) fits.
+            if (a == 0) round_sat = 16'sd0;
+            else if (s_left >= 16 || a > 32767 || a < -32768) round_sat = a < 0 ? 16'sh8000 : 16'sh7FFF;
+            else round_sat = sat16(a <<< s_left);
+        end else if (!md) begin
+            // Round half to even; |acc| <= 2**(ACC_W-1) rounds to 0 once shift >= ACC_W. The floor
+            // is below 2**(ACC_W-2), so adding the rounding bit cannot overflow.
+            if (s_right >= 8'(ACC_W)) round_sat = 16'sd0;
             else begin
-                q_floor = wide >>> s_right;
-                low_mask = (SUM_W'(1) << s_right) - 1;
-                rem = wide & low_mask;
-                half = SUM_W'(1) << (s_right - 1);
-                rounded = q_floor + SUM_W'((rem > half || (rem == half && q_floor[0])) ? 1 : 0);
-                q_next = sat16(rounded);
+                q_floor = a >>> s_right;
+                rem = ACC_W'(a) & ((ACC_W'(1) << s_right) - 1);
+                half = ACC_W'(1) << (s_right - 1);
+                round_sat = sat16(q_floor + ACC_W'((rem > half || (rem == half && q_floor[0])) ? 1 : 0));
             end
         end else begin
             // Stochastic: floor((acc + r) / 2**s), r = hash & (2**s - 1) for s <= 32, hash << (s - 32)
-            // beyond, computed exactly as floor((floor(acc / 2**(s-32)) + hash) / 2**32).
-            s_sr_hi = s_right > 32 ? s_right - 32 : 8'd0;
-            s_sr_lo = s_right > 32 ? 8'd32 : s_right;
-            trunc = s_sr_hi >= 8'(SUM_W) ? (wide < 0 ? -1 : 0) : (wide >>> s_sr_hi);
-            low_mask = (SUM_W'(1) << s_sr_lo) - 1;
-            hsum = trunc + $signed(SUM_W'(hash) & low_mask);
-            q_next = sat16(hsum >>> s_sr_lo);
+            // beyond, i.e. floor((t + r') / 2**lo) with t = floor(acc / 2**hi), r' = hash & (2**lo - 1),
+            // hi + lo = s, lo <= 32; split as floor(t / 2**lo) + floor(((t mod 2**lo) + r') / 2**lo)
+            // so that nothing exceeds ACC_W bits (the second term is 0 or 1).
+            s_hi = s_right > 32 ? s_right - 32 : 8'd0;
+            s_lo = s_right > 32 ? 8'd32 : s_right;
+            trunc = s_hi >= 8'(ACC_W) ? (a < 0 ? -1 : 0) : (a >>> s_hi);
+            low = (ACC_W'(1) << s_lo) - 1;
+            round_sat = sat16((trunc >>> s_lo) + $signed(((ACC_W'(trunc) & low) + (ACC_W'(hash) & low)) >> s_lo));
         end
-    end
+    endfunction
 
-    always_ff @(posedge clk) if (en) q <= q_next;
+    always_ff @(posedge clk) if (en) q <= round_sat(x2, acc3, sh3, md3);
 endmodule

@@ -5,7 +5,9 @@
 // Addresses are DW/8-byte aligned (the low bits of req_addr are ignored); the consumer counts beats.
 // A new request is accepted as soon as the previous one's bursts are all issued, so the next row's
 // address phase overlaps the current row's data (row gathers stream back to back).
-// `err` (sticky until rst) is set by a non-OKAY RRESP.
+// `err` (sticky until rst) is set by a non-OKAY RRESP. The R channel ends in a 2-entry register slice
+// (engine_fifo): `out` and `m_axi_rready` are registered, so no engine logic depends combinationally
+// on the AXI inputs (one cycle more from an R beat to its consumer; full rate back to back).
 `timescale 1ns / 1ps
 module engine_axi_rd #(
     parameter int AW = 40,
@@ -65,10 +67,16 @@ module engine_axi_rd #(
     wire r_fire = m_axi_rvalid && m_axi_rready;
     wire r_done = r_fire && m_axi_rlast;
 
-    assign m_axi_rready = out_tready;
-    assign out_tvalid = m_axi_rvalid;
-    assign out_tdata = m_axi_rdata;
-    assign busy = active || inflight != 0;
+    logic r_empty, r_full;
+    /* verilator lint_off PINCONNECTEMPTY */
+    engine_fifo #(.W(DW), .DEPTH(2)) u_slice (
+        .clk(clk), .rst(rst), .push(r_fire), .din(m_axi_rdata), .pop(out_tready), .dout(out_tdata),
+        .empty(r_empty), .full(r_full), .count()
+    );
+    /* verilator lint_on PINCONNECTEMPTY */
+    assign m_axi_rready = !r_full;
+    assign out_tvalid = !r_empty;
+    assign busy = active || inflight != 0 || !r_empty;
 
     always_ff @(posedge clk) begin
         if (rst) begin

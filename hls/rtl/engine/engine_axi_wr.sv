@@ -3,7 +3,9 @@
 // request order. Up to OUTSTANDING bursts may wait for their B response; `busy` stays high until
 // every response has arrived, so "not busy" means the data is in DDR (store completion).
 // The AW of a burst is issued before its W beats (the harness and the HP ports accept W only for a
-// known burst). `err` (sticky until rst) is set by a non-OKAY BRESP.
+// known burst). `err` (sticky until rst) is set by a non-OKAY BRESP. `in` enters a 2-entry register
+// slice (engine_fifo): `in_tready` and the W channel are registered, so no engine logic depends
+// combinationally on the AXI inputs (one cycle more per stream; full rate back to back).
 `timescale 1ns / 1ps
 module engine_axi_wr #(
     parameter int AW = 40,
@@ -71,17 +73,22 @@ module engine_axi_wr #(
     assign m_axi_awburst = 2'b01;
 
     wire aw_fire = m_axi_awvalid && m_axi_awready;
+    logic w_empty, w_full;
+    assign in_tready = !w_full;
     wire w_ok = lq_n != 0;
-    assign m_axi_wvalid = w_ok && in_tvalid;
-    assign in_tready = w_ok && m_axi_wready;
-    assign m_axi_wdata = in_tdata;
-    assign m_axi_wstrb = in_tstrb;
+    assign m_axi_wvalid = w_ok && !w_empty;
     assign m_axi_wlast = wbeat == lq[lq_rd] - 9'd1;
     wire w_fire = m_axi_wvalid && m_axi_wready;
     wire w_done = w_fire && m_axi_wlast;
+    /* verilator lint_off PINCONNECTEMPTY */
+    engine_fifo #(.W(DW + DW/8), .DEPTH(2)) u_slice (
+        .clk(clk), .rst(rst), .push(in_tvalid), .din({in_tstrb, in_tdata}), .pop(w_fire),
+        .dout({m_axi_wstrb, m_axi_wdata}), .empty(w_empty), .full(w_full), .count()
+    );
+    /* verilator lint_on PINCONNECTEMPTY */
     assign m_axi_bready = 1'b1;
     wire b_fire = m_axi_bvalid;
-    assign busy = active || pending != 0;
+    assign busy = active || pending != 0 || !w_empty;
 
     always_ff @(posedge clk) begin
         if (rst) begin

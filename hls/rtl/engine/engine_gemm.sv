@@ -127,7 +127,8 @@ module engine_gemm #(
     // fsim's order: BAD_DIMS, BAD_SHIFT, SPM_RANGE (res with mask is refused at dispatch)
     always_comb begin
         check_code = TL_ERR_NONE;
-        if (f_m == 0 || f_n == 0 || f_k == 0) check_code = TL_ERR_BAD_DIMS;
+        if (!busy) check_code = TL_ERR_NONE;   // checked in S_CHECK only: idle, skip the bounds
+        else if (f_m == 0 || f_n == 0 || f_k == 0) check_code = TL_ERR_BAD_DIMS;
         else if (!f_acc && (!shift_ok(f_shift) || (f_bias && !align_ok(f_shift2)) || (f_res && !align_ok(f_shift3))))
             check_code = TL_ERR_BAD_SHIFT;
         else if (a_last >= 48'(SPM_ELEMS) || b_last >= 48'(SPM_ELEMS) ||
@@ -438,16 +439,21 @@ module engine_gemm #(
             logic signed [63:0] v;
             logic signed [48:0] s49;
             d1_valid[j] = d1_i < f_m && d1_j0 + 16'(j) < f_n;
-            v = 64'(signed'(d1_raw[j*48 +: 48])) * 64'(f_imm);
-            if (f_bias) v = v + align16(signed'(d_rdata[j*16 +: 16]), f_shift2);
-            if (f_res) v = v + align16(signed'(e_rdata[j*16 +: 16]), f_shift3);
-            v1[j*64 +: 64] = v;
             keep1[j] = d1_valid[j] && (!f_mask || e_rdata[j*16 +: 16] != 16'd0);
-            s49 = 49'(signed'(acc_rdata[j*48 +: 48])) + 49'(signed'(d1_raw[j*48 +: 48]));
+            v = '0;
+            s49 = '0;
+            if (d1_v) begin                        // operand isolation: no row at D1, nothing to combine
+                v = 64'(signed'(d1_raw[j*48 +: 48])) * 64'(f_imm);
+                if (f_bias) v = v + align16(signed'(d_rdata[j*16 +: 16]), f_shift2);
+                if (f_res) v = v + align16(signed'(e_rdata[j*16 +: 16]), f_shift3);
+                s49 = 49'(signed'(acc_rdata[j*48 +: 48])) + 49'(signed'(d1_raw[j*48 +: 48]));
+                if (d1_valid[j] && f_acc && (s49 >= 49'sh0_8000_0000_0000 || s49 <= -49'sh0_8000_0000_0000))
+                    acc_over = 1'b1;
+                if (d1_valid[j] && !f_acc && prod_mag(d1_raw[j*48 +: 48], f_imm) >= 80'h4000_0000_0000_0000)
+                    acc_over = 1'b1;
+            end
+            v1[j*64 +: 64] = v;
             acc_sum[j*48 +: 48] = s49[47:0];
-            if (d1_valid[j] && f_acc && (s49 >= 49'sh0_8000_0000_0000 || s49 <= -49'sh0_8000_0000_0000))
-                acc_over = 1'b1;
-            if (d1_valid[j] && !f_acc && prod_mag(d1_raw[j*48 +: 48], f_imm) >= 80'h4000_0000_0000_0000) acc_over = 1'b1;
         end
     end
     // acc mode: read-modify-write the ACC row now
@@ -477,13 +483,14 @@ module engine_gemm #(
     end
     wire [31:0] row_index = f_ibase + 32'(d2_i) * f_istride + 32'(d2_j0);
     logic [C*16-1:0] q_lanes;
+    logic [RQ_LAT-1:0] q_v;
+    wire rq_en = ce && (d2_v || q_v[RQ_LAT-2:0] != '0);   // only while a row is inside the requantizers
     for (genvar j = 0; j < C; j++) begin : g_rq
         trilevel_requant #(.ACC_W(64)) u_rq (
-            .clk(clk), .en(ce), .acc(v2[j*64 +: 64] + 64'(MUTATE_ROUNDING != 0 && f_shift > 0)), .shift(f_shift), .mode(f_sr), .seed(f_seed),
+            .clk(clk), .en(rq_en), .acc(v2[j*64 +: 64] + 64'(MUTATE_ROUNDING != 0 && f_shift > 0)), .shift(f_shift), .mode(f_sr), .seed(f_seed),
             .index(row_index + 32'(j)), .q(q_lanes[j*16 +: 16])
         );
     end
-    logic [RQ_LAT-1:0] q_v;
     logic [23:0] q_addr [RQ_LAT];
     logic [C-1:0] q_mask [RQ_LAT];
     always_ff @(posedge clk) if (rst || ce) begin
@@ -514,7 +521,7 @@ module engine_gemm #(
         for (int j = 0; j < C; j++) begin
             logic [63:0] mag, u;
             logic signed [63:0] v;
-            v = v2[j*64 +: 64];
+            v = d2_v ? v2[j*64 +: 64] : '0;        // the statistic counts rows at D2 only
             mag = v[63] ? 64'(-v) : 64'(v);
             if (mag[63]) mag = 64'h7FFF_FFFF_FFFF_FFFF;
             if (f_shift >= 0) u = mag >> f_shift;

@@ -92,6 +92,9 @@ module engine_mem #(
     logic [RB-1:0] row1 [NP];
     logic [LB-1:0] off [NP];
     logic [NREG-1:0] touch [NP];
+    function automatic logic [NREG-1:0] region_bit(input logic [RB-1:0] row);   // one-hot, 0 if out of range
+        region_bit = 32'(row) < ROWS ? NREG'(1) << (32'(row) / RR) : '0;
+    endfunction
     always_comb begin
         for (int q = 0; q < NP; q++) begin
             /* verilator lint_off UNUSEDSIGNAL */
@@ -102,11 +105,7 @@ module engine_mem #(
             off[q] = LB'(a);
             row0[q] = a[LB +: RB];
             row1[q] = row0[q] + 1'b1;
-            touch[q] = '0;
-            for (int r = 0; r < NREG; r++) begin
-                if (32'(row0[q]) < ROWS && 32'(row0[q]) / RR == r) touch[q][r] = 1'b1;
-                if (off[q] != 0 && 32'(row1[q]) < ROWS && 32'(row1[q]) / RR == r) touch[q][r] = 1'b1;
-            end
+            touch[q] = region_bit(row0[q]) | (off[q] != 0 ? region_bit(row1[q]) : '0);
         end
     end
 
@@ -115,27 +114,22 @@ module engine_mem #(
     logic [NP-1:0] grant;
     logic [NREG-1:0] slot [NP];                  // physical port (0/1) of a granted port per region
     always_comb begin
-        logic [1:0] used [NREG];
-        logic [NREG-1:0] blocked;
+        logic [NREG-1:0] used1, used2, blocked;  // regions with >= 1 / 2 accesses granted, blocked regions
+        used1 = '0;
+        used2 = '0;
         blocked = '0;
         grant = '0;
-        for (int r = 0; r < NREG; r++) used[r] = 2'd0;
         for (int q = 0; q < NP; q++) begin
-            logic ok;
             slot[q] = '0;
-            ok = req[q] && !served[q];
-            for (int r = 0; r < NREG; r++)
-                if (touch[q][r] && (used[r] == 2'd2 || blocked[r])) ok = 1'b0;
-            if (ok) begin
-                grant[q] = 1'b1;
-                for (int r = 0; r < NREG; r++) begin
-                    if (touch[q][r]) begin
-                        slot[q][r] = used[r][0];
-                        used[r] = used[r] + 2'd1;
-                    end
+            if (req[q] && !served[q]) begin
+                if ((touch[q] & (used2 | blocked)) == '0) begin
+                    grant[q] = 1'b1;
+                    slot[q] = touch[q] & used1;
+                    used2 = used2 | (touch[q] & used1);
+                    used1 = used1 | touch[q];
+                end else begin
+                    blocked = blocked | touch[q];
                 end
-            end else if (req[q] && !served[q]) begin
-                blocked = blocked | touch[q];
             end
         end
         done = (req & ~served & ~grant) == '0;
@@ -163,14 +157,18 @@ module engine_mem #(
                 s_v[r][k] = 1'b0;
                 s_w[r][k] = 1'b0;
                 s_wp[r][k] = '0;
-                for (int q = 0; q < NP; q++) begin
-                    if (grant[q] && touch[q][r] && slot[q][r] == 1'(k)) begin
-                        s_row0[r][k] = row0[q];
-                        s_row1[r][k] = row1[q];
-                        s_off[r][k] = off[q];
-                        s_v[r][k] = 1'b1;
-                        s_w[r][k] = q >= NR;
-                        s_wp[r][k] = WB'(q >= NR ? q - NR : 0);
+            end
+        end
+        for (int q = 0; q < NP; q++) begin
+            if (grant[q]) begin
+                for (int r = 0; r < NREG; r++) begin
+                    if (touch[q][r]) begin
+                        s_row0[r][32'(slot[q][r])] = row0[q];
+                        s_row1[r][32'(slot[q][r])] = row1[q];
+                        s_off[r][32'(slot[q][r])] = off[q];
+                        s_v[r][32'(slot[q][r])] = 1'b1;
+                        s_w[r][32'(slot[q][r])] = q >= NR;
+                        s_wp[r][32'(slot[q][r])] = WB'(q >= NR ? q - NR : 0);
                     end
                 end
             end
@@ -178,14 +176,20 @@ module engine_mem #(
     end
 
     // write windows rotated into bank order: bank b takes window lane (b - waddr) mod LANES
+    logic [EW-1:0] w_lane [NW][LANES];
     logic [EW-1:0] w_bank [NW][LANES];
     logic w_mask [NW][LANES];
+    for (genvar w = 0; w < NW; w++) begin : g_wlane
+        for (genvar l = 0; l < LANES; l++) begin : g_l
+            assign w_lane[w][l] = wdata[(w*LANES + l)*EW +: EW];
+        end
+    end
     always_comb begin
         for (int w = 0; w < NW; w++) begin
             for (int b = 0; b < LANES; b++) begin
                 logic [LB-1:0] l;
                 l = LB'(b) - off[NR + w];
-                w_bank[w][b] = wdata[(w*LANES + 32'(l))*EW +: EW];
+                w_bank[w][b] = w_lane[w][l];
                 w_mask[w][b] = wmask[w*LANES + 32'(l)];
             end
         end
@@ -204,10 +208,16 @@ module engine_mem #(
                     /* verilator lint_off CMPCONST */
                     row = LB'(b) < s_off[r][k] ? s_row1[r][k] : s_row0[r][k];
                     /* verilator lint_on CMPCONST */
-                    wen[k] = s_w[r][k] && w_mask[s_wp[r][k]][b];
-                    en[k] = s_v[r][k] && 32'(row) < ROWS && 32'(row) / RR == r && (!s_w[r][k] || wen[k]);
-                    din[k*EW +: EW] = w_bank[s_wp[r][k]][b];
-                    addr[k*RRB +: RRB] = RRB'(row);
+                    en[k] = 1'b0;
+                    wen[k] = 1'b0;
+                    din[k*EW +: EW] = '0;
+                    addr[k*RRB +: RRB] = '0;
+                    if (s_v[r][k]) begin                  // an idle region port computes nothing more
+                        wen[k] = s_w[r][k] && w_mask[s_wp[r][k]][b];
+                        en[k] = 32'(row) < ROWS && 32'(row) / RR == r && (!s_w[r][k] || wen[k]);
+                        din[k*EW +: EW] = w_bank[s_wp[r][k]][b];
+                        addr[k*RRB +: RRB] = RRB'(row);
+                    end
                 end
             end
             engine_bram #(.W(EW), .N(RR)) u_ram (
@@ -234,19 +244,19 @@ module engine_mem #(
                 slot1_q <= slot[p][32'(row1[p]) / RR < NREG ? 32'(row1[p]) / RR : 0];
             end
         end
-        logic [EW-1:0] bank_q [LANES];          // each bank's output for this port (bank order)
         logic [LANES*EW-1:0] phys, shadow, cur, now;
         always_comb begin
-            for (int b = 0; b < LANES; b++) begin
+            phys = '0;
+            for (int l = 0; l < LANES; l++) begin       // window lane l comes from bank l + off
+                logic [LB-1:0] b;
                 logic [GB-1:0] g;
                 logic s;
-                /* verilator lint_off CMPCONST */
-                g = LB'(b) < off_q ? reg1_q : reg0_q;
-                s = LB'(b) < off_q ? slot1_q : slot0_q;
-                /* verilator lint_on CMPCONST */
-                bank_q[b] = 32'(g) < NREG ? dout[b][g][32'(s)*EW +: EW] : '0;
+                b = LB'(l) + off_q;
+                g = b < off_q ? reg1_q : reg0_q;
+                s = b < off_q ? slot1_q : slot0_q;
+                // the RAM outputs matter only the cycle after a grant
+                if (srv_q && 32'(g) < NREG) phys[l*EW +: EW] = dout[b][g][32'(s)*EW +: EW];
             end
-            for (int l = 0; l < LANES; l++) phys[l*EW +: EW] = bank_q[LB'(l) + off_q];
             now = ce_q ? (srv_q ? phys : shadow) : cur;
         end
         always_ff @(posedge clk) begin

@@ -87,7 +87,8 @@ module engine_softmax #(
     logic [7:0] check_code;
     always_comb begin
         check_code = TL_ERR_NONE;
-        if (f_m == 0 || f_n == 0 || 32'(f_n) > 32'(MAX_ROW)) check_code = TL_ERR_BAD_DIMS;
+        if (!busy) check_code = TL_ERR_NONE;   // checked in S_CHECK only: idle, skip the bounds
+        else if (f_m == 0 || f_n == 0 || 32'(f_n) > 32'(MAX_ROW)) check_code = TL_ERR_BAD_DIMS;
         else if (!f_bwd && (f_shift < 0 || f_shift > 8'sd15)) check_code = TL_ERR_BAD_SHIFT;
         else if (f_bwd && (f_shift < -8'sd16 || f_shift > 8'sd62)) check_code = TL_ERR_BAD_SHIFT;
         else if ((f_bwd && f_stat && 32'(f_slot) >= 32'(STAT_SLOTS)) ||
@@ -152,7 +153,7 @@ module engine_softmax #(
             ld_valid[l] = ld_lane[l] && (f_bwd || !f_mask || ld_b[l] != 0);
             if (ld_valid[l] && (!ld_any || ld_s[l] > ld_max)) ld_max = ld_s[l];
             if (ld_valid[l]) ld_any = 1'b1;
-            if (ld_lane[l]) ld_dot = ld_dot + 41'(ld_s[l]) * 41'(ld_b[l]);
+            if (ld_lane[l] && busy) ld_dot = ld_dot + 41'(ld_s[l]) * 41'(ld_b[l]);
         end
     end
 
@@ -166,9 +167,14 @@ module engine_softmax #(
             logic signed [31:0] diff;
             logic [47:0] u;
             lane[l] = j + JW'(l) < n17;
-            diff = 32'(mx) - 32'($signed(s_buf[bi(j, JW'(l))]));
-            u = (48'(diff) * 48'd23637) >> (f_shift + 8'sd6);
-            e_val[l] = (u[47:8] >= 40'd16 || !v_buf[bi(j, JW'(l))]) ? 17'd0 : 17'(tl_exp2_lut(u[7:0]) >> u[11:8]);
+            diff = '0;
+            u = '0;
+            e_val[l] = '0;
+            if (busy) begin                        // operand isolation: an idle unit computes nothing
+                diff = 32'(mx) - 32'($signed(s_buf[bi(j, JW'(l))]));
+                u = (48'(diff) * 48'd23637) >> (f_shift + 8'sd6);
+                e_val[l] = (u[47:8] >= 40'd16 || !v_buf[bi(j, JW'(l))]) ? 17'd0 : 17'(tl_exp2_lut(u[7:0]) >> u[11:8]);
+            end
             if (lane[l]) e_sum = e_sum + 32'(e_val[l]);
         end
     end
@@ -187,7 +193,7 @@ module engine_softmax #(
     always_comb begin
         for (int l = 0; l < V; l++) begin
             logic [33:0] pe, pq, prem, phalf, pr;
-            pe = 34'(e_buf[bi(j, JW'(l))]) * 34'(recip);
+            pe = busy ? 34'(e_buf[bi(j, JW'(l))]) * 34'(recip) : '0;
             pq = pe >> psh;
             prem = pe & ((34'd1 << psh) - 34'd1);
             phalf = 34'd1 << (psh - 6'd1);
@@ -206,8 +212,8 @@ module engine_softmax #(
         units = '0;
         for (int l = 0; l < V; l++) begin
             logic [63:0] mag, un;
-            bwd_acc[l] = 64'($signed(s_buf[bi(j, JW'(l))])) *
-                         ((64'($signed(b_buf[bi(j, JW'(l))])) <<< 15) - 64'(dot));
+            bwd_acc[l] = busy ? 64'($signed(s_buf[bi(j, JW'(l))])) *
+                                ((64'($signed(b_buf[bi(j, JW'(l))])) <<< 15) - 64'(dot)) : '0;
             mag = bwd_acc[l][63] ? 64'(-bwd_acc[l]) : 64'(bwd_acc[l]);
             if (mag[63]) mag = 64'h7FFF_FFFF_FFFF_FFFF;
             if (f_shift >= 0) un = mag >> f_shift;
@@ -219,7 +225,7 @@ module engine_softmax #(
     wire [31:0] idx0 = f_ibase + 32'(row) * f_istride + 32'(j);
     for (genvar l = 0; l < V; l++) begin : g_rq
         trilevel_requant #(.ACC_W(64)) u_rq (
-            .clk(clk), .en(ce), .acc(bwd_acc[l]), .shift(f_shift), .mode(1'b1), .seed(f_seed),
+            .clk(clk), .en(ce && busy), .acc(bwd_acc[l]), .shift(f_shift), .mode(1'b1), .seed(f_seed),
             .index(idx0 + 32'(l)), .q(q_out[l])
         );
     end

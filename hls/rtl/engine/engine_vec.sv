@@ -136,6 +136,9 @@ module engine_vec #(
         else if ((mag >> 6'(9'sd63 + s)) != 0) units = 64'h7FFF_FFFF_FFFF_FFFF;
         else units = mag << 6'(-s);
     endfunction
+    function automatic logic [63:0] umax(input logic [63:0] a, input logic [63:0] b);
+        umax = b > a ? b : a;
+    endfunction
     // last element of a rows x cols operand: base + (rows - 1) * stride + cols - 1
     function automatic logic [47:0] last2(input logic [23:0] base, input logic [15:0] rows,
                                           input logic [15:0] stride, input logic [15:0] cols);
@@ -314,16 +317,25 @@ module engine_vec #(
             xb5[l] = xbuf[bidx(js[5], JW'(l))];
             idx1[l] = r_ib + 32'(js[1]) + 32'(l);
             idx5[l] = r_ib + 32'(js[5]) + 32'(l);
-            gc = gelu_cell(op_gf ? a1[l] : b1[l], gsh);
-            lut = op_gf ? 18'(tl_phi_lut(gc)) : tl_dgelu_lut(gc);
-            gelu_acc[l] = 64'(a1[l]) * 64'(lut);
-            g_acc[l] = 64'(a1[l]) * 64'(b1[l]);                                  // dy gamma
-            t_acc[l] = ((n64 * 64'(hb1[l]) - 64'(s1)) <<< fh) - 64'(xb1[l]) * bsum;
-            xg1[l] = 64'(hb1[l]) * 64'(b1[l]);                                   // xhat gamma
-            if (op_lnf) qa_acc[l] = (n64 * 64'(xb1[l]) - 64'(s1)) * rs64;        // (n x - S1) rsqrt
-            else if (op_lnb && pass == 2'd0) qa_acc[l] = g_acc[l];
-            else if (op_lnb) qa_acc[l] = t_acc[l];
-            else qa_acc[l] = gelu_acc[l];
+            gc = '0;
+            lut = '0;
+            gelu_acc[l] = '0;
+            g_acc[l] = '0;
+            t_acc[l] = '0;
+            xg1[l] = '0;
+            qa_acc[l] = '0;
+            if (busy) begin                        // operand isolation: an idle unit computes nothing
+                gc = gelu_cell(op_gf ? a1[l] : b1[l], gsh);
+                lut = op_gf ? 18'(tl_phi_lut(gc)) : tl_dgelu_lut(gc);
+                gelu_acc[l] = 64'(a1[l]) * 64'(lut);
+                g_acc[l] = 64'(a1[l]) * 64'(b1[l]);                              // dy gamma
+                t_acc[l] = ((n64 * 64'(hb1[l]) - 64'(s1)) <<< fh) - 64'(xb1[l]) * bsum;
+                xg1[l] = 64'(hb1[l]) * 64'(b1[l]);                               // xhat gamma
+                if (op_lnf) qa_acc[l] = (n64 * 64'(xb1[l]) - 64'(s1)) * rs64;    // (n x - S1) rsqrt
+                else if (op_lnb && pass == 2'd0) qa_acc[l] = g_acc[l];
+                else if (op_lnb) qa_acc[l] = t_acc[l];
+                else qa_acc[l] = gelu_acc[l];
+            end
         end
     end
     // requantizer A (stage 1 -> 5): shift, mode and seed are per command / pass
@@ -363,23 +375,29 @@ module engine_vec #(
     // stage 5: beta / residual aligned (left shift exact, right shift through requantizer B)
     always_comb begin
         for (int l = 0; l < V; l++) begin
-            d_al[l] = qb_sh <= 0 ? 64'(d_dl[3][l]) <<< 6'(-qb_sh) : 64'(qb[l]);
-            y_acc[l] = xg_dl[3][l] + d_al[l];                                           // LN_FWD
-            dx_acc[l] = 64'(qa[l]) * rs64 + (f_bias ? d_al[l] : 64'sd0);               // LN_BWD
-            qc_acc[l] = op_lnf ? y_acc[l] : dx_acc[l];
+            d_al[l] = '0;
+            y_acc[l] = '0;
+            dx_acc[l] = '0;
+            qc_acc[l] = '0;
+            if (busy) begin
+                d_al[l] = qb_sh <= 0 ? 64'(d_dl[3][l]) <<< 6'(-qb_sh) : 64'(qb[l]);
+                y_acc[l] = xg_dl[3][l] + d_al[l];                                       // LN_FWD
+                dx_acc[l] = 64'(qa[l]) * rs64 + (f_bias ? d_al[l] : 64'sd0);           // LN_BWD
+                qc_acc[l] = op_lnf ? y_acc[l] : dx_acc[l];
+            end
         end
     end
     for (genvar l = 0; l < V; l++) begin : g_lane
         trilevel_requant #(.ACC_W(64)) u_rq_a (
-            .clk(clk), .en(ce), .acc(qa_acc[l]), .shift(qa_sh), .mode(qa_mode), .seed(qa_seed),
+            .clk(clk), .en(ce && busy), .acc(qa_acc[l]), .shift(qa_sh), .mode(qa_mode), .seed(qa_seed),
             .index(idx1[l]), .q(qa[l])
         );
         trilevel_requant #(.ACC_W(64)) u_rq_b (
-            .clk(clk), .en(ce), .acc(64'(d1[l])), .shift(qb_sh), .mode(1'b0), .seed(32'd0), .index(32'd0),
+            .clk(clk), .en(ce && busy), .acc(64'(d1[l])), .shift(qb_sh), .mode(1'b0), .seed(32'd0), .index(32'd0),
             .q(qb[l])
         );
         trilevel_requant #(.ACC_W(64)) u_rq_c (
-            .clk(clk), .en(ce), .acc(qc_acc[l]), .shift(qc_sh), .mode(op_lnb), .seed(seed2), .index(idx5[l]),
+            .clk(clk), .en(ce && busy), .acc(qc_acc[l]), .shift(qc_sh), .mode(op_lnb), .seed(seed2), .index(idx5[l]),
             .q(qc[l])
         );
     end
@@ -392,15 +410,14 @@ module engine_vec #(
         u_y5 = '0;
         u_dx5 = '0;
         for (int l = 0; l < V; l++) begin
-            logic [63:0] u;
-            u = units(op_lnb ? g_acc[l] : gelu_acc[l], 9'(f_shift));
-            if (lv1[l] && u > u_s1) u_s1 = u;
-            u = units(t_acc[l], 9'(f_shift2));
-            if (lv1[l] && u > u_t1) u_t1 = u;
-            u = units(y_acc[l], 9'(f_shift));
-            if (lv5[l] && u > u_y5) u_y5 = u;
-            u = units(dx_acc[l], 9'(dx_sh));
-            if (lv5[l] && u > u_dx5) u_dx5 = u;
+            if (lv1[l]) begin
+                u_s1 = umax(u_s1, units(op_lnb ? g_acc[l] : gelu_acc[l], 9'(f_shift)));
+                u_t1 = umax(u_t1, units(t_acc[l], 9'(f_shift2)));
+            end
+            if (lv5[l]) begin
+                u_y5 = umax(u_y5, units(y_acc[l], 9'(f_shift)));
+                u_dx5 = umax(u_dx5, units(dx_acc[l], 9'(dx_sh)));
+            end
         end
     end
     // row sums of this cycle
