@@ -10,6 +10,9 @@ xczu9eg) per unit, printed as a table of LUT / FF / DSP48E2 / RAMB and written t
 The engine (`--units engine`) is synthesized per module at the production parameters (flat synthesis
 of engine_top at 32 x 32 does not finish): each module once with its submodules as blackboxes, the
 totals summed over the instance tree, written to docs/engine-resources.json (see engine_resources).
+engine_mem is synthesized with its engine_bram regions as blackboxes plus one engine_bram per width;
+engine_mem / gemm / softmax / vec are read with -mem2reg and checked for the blackbox instances their
+RTL declares (Part.mem2reg, Part.expect); `--rev REV` synthesizes a git revision's hls/rtl.
 
 Yosys is an estimate, not Vivado: it does not pack accumulators into the DSP48E2's own adder and maps
 small memories to LUT RAM where Vivado might choose otherwise. The counts are comparable across units.
@@ -154,6 +157,20 @@ class Part:
     params: dict[str, object]
     lib: tuple[str, ...] = ()                   # blackboxes (relative to hls/rtl)
     children: dict[str, tuple[str, ...]] = field(default_factory=dict)   # blackbox module -> part(s)
+    # modules defined in `files` that are blackboxed too (cut out of a copy of the file, read -lib)
+    boxes: tuple[str, ...] = ()
+    # files read with `read_verilog -mem2reg`: every unpacked array becomes wires / registers. Needed
+    # where a submodule's output drives an element of an array that is read with a variable index
+    # (engine_mem's RAM outputs dout[b][g], engine_gemm's PE results res_a[row_sel][j]): Yosys 0.23
+    # otherwise turns the array into a $mem without write ports, the instances' outputs end up
+    # unconnected and opt_clean deletes the instances (their RAMs / DSPs silently vanish).
+    mem2reg: tuple[str, ...] = ()
+    # blackbox instances the RTL declares (module -> count): a netlist with fewer is refused (above)
+    expect: dict[str, int] = field(default_factory=dict)
+    opts: str = ""                               # extra synth_xilinx options (documented ones only)
+    # skip synth_xilinx's `share` pass (merges resources of mutually exclusive operations: skipping it
+    # can only keep more cells, an upper bound) where it ran for many minutes on the per-lane datapaths
+    noshare: bool = False
 
 
 def engine_parts(config) -> dict[str, Part]:
@@ -170,6 +187,15 @@ def engine_parts(config) -> dict[str, Part]:
                   "STAT_SLOTS": config.stat_slots, "QUEUE_DEPTH": config.queue_depth,
                   "MAX_ROW": config.max_row, "MAX_DIM": config.max_dim, "VEC_LANES": config.vec_lanes,
                   "SPM_LANES": lanes}
+    mem = e + "engine_mem.sv"
+
+    def mem_box(width: int, lanes: int, elems: int) -> dict[str, object]:
+        rows = elems // lanes
+        regions = -(-rows // min(rows, 2048 if width <= 18 else 1024))
+        return {"boxes": ("engine_bram",), "mem2reg": (mem,), "opts": WIDE,
+                "children": {"engine_bram": ("bram16" if width <= 18 else "bram48",)},
+                "expect": {"engine_bram": lanes * regions}}
+
     blackboxed = ("engine_axil", "engine_axi_rd", "engine_axi_wr", "engine_load", "engine_store",
                   "engine_compute", "engine_gemm", "engine_topk", "engine_softmax", "engine_vec",
                   "engine_mem")
@@ -181,16 +207,22 @@ def engine_parts(config) -> dict[str, Part]:
                      {"R": config.array_rows, "C": config.array_cols, "L": lanes, "AL": al,
                       "SPM_ELEMS": config.spm_elems, "ACC_ELEMS": config.acc_elems,
                       "STAT_SLOTS": config.stat_slots},
-                     ("mac_pe.sv", "trilevel_requant.sv"), {"mac_pe": ("mac_pe",), **rq}),
+                     ("mac_pe.sv", "trilevel_requant.sv"), {"mac_pe": ("mac_pe",), **rq},
+                     mem2reg=(e + "engine_gemm.sv",), opts=WIDE,
+                     expect={"mac_pe": config.array_rows * config.array_cols,
+                             "trilevel_requant": config.array_cols}),
         "softmax": Part("engine_softmax", (e + "engine_softmax.sv",),
                         {"L": lanes, "AL": al, "SPM_ELEMS": config.spm_elems, "ACC_ELEMS": config.acc_elems,
                          "STAT_SLOTS": config.stat_slots, "MAX_ROW": config.max_row, "V": config.vec_lanes},
-                        ("trilevel_requant.sv",), rq),
+                        ("trilevel_requant.sv",), rq, mem2reg=(e + "engine_softmax.sv",), opts=WIDE,
+                        noshare=True,
+                        expect={"trilevel_requant": config.vec_lanes}),
         "vec": Part("engine_vec", (e + "engine_vec.sv",),
                     {"L": lanes, "AL": al, **sizes, "STAT_SLOTS": config.stat_slots,
                      "MAX_ROW": config.max_row,
                      "MAX_DIM": config.max_dim, "V": config.vec_lanes},
-                    ("trilevel_requant.sv",), rq),
+                    ("trilevel_requant.sv",), rq, mem2reg=(e + "engine_vec.sv",), opts=WIDE, noshare=True,
+                    expect={"trilevel_requant": 3 * config.vec_lanes}),
         "topk": Part("engine_topk", (e + "engine_topk.sv", fifo),
                      {"AL": al, "ACC_ELEMS": config.acc_elems, "IDX_ELEMS": config.idx_elems,
                       "MAX_ROW": config.max_row},
@@ -202,12 +234,20 @@ def engine_parts(config) -> dict[str, Part]:
         "axil": Part("engine_axil", (e + "engine_axil.sv",), {"AW": 8}),
         "axi_rd": Part("engine_axi_rd", (e + "engine_axi_rd.sv",), axi),
         "axi_wr": Part("engine_axi_wr", (e + "engine_axi_wr.sv",), axi),
-        "mem_spm": Part("engine_mem", (e + "engine_mem.sv",),
-                        {"EW": 16, "LANES": lanes, "DEPTH": config.spm_elems, "NR": 5, "NW": 2, "AW": 24}),
-        "mem_acc": Part("engine_mem", (e + "engine_mem.sv",),
-                        {"EW": 48, "LANES": al, "DEPTH": config.acc_elems, "NR": 3, "NW": 2, "AW": 24}),
-        "mem_idx": Part("engine_mem", (e + "engine_mem.sv",),
-                        {"EW": 16, "LANES": 8, "DEPTH": config.idx_elems, "NR": 4, "NW": 2, "AW": 24}),
+        # engine_mem: the crossbar / conflict logic synthesized with its engine_bram regions as
+        # blackboxes; one engine_bram per element width synthesized on its own (Yosys maps it to
+        # RAMB36 / RAMB18) and counted once per instance
+        "mem_spm": Part("engine_mem", (mem,),
+                        {"EW": 16, "LANES": lanes, "DEPTH": config.spm_elems, "NR": 5, "NW": 2, "AW": 24},
+                        **mem_box(16, lanes, config.spm_elems)),
+        "mem_acc": Part("engine_mem", (mem,),
+                        {"EW": 48, "LANES": al, "DEPTH": config.acc_elems, "NR": 3, "NW": 2, "AW": 24},
+                        **mem_box(48, al, config.acc_elems)),
+        "mem_idx": Part("engine_mem", (mem,),
+                        {"EW": 16, "LANES": 8, "DEPTH": config.idx_elems, "NR": 4, "NW": 2, "AW": 24},
+                        **mem_box(16, 8, config.idx_elems)),
+        "bram16": Part("engine_bram", (mem,), {"W": 16, "N": 2048}),      # a region of <= 18-bit elements
+        "bram48": Part("engine_bram", (mem,), {"W": 48, "N": 1024}),      # a region of 48-bit elements
         "top": Part("engine_top", (e + "engine_top.sv", fifo), top_params,
                     tuple(e + f"{m}.sv" for m in blackboxed)
                     + ("mac_pe.sv", "trilevel_requant.sv", "topk_unit.sv"),
@@ -218,50 +258,117 @@ def engine_parts(config) -> dict[str, Part]:
     }
 
 
-def _part_key(part: Part, yosys: str) -> str:
+def _part_key(part: Part, yosys: str, src: Path = RTL_DIR) -> str:
     import hashlib
 
     h = hashlib.sha256()
-    h.update(repr((part.top, part.params, part.files, part.lib, SYNTH_FLAGS)).encode())
+    h.update(repr((part.top, part.params, part.files, part.lib, SYNTH_FLAGS)
+                  + ((part.boxes, part.mem2reg, part.opts) if part.boxes or part.mem2reg or part.opts else ())
+                  + (("noshare",) if part.noshare else ())).encode())
     for rel in part.files + part.lib + ("engine/tl_isa.svh", "engine/tl_luts.svh", "engine/tl_vec_luts.svh"):
-        path = RTL_DIR / rel
+        path = src / rel
         if path.exists():
             h.update(path.read_bytes())
     return h.hexdigest()[:12]
 
 
 SYNTH_FLAGS = "synth_xilinx -family xcup -noiopad -noclkbuf"
+# The parts with wide variable part-selects and rotate networks (engine_mem's window crossbars, the
+# per-lane buffers of gemm / softmax / vec): synth_xilinx's documented -widemux maps variable shifts and
+# wide muxes to LUT + MUXF7/F8 trees; the default maps each to a generic barrel shifter first, whose
+# full-width intermediate stages ran engine_mem (ACC) past 10 GB in the fine techmap.
+WIDE = "-widemux 5"
+
+
+def split_modules(text: str, names: tuple[str, ...]) -> tuple[str, str]:
+    """(text without the modules `names`, their definitions) of one Verilog source."""
+    boxed = []
+    for n in names:
+        m = re.search(rf"^module\s+{n}\b.*?^endmodule\b", text, re.S | re.M)
+        if m:
+            boxed.append(m.group(0) + "\n")
+            text = text[:m.start()] + text[m.end():]
+    return text, "".join(boxed)
+
+
+def synth_script(part: Part) -> str:
+    """synth_xilinx of `part`. With WIDE the same passes, but map_cells' techmap (with the
+    -D MIN_MUX_INPUTS that synth_xilinx -widemux gives it) runs on ten slices of the cells (by the last
+    character of their names) and then on the rest: techmap derives one template per parameter /
+    constant-input pattern of the $__XILINX_SHIFTX cells and keeps them all until the end of its run,
+    which alone took engine_mem (ACC) past 10 GB; the slices release them in between."""
+    flags = f"{SYNTH_FLAGS}{' ' + part.opts if part.opts else ''}"
+    if WIDE not in part.opts and not part.noshare:
+        return f"{flags} -top {part.top}; "
+    if part.noshare:        # synth_xilinx's coarse step without `share` (resource sharing only merges)
+        head = (f"{flags} -top {part.top} -run begin:coarse; "
+                "techmap -map +/cmp2lut.v -map +/cmp2lcu.v -D LUT_WIDTH=6; alumacc; opt; memory -nomap; "
+                f"opt_clean; {flags} -run map_memory:map_cells; ")
+    else:
+        head = f"{flags} -top {part.top} -run begin:map_cells; "
+    if WIDE not in part.opts:
+        return head + f"{flags} -run map_cells:; "
+    tm = f"techmap -map +/techmap.v -map +/xilinx/cells_map.v -D MIN_MUX_INPUTS={WIDE.split()[-1]}"
+    slices = "".join(f"{tm} c:*{d}; " for d in "0123456789")
+    return f"{head}{slices}{tm}; clean; {flags} -run map_ffs:; "
+
+
+def snapshot(rev: str, dest: Path) -> Path:
+    """hls/rtl of git revision `rev` extracted under `dest`; returns its hls/rtl (the `src` of synth_part)."""
+    sha = subprocess.run(["git", "rev-parse", "--short=12", rev], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    root = dest / f"src-{sha}"
+    if not (root / "hls" / "rtl").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", sha, "hls/rtl"], cwd=REPO, capture_output=True,
+                                 check=True)
+        subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True)
+    return root / "hls" / "rtl"
 
 
 def synth_part(name: str, part: Part, work: Path, yosys: str = "yosys", timeout: float | None = None,
-               cached_only: str | None = None) -> dict:
+               cached_only: str | None = None, src: Path = RTL_DIR) -> dict:
     """Yosys on one engine part (cached by the hash of its sources and parameters under `work`):
     {"part", "top", "params", "cells", "resources", "blackboxes", "seconds"} or {"error": why}."""
     work.mkdir(parents=True, exist_ok=True)
-    key = _part_key(part, yosys)
+    key = _part_key(part, yosys, src)
     cached = work / f"{name}-{key}.json"
     if cached.exists():
         return json.loads(cached.read_text())
     if cached_only is not None:                  # assemble from finished parts only
         return {"part": name, "error": cached_only}
     stat_path = work / f"{name}-{key}.stat.json"
-    inc = f"-I{ENGINE_DIR}"
-    full = " ".join(str(RTL_DIR / f) for f in part.files)
-    lib = " ".join(str(RTL_DIR / f) for f in part.lib)
+    inc = f"-I{src / 'engine'}"
+    reads = []
+    lib_paths = [str(src / f) for f in part.lib]
+    for f in part.files:
+        path = src / f
+        if part.boxes:                           # cut the boxed modules out into a -lib file
+            rest, boxed = split_modules(path.read_text(), part.boxes)
+            if boxed:
+                path = work / f"{name}-{key}.{Path(f).name}"
+                path.write_text(rest)
+                lib_file = work / f"{name}-{key}.boxes.sv"
+                lib_file.write_text(boxed)
+                lib_paths.append(str(lib_file))
+        reads.append(f"read_verilog -sv {'-mem2reg ' if f in part.mem2reg else ''}{inc} {path}; ")
+    lib = " ".join(lib_paths)
     chparams = " ".join(f"-set {k} {v}" for k, v in part.params.items())
-    script = (f"read_verilog -sv {inc} {full}; "
+    script = ("".join(reads)
               + (f"read_verilog -sv -lib {inc} {lib}; " if lib else "")
               + f"chparam {chparams} {part.top}; "
-              + f"{SYNTH_FLAGS} -top {part.top}; tee -q -o {stat_path} stat -json")
+              + synth_script(part) + f"tee -q -o {stat_path} stat -json")
     start = time.monotonic()
     try:
-        proc = subprocess.run([yosys, "-q", "-p", script], cwd=work, capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run([yosys, "-q", "-t", "-l", str(work / f"{name}-{key}.log"), "-p", script],
+                              cwd=work, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"part": name, "error": f"yosys did not finish within {timeout:.0f} s"}
     if proc.returncode != 0:
         return {"part": name, "error": f"yosys failed: {(proc.stdout + proc.stderr)[-1500:]}"}
-    cells = json.loads(stat_path.read_text())["design"]["num_cells_by_type"]
+    # (-t stamps every log line, the tee'd JSON included)
+    stat = re.sub(r"^\[[0-9.]+\] ?", "", stat_path.read_text(), flags=re.M)
+    cells = json.loads(stat)["design"]["num_cells_by_type"]
     boxes: dict[str, int] = {}
     own: dict[str, int] = {}
     for cell, count in cells.items():
@@ -270,6 +377,8 @@ def synth_part(name: str, part: Part, work: Path, yosys: str = "yosys", timeout:
             boxes[module] = boxes.get(module, 0) + count
         else:
             own[cell] = count
+    if part.expect and boxes != part.expect:
+        return {"part": name, "error": f"Yosys kept blackbox instances {boxes}, the RTL has {part.expect}"}
     out = {"part": name, "top": part.top, "params": {k: str(v) for k, v in part.params.items()},
            "cells": own, "resources": categorize(own), "blackboxes": boxes,
            "seconds": round(time.monotonic() - start, 1)}
@@ -286,7 +395,12 @@ def engine_totals(results: dict[str, dict], parts: dict[str, Part]) -> dict[str,
 
     def walk(name: str, mult: int) -> None:
         if name not in results or "error" in results[name]:
-            return                                  # its own cells and its subtree stay uncounted
+            # its own cells stay uncounted; the submodules the RTL declares in it (`expect`) are counted
+            # (finished_parts_sum then is the finished parts' share of the engine, a lower bound)
+            for module, count in parts[name].expect.items() if name in parts else ():
+                for t in parts[name].children[module]:
+                    walk(t, mult * count)
+            return
         instances[name] = instances.get(name, 0) + mult
         r = results[name]
         for module, count in r["blackboxes"].items():
@@ -327,9 +441,14 @@ def engine_resources(results: dict[str, dict], parts: dict[str, Part]) -> dict[s
         "method": ("per-module Yosys 0.23 `" + SYNTH_FLAGS + "` at the production parameters: each "
                    "engine module synthesized once with the modules it instantiates as blackboxes "
                    "(read_verilog -lib), totals = own cells + blackbox instances (counted in each "
-                   "netlist) x their totals; memories (engine_mem at the full SPM/ACC/IDX sizes) "
-                   "included, their engine_bram regions inferred as block RAM by Yosys. bram36 = RAMB36 "
-                   "+ RAMB18 / 2. Yosys is an estimate, not Vivado (no DSP post-adder packing)."),
+                   "netlist) x their totals. Memories: engine_mem at the full SPM/ACC/IDX sizes with "
+                   "its engine_bram regions as blackboxes, plus one engine_bram per element width "
+                   "(16 bit x 2048, 48 bit x 1024) synthesized on its own (Yosys maps it to "
+                   "RAMB36/RAMB18) x its instances. engine_mem and engine_gemm are read with "
+                   "read_verilog -mem2reg (without it Yosys 0.23 turns their arrays of submodule "
+                   "outputs, read with a variable index, into write-less $mem and deletes the RAM / "
+                   "PE instances). bram36 = RAMB36 + RAMB18 / 2 (rounded up). Yosys is an estimate, "
+                   "not Vivado (no DSP post-adder packing)."),
         "yosys_resources": res,
         "instances": tot.get("instances"),
         "missing_parts": tot.get("missing", []),
@@ -342,20 +461,55 @@ def engine_resources(results: dict[str, dict], parts: dict[str, Part]) -> dict[s
                   for n, r in results.items()},
         "memories": mem,
         "memory_model_ramb36": mem["total"],
-        # RAMB36 that Yosys mapped for each engine_mem instance (one each in engine_top), when finished
-        "memory_ramb36_yosys": {n: (None if "error" in results.get(n, {"error": 1}) else
-                                    results[n]["resources"]["RAMB36"]
-                                    + -(-results[n]["resources"]["RAMB18"] // 2))
-                                for n in ("mem_spm", "mem_acc", "mem_idx")},
+        # RAMB36 (RAMB18 / 2) that Yosys mapped for each engine_mem instance (one each in engine_top):
+        # its engine_bram instances x the RAMs of one engine_bram of its width, when both finished
+        "memory_ramb36_yosys": {n: _mem_ramb36(results, parts, n) for n in ("mem_spm", "mem_acc", "mem_idx")},
+        # the same from the engine_bram instances the RTL declares (lanes x regions, the `expect` of each
+        # engine_mem part) x the RAMs Yosys maps one engine_bram of its width to (needs only bram16/48)
+        "memory_ramb36_declared_x_yosys_bram": _mem_ramb36_declared(results, parts),
         "device_budget": budget,
     }
     if res is not None:
         out["fits"] = {k: out[k] <= budget[k] for k in ("lut", "ff", "dsp", "bram36")}
     else:
+        p = tot["finished_parts_sum"]
+        low = {"lut": p["LUT"] + p["LUTRAM"] + p["SRL"], "ff": p["FF"], "dsp": p["DSP48E2"],
+               "bram36": p["RAMB36"] + -(-p["RAMB18"] // 2)}
+        out["lower_bounds"] = low
+        out["exceeds_budget"] = [k for k in budget if low[k] > budget[k]]
+        over = "; ".join(f"{k} >= {low[k]:,} > {budget[k]:,}" for k in out["exceeds_budget"])
         out["status"] = (f"incomplete: no Yosys result for {', '.join(tot['missing'])} "
-                         "(see parts.<name>.error); "
-                         "lut/ff/dsp/bram36 stay null, finished_parts_sum is a lower bound, "
-                         f"memory_model_ramb36 ({mem['total']}) counts the declared memories")
+                         "(see parts.<name>.error); lut/ff/dsp/bram36 stay null. lower_bounds = the "
+                         "finished parts x their instances (submodules of missing parts by their declared "
+                         "counts, the missing parts' own logic not counted)"
+                         + (f"; already over the ZU9EG: {over}" if over else ""))
+    return out
+
+
+def _mem_ramb36(results: dict[str, dict], parts: dict[str, Part], name: str) -> float | None:
+    r = results.get(name, {"error": 1})
+    if "error" in r:
+        return None
+    ram18 = 2 * r["resources"]["RAMB36"] + r["resources"]["RAMB18"]
+    for module, count in r["blackboxes"].items():
+        for child in parts[name].children[module]:
+            c = results.get(child, {"error": 1})
+            if "error" in c:
+                return None
+            ram18 += count * (2 * c["resources"]["RAMB36"] + c["resources"]["RAMB18"])
+    return ram18 / 2
+
+
+def _mem_ramb36_declared(results: dict[str, dict], parts: dict[str, Part]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for name in ("mem_spm", "mem_acc", "mem_idx"):
+        (count,) = parts[name].expect.values()
+        (child,) = parts[name].children["engine_bram"]
+        c = results.get(child, {"error": 1})
+        r = None if "error" in c else c["resources"]
+        out[name] = None if r is None else count * (2 * r["RAMB36"] + r["RAMB18"]) / 2
+    vals = list(out.values())
+    out["total"] = None if None in vals else sum(vals)
     return out
 
 
@@ -372,9 +526,9 @@ def format_engine_table(summary: dict[str, object]) -> str:
         n = inst.get(name)             # None: the tree is incomplete, one instance shown
         k = 1 if n is None else n
         lut = r["LUT"] + r["LUTRAM"] + r["SRL"]
-        ram = r["RAMB36"] + -(-r["RAMB18"] // 2)
+        ram = k * r["RAMB36"] + -(-k * r["RAMB18"] // 2)
         lines.append(f"| {part['top']} ({name}) | {'?' if n is None else n} | {k * lut:,} | {k * r['FF']:,} "
-                     f"| {k * r['DSP48E2']:,} | {k * ram:,} |")
+                     f"| {k * r['DSP48E2']:,} | {ram:,} |")
     b = summary["device_budget"]
 
     def cell(key: str) -> str:
@@ -383,7 +537,7 @@ def format_engine_table(summary: dict[str, object]) -> str:
 
     part_sum = summary.get("finished_parts_sum")
     if summary["lut"] is None and part_sum:
-        lines.append(f"| finished parts only (lower bound, not the engine) | | "
+        lines.append(f"| lower bound: finished parts x instances (missing parts' own logic not in it) | | "
                      f"{part_sum['LUT'] + part_sum['LUTRAM'] + part_sum['SRL']:,} | {part_sum['FF']:,} | "
                      f"{part_sum['DSP48E2']:,} | {part_sum['RAMB36'] + -(-part_sum['RAMB18'] // 2):,} |")
     lines.append(f"| **engine total** | | {cell('lut')} | {cell('ff')} | {cell('dsp')} | {cell('bram36')} |")
@@ -426,6 +580,9 @@ def main(argv: list[str] | None = None) -> int:
                              "the others stay null with REASON")
     parser.add_argument("--reason", action="append", default=[], metavar="PART=TEXT",
                         help="with --cached-only: why PART has no result (overrides REASON)")
+    parser.add_argument("--rev", metavar="REV",
+                        help="synthesize the engine from hls/rtl of git revision REV (e.g. HEAD), not the "
+                             "working tree (a consistent snapshot while the RTL is being edited)")
     parser.add_argument("--part-timeout", type=float, default=None, metavar="S",
                         help="give up on an engine part after S seconds (its figures stay null)")
     args = parser.parse_args(argv)
@@ -453,18 +610,22 @@ def main(argv: list[str] | None = None) -> int:
 
         parts = engine_parts(isa.PRODUCTION)
         names = args.engine_parts or list(parts)
+        src = snapshot(args.rev, args.out.parent) if args.rev else RTL_DIR
         results = {}
         for name in names:
             reasons = dict(item.split("=", 1) for item in args.reason)
             results[name] = synth_part(name, parts[name], args.out.parent / "engine", yosys,
                                        args.part_timeout,
-                                       reasons.get(name, args.cached_only) if args.cached_only else None)
+                                       reasons.get(name, args.cached_only) if args.cached_only else None,
+                                       src)
             r = results[name]
             print(f"  engine part {name}: " + (r["error"] if "error" in r else f"{r['seconds']} s"),
                   file=sys.stderr)
         if args.engine_parts:            # a subset: cached for a later full run, no summary
             return 0
         summary = engine_resources(results, parts)
+        summary["sources"] = (f"hls/rtl at git {src.parent.parent.name.removeprefix('src-')}" if args.rev
+                              else "hls/rtl working tree")
         args.engine_json.write_text(json.dumps(summary, indent=1) + "\n")
         print(f"engine (production, per-module Yosys): {summary['lut']} LUT, {summary['ff']} FF, "
               f"{summary['dsp']} DSP48E2, {summary['bram36']} RAMB36 (memory model "
