@@ -40,3 +40,12 @@ def test_ci_rtlsim_is_ci_small_with_an_8x8_array():
     # engine_vec / engine_softmax: V <= the SPM window lanes and <= the ACC lanes (max(2, COLS))
     assert p["VEC_LANES"] <= p["SPM_LANES"] and p["VEC_LANES"] <= max(2, p["COLS"])
     assert p["SPM_LANES"] == 8 and p["SPM_ELEMS"] % p["SPM_LANES"] == 0
+
+
+def test_profile_guided_build_takes_named_configs_only():
+    """The profiling run rebuilds the configuration by name in a subprocess, so overrides or an unnamed
+    configuration would profile a different engine: refused before anything is built."""
+    with pytest.raises(ValueError, match="named"):
+        rtlsim.build(isa.CI_SMALL, overrides={"MUTATION": 7}, profile_guided=True)
+    with pytest.raises(ValueError, match="named"):
+        rtlsim.build(dataclasses.replace(isa.CI_SMALL, array_rows=2), profile_guided=True)

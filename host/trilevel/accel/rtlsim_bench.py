@@ -279,7 +279,7 @@ def bench_section(options: BenchOptions) -> Section:
 
     backend, where = options.engine, options.engine_where
     if backend is None:
-        backend = rtlsim.rtlsim_backend(isa.CI_SMALL)
+        backend = rtlsim.rtlsim_backend(isa.CI_SMALL, profile_guided=False)
         where = rtlsim_where(isa.CI_SMALL, rtlsim.DdrModel())
     table = measure_table(backend, where or {}, options.engine_rows, log=lambda s: print(s, flush=True))
     out = Path(options.out)
@@ -314,7 +314,8 @@ def bind(name: str, config: isa.EngineConfig | None = None, bitfile: Path | None
         config = config or isa.CI_SMALL
         rtlsim.build(config)
         ddr = rtlsim.DdrModel()
-        return get_backend("rtlsim", config=config, ddr=ddr), rtlsim_where(config, ddr)
+        return (get_backend("rtlsim", config=config, ddr=ddr, profile_guided=False),
+                rtlsim_where(config, ddr))
     if name != "pynq":
         raise ValueError(f"no engine bench on backend {name!r}")
     path = Path(bitfile or os.environ.get("TRILEVEL_BITFILE") or DEFAULT_BITFILE)
