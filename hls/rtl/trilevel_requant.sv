@@ -45,7 +45,9 @@ module trilevel_requant #(
                                                      input logic signed [7:0] sh, input logic md);
         logic [31:0] hash;
         logic signed [ACC_W-1:0] q_floor, trunc;
-        logic [ACC_W-1:0] rem, half, low;
+        logic [ACC_W-1:0] rem, half;
+        logic [31:0] low;
+        logic [32:0] carry;
         logic [7:0] s_left, s_right, s_hi, s_lo;
         hash = x ^ (x >> 15);
         s_left = 8'(-sh);
@@ -69,13 +71,15 @@ module trilevel_requant #(
         end else begin
             // Stochastic: floor((acc + r) / 2**s), r = hash & (2**s - 1) for s <= 32, hash << (s - 32)
             // beyond, i.e. floor((t + r') / 2**lo) with t = floor(acc / 2**hi), r' = hash & (2**lo - 1),
-            // hi + lo = s, lo <= 32; split as floor(t / 2**lo) + floor(((t mod 2**lo) + r') / 2**lo)
-            // so that nothing exceeds ACC_W bits (the second term is 0 or 1).
+            // hi + lo = s, 1 <= lo <= 32; split as floor(t / 2**lo) + carry, carry = bit lo of the
+            // 33-bit sum (t mod 2**lo) + r', so nothing exceeds ACC_W bits.
             s_hi = s_right > 32 ? s_right - 32 : 8'd0;
             s_lo = s_right > 32 ? 8'd32 : s_right;
             trunc = s_hi >= 8'(ACC_W) ? (a < 0 ? -1 : 0) : (a >>> s_hi);
-            low = (ACC_W'(1) << s_lo) - 1;
-            round_sat = sat16((trunc >>> s_lo) + $signed(((ACC_W'(trunc) & low) + (ACC_W'(hash) & low)) >> s_lo));
+            low = 32'((33'd1 << s_lo) - 33'd1);
+            carry = {1'b0, trunc[31:0] & low} + {1'b0, hash & low};
+            trunc = trunc >>> s_lo;
+            round_sat = sat16(trunc + $signed(ACC_W'(carry[s_lo[5:0]])));
         end
     endfunction
 
