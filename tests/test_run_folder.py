@@ -28,6 +28,9 @@ def _strip_times(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if "wall_s" not in k} for r in records]
 
 
+EPOCHS = 100_000
+
+
 def _wait_for(predicate, what: str, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -37,7 +40,8 @@ def _wait_for(predicate, what: str, timeout_s: float = 120.0) -> None:
 
 def test_a_second_writer_is_refused_and_ctrl_c_names_the_checkpoint(tmp_path, capsys) -> None:
     out = tmp_path / "run"
-    argv = [*TORCH_RUN, "--epochs", "300", "--out", str(out)]
+    # far more epochs than the test can take to send Ctrl-C (300 ran out once on a loaded CI machine)
+    argv = [*TORCH_RUN, "--epochs", str(EPOCHS), "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen([sys.executable, "-m", "trilevel.cli", *argv], stderr=subprocess.PIPE, text=True,
                              env=env)
@@ -62,7 +66,7 @@ def test_a_second_writer_is_refused_and_ctrl_c_names_the_checkpoint(tmp_path, ca
     last = stderr.strip().splitlines()[-1]
     assert "Traceback" not in stderr and str(out / runlog.CHECKPOINT_FILE) in last, stderr
     done = len(runlog.read_metrics(out))
-    assert f"(epoch {done} of 300)" in last
+    assert f"(epoch {done} of {EPOCHS})" in last
     resume = shlex.split(last.split("resume with: ", 1)[1])
     assert resume[0] == "trilevel" and resume[-1] == "--resume"
     assert not (out / runlog.LOCK_FILE).exists()  # released on the way out
