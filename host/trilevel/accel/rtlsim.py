@@ -112,9 +112,9 @@ def _verilate(params: Mapping[str, int], work: Path, jobs: int, env: Mapping[str
         raise RtlSimError(f"verilator build failed (log: {work / 'build.log'}):\n{tail}")
 
 
-def _profile(config: isa.EngineConfig, work: Path, jobs: int, env: Mapping[str, str]) -> None:
+def _profile(config: isa.EngineConfig, params: Mapping[str, int], work: Path, jobs: int,
+             env: Mapping[str, str]) -> None:
     """Instrumented build, the profiling run, then the build with the profile (all in `work`)."""
-    params = engine_parameters(config)
     _verilate(params, work, jobs, env, f"{CXX_FLAGS} {PROFILE_GENERATE[0]}", PROFILE_GENERATE[1])
     run = subprocess.run([sys.executable, "-m", "trilevel.accel.rtlsim", "--profile",
                           str(work / "libengine.so"), config.name], capture_output=True, text=True)
@@ -150,7 +150,7 @@ def build(config: isa.EngineConfig = isa.CI_SMALL, jobs: int = 2,
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     if profile_guided:
-        _profile(config, tmp, jobs, env)
+        _profile(config, params, tmp, jobs, env)
     else:
         _verilate(params, tmp, jobs, env, CXX_FLAGS)
     shutil.rmtree(tmp / "obj", ignore_errors=True)  # keep only the library and the log
@@ -457,14 +457,15 @@ def default_config() -> isa.EngineConfig:
 
 
 def rtlsim_backend(config: isa.EngineConfig | None = None, ddr: DdrModel | None = None,
-                   timeout_s: float = 3600.0, profile_guided: bool = True) -> Any:
+                   timeout_s: float = 3600.0, profile_guided: bool = True, lib: Path | None = None) -> Any:
     """The `rtlsim` accelerator backend: trilevel.accel.engine's board driver (EngineDriver over pynq MMIO
     and allocate) and EngineBackend, on a pynq Device backed by the RTL engine in Verilator (`config`,
-    default `default_config()`; a profile-guided build unless `profile_guided` is False)."""
+    default `default_config()`; a profile-guided build unless `profile_guided` is False, or the given
+    harness library `lib`)."""
     from trilevel.accel.engine import EngineBackend, pynq_driver
 
     config = config or default_config()
-    device = rtlsim_zynq(Harness(config, ddr, profile_guided=profile_guided))
+    device = rtlsim_zynq(Harness(config, ddr, lib=lib, profile_guided=profile_guided))
     backend = EngineBackend(pynq_driver(device, config, ENGINE_BASE, timeout_s), "rtlsim")
     backend.device = device
     return backend
@@ -474,14 +475,11 @@ def _profile_workload(lib: str, config_name: str) -> None:
     """The profiling run of a profile-guided build: the trainer's calibration (fwd+bwd passes) on
     PROFILE_IMAGES digits images through the demo model, driven like training (board driver, rtlsim
     device) on the instrumented library `lib`."""
-    from trilevel.accel.engine import EngineBackend, pynq_driver
     from trilevel.accel.trainer import LayerwiseViT, Weights
     from trilevel.data import load_dataset
     from trilevel.model import build_model
 
-    config = isa.CONFIGS[config_name]
-    device = rtlsim_zynq(Harness(config, lib=Path(lib)))
-    backend = EngineBackend(pynq_driver(device, config, ENGINE_BASE, 3600.0), "rtlsim")
+    backend = rtlsim_backend(isa.CONFIGS[config_name], lib=Path(lib))
     train, _ = load_dataset("digits", img_size=8, in_chans=1, num_classes=10, seed=0)
     golden = build_model("demo", num_classes=10, in_chans=1, img_size=8)
     net = LayerwiseViT(golden.cfg, backend, Weights.from_model(golden))
