@@ -134,14 +134,11 @@ def measure(config: isa.EngineConfig = isa.CI_SMALL, rows: str = "deit", ddr: rt
     """The kernel rows of `rows` on `backend` (an EngineBackend over any pynq Device; default: rtlsim's
     RTL engine at `config` with `ddr`, harness library `lib`), labelled by `where` (default: rtlsim's
     label, or the backend's name)."""
-    from trilevel.accel.engine import EngineBackend, pynq_driver
     from trilevel.accel.reference_backend import ReferenceBackend
 
     if backend is None:
         ddr = ddr or rtlsim.DdrModel()
-        device = rtlsim.rtlsim_zynq(rtlsim.Harness(config, ddr, lib=lib))
-        backend = EngineBackend(pynq_driver(device, config, rtlsim.ENGINE_BASE, 24 * 3600.0), "rtlsim")
-        backend.device = device
+        backend = rtlsim.rtlsim_backend(config, ddr, 24 * 3600.0, profile_guided=False, lib=lib)
         where = where or rtlsim_where(config, ddr)
     config = backend.config
     harness = getattr(backend.device, "harness", None)      # rtlsim's: AXI bus bytes
@@ -358,13 +355,12 @@ def measure_blocks(config: isa.EngineConfig, ddr: rtlsim.DdrModel | None = None,
     exact counters must agree; the rows carry the measured engine's counters."""
     from trilevel import config as model_configs
     from trilevel.accel import lower
-    from trilevel.accel.engine import EngineBackend, pynq_driver
+    from trilevel.accel.engine import EngineBackend
 
     vit = model_configs.CONFIGS["deit_tiny"]
     if driver is None:
         ddr = ddr or rtlsim.DdrModel()
-        driver = pynq_driver(rtlsim.rtlsim_zynq(rtlsim.Harness(config, ddr, lib=lib)), config,
-                             rtlsim.ENGINE_BASE, 24 * 3600.0)
+        driver = rtlsim.rtlsim_backend(config, ddr, 24 * 3600.0, profile_guided=False, lib=lib).driver
     rtl = driver
     ref = EngineBackend.fsim(config).driver
     rng = np.random.default_rng(197)
