@@ -1,8 +1,8 @@
 """Mutation checks: the testbenches must FAIL on deliberately broken RTL.
 
 1. topk_unit built with TIE_BREAK_BUG=1 (equal scores: the later index wins) fails the tie cases.
-2. A copy of trilevel_requant with round-half-to-even turned into round-half-up (`rem > half` ->
-   `rem >= half`), linked into mac_array, fails the RNE tie cases.
+2. A copy of trilevel_requant with round-half-to-even turned into round-half-up (the carry-in
+   `bit s of acc` -> 1), linked into mac_array, fails the RNE tie cases.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ def test_topk_tie_break_mutant_is_caught() -> None:
 
 def test_requant_rounding_mutant_is_caught() -> None:
     original = rtl_sources("trilevel_requant")[0].read_text()
-    needle = "rem > half || (rem == half && q_floor[0])"
+    needle = " && acc2[6'(sh2)];"
     assert original.count(needle) == 1, "mutation site moved: update this test"
     mutant_dir = BUILD_ROOT / f"requant_mutant_src_{simulator()}"
     mutant_dir.mkdir(parents=True, exist_ok=True)
     mutant_src = mutant_dir / "trilevel_requant.sv"
-    mutant_src.write_text(original.replace(needle, "rem >= half"))
+    mutant_src.write_text(original.replace(needle, ";"))
     sources = [*rtl_sources("mac_array", "mac_pe"), mutant_src]
     mutant = Unit("mac_array", "mac_array", sources, "tb_mac_array", {"ROWS": 2, "COLS": 3},
                   build_name="mac_array_mutant").build()
