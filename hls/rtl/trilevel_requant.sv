@@ -21,24 +21,26 @@ module trilevel_requant #(
     output logic signed [15:0]      q
 );
 
-    function automatic logic signed [15:0] sat16(input logic signed [63:0] v);
-        if (v > 64'sd32767) sat16 = 16'sh7FFF;
-        else if (v < -64'sd32768) sat16 = 16'sh8000;
-        else sat16 = v[15:0];
+    // The shifters are written as log2 stages of constant shifts: Yosys maps a variable shift to
+    // wide mux trees (MUXF7/F8), the stages need a fraction of the LUTs; Verilator still sees word ops.
+    function automatic logic signed [63:0] sra64(input logic signed [63:0] v, input logic [5:0] s);
+        sra64 = v;
+        for (int k = 5; k >= 0; k--) if (s[k]) sra64 = sra64 >>> (1 << k);
     endfunction
 
-    // Left shift (shift <= 0): |acc| >= 2**15 or a shift beyond 16 saturates, so clip acc to 17
-    // bits and the shift to 17 first (as the reference does); the shifted value fits 35 bits.
+    // Left shift (shift <= 0): as the reference, acc beyond int16, or nonzero and shifted by >= 16,
+    // saturates; otherwise the int16 value shifted by 0..15 fits 31 bits.
     function automatic logic signed [15:0] left_sat(input logic signed [63:0] a, input logic signed [7:0] sh);
-        logic signed [34:0] v;
         logic [8:0] n;
+        logic signed [31:0] v;
+        logic big;
         n = 9'(-$signed({sh[7], sh}));
-        v = a > 64'sd32768 ? 35'sd32768 : a < -64'sd32768 ? -35'sd32768 : 35'(a);
-        left_sat = sat16(64'(v <<< (n > 9'd17 ? 5'd17 : 5'(n))));
-    endfunction
-
-    function automatic logic [63:0] low_mask(input logic [6:0] bits);   // 2**bits - 1, bits <= 64
-        low_mask = bits >= 7'd64 ? '1 : (64'd1 << bits) - 64'd1;
+        big = a[63:15] != {49{a[63]}};
+        v = 32'($signed(a[15:0]));
+        for (int k = 3; k >= 0; k--) if (n[k]) v = v <<< (1 << k);
+        if (big || (n >= 9'd16 && a[15:0] != '0)) left_sat = a[63] ? 16'sh8000 : 16'sh7FFF;
+        else if (v[31:15] != {17{v[31]}}) left_sat = v[31] ? 16'sh8000 : 16'sh7FFF;
+        else left_sat = v[15:0];
     endfunction
 
     // Stages 1-3: the counter-based hash (two 32x32 multiplies mod 2**32, one per stage); the left
@@ -49,10 +51,9 @@ module trilevel_requant #(
     logic md1, md2, md3;
     logic signed [15:0] lq1, lq2, lq3;     // the left-shift result
     logic left3;                           // shift <= 0
-    logic [5:0] rs3;                       // right shift, 1..62
+    logic [5:0] rs3;                       // right shift s, 1..62
     logic [4:0] hs3;                       // SR: hash << hs3 (s - 32 beyond 32)
-    logic [63:0] hmask3;                   // SR: 2**s - 1
-    logic [63:0] rne3;                     // RNE: 2**(s-1) - 1 (0 for SR)
+    logic [64:0] below3;                   // below3[i] = i < s: 2**s - 1, and 2**(s-1) - 1 one bit up
     logic cin3;                            // RNE: bit s of acc
 
     always_ff @(posedge clk) begin
@@ -66,27 +67,34 @@ module trilevel_requant #(
             lq1 <= left_sat(64'(acc), shift);
             lq2 <= lq1;        lq3 <= lq2;
             left3 <= sh2 <= 8'sd0;
-            rs3 <= sh2 <= 8'sd0 ? 6'd1 : 6'(sh2);
+            rs3 <= 6'(sh2);
             hs3 <= sh2 > 8'sd32 ? 5'(sh2 - 8'sd32) : 5'd0;
-            hmask3 <= low_mask(sh2 <= 8'sd0 ? 7'd1 : 7'(sh2));
-            rne3 <= md2 || sh2 <= 8'sd0 ? 64'd0 : low_mask(7'(sh2 - 8'sd1));
-            cin3 <= !md2 && sh2 > 8'sd0 && acc2[6'(sh2)];
+            for (int i = 0; i <= 64; i++) below3[i] <= 8'(i) < 8'(sh2);
+            cin3 <= !md2 && acc2[6'(sh2)];
         end
     end
 
     // Stage 4: the shared add, shift and saturate, in the enabled register update (an idle
-    // requantizer evaluates nothing).
+    // requantizer evaluates nothing). Saturation looks at the sum: the shifted value fits int16
+    // iff the sum's bits from s + 15 up all equal its sign.
     function automatic logic signed [15:0] round_sat(input logic [31:0] x, input logic signed [63:0] a,
-                                                     input logic sr, input logic [4:0] hs, input logic [63:0] hmask,
-                                                     input logic [63:0] rne, input logic cin, input logic [5:0] rs);
+                                                     input logic sr, input logic [4:0] hs, input logic [64:0] below,
+                                                     input logic cin, input logic [5:0] rs);
         logic [31:0] hash;
-        logic [63:0] addend;
+        logic [63:0] hsh, addend, wide;
         logic signed [63:0] sum;
+        /* verilator lint_off UNUSEDSIGNAL */
+        logic signed [63:0] shifted;   // the bits above 15 are the saturation test's
+        /* verilator lint_on UNUSEDSIGNAL */
         hash = x ^ (x >> 15);
-        addend = sr ? (64'(hash) << hs) & hmask : rne;
+        hsh = 64'(hash);
+        for (int k = 4; k >= 0; k--) if (hs[k]) hsh = hsh << (1 << k);
+        for (int i = 0; i < 64; i++) addend[i] = sr ? hsh[i] && below[i] : below[i + 1];
         sum = a + $signed(addend) + 64'(cin);
-        round_sat = sat16(sum >>> rs);
+        for (int i = 0; i < 64; i++) wide[i] = i >= 15 && !below[i - 15 < 0 ? 0 : i - 15] && (sum[i] != sum[63]);
+        shifted = sra64(sum, rs);
+        round_sat = wide != '0 ? (sum[63] ? 16'sh8000 : 16'sh7FFF) : shifted[15:0];
     endfunction
 
-    always_ff @(posedge clk) if (en) q <= left3 ? lq3 : round_sat(x2, acc3, md3, hs3, hmask3, rne3, cin3, rs3);
+    always_ff @(posedge clk) if (en) q <= left3 ? lq3 : round_sat(x2, acc3, md3, hs3, below3, cin3, rs3);
 endmodule
