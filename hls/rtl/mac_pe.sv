@@ -1,7 +1,10 @@
 // One processing element of mac_array: a signed 16x16 multiply-accumulate (one DSP48E2).
 // Operand a and the tile flags move right, operand b moves down, one PE per cycle of `en`.
-// `first` restarts the accumulation, `last` copies the finished sum into `res`, where it stays
-// until the next tile's `last` (the array drains it meanwhile).
+// `last` copies the finished sum into `res`, where it stays until the next tile's `last` (the array
+// drains it meanwhile), and clears the accumulator, so every tile starts from 0: callers end every
+// tile with `last` (mac_array and engine_gemm do; a reset clears it too). The clear is the
+// flip-flops' synchronous reset, so the fabric adder needs no operand mux (Yosys: 51 LUT per PE
+// instead of 98). `first` (a tile's first step) is only passed on: the accumulator no longer needs it.
 `timescale 1ns / 1ps
 module mac_pe #(
     parameter int ACC_W = 48
@@ -39,14 +42,13 @@ module mac_pe #(
         if (en) begin
             a_out <= a_in;
             b_out <= b_in;
-            if (v_in) begin   // the multiply-add inside the enabled update: an idle PE evaluates nothing
-                logic signed [31:0] prod;
-                logic signed [ACC_W-1:0] sum;
-                prod = a_in * b_in;
-                sum = (first_in ? '0 : acc) + ACC_W'(prod);
-                acc <= sum;
-                if (last_in) res <= sum;
-            end
         end
     end
+
+    // the multiply-add only inside the enabled updates: an idle PE evaluates nothing
+    always_ff @(posedge clk) begin
+        if (rst || (en && v_in && last_in)) acc <= '0;
+        else if (en && v_in) acc <= acc + ACC_W'(a_in * b_in);
+    end
+    always_ff @(posedge clk) if (en && v_in && last_in) res <= acc + ACC_W'(a_in * b_in);
 endmodule
