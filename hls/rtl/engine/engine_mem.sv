@@ -1,8 +1,8 @@
 // Element-interleaved, region-banked memory with window ports and ONE copy of the data.
 //
-// Layout: LANES lane banks of EW-bit elements, element a in bank a mod LANES at row a / LANES; each
-// bank is split by row into NREG regions of RR rows (the depth slices that are one BRAM column
-// anyway: 2048 rows of <= 18 bits, 1024 rows of wider elements), so a region is RR * LANES
+// Layout: LANES (a power of two) lane banks of EW-bit elements, element a in bank a mod LANES at row
+// a / LANES; each bank is split by row into NREG regions of RR rows (the depth slices that are one
+// BRAM column anyway: 2048 rows of <= 18 bits, 1024 rows of wider elements), so a region is RR * LANES
 // consecutive elements (region = element address / (RR * LANES)). Every (bank, region) is one
 // engine_bram: a true dual-port RAM, so each region serves at most 2 accesses per cycle.
 //
@@ -11,7 +11,9 @@
 // DMA beat or a vector of a row is one access even when unaligned. Read data arrive one cycle after
 // the request. Idle ports (re / we low) cost nothing. A window that crosses a region boundary is one
 // access in each of the two regions. DEPTH (elements) is a multiple of LANES; addresses beyond DEPTH
-// are not served (callers range-check commands before issuing them; data of such reads undefined).
+// are not served (callers range-check commands before issuing them; data of such reads undefined:
+// lanes in a row past the last region read 0, lanes in the unused rows of a partial last region
+// read a stale RAM output).
 //
 // Conflicts: when a cycle's requests need more than 2 accesses in some region, the memory serves them
 // over several cycles and keeps `done` low until the last one; the engine's global clock enable `ce`
@@ -91,6 +93,8 @@ module engine_mem #(
     logic [RB-1:0] row0 [NP];
     logic [RB-1:0] row1 [NP];
     logic [LB-1:0] off [NP];
+    logic [NREG-1:0] reg0 [NP];                  // region of row0 / row1 (one-hot, 0 if out of range)
+    logic [NREG-1:0] reg1 [NP];
     logic [NREG-1:0] touch [NP];
     function automatic logic [NREG-1:0] region_bit(input logic [RB-1:0] row);   // one-hot, 0 if out of range
         region_bit = 32'(row) < ROWS ? NREG'(1) << (32'(row) / RR) : '0;
@@ -105,26 +109,33 @@ module engine_mem #(
             off[q] = LB'(a);
             row0[q] = a[LB +: RB];
             row1[q] = row0[q] + 1'b1;
-            touch[q] = region_bit(row0[q]) | (off[q] != 0 ? region_bit(row1[q]) : '0);
+            reg0[q] = region_bit(row0[q]);
+            reg1[q] = region_bit(row1[q]);
+            touch[q] = reg0[q] | (off[q] != 0 ? reg1[q] : '0);
         end
     end
 
     // ---- per cycle: grant up to 2 ports per region, in priority order, blocking behind a refusal
+    // Physical ports of a region: with NW <= 2 write port w always uses port w (a RAM port's write data
+    // come from one write port) and a read the port left free by the write granted with it, else the
+    // reads take ports 0, 1 in port order; with NW > 2 the granted ports take 0, 1 in priority order.
+    // Either way two writes in one region are write port 0 on port 0 and 1 on port 1 (engine_bram: port
+    // 1 wins a same-address double write, so the higher write port wins), and a read sees the data of
+    // before the cycle's writes whichever port it uses (read-first on both ports).
     logic [NP-1:0] served;                       // ports already served in this logical cycle
     logic [NP-1:0] grant;
     logic [NREG-1:0] slot [NP];                  // physical port (0/1) of a granted port per region
     always_comb begin
         logic [NREG-1:0] used1, used2, blocked;  // regions with >= 1 / 2 accesses granted, blocked regions
+        logic [NREG-1:0] w0;                     // regions of write port 0 if granted
         used1 = '0;
         used2 = '0;
         blocked = '0;
         grant = '0;
         for (int q = 0; q < NP; q++) begin
-            slot[q] = '0;
             if (req[q] && !served[q]) begin
                 if ((touch[q] & (used2 | blocked)) == '0) begin
                     grant[q] = 1'b1;
-                    slot[q] = touch[q] & used1;
                     used2 = used2 | (touch[q] & used1);
                     used1 = used1 | touch[q];
                 end else begin
@@ -133,96 +144,210 @@ module engine_mem #(
             end
         end
         done = (req & ~served & ~grant) == '0;
+        w0 = grant[NR] ? touch[NR] : '0;
+        used1 = '0;
+        for (int q = 0; q < NP; q++) begin
+            slot[q] = '0;
+            if (grant[q]) begin
+                if (NW > 2) slot[q] = touch[q] & used1;
+                else if (q < NR) slot[q] = touch[q] & (used1 | w0);
+                else if (q > NR) slot[q] = touch[q];
+                used1 = used1 | touch[q];
+            end
+        end
     end
     always_ff @(posedge clk) begin
         if (rst || ce) served <= '0;
         else served <= served | grant;
     end
 
-    // what each (region, physical port) serves this cycle: the port's rows, window offset, and for a
-    // write the write port
+    // what each (region, physical port) serves this cycle: the port's rows, whether each row lies in
+    // this region, the window offset, and for a write the write port
     localparam int WB = NW > 1 ? $clog2(NW) : 1;
-    logic [RB-1:0] s_row0 [NREG][2];
-    logic [RB-1:0] s_row1 [NREG][2];
-    logic [LB-1:0] s_off [NREG][2];
-    logic s_v [NREG][2];
-    logic s_w [NREG][2];
+    (* keep *) logic [RB-1:0] s_row0 [NREG][2];
+    (* keep *) logic [RB-1:0] s_row1 [NREG][2];
+    (* keep *) logic s_in0 [NREG][2];
+    (* keep *) logic s_in1 [NREG][2];
+    (* keep *) logic [LB-1:0] s_off [NREG][2];
+    (* keep *) logic s_v [NREG][2];
+    (* keep *) logic s_w [NREG][2];
     logic [WB-1:0] s_wp [NREG][2];
     always_comb begin
         for (int r = 0; r < NREG; r++) begin
             for (int k = 0; k < 2; k++) begin
                 s_row0[r][k] = '0;
                 s_row1[r][k] = '0;
+                s_in0[r][k] = 1'b0;
+                s_in1[r][k] = 1'b0;
                 s_off[r][k] = '0;
                 s_v[r][k] = 1'b0;
                 s_w[r][k] = 1'b0;
                 s_wp[r][k] = '0;
-            end
-        end
-        for (int q = 0; q < NP; q++) begin
-            if (grant[q]) begin
-                for (int r = 0; r < NREG; r++) begin
-                    if (touch[q][r]) begin
-                        s_row0[r][32'(slot[q][r])] = row0[q];
-                        s_row1[r][32'(slot[q][r])] = row1[q];
-                        s_off[r][32'(slot[q][r])] = off[q];
-                        s_v[r][32'(slot[q][r])] = 1'b1;
-                        s_w[r][32'(slot[q][r])] = q >= NR;
-                        s_wp[r][32'(slot[q][r])] = WB'(q >= NR ? q - NR : 0);
-                    end
+                for (int q = 0; q < NP; q++) begin       // at most one port per (region, port): OR
+                    logic h;
+                    h = grant[q] && touch[q][r] && 32'(slot[q][r]) == k;
+                    s_row0[r][k] = s_row0[r][k] | (row0[q] & {RB{h}});
+                    s_row1[r][k] = s_row1[r][k] | (row1[q] & {RB{h}});
+                    s_in0[r][k] = s_in0[r][k] | (reg0[q][r] & h);
+                    s_in1[r][k] = s_in1[r][k] | (reg1[q][r] & h);
+                    s_off[r][k] = s_off[r][k] | (off[q] & {LB{h}});
+                    s_v[r][k] = s_v[r][k] | h;
+                    s_w[r][k] = s_w[r][k] | (h && q >= NR);
+                    s_wp[r][k] = s_wp[r][k] | (WB'(q >= NR ? q - NR : 0) & {WB{h}});
                 end
             end
         end
     end
 
-    // write windows rotated into bank order: bank b takes window lane (b - waddr) mod LANES
-    logic [EW-1:0] w_lane [NW][LANES];
-    logic [EW-1:0] w_bank [NW][LANES];
-    logic w_mask [NW][LANES];
-    for (genvar w = 0; w < NW; w++) begin : g_wlane
-        for (genvar l = 0; l < LANES; l++) begin : g_l
-            assign w_lane[w][l] = wdata[(w*LANES + l)*EW +: EW];
+    // ---- rotate networks (LANES a power of two): radix-4 stages, stage k (k even) rotates by
+    // 0 / 1 / 2 / 3 x 2**k lanes (bits k, k + 1 of the amount), as AND-OR terms (one LUT6 a bit)
+    localparam int WL = EW + 1;                  // a write lane: {mask, data}
+    // lane (l + n) mod LANES of the result = lane l of x (a write window into bank order)
+    function automatic logic [LANES*WL-1:0] rot_up(input logic [LANES*WL-1:0] x, input logic [LB-1:0] n);
+        logic [LANES*WL-1:0] y;
+        logic [1:0] d;
+        rot_up = x;
+        for (int k = 0; (1 << k) < LANES; k += 2) begin
+            d = 2'(32'(n) >> k);
+            y = rot_up & {LANES*WL{d == 2'd0}};
+            for (int j = 1; j < 4; j++) begin      // by j * 2**k lanes
+                y = y | (((rot_up << (((j << k) % LANES) * WL)) | (rot_up >> ((LANES - (j << k) % LANES) * WL)))
+                         & {LANES*WL{32'(d) == j}});
+            end
+            rot_up = y;
         end
-    end
+    endfunction
+    // lane l of the result = lane (l + n) mod LANES of x (bank order into a read window)
+    function automatic logic [LANES*EW-1:0] rot_down(input logic [LANES*EW-1:0] x, input logic [LB-1:0] n);
+        logic [LANES*EW-1:0] y;
+        logic [1:0] d;
+        rot_down = x;
+        for (int k = 0; (1 << k) < LANES; k += 2) begin
+            d = 2'(32'(n) >> k);
+            y = rot_down & {LANES*EW{d == 2'd0}};
+            for (int j = 1; j < 4; j++) begin      // by j * 2**k lanes
+                y = y | (((rot_down >> (((j << k) % LANES) * EW)) | (rot_down << ((LANES - (j << k) % LANES) * EW)))
+                         & {LANES*EW{32'(d) == j}});
+            end
+            rot_down = y;
+        end
+    endfunction
+
+    // write windows rotated into bank order: bank b takes window lane (b - waddr) mod LANES
+    logic [NW*LANES*EW-1:0] w_bank;              // write port w, bank b at (w * LANES + b) * EW
+    logic [NW*LANES-1:0] w_mask;
     always_comb begin
         for (int w = 0; w < NW; w++) begin
+            logic [LANES*WL-1:0] x;
+            for (int l = 0; l < LANES; l++) begin
+                x[l*WL +: WL] = {wmask[w*LANES + l], wdata[(w*LANES + l)*EW +: EW]};
+            end
+            x = rot_up(x, off[NR + w]);
             for (int b = 0; b < LANES; b++) begin
-                logic [LB-1:0] l;
-                l = LB'(b) - off[NR + w];
-                w_bank[w][b] = w_lane[w][l];
-                w_mask[w][b] = wmask[w*LANES + 32'(l)];
+                w_bank[(w*LANES + b)*EW +: EW] = x[b*WL +: EW];
+                w_mask[w*LANES + b] = x[b*WL + EW];
             end
         end
     end
 
-    // ---- the RAMs: bank b, region r
-    logic [2*EW-1:0] dout [LANES][NREG];
+    // what each read port was granted in the previous clock cycle: window offset, and the region and
+    // physical port of its row0 / row1
+    logic [NR-1:0] srv_q;
+    logic [LB-1:0] off_q [NR];
+    logic [GB-1:0] reg0_q [NR];
+    logic [GB-1:0] reg1_q [NR];
+    logic slot0_q [NR];
+    logic slot1_q [NR];
+    always_ff @(posedge clk) begin
+        srv_q <= grant[NR-1:0];
+        for (int p = 0; p < NR; p++) begin
+            if (grant[p]) begin
+                off_q[p] <= off[p];
+                reg0_q[p] <= GB'(32'(row0[p]) / RR);
+                reg1_q[p] <= GB'(32'(row1[p]) / RR);
+                slot0_q[p] <= slot[p][32'(row0[p]) / RR < NREG ? 32'(row0[p]) / RR : 0];
+                slot1_q[p] <= slot[p][32'(row1[p]) / RR < NREG ? 32'(row1[p]) / RR : 0];
+            end
+        end
+    end
+
+    // one of a bank's 2 * NREG RAM outputs: d[j * EW +: EW], 0 for j >= 2 * NREG; a radix-4 mux tree
+    // as AND-OR terms (one LUT6 per 4:1)
+    localparam int JB = GB + 1;                  // bits of j = {region, physical port}
+    localparam int NJ = 1 << (JB + JB % 2);      // 2 ** JB rounded up to a power of 4
+    localparam int NJW = NJ * EW;
+    function automatic logic [EW-1:0] pick(input logic [NREG*2*EW-1:0] d, input logic [JB-1:0] j);
+        logic [NJW-1:0] v;
+        logic [1:0] t;
+        v = NJW'(d);
+        for (int l = 0; (NJ >> (2 * l)) > 1; l++) begin         // level l: NJ / 4 ** (l + 1) outputs
+            t = 2'(32'(j) >> (2 * l));
+            for (int i = 0; i < (NJ >> (2 * l + 2)); i++) begin
+                v[i*EW +: EW] = (v[(4*i)*EW +: EW] & {EW{t == 2'd0}}) | (v[(4*i + 1)*EW +: EW] & {EW{t == 2'd1}})
+                              | (v[(4*i + 2)*EW +: EW] & {EW{t == 2'd2}})
+                              | (v[(4*i + 3)*EW +: EW] & {EW{t == 2'd3}});
+            end
+        end
+        pick = v[EW-1:0];
+    endfunction
+
+    // ---- the RAMs: bank b, region r; and per bank the read data of each read port (bank order)
+    logic [NR*LANES*EW-1:0] rd_bank;             // read port p, bank b at (p * LANES + b) * EW
     for (genvar b = 0; b < LANES; b++) begin : g_bank
+        logic [NREG*2*EW-1:0] dout;              // region r, physical port k at (2 * r + k) * EW
         for (genvar r = 0; r < NREG; r++) begin : g_reg
             logic [1:0] en, wen;
             logic [2*RRB-1:0] addr;
             logic [2*EW-1:0] din;
             always_comb begin
                 for (int k = 0; k < 2; k++) begin
-                    logic [RB-1:0] row;
+                    logic hi;                             // bank b uses the port's row1
+                    logic m;
                     /* verilator lint_off CMPCONST */
-                    row = LB'(b) < s_off[r][k] ? s_row1[r][k] : s_row0[r][k];
+                    hi = LB'(b) < s_off[r][k];
                     /* verilator lint_on CMPCONST */
+                    // write data / mask of the port's write port (used only when written): write
+                    // port k when NW <= 2
+                    din[k*EW +: EW] = w_bank[((k < NW ? k : 0)*LANES + b)*EW +: EW];
+                    m = w_mask[(k < NW ? k : 0)*LANES + b];
+                    if (NW > 2) begin
+                        for (int w = 0; w < NW; w++) begin
+                            if (32'(s_wp[r][k]) == w) begin
+                                din[k*EW +: EW] = w_bank[(w*LANES + b)*EW +: EW];
+                                m = w_mask[w*LANES + b];
+                            end
+                        end
+                    end
+                    addr[k*RRB +: RRB] = RRB'(hi ? s_row1[r][k] : s_row0[r][k]);
                     en[k] = 1'b0;
                     wen[k] = 1'b0;
-                    din[k*EW +: EW] = '0;
-                    addr[k*RRB +: RRB] = '0;
                     if (s_v[r][k]) begin                  // an idle region port computes nothing more
-                        wen[k] = s_w[r][k] && w_mask[s_wp[r][k]][b];
-                        en[k] = 32'(row) < ROWS && 32'(row) / RR == r && (!s_w[r][k] || wen[k]);
-                        din[k*EW +: EW] = w_bank[s_wp[r][k]][b];
-                        addr[k*RRB +: RRB] = RRB'(row);
+                        wen[k] = s_w[r][k] && m;
+                        en[k] = (hi ? s_in1[r][k] : s_in0[r][k]) && (!s_w[r][k] || wen[k]);
                     end
                 end
             end
             engine_bram #(.W(EW), .N(RR)) u_ram (
-                .clk(clk), .en(en), .we(wen), .addr(addr), .din(din), .dout(dout[b][r])
+                .clk(clk), .en(en), .we(wen), .addr(addr), .din(din), .dout(dout[r*2*EW +: 2*EW])
             );
+        end
+        // read port p: bank b holds its row1 when b < off_q (region reg1_q, physical port slot1_q)
+        logic [NR*EW-1:0] rd;
+        always_comb begin
+            for (int p = 0; p < NR; p++) begin
+                logic hi;
+                logic [GB-1:0] g;
+                logic s;
+                /* verilator lint_off CMPCONST */
+                hi = LB'(b) < off_q[p];
+                /* verilator lint_on CMPCONST */
+                g = hi ? reg1_q[p] : reg0_q[p];
+                s = hi ? slot1_q[p] : slot0_q[p];
+                rd[p*EW +: EW] = pick(dout, {g, s});
+            end
+        end
+        for (genvar p = 0; p < NR; p++) begin : g_rdb
+            assign rd_bank[(p*LANES + b)*EW +: EW] = rd[p*EW +: EW];
         end
     end
 
@@ -230,37 +355,14 @@ module engine_mem #(
     logic ce_q;
     always_ff @(posedge clk) ce_q <= rst || ce;
     for (genvar p = 0; p < NR; p++) begin : g_rd
-        logic srv_q;
-        logic [LB-1:0] off_q;
-        logic [GB-1:0] reg0_q, reg1_q;
-        logic slot0_q, slot1_q;
-        always_ff @(posedge clk) begin
-            srv_q <= grant[p];
-            if (grant[p]) begin
-                off_q <= off[p];
-                reg0_q <= GB'(32'(row0[p]) / RR);
-                reg1_q <= GB'(32'(row1[p]) / RR);
-                slot0_q <= slot[p][32'(row0[p]) / RR < NREG ? 32'(row0[p]) / RR : 0];
-                slot1_q <= slot[p][32'(row1[p]) / RR < NREG ? 32'(row1[p]) / RR : 0];
-            end
-        end
+        // window lane l comes from bank (l + off) mod LANES (used only the cycle after a grant)
         logic [LANES*EW-1:0] phys, shadow, cur, now;
         always_comb begin
-            phys = '0;
-            for (int l = 0; l < LANES; l++) begin       // window lane l comes from bank l + off
-                logic [LB-1:0] b;
-                logic [GB-1:0] g;
-                logic s;
-                b = LB'(l) + off_q;
-                g = b < off_q ? reg1_q : reg0_q;
-                s = b < off_q ? slot1_q : slot0_q;
-                // the RAM outputs matter only the cycle after a grant
-                if (srv_q && 32'(g) < NREG) phys[l*EW +: EW] = dout[b][g][32'(s)*EW +: EW];
-            end
-            now = ce_q ? (srv_q ? phys : shadow) : cur;
+            phys = rot_down(rd_bank[p*LANES*EW +: LANES*EW], off_q[p]);
+            now = ce_q ? (srv_q[p] ? phys : shadow) : cur;
         end
         always_ff @(posedge clk) begin
-            if (srv_q) shadow <= phys;
+            if (srv_q[p]) shadow <= phys;
             cur <= now;
         end
         assign rdata[p*LANES*EW +: LANES*EW] = now;
