@@ -76,6 +76,10 @@ module engine_gemm #(
     localparam int MINP = R > C ? R : C;
     localparam int RQ_LAT = 4;
     localparam int RW = R > 1 ? $clog2(R) : 1;
+    // the chunk buffers' bank layout (element (i, p) in bank (i + p) mod KC) needs R, C <= KC = 2**KB
+    if (R > KC || C > KC || KC != (1 << KB)) begin : g_bad_size
+        $error("engine_gemm: R and C must be <= L, and L a power of two");
+    end
 
     // ------------------------------------------------------------------ command fields
     logic [511:0] c;
@@ -149,9 +153,11 @@ module engine_gemm #(
     wire [31:0] tiles = 32'(ti_n) * 32'(tj_n);
 
     // ------------------------------------------------------------------ loaders
-    // chunk buffers: [buffer][lane][step]
-    logic [15:0] abuf [2][R][KC];
-    logic [15:0] bbuf [2][C][KC];
+    // chunk buffers (LUT RAM): element (lane i, step p) of buffer b lives in bank (i + p) mod KC at address
+    // {b, p}, each bank an engine_lutram of 2 KC words. Every access pattern touches each bank at most once:
+    // a stored-layout window (row i, all p) and a transposed one (step p, all i) are written through a
+    // rotation by i resp. p into bank order, with per-bank addresses; the feeder's column (step p, all i)
+    // reads every bank at {b, p} and rotates back by p. Needs R, C <= KC (KC = L, a power of two).
     logic [1:0] full;
     logic [15:0] meta_i0 [2];
     logic [15:0] meta_j0 [2];
@@ -190,21 +196,28 @@ module engine_gemm #(
         la_q <= la_cnt;
         lb_q <= lb_cnt;
         lb_buf_q <= lb;
-        if (la_v) begin
-            if (f_ta) begin
-                for (int i = 0; i < R; i++) abuf[lb_buf_q][i][KB'(la_q)] <= a_rdata[i*16 +: 16];
-            end else begin
-                for (int p = 0; p < KC; p++) abuf[lb_buf_q][RW'(la_q)][p] <= a_rdata[p*16 +: 16];
-            end
-        end
-        if (lb_v) begin
-            if (f_tb) begin
-                for (int j = 0; j < C; j++) bbuf[lb_buf_q][j][KB'(lb_q)] <= b_rdata[j*16 +: 16];
-            end else begin
-                for (int p = 0; p < KC; p++) bbuf[lb_buf_q][$clog2(C > 1 ? C : 2)'(lb_q)][p] <= b_rdata[p*16 +: 16];
-            end
-        end
     end
+    // lane k of rotl(x, s) is lane (k - s) mod KC of x, of rotr(x, s) lane (k + s) mod KC (log2 KC stages)
+    function automatic logic [KC*16-1:0] rotl(input logic [KC*16-1:0] x, input logic [KB-1:0] s);
+        logic [KC*16-1:0] y;
+        y = x;
+        for (int b = 0; b < KB; b++)
+            if (s[b]) y = (y << (16 * (1 << b))) | (y >> (16 * (KC - (1 << b))));
+        rotl = y;
+    endfunction
+    function automatic logic [KC*16-1:0] rotr(input logic [KC*16-1:0] x, input logic [KB-1:0] s);
+        logic [KC*16-1:0] y;
+        y = x;
+        for (int b = 0; b < KB; b++)
+            if (s[b]) y = (y >> (16 * (1 << b))) | (y << (16 * (KC - (1 << b))));
+        rotr = y;
+    endfunction
+    // the landing window (A: row la_q, or step la_q when transposed; B likewise) rotated by la_q into bank
+    // order: bank k takes lane (k - la_q) mod KC, which is its step p (stored) or its row i (transposed)
+    wire [KB-1:0] a_s = KB'(la_q);
+    wire [KB-1:0] b_s = KB'(lb_q);
+    wire [KC*16-1:0] a_wrot = rotl(a_rdata, a_s);
+    wire [KC*16-1:0] b_wrot = rotl(b_rdata, b_s);
     // a chunk is complete once both loaders issued everything and the last data has landed
     wire l_chunk_done = l_go && (la_done || (la_issue && la_cnt == la_total - 16'd1)) &&
                         (lb_done || (lb_issue && lb_cnt == lb_total - 16'd1));
@@ -222,12 +235,28 @@ module engine_gemm #(
     wire f_last = f_ok && f_is_last;
     assign feeding = f_ok;
 
-    logic [R*16-1:0] a_vec;
-    logic [C*16-1:0] b_vec;
-    always_comb begin
-        for (int i = 0; i < R; i++) a_vec[i*16 +: 16] = abuf[fb][i][KB'(f_p)];
-        for (int j = 0; j < C; j++) b_vec[j*16 +: 16] = bbuf[fb][j][KB'(f_p)];
+    wire [KB:0] f_raddr = {fb, KB'(f_p)};          // the feeder's column: the same address in every bank
+    logic [KC*16-1:0] a_bq, b_bq;                  // bank read data, bank order
+    wire ld_we = rst || ce;
+    for (genvar k = 0; k < KC; k++) begin : g_bank
+        wire [KB-1:0] a_lane = KB'(k) - a_s;
+        wire [KB-1:0] b_lane = KB'(k) - b_s;
+        engine_lutram #(.W(16), .N(2 * KC), .NRD(1)) u_a (
+            .clk(clk), .we(ld_we && la_v && (!f_ta || 32'(a_lane) < 32'(R))),
+            .waddr({lb_buf_q, f_ta ? a_s : a_lane}), .wdata(a_wrot[k*16 +: 16]),
+            .raddr(f_raddr), .rdata(a_bq[k*16 +: 16])
+        );
+        engine_lutram #(.W(16), .N(2 * KC), .NRD(1)) u_b (
+            .clk(clk), .we(ld_we && lb_v && (!f_tb || 32'(b_lane) < 32'(C))),
+            .waddr({lb_buf_q, f_tb ? b_s : b_lane}), .wdata(b_wrot[k*16 +: 16]),
+            .raddr(f_raddr), .rdata(b_bq[k*16 +: 16])
+        );
     end
+    // column f_p of buffer fb: lane i from bank (i + f_p) mod KC
+    wire [KC*16-1:0] a_col = rotr(a_bq, KB'(f_p));
+    wire [KC*16-1:0] b_col = rotr(b_bq, KB'(f_p));
+    wire [R*16-1:0] a_vec = a_col[R*16-1:0];
+    wire [C*16-1:0] b_vec = b_col[C*16-1:0];
     wire [15:0] rows_valid = f_m - meta_i0[fb] > 16'(R) ? 16'(R) : f_m - meta_i0[fb];
     wire [15:0] cols_valid = f_n - meta_j0[fb] > 16'(C) ? 16'(C) : f_n - meta_j0[fb];
     assign macs = f_ok ? 16'(32'(rows_valid) * 32'(cols_valid)) : 16'd0;
@@ -371,10 +400,16 @@ module engine_gemm #(
     end
     logic [RW-1:0] row_sel;
     logic [C*48-1:0] row_res;
+    // column j's results as one packed vector, row i at bits i*48: the row is a variable part-select of it
+    // (res_a[row_sel][j] itself would become, under Yosys' -mem2reg, a case over all R x C elements per j)
+    logic [R*48-1:0] res_col [C];
     always_comb begin
         row_sel = '0;
         for (int i = 0; i < R; i++) if (row_done[i]) row_sel = RW'(i);
-        for (int j = 0; j < C; j++) row_res[j*48 +: 48] = res_a[row_sel][j];
+        for (int j = 0; j < C; j++) begin
+            for (int i = 0; i < R; i++) res_col[j][i*48 +: 48] = res_a[i][j];
+            row_res[j*48 +: 48] = res_col[j][32'(row_sel) * 48 +: 48];
+        end
     end
     wire draining = |row_done;
     assign tq_pop = draining && row_sel == RW'(R - 1);
@@ -419,14 +454,6 @@ module engine_gemm #(
         end
     endfunction
 
-    // |dot| * |imm| (fsim refuses epilogue products of 2**62 or more with ACC_RANGE)
-    function automatic logic [79:0] prod_mag(input logic [47:0] dot, input logic signed [31:0] imm);
-        logic [47:0] dm;
-        logic [31:0] im;
-        dm = dot[47] ? 48'(-dot) : dot;
-        im = imm[31] ? 32'(-imm) : imm;
-        prod_mag = 80'(dm) * 80'(im);
-    endfunction
     logic [C-1:0] d1_valid;        // (i, j) inside the output
     logic [C*64-1:0] v1;
     logic [C-1:0] keep1;           // counts for the statistic
@@ -437,19 +464,23 @@ module engine_gemm #(
         acc_sum = '0;
         for (int j = 0; j < C; j++) begin
             logic signed [63:0] v;
+            logic signed [79:0] p80;   // dot * imm, exact (48 x 32 bits signed): one multiplier per lane
             logic signed [48:0] s49;
             d1_valid[j] = d1_i < f_m && d1_j0 + 16'(j) < f_n;
             keep1[j] = d1_valid[j] && (!f_mask || e_rdata[j*16 +: 16] != 16'd0);
             v = '0;
+            p80 = '0;
             s49 = '0;
             if (d1_v) begin                        // operand isolation: no row at D1, nothing to combine
-                v = 64'(signed'(d1_raw[j*48 +: 48])) * 64'(f_imm);
+                p80 = 80'(signed'(d1_raw[j*48 +: 48])) * 80'(f_imm);
+                v = p80[63:0];
                 if (f_bias) v = v + align16(signed'(d_rdata[j*16 +: 16]), f_shift2);
                 if (f_res) v = v + align16(signed'(e_rdata[j*16 +: 16]), f_shift3);
                 s49 = 49'(signed'(acc_rdata[j*48 +: 48])) + 49'(signed'(d1_raw[j*48 +: 48]));
                 if (d1_valid[j] && f_acc && (s49 >= 49'sh0_8000_0000_0000 || s49 <= -49'sh0_8000_0000_0000))
                     acc_over = 1'b1;
-                if (d1_valid[j] && !f_acc && prod_mag(d1_raw[j*48 +: 48], f_imm) >= 80'h4000_0000_0000_0000)
+                // fsim refuses epilogue products |dot * imm| >= 2**62 with ACC_RANGE
+                if (d1_valid[j] && !f_acc && (p80 >= 80'sh4000_0000_0000_0000 || p80 <= -80'sh4000_0000_0000_0000))
                     acc_over = 1'b1;
             end
             v1[j*64 +: 64] = v;
@@ -594,6 +625,6 @@ module engine_gemm #(
     end
 
     /* verilator lint_off UNUSEDSIGNAL */
-    wire unused = ^{c, tq_count, la_q, lb_q, tq_empty, d1_last, q_lanes, mark_full, e_rdata, d_rdata, acc_rdata, a_rdata, b_rdata};
+    wire unused = ^{c, tq_count, la_q, lb_q, a_col, b_col, tq_empty, d1_last, q_lanes, mark_full, e_rdata, d_rdata, acc_rdata, a_rdata, b_rdata};
     /* verilator lint_on UNUSEDSIGNAL */
 endmodule

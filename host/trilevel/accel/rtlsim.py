@@ -40,7 +40,7 @@ HARNESS = REPO / "sim" / "harness" / "engine_harness.cpp"
 BUILD_ROOT = REPO / "sim_build" / "engine_rtlsim"
 ENGINE_MODULES = ("engine_top", "engine_axil", "engine_axi_rd", "engine_axi_wr", "engine_fifo", "engine_mem",
                   "engine_load", "engine_store", "engine_compute", "engine_gemm", "engine_topk",
-                  "engine_softmax", "engine_vec")
+                  "engine_softmax", "engine_vec", "engine_lutram")
 UNIT_MODULES = ("mac_pe", "trilevel_requant", "topk_unit")   # shared with the stand-alone units in hls/rtl
 VERILATOR_FLAGS = ("--x-assign", "0", "--x-initial", "0", "-O3", "-Wno-fatal")
 # C++ flags of the model and the harness: only the th_* C API is exported (engine_harness.cpp), so calls
