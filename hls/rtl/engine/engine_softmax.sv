@@ -53,7 +53,6 @@ module engine_softmax #(
     /* verilator lint_on UNUSEDPARAM */
     `include "tl_luts.svh"
 
-    localparam int IW = $clog2(MAX_ROW);
     localparam int RQ_LAT = 4;
 
     logic [511:0] c;
@@ -107,10 +106,17 @@ module engine_softmax #(
     logic [2:0] state;
     logic [15:0] row;
     logic [JW-1:0] j;                // first element of the group issued in the current pass
-    logic [15:0] s_buf [MAX_ROW];    // S (FWD) or P (BWD)
-    logic [15:0] b_buf [MAX_ROW];    // dP (BWD)
-    logic [MAX_ROW-1:0] v_buf;       // valid (FWD)
-    logic [16:0] e_buf [MAX_ROW];
+    // Row buffers (LUT RAM), banked by lane: element j + l of the row (j a multiple of V, the only groups any
+    // pass touches) is word j / V of lane l's banks, so no access needs a rotation. Per lane: {valid (FWD),
+    // dP (BWD), S (FWD) or P (BWD)}, written by the load pass, and e (FWD), written by the exp pass.
+    localparam int VB = $clog2(V);
+    localparam int D = MAX_ROW / V;  // words per bank
+    localparam int DW = D > 1 ? $clog2(D) : 1;
+    if (V != (1 << VB) || D * V != MAX_ROW) begin : g_bad_size
+        $error("engine_softmax: V must be a power of two that divides MAX_ROW");
+    end
+    logic [V*33-1:0] sbv_q;          // lane l: {v, b, s} of element j + l
+    logic [V*17-1:0] e_q;            // lane l: e of element j + l
     logic signed [15:0] mx;
     logic any_valid;
     logic signed [40:0] dot;
@@ -119,9 +125,6 @@ module engine_softmax #(
     logic [15:0] recip;
     logic empty;
 
-    function automatic logic [IW-1:0] bi(input logic [JW-1:0] base, input logic [JW-1:0] l);
-        bi = IW'(base + l);
-    endfunction
     wire [JW-1:0] n17 = JW'(f_n);
 
     wire [23:0] row_a = f_a + 24'(32'(row) * 32'(f_as));
@@ -171,9 +174,9 @@ module engine_softmax #(
             u = '0;
             e_val[l] = '0;
             if (busy) begin                        // operand isolation: an idle unit computes nothing
-                diff = 32'(mx) - 32'($signed(s_buf[bi(j, JW'(l))]));
+                diff = 32'(mx) - 32'($signed(sbv_q[l*33 +: 16]));
                 u = (48'(diff) * 48'd23637) >> (f_shift + 8'sd6);
-                e_val[l] = (u[47:8] >= 40'd16 || !v_buf[bi(j, JW'(l))]) ? 17'd0 : 17'(tl_exp2_lut(u[7:0]) >> u[11:8]);
+                e_val[l] = (u[47:8] >= 40'd16 || !sbv_q[l*33 + 32]) ? 17'd0 : 17'(tl_exp2_lut(u[7:0]) >> u[11:8]);
             end
             if (lane[l]) e_sum = e_sum + 32'(e_val[l]);
         end
@@ -193,7 +196,7 @@ module engine_softmax #(
     always_comb begin
         for (int l = 0; l < V; l++) begin
             logic [33:0] pe, pq, prem, phalf, pr;
-            pe = busy ? 34'(e_buf[bi(j, JW'(l))]) * 34'(recip) : '0;
+            pe = busy ? 34'(e_q[l*17 +: 17]) * 34'(recip) : '0;
             pq = pe >> psh;
             prem = pe & ((34'd1 << psh) - 34'd1);
             phalf = 34'd1 << (psh - 6'd1);
@@ -212,8 +215,8 @@ module engine_softmax #(
         units = '0;
         for (int l = 0; l < V; l++) begin
             logic [63:0] mag, un;
-            bwd_acc[l] = busy ? 64'($signed(s_buf[bi(j, JW'(l))])) *
-                                ((64'($signed(b_buf[bi(j, JW'(l))])) <<< 15) - 64'(dot)) : '0;
+            bwd_acc[l] = busy ? 64'($signed(sbv_q[l*33 +: 16])) *
+                                ((64'($signed(sbv_q[l*33 + 16 +: 16])) <<< 15) - 64'(dot)) : '0;
             mag = bwd_acc[l][63] ? 64'(-bwd_acc[l]) : 64'(bwd_acc[l]);
             if (mag[63]) mag = 64'h7FFF_FFFF_FFFF_FFFF;
             if (f_shift >= 0) un = mag >> f_shift;
@@ -255,6 +258,22 @@ module engine_softmax #(
     end
     assign acc_we = hs_v;
     assign acc_waddr = hs_addr;
+
+    // row buffer banks: the load pass writes the landing group at ld_j / V, the exp pass e at j / V; every
+    // pass reads the group at j / V
+    wire [DW-1:0] rd_w = DW'(j >> VB);
+    wire [DW-1:0] ld_w = DW'(ld_j >> VB);
+    wire buf_we = ce && !rst;
+    for (genvar l = 0; l < V; l++) begin : g_bank
+        engine_lutram #(.W(33), .N(D), .NRD(1)) u_sbv (
+            .clk(clk), .we(buf_we && ld_v && ld_lane[l]), .waddr(ld_w),
+            .wdata({ld_valid[l], ld_b[l], ld_s[l]}), .raddr(rd_w), .rdata(sbv_q[l*33 +: 33])
+        );
+        engine_lutram #(.W(17), .N(D), .NRD(1)) u_e (
+            .clk(clk), .we(buf_we && state == S_EXP && lane[l]), .waddr(rd_w), .wdata(e_val[l]),
+            .raddr(rd_w), .rdata(e_q[l*17 +: 17])
+        );
+    end
 
     // C writes: FWD at issue, BWD after the requantizers
     always_comb begin
@@ -304,14 +323,7 @@ module engine_softmax #(
                 q_mask[s] <= q_mask[s-1];
             end
             if (hs_over) acc_err <= 1'b1;
-            if (ld_v) begin
-                for (int l = 0; l < V; l++) begin
-                    if (ld_lane[l]) begin
-                        s_buf[bi(ld_j, JW'(l))] <= ld_s[l];
-                        b_buf[bi(ld_j, JW'(l))] <= ld_b[l];
-                        v_buf[bi(ld_j, JW'(l))] <= ld_valid[l];
-                    end
-                end
+            if (ld_v) begin           // (the row buffers are written in g_bank)
                 if (ld_any && (!any_valid || ld_max > mx)) mx <= ld_max;
                 if (ld_any) any_valid <= 1'b1;
                 dot <= dot + ld_dot;
@@ -348,7 +360,6 @@ module engine_softmax #(
                 end
                 S_EXP: begin
                     if (j < n17) begin
-                        for (int l = 0; l < V; l++) if (lane[l]) e_buf[bi(j, JW'(l))] <= e_val[l];
                         sum <= sum + e_sum;
                         j <= j + JW'(V);
                     end else begin
