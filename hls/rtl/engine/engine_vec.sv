@@ -77,7 +77,6 @@ module engine_vec #(
     /* verilator lint_on UNUSEDPARAM */
     `include "tl_vec_luts.svh"
 
-    localparam int IW = $clog2(MAX_DIM);
     localparam int JW = 17;
     localparam int NS = 9;                  // pipeline stages after issue
 
@@ -237,8 +236,18 @@ module engine_vec #(
     logic signed [47:0] cacc [V];     // their ACC values
     logic [63:0] st [3];              // statistics
 
-    logic [15:0] xbuf [MAX_DIM];      // LN_FWD x, LN_BWD xhat
-    logic [15:0] hbuf [MAX_DIM];      // LN_FWD xhat, LN_BWD g
+    // Row buffers (LUT RAM), banked by lane: element js + l (js a multiple of V in the LayerNorm passes, the
+    // only ones that write them or use what they read) is word js / V of lane l's bank, so no access needs a
+    // rotation. xbuf: LN_FWD x, LN_BWD xhat (written at stage 1, read at stages 1 and 5); hbuf: LN_FWD xhat,
+    // LN_BWD g (written at stage 5, read at stage 1).
+    localparam int VB = $clog2(V);
+    localparam int D = MAX_DIM / V;   // words per bank
+    localparam int DW = D > 1 ? $clog2(D) : 1;
+    if (V != (1 << VB) || D * V != MAX_DIM) begin : g_bad_size
+        $error("engine_vec: V must be a power of two that divides MAX_DIM");
+    end
+    logic [V*32-1:0] xbuf_q;          // lane l: {xbuf at js[5], xbuf at js[1]}
+    logic [V*16-1:0] hbuf_q;          // lane l: hbuf at js[1]
 
     // pipeline bookkeeping: stage s holds the group issued s cycles ago
     wire single = op_mask && pass == 2'd1;          // MASK list entries: one per cycle
@@ -280,9 +289,6 @@ module engine_vec #(
     assign acc_raddr = f_f + 24'(row);
 
     // ------------------------------------------------------------------ stage 1: operands, per lane
-    function automatic logic [IW-1:0] bidx(input logic [JW-1:0] base, input logic [JW-1:0] l);
-        bidx = IW'(base + l);
-    endfunction
     // GELU cell: clip(floor(x * 2**(7 - imm)), -1024, 1023) + 1024
     wire signed [32:0] gsh = 33'sd7 - 33'(f_imm);
     function automatic logic [10:0] gelu_cell(input logic signed [15:0] x, input logic signed [32:0] sh);
@@ -312,9 +318,9 @@ module engine_vec #(
             b1[l] = b_rdata[l*16 +: 16];
             d1[l] = d_rdata[l*16 +: 16];
             e1[l] = e_rdata[l*16 +: 16];
-            xb1[l] = xbuf[bidx(js[1], JW'(l))];
-            hb1[l] = hbuf[bidx(js[1], JW'(l))];
-            xb5[l] = xbuf[bidx(js[5], JW'(l))];
+            xb1[l] = xbuf_q[l*32 +: 16];
+            hb1[l] = hbuf_q[l*16 +: 16];
+            xb5[l] = xbuf_q[l*32 + 16 +: 16];
             idx1[l] = r_ib + 32'(js[1]) + 32'(l);
             idx5[l] = r_ib + 32'(js[5]) + 32'(l);
             gc = '0;
@@ -372,6 +378,23 @@ module engine_vec #(
             end
         end
     end
+    // row buffer banks: xbuf takes x (LN_FWD) / xhat (LN_BWD) of the group at stage 1 in pass 0, hbuf the
+    // requantizer A results at stage 5 (LN_FWD pass 1, LN_BWD pass 0)
+    wire [DW-1:0] w1 = DW'(js[1] >> VB);
+    wire [DW-1:0] w5 = DW'(js[5] >> VB);
+    wire buf_act = ce && !rst && state == S_PASS && !err_f;
+    wire x_we = buf_act && vld[1] && (op_lnf || op_lnb) && pass == 2'd0;
+    wire h_we = buf_act && vld[5] && ((op_lnf && pass == 2'd1) || (op_lnb && pass == 2'd0));
+    for (genvar l = 0; l < V; l++) begin : g_bank
+        engine_lutram #(.W(16), .N(D), .NRD(2)) u_x (
+            .clk(clk), .we(x_we && lv1[l]), .waddr(w1), .wdata(op_lnf ? a1[l] : e1[l]),
+            .raddr({w5, w1}), .rdata(xbuf_q[l*32 +: 32])
+        );
+        engine_lutram #(.W(16), .N(D), .NRD(1)) u_h (
+            .clk(clk), .we(h_we && lv5[l]), .waddr(w5), .wdata(qa[l]), .raddr(w1), .rdata(hbuf_q[l*16 +: 16])
+        );
+    end
+
     // stage 5: beta / residual aligned (left shift exact, right shift through requantizer B)
     always_comb begin
         for (int l = 0; l < V; l++) begin
@@ -565,11 +588,8 @@ module engine_vec #(
                     p_b <= p_b + (op_col ? 24'(f_bs) : 24'(V));
                 end
                 if (vld[1]) begin
-                    for (int l = 0; l < V; l++) begin
-                        if (lv1[l] && op_lnf && pass == 2'd0) xbuf[bidx(js[1], JW'(l))] <= a1[l];
-                        if (lv1[l] && op_lnb && pass == 2'd0) xbuf[bidx(js[1], JW'(l))] <= e1[l];
+                    for (int l = 0; l < V; l++)      // (xbuf is written in g_bank)
                         if (op_col) csum[l] <= csum[l] + (op_dot ? 64'(a1[l]) * 64'(b1[l]) : 64'(a1[l]));
-                    end
                     if (op_lnf && pass == 2'd0) begin
                         s1 <= s1 + sum_x1;
                         s2 <= s2 + sum_xx1;
@@ -581,10 +601,7 @@ module engine_vec #(
                         err_c <= TL_ERR_SPM_RANGE;
                     end
                 end
-                if (vld[5]) begin
-                    for (int l = 0; l < V; l++)
-                        if (lv5[l] && ((op_lnf && pass == 2'd1) || (op_lnb && pass == 2'd0)))
-                            hbuf[bidx(js[5], JW'(l))] <= qa[l];
+                if (vld[5]) begin                     // (hbuf is written in g_bank)
                     if (op_lnf && pass == 2'd2 && f_stat && u_y5 > st[0]) st[0] <= u_y5;
                     if (op_lnb && pass == 2'd0) begin
                         s1 <= s1 + sum_g5;
