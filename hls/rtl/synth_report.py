@@ -196,6 +196,27 @@ def engine_parts(config) -> dict[str, Part]:
                 "children": {"engine_bram": ("bram16" if width <= 18 else "bram48",)},
                 "expect": {"engine_bram": lanes * regions}}
 
+    # engine_lutram: the LUT RAM banks of gemm's chunk buffers and softmax's / vec's row buffers, blackboxes
+    # there (their files are read -mem2reg, which would turn the RAM into registers); one part per parameter
+    # set, synthesized on its own, counted once per instance
+    lut = e + "engine_lutram.sv"
+    d_sm, d_vec = config.max_row // config.vec_lanes, config.max_dim // config.vec_lanes
+    lutram_sets = {
+        "gemm": [(16, 2 * lanes, 1)] * (2 * lanes),                                  # A and B banks
+        "softmax": [(33, d_sm, 1)] * config.vec_lanes + [(17, d_sm, 1)] * config.vec_lanes,   # {v,b,s}, e
+        "vec": [(16, d_vec, 2)] * config.vec_lanes + [(16, d_vec, 1)] * config.vec_lanes,      # xbuf, hbuf
+    }
+
+    def lutram_name(w: int, n: int, nrd: int) -> str:
+        return f"lutram{w}x{n}" + (f"r{nrd}" if nrd > 1 else "")
+
+    def lutram_children(unit: str) -> tuple[str, ...]:
+        names = tuple(lutram_name(*p) for p in lutram_sets[unit])
+        return names[:1] if len(set(names)) == 1 else names      # one target x count, or one per instance
+
+    lutrams = {lutram_name(*p): Part("engine_lutram", (lut,), {"W": p[0], "N": p[1], "NRD": p[2]})
+               for sets in lutram_sets.values() for p in sets}
+
     blackboxed = ("engine_axil", "engine_axi_rd", "engine_axi_wr", "engine_load", "engine_store",
                   "engine_compute", "engine_gemm", "engine_topk", "engine_softmax", "engine_vec",
                   "engine_mem")
@@ -207,22 +228,27 @@ def engine_parts(config) -> dict[str, Part]:
                      {"R": config.array_rows, "C": config.array_cols, "L": lanes, "AL": al,
                       "SPM_ELEMS": config.spm_elems, "ACC_ELEMS": config.acc_elems,
                       "STAT_SLOTS": config.stat_slots},
-                     ("mac_pe.sv", "trilevel_requant.sv"), {"mac_pe": ("mac_pe",), **rq},
-                     mem2reg=(e + "engine_gemm.sv",), opts=WIDE,
+                     ("mac_pe.sv", "trilevel_requant.sv", lut),
+                     {"mac_pe": ("mac_pe",), **rq, "engine_lutram": lutram_children("gemm")},
+                     mem2reg=(e + "engine_gemm.sv",), opts=WIDE, noshare=True,
                      expect={"mac_pe": config.array_rows * config.array_cols,
-                             "trilevel_requant": config.array_cols}),
+                             "trilevel_requant": config.array_cols,
+                             "engine_lutram": len(lutram_sets["gemm"])}),
         "softmax": Part("engine_softmax", (e + "engine_softmax.sv",),
                         {"L": lanes, "AL": al, "SPM_ELEMS": config.spm_elems, "ACC_ELEMS": config.acc_elems,
                          "STAT_SLOTS": config.stat_slots, "MAX_ROW": config.max_row, "V": config.vec_lanes},
-                        ("trilevel_requant.sv",), rq, mem2reg=(e + "engine_softmax.sv",), opts=WIDE,
-                        noshare=True,
-                        expect={"trilevel_requant": config.vec_lanes}),
+                        ("trilevel_requant.sv", lut), {**rq, "engine_lutram": lutram_children("softmax")},
+                        mem2reg=(e + "engine_softmax.sv",), opts=WIDE, noshare=True,
+                        expect={"trilevel_requant": config.vec_lanes,
+                                "engine_lutram": len(lutram_sets["softmax"])}),
         "vec": Part("engine_vec", (e + "engine_vec.sv",),
                     {"L": lanes, "AL": al, **sizes, "STAT_SLOTS": config.stat_slots,
                      "MAX_ROW": config.max_row,
                      "MAX_DIM": config.max_dim, "V": config.vec_lanes},
-                    ("trilevel_requant.sv",), rq, mem2reg=(e + "engine_vec.sv",), opts=WIDE, noshare=True,
-                    expect={"trilevel_requant": 3 * config.vec_lanes}),
+                    ("trilevel_requant.sv", lut), {**rq, "engine_lutram": lutram_children("vec")},
+                    mem2reg=(e + "engine_vec.sv",), opts=WIDE, noshare=True,
+                    expect={"trilevel_requant": 3 * config.vec_lanes,
+                            "engine_lutram": len(lutram_sets["vec"])}),
         "topk": Part("engine_topk", (e + "engine_topk.sv", fifo),
                      {"AL": al, "ACC_ELEMS": config.acc_elems, "IDX_ELEMS": config.idx_elems,
                       "MAX_ROW": config.max_row},
@@ -248,6 +274,7 @@ def engine_parts(config) -> dict[str, Part]:
                         **mem_box(16, 8, config.idx_elems)),
         "bram16": Part("engine_bram", (mem,), {"W": 16, "N": 2048}),      # a region of <= 18-bit elements
         "bram48": Part("engine_bram", (mem,), {"W": 48, "N": 1024}),      # a region of 48-bit elements
+        **lutrams,
         "top": Part("engine_top", (e + "engine_top.sv", fifo), top_params,
                     tuple(e + f"{m}.sv" for m in blackboxed)
                     + ("mac_pe.sv", "trilevel_requant.sv", "topk_unit.sv"),
@@ -394,16 +421,8 @@ def engine_totals(results: dict[str, dict], parts: dict[str, Part]) -> dict[str,
     instances: dict[str, int] = {}
 
     def walk(name: str, mult: int) -> None:
-        if name not in results or "error" in results[name]:
-            # its own cells stay uncounted; the submodules the RTL declares in it (`expect`) are counted
-            # (finished_parts_sum then is the finished parts' share of the engine, a lower bound)
-            for module, count in parts[name].expect.items() if name in parts else ():
-                for t in parts[name].children[module]:
-                    walk(t, mult * count)
-            return
-        instances[name] = instances.get(name, 0) + mult
-        r = results[name]
-        for module, count in r["blackboxes"].items():
+        def sub(module: str, count: int) -> None:
+            # one target: all `count` instances are that part; several: one part per instance
             targets = parts[name].children[module]
             if len(targets) == 1:
                 walk(targets[0], mult * count)
@@ -412,6 +431,16 @@ def engine_totals(results: dict[str, dict], parts: dict[str, Part]) -> dict[str,
                     raise RuntimeError(f"{name}: {count} instances of {module}, expected {len(targets)}")
                 for t in targets:
                     walk(t, mult)
+
+        if name not in results or "error" in results[name]:
+            # its own cells stay uncounted; the submodules the RTL declares in it (`expect`) are counted
+            # (finished_parts_sum then is the finished parts' share of the engine, a lower bound)
+            for module, count in parts[name].expect.items() if name in parts else ():
+                sub(module, count)
+            return
+        instances[name] = instances.get(name, 0) + mult
+        for module, count in results[name]["blackboxes"].items():
+            sub(module, count)
 
     walk("top", 1)
     total = dict.fromkeys(COLUMNS, 0)
