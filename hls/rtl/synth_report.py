@@ -258,8 +258,8 @@ def engine_parts(config) -> dict[str, Part]:
                       {"AW": 40, **sizes, "STAT_SLOTS": config.stat_slots}),
         "compute": Part("engine_compute", (e + "engine_compute.sv",), {"UNITS": 0x78}),
         "axil": Part("engine_axil", (e + "engine_axil.sv",), {"AW": 8}),
-        "axi_rd": Part("engine_axi_rd", (e + "engine_axi_rd.sv",), axi),
-        "axi_wr": Part("engine_axi_wr", (e + "engine_axi_wr.sv",), axi),
+        "axi_rd": Part("engine_axi_rd", (e + "engine_axi_rd.sv", fifo), axi),
+        "axi_wr": Part("engine_axi_wr", (e + "engine_axi_wr.sv", fifo), axi),
         # engine_mem: the crossbar / conflict logic synthesized with its engine_bram regions as
         # blackboxes; one engine_bram per element width synthesized on its own (Yosys maps it to
         # RAMB36 / RAMB18) and counted once per instance
