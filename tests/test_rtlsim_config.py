@@ -1,10 +1,13 @@
 """The rtlsim backend's engine build: isa.CI_RTLSIM by default, $TRILEVEL_RTLSIM_CONFIG to pick another
 isa.CONFIGS entry, a one-line refusal for an unknown name; CI_RTLSIM is a real engine configuration (its RTL
-parameters obey the engine's lane rules). No Verilator build here."""
+parameters obey the engine's lane rules); profile-guided unless $TRILEVEL_RTLSIM_PGO=0, and the profile-guided
+build's steps up to the compiler (the sim/ tests use the plain build). No Verilator build here."""
 
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +52,42 @@ def test_profile_guided_build_takes_named_configs_only():
         rtlsim.build(isa.CI_SMALL, overrides={"MUTATION": 7}, profile_guided=True)
     with pytest.raises(ValueError, match="named"):
         rtlsim.build(dataclasses.replace(isa.CI_SMALL, array_rows=2), profile_guided=True)
+
+
+def test_profile_guided_by_default_pgo_env_switches_it_off(monkeypatch):
+    monkeypatch.delenv(rtlsim.PGO_ENV, raising=False)
+    assert rtlsim.default_profile_guided() is True
+    monkeypatch.setenv(rtlsim.PGO_ENV, "0")
+    assert rtlsim.default_profile_guided() is False
+    monkeypatch.setenv(rtlsim.PGO_ENV, "yes")
+    with pytest.raises(BackendError, match=rtlsim.PGO_ENV):
+        rtlsim.default_profile_guided()
+
+
+def test_profile_guided_build_steps(monkeypatch, tmp_path):
+    """Instrumented compile, the profiling run on that library, stale objects removed, the compile with
+    the profile: in that order, into one cached folder named -pgo (the compiler itself is not run)."""
+    steps: list[tuple[str, str]] = []
+
+    def fake_verilate(params, work, jobs, env, cxx_flags, ld_flags=""):
+        steps.append(("compile", cxx_flags))
+        (work / "obj").mkdir(exist_ok=True)
+        (work / "obj" / "model.o").write_text("")
+        (work / "libengine.so").write_text(cxx_flags)
+
+    def fake_run(cmd, **kwargs):
+        assert Path(cmd[cmd.index("--profile") + 1]).read_text() == steps[-1][1]   # the instrumented library
+        steps.append(("profile", cmd[-1]))
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(rtlsim, "BUILD_ROOT", tmp_path)
+    monkeypatch.setattr(rtlsim, "_verilate", fake_verilate)
+    monkeypatch.setattr(rtlsim.subprocess, "run", fake_run)
+    monkeypatch.setattr(rtlsim.shutil, "which", lambda *a, **k: "/bin/verilator")
+    lib = rtlsim.build(isa.CI_RTLSIM, profile_guided=True)
+    assert [s[0] for s in steps] == ["compile", "profile", "compile"]
+    assert rtlsim.PROFILE_GENERATE[0] in steps[0][1] and steps[1][1] == isa.CI_RTLSIM.name
+    assert rtlsim.PROFILE_USE in steps[2][1] and rtlsim.PROFILE_GENERATE[0] not in steps[2][1]
+    assert lib.parent.name.startswith(f"{isa.CI_RTLSIM.name}-pgo-") and lib.read_text() == steps[2][1]
+    assert not (lib.parent / "obj").exists()
+    assert rtlsim.build(isa.CI_RTLSIM, profile_guided=True) == lib and len(steps) == 3   # cached

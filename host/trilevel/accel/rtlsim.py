@@ -443,6 +443,7 @@ def rtlsim_zynq(harness: Harness) -> Any:
 
 
 CONFIG_ENV = "TRILEVEL_RTLSIM_CONFIG"   # isa.CONFIGS name of the rtlsim backend's default build
+PGO_ENV = "TRILEVEL_RTLSIM_PGO"         # "0": the backend's plain build (one compile instead of two)
 
 
 def default_config() -> isa.EngineConfig:
@@ -456,15 +457,27 @@ def default_config() -> isa.EngineConfig:
     return isa.CONFIGS[name]
 
 
+def default_profile_guided() -> bool:
+    """Whether the rtlsim backend builds profile-guided: yes unless $TRILEVEL_RTLSIM_PGO is 0 (the plain
+    build compiles once instead of twice and simulates ~12 % slower; the sim/ tests share it)."""
+    value = os.environ.get(PGO_ENV, "1")
+    if value not in ("0", "1"):
+        raise RtlSimError(f"{PGO_ENV}={value!r}: use 1 (profile-guided build, the default) or 0 (plain)")
+    return value == "1"
+
+
 def rtlsim_backend(config: isa.EngineConfig | None = None, ddr: DdrModel | None = None,
-                   timeout_s: float = 3600.0, profile_guided: bool = True, lib: Path | None = None) -> Any:
+                   timeout_s: float = 3600.0, profile_guided: bool | None = None,
+                   lib: Path | None = None) -> Any:
     """The `rtlsim` accelerator backend: trilevel.accel.engine's board driver (EngineDriver over pynq MMIO
     and allocate) and EngineBackend, on a pynq Device backed by the RTL engine in Verilator (`config`,
-    default `default_config()`; a profile-guided build unless `profile_guided` is False, or the given
-    harness library `lib`)."""
+    default `default_config()`; a profile-guided build unless `profile_guided` (default
+    `default_profile_guided()`) is False, or the given harness library `lib`)."""
     from trilevel.accel.engine import EngineBackend, pynq_driver
 
     config = config or default_config()
+    if profile_guided is None:
+        profile_guided = default_profile_guided()
     device = rtlsim_zynq(Harness(config, ddr, lib=lib, profile_guided=profile_guided))
     backend = EngineBackend(pynq_driver(device, config, ENGINE_BASE, timeout_s), "rtlsim")
     backend.device = device
