@@ -36,7 +36,7 @@ async def random_vectors(dut):
     """One vector per cycle through the 4-stage pipeline; every output equals the reference."""
     acc_w = int(dut.ACC_W.value)
     dut.en.value, dut.acc.value, dut.shift.value, dut.mode.value = 1, 0, 0, 0
-    dut.seed.value, dut.index.value = 0, 0
+    dut.seed.value, dut.index_k.value = 0, 0
     await start(dut, has_reset=False)  # a pure pipeline: no reset
     vecs = vectors(np.random.default_rng(1), acc_w, 6000)
     got: list[int] = []
@@ -45,7 +45,8 @@ async def random_vectors(dut):
             acc, shift, mode, seed, index = vecs[cycle]
             dut.acc.value = to_unsigned(acc, acc_w)
             dut.shift.value = to_unsigned(shift, 8)
-            dut.mode.value, dut.seed.value, dut.index.value = mode, seed, index
+            dut.mode.value, dut.seed.value = mode, seed
+            dut.index_k.value = (index * 0x9E3779B9) & 0xFFFFFFFF   # the caller's index * K
         await FallingEdge(dut.clk)
         if cycle >= LATENCY:
             got.append(to_signed(int(dut.q.value), 16))

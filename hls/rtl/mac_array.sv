@@ -208,7 +208,7 @@ module mac_array #(
     logic d_mode;
     logic [31:0] d_seed;
     logic [COLS*ACC_W-1:0] d_acc;
-    logic [COLS*32-1:0] d_index;
+    logic [31:0] d_index_k;                            // hash32's row_base * K; lane j adds j * K
     logic [COLS-1:0] d_mask;
     wire [31:0] row_base = h_base + 32'(row_sel) * h_stride;
 
@@ -221,9 +221,9 @@ module mac_array #(
             d_shift <= h_shift;
             d_mode <= h_mode;
             d_seed <= h_seed;
+            d_index_k <= row_base * 32'h9E3779B9;
             for (int j = 0; j < COLS; j++) begin
                 d_acc[j*ACC_W +: ACC_W] <= row_res[j*ACC_W +: ACC_W] + s_axis_e_tdata[j*ACC_W +: ACC_W];
-                d_index[j*32 +: 32] <= row_base + 32'(j);
                 d_mask[j] <= 16'(row_sel) < h_m && 16'(j) < h_n;
             end
         end
@@ -233,7 +233,7 @@ module mac_array #(
     for (genvar j = 0; j < COLS; j++) begin : g_lane
         trilevel_requant #(.ACC_W(ACC_W)) requant (
             .clk(clk), .en(en), .acc(d_acc[j*ACC_W +: ACC_W]), .shift(d_shift), .mode(d_mode),
-            .seed(d_seed), .index(d_index[j*32 +: 32]), .q(q_lanes[j*16 +: 16])
+            .seed(d_seed), .index_k(d_index_k + 32'(j) * 32'h9E3779B9), .q(q_lanes[j*16 +: 16])
         );
     end
 

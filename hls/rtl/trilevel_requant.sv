@@ -17,7 +17,7 @@ module trilevel_requant #(
     input  logic signed [7:0]       shift,
     input  logic                    mode,
     input  logic [31:0]             seed,
-    input  logic [31:0]             index,
+    input  logic [31:0]             index_k,   // index * 32'h9E3779B9 mod 2**32
     output logic signed [15:0]      q
 );
 
@@ -43,7 +43,7 @@ module trilevel_requant #(
         else left_sat = v[15:0];
     endfunction
 
-    // Stages 1-3: the counter-based hash (two 32x32 multiplies mod 2**32, one per stage); the left
+    // Stages 1-3: the counter-based hash (the caller's index * K, then two 32x32 multiplies mod 2**32); the left
     // shift result at stage 1; the shift-only terms of the shared rounding at stage 3.
     logic [31:0] x0, x1, x2;
     logic signed [63:0] acc1, acc2, acc3;
@@ -58,7 +58,7 @@ module trilevel_requant #(
 
     always_ff @(posedge clk) begin
         if (en) begin
-            x0 <= seed ^ (index * 32'h9E3779B9);
+            x0 <= seed ^ index_k;
             x1 <= (x0 ^ (x0 >> 16)) * 32'h21F0AAAD;
             x2 <= (x1 ^ (x1 >> 15)) * 32'h735A2D97;
             acc1 <= 64'(acc);  acc2 <= acc1;  acc3 <= acc2;

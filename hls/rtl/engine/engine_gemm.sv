@@ -519,7 +519,7 @@ module engine_gemm #(
     for (genvar j = 0; j < C; j++) begin : g_rq
         trilevel_requant #(.ACC_W(64)) u_rq (
             .clk(clk), .en(rq_en), .acc(v2[j*64 +: 64] + 64'(MUTATE_ROUNDING != 0 && f_shift > 0)), .shift(f_shift), .mode(f_sr), .seed(f_seed),
-            .index(row_index + 32'(j)), .q(q_lanes[j*16 +: 16])
+            .index_k((row_index + 32'(j)) * 32'h9E3779B9), .q(q_lanes[j*16 +: 16])
         );
     end
     logic [23:0] q_addr [RQ_LAT];

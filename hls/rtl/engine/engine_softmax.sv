@@ -226,10 +226,11 @@ module engine_softmax #(
         end
     end
     wire [31:0] idx0 = f_ibase + 32'(row) * f_istride + 32'(j);
+    wire [31:0] idx0_k = idx0 * 32'h9E3779B9;   // hash32's index * K once; lane l adds l * K
     for (genvar l = 0; l < V; l++) begin : g_rq
         trilevel_requant #(.ACC_W(64)) u_rq (
             .clk(clk), .en(ce && busy), .acc(bwd_acc[l]), .shift(f_shift), .mode(1'b1), .seed(f_seed),
-            .index(idx0 + 32'(l)), .q(q_out[l])
+            .index_k(idx0_k + 32'(l) * 32'h9E3779B9), .q(q_out[l])
         );
     end
     logic [RQ_LAT-1:0] q_v;

@@ -309,7 +309,9 @@ module engine_vec #(
     logic signed [15:0] a1 [V], b1 [V], d1 [V], e1 [V], xb1 [V], hb1 [V], xb5 [V];
     logic signed [63:0] gelu_acc [V], g_acc [V], t_acc [V], xg1 [V];
     logic signed [63:0] qa_acc [V];
-    logic [31:0] idx1 [V], idx5 [V];
+    logic [31:0] idx1 [V], idx5 [V];        // hash32's index * K of the lanes (trilevel_requant index_k)
+    wire [31:0] idx1_k = (r_ib + 32'(js[1])) * 32'h9E3779B9;
+    wire [31:0] idx5_k = (r_ib + 32'(js[5])) * 32'h9E3779B9;
     always_comb begin
         for (int l = 0; l < V; l++) begin
             logic [10:0] gc;
@@ -321,8 +323,8 @@ module engine_vec #(
             xb1[l] = xbuf_q[l*32 +: 16];
             hb1[l] = hbuf_q[l*16 +: 16];
             xb5[l] = xbuf_q[l*32 + 16 +: 16];
-            idx1[l] = r_ib + 32'(js[1]) + 32'(l);
-            idx5[l] = r_ib + 32'(js[5]) + 32'(l);
+            idx1[l] = idx1_k + 32'(l) * 32'h9E3779B9;   // (r_ib + js + l) * K: one base multiply per stage
+            idx5[l] = idx5_k + 32'(l) * 32'h9E3779B9;
             gc = '0;
             lut = '0;
             gelu_acc[l] = '0;
@@ -413,14 +415,14 @@ module engine_vec #(
     for (genvar l = 0; l < V; l++) begin : g_lane
         trilevel_requant #(.ACC_W(64)) u_rq_a (
             .clk(clk), .en(ce && busy), .acc(qa_acc[l]), .shift(qa_sh), .mode(qa_mode), .seed(qa_seed),
-            .index(idx1[l]), .q(qa[l])
+            .index_k(idx1[l]), .q(qa[l])
         );
         trilevel_requant #(.ACC_W(64)) u_rq_b (
-            .clk(clk), .en(ce && busy), .acc(64'(d1[l])), .shift(qb_sh), .mode(1'b0), .seed(32'd0), .index(32'd0),
+            .clk(clk), .en(ce && busy), .acc(64'(d1[l])), .shift(qb_sh), .mode(1'b0), .seed(32'd0), .index_k(32'd0),
             .q(qb[l])
         );
         trilevel_requant #(.ACC_W(64)) u_rq_c (
-            .clk(clk), .en(ce && busy), .acc(qc_acc[l]), .shift(qc_sh), .mode(op_lnb), .seed(seed2), .index(idx5[l]),
+            .clk(clk), .en(ce && busy), .acc(qc_acc[l]), .shift(qc_sh), .mode(op_lnb), .seed(seed2), .index_k(idx5[l]),
             .q(qc[l])
         );
     end
