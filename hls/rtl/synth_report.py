@@ -223,6 +223,8 @@ def engine_parts(config) -> dict[str, Part]:
     return {
         "mac_pe": Part("mac_pe", ("mac_pe.sv",), {"ACC_W": 48}),
         "requant": Part("trilevel_requant", ("trilevel_requant.sv",), {"ACC_W": 64}),
+        # the RNE-only requantizer (SR = 0: no hash, no SR addend), vec's u_rq_b (mode 0)
+        "requant_rne": Part("trilevel_requant", ("trilevel_requant.sv",), {"ACC_W": 64, "SR": 0}),
         "topk_unit": Part("topk_unit", ("topk_unit.sv",), {"NMAX": config.max_row, "SCORE_W": 48}),
         "gemm": Part("engine_gemm", (e + "engine_gemm.sv", fifo),
                      {"R": config.array_rows, "C": config.array_cols, "L": lanes, "AL": al,
@@ -245,7 +247,10 @@ def engine_parts(config) -> dict[str, Part]:
                     {"L": lanes, "AL": al, **sizes, "STAT_SLOTS": config.stat_slots,
                      "MAX_ROW": config.max_row,
                      "MAX_DIM": config.max_dim, "V": config.vec_lanes},
-                    ("trilevel_requant.sv", lut), {**rq, "engine_lutram": lutram_children("vec")},
+                    ("trilevel_requant.sv", lut),
+                    # A and C requantizers (SR) and B (RNE only, SR = 0): one target per instance
+                    {"trilevel_requant": ("requant",) * (2 * config.vec_lanes)
+                     + ("requant_rne",) * config.vec_lanes, "engine_lutram": lutram_children("vec")},
                     mem2reg=(e + "engine_vec.sv",), opts=WIDE, noshare=True,
                     expect={"trilevel_requant": 3 * config.vec_lanes,
                             "engine_lutram": len(lutram_sets["vec"])}),
@@ -399,7 +404,7 @@ def synth_part(name: str, part: Part, work: Path, yosys: str = "yosys", timeout:
     boxes: dict[str, int] = {}
     own: dict[str, int] = {}
     for cell, count in cells.items():
-        module = cell.split("\\")[-1]
+        module = blackbox_module(cell)
         if module in part.children:
             boxes[module] = boxes.get(module, 0) + count
         else:
@@ -411,6 +416,13 @@ def synth_part(name: str, part: Part, work: Path, yosys: str = "yosys", timeout:
            "seconds": round(time.monotonic() - start, 1)}
     cached.write_text(json.dumps(out, indent=1))
     return out
+
+
+def blackbox_module(cell: str) -> str:
+    """The module of a netlist cell type: a blackbox instance with parameters is `$paramod\\MOD\\P=V..`
+    or `$paramod$HASH\\MOD` in Yosys' stat, one without `MOD`."""
+    names = cell.split("\\")
+    return names[1] if cell.startswith("$paramod") and len(names) > 1 else names[-1]
 
 
 def engine_totals(results: dict[str, dict], parts: dict[str, Part]) -> dict[str, object]:

@@ -1,5 +1,7 @@
 // Requantize one accumulator to int16 (docs/numerics.md 1.2, 1.3), pipelined: LATENCY = 4 cycles
 // of `en`. mode 0 = round half to even, mode 1 = stochastic rounding with hash32(seed, index).
+// SR = 0 builds the round-half-to-even-only requantizer (for callers whose mode is constant 0): mode
+// must be 0, seed and index_k are ignored, no hash and no SR addend are built. Same cycles and results.
 // `shift` is signed (left shift when <= 0). Exact in the reference's domain: shift <= 62
 // (fixed.MAX_SHIFT; callers check it) and |acc| < 2**62. `q` is saturated to [-32768, 32767].
 //
@@ -9,7 +11,8 @@
 // |acc + addend| < 2**63, so the 64-bit sum never overflows.
 `timescale 1ns / 1ps
 module trilevel_requant #(
-    parameter int ACC_W = 48
+    parameter int ACC_W = 48,
+    parameter bit SR = 1'b1                  // 0: RNE only (mode must be 0)
 ) (
     input  logic                    clk,
     input  logic                    en,
@@ -58,17 +61,17 @@ module trilevel_requant #(
 
     always_ff @(posedge clk) begin
         if (en) begin
-            x0 <= seed ^ index_k;
-            x1 <= (x0 ^ (x0 >> 16)) * 32'h21F0AAAD;
-            x2 <= (x1 ^ (x1 >> 15)) * 32'h735A2D97;
+            x0 <= SR ? seed ^ index_k : '0;
+            x1 <= SR ? (x0 ^ (x0 >> 16)) * 32'h21F0AAAD : '0;
+            x2 <= SR ? (x1 ^ (x1 >> 15)) * 32'h735A2D97 : '0;
             acc1 <= 64'(acc);  acc2 <= acc1;  acc3 <= acc2;
             sh1 <= shift;      sh2 <= sh1;
-            md1 <= mode;       md2 <= md1;    md3 <= md2;
+            md1 <= SR && mode; md2 <= md1;    md3 <= md2;
             lq1 <= left_sat(64'(acc), shift);
             lq2 <= lq1;        lq3 <= lq2;
             left3 <= sh2 <= 8'sd0;
             rs3 <= 6'(sh2);
-            hs3 <= sh2 > 8'sd32 ? 5'(sh2 - 8'sd32) : 5'd0;
+            hs3 <= SR && sh2 > 8'sd32 ? 5'(sh2 - 8'sd32) : 5'd0;
             for (int i = 0; i <= 64; i++) below3[i] <= 8'(i) < 8'(sh2);
             cin3 <= !md2 && acc2[6'(sh2)];
         end

@@ -11,8 +11,9 @@
 //   COLSUM / COLDOT  ACC[f_addr + j] += sum_i A(i, j) (* B(i, j)), 48-bit range check of the total.
 //   MASK     C(i, .) = 1 for i < imm, else 0 with 1 at the k entries of IDX[b_addr + (i - imm) b_stride + t].
 // Every rounding goes through trilevel_requant (three instances: A and C on the main path, B for the
-// RNE right alignment of beta / the residual); only LN_BWD's B = RNE(sum g xhat, fh) is an internal
-// unsaturated RNE (round_shift without saturation, which the requantizer does not provide).
+// RNE right alignment of beta / the residual, built RNE-only: SR = 0); only LN_BWD's B = RNE(sum g
+// xhat, fh) is an internal unsaturated RNE (round_shift without saturation, which the requantizer does
+// not provide).
 //
 // Datapath: row-sequential with V lanes (V = vec_lanes, <= SPM window lanes L and ACC lanes AL): V
 // consecutive elements of a row per cycle through one window of each SPM port (COLSUM / COLDOT: V
@@ -417,7 +418,7 @@ module engine_vec #(
             .clk(clk), .en(ce && busy), .acc(qa_acc[l]), .shift(qa_sh), .mode(qa_mode), .seed(qa_seed),
             .index_k(idx1[l]), .q(qa[l])
         );
-        trilevel_requant #(.ACC_W(64)) u_rq_b (
+        trilevel_requant #(.ACC_W(64), .SR(1'b0)) u_rq_b (   // RNE only
             .clk(clk), .en(ce && busy), .acc(64'(d1[l])), .shift(qb_sh), .mode(1'b0), .seed(32'd0), .index_k(32'd0),
             .q(qb[l])
         );
