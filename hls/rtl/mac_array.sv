@@ -140,22 +140,22 @@ module mac_array #(
     // (operands leaving the last column / row are not used: the array edge)
     /* verilator lint_off UNUSEDSIGNAL */
     logic [ROWS*(COLS+1)*16-1:0] a_bus;
-    logic [ROWS*(COLS+1)*3-1:0] f_bus;
+    logic [ROWS*(COLS+1)*2-1:0] f_bus;
     logic [COLS*(ROWS+1)*16-1:0] b_bus;
     /* verilator lint_on UNUSEDSIGNAL */
     logic [ROWS*COLS*ACC_W-1:0] res_bus;
 
     for (genvar i = 0; i < ROWS; i++) begin : g_askew
-        wire [18:0] inj = {fire, first, last, s_axis_a_tdata[i*16 +: 16]};
+        wire [17:0] inj = {fire, last, s_axis_a_tdata[i*16 +: 16]};
         if (i == 0) begin : g_direct
-            assign {f_bus[0 +: 3], a_bus[0 +: 16]} = inj;
+            assign {f_bus[0 +: 2], a_bus[0 +: 16]} = inj;
         end else begin : g_delay
-            logic [19*i-1:0] chain;
+            logic [18*i-1:0] chain;
             always_ff @(posedge clk) begin
                 if (rst) chain <= '0;
-                else if (en) chain <= (19*i)'({chain, inj});
+                else if (en) chain <= (18*i)'({chain, inj});
             end
-            assign {f_bus[i*(COLS+1)*3 +: 3], a_bus[i*(COLS+1)*16 +: 16]} = chain[19*i-1 -: 19];
+            assign {f_bus[i*(COLS+1)*2 +: 2], a_bus[i*(COLS+1)*16 +: 16]} = chain[18*i-1 -: 18];
         end
     end
 
@@ -178,9 +178,9 @@ module mac_array #(
             mac_pe #(.ACC_W(ACC_W)) pe (
                 .clk(clk), .rst(rst), .en(en),
                 .a_in(a_bus[H*16 +: 16]), .b_in(b_bus[V*16 +: 16]),
-                .v_in(f_bus[H*3 + 2]), .first_in(f_bus[H*3 + 1]), .last_in(f_bus[H*3]),
+                .v_in(f_bus[H*2 + 1]), .last_in(f_bus[H*2]),
                 .a_out(a_bus[(H+1)*16 +: 16]), .b_out(b_bus[(V+1)*16 +: 16]),
-                .v_out(f_bus[(H+1)*3 + 2]), .first_out(f_bus[(H+1)*3 + 1]), .last_out(f_bus[(H+1)*3]),
+                .v_out(f_bus[(H+1)*2 + 1]), .last_out(f_bus[(H+1)*2]),
                 .res(res_bus[(i*COLS+j)*ACC_W +: ACC_W])
             );
         end
@@ -189,7 +189,7 @@ module mac_array #(
     // Row i is complete the cycle after PE(i, COLS-1) captured it (its registered v & last flags).
     for (genvar i = 0; i < ROWS; i++) begin : g_done
         localparam int E = i * (COLS + 1) + COLS;
-        assign row_done[i] = f_bus[E*3 + 2] && f_bus[E*3];
+        assign row_done[i] = f_bus[E*2 + 1] && f_bus[E*2];
     end
 
     logic [COLS*ACC_W-1:0] row_res;

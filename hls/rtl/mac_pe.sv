@@ -4,7 +4,7 @@
 // drains it meanwhile), and clears the accumulator, so every tile starts from 0: callers end every
 // tile with `last` (mac_array and engine_gemm do; a reset clears it too). The clear is the
 // flip-flops' synchronous reset, so the fabric adder needs no operand mux (Yosys: 51 LUT per PE
-// instead of 98). `first` (a tile's first step) is only passed on: the accumulator no longer needs it.
+// instead of 98).
 `timescale 1ns / 1ps
 module mac_pe #(
     parameter int ACC_W = 48
@@ -15,12 +15,10 @@ module mac_pe #(
     input  logic signed [15:0]      a_in,
     input  logic signed [15:0]      b_in,
     input  logic                    v_in,
-    input  logic                    first_in,
     input  logic                    last_in,
     output logic signed [15:0]      a_out,
     output logic signed [15:0]      b_out,
     output logic                    v_out,
-    output logic                    first_out,
     output logic                    last_out,
     output logic signed [ACC_W-1:0] res
 );
@@ -29,11 +27,9 @@ module mac_pe #(
     always_ff @(posedge clk) begin
         if (rst) begin
             v_out <= 1'b0;
-            first_out <= 1'b0;
             last_out <= 1'b0;
         end else if (en) begin
             v_out <= v_in;
-            first_out <= first_in;
             last_out <= last_in;
         end
     end

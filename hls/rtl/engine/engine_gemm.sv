@@ -351,16 +351,16 @@ module engine_gemm #(
     // above. (Values leaving the last column / row are not used: the array edge.)
     /* verilator lint_off UNUSEDSIGNAL */
     logic [15:0] a_h [R][C+1];
-    logic [2:0] f_h [R][C+1];
+    logic [1:0] f_h [R][C+1];
     logic [15:0] b_v [C][R+1];
     /* verilator lint_on UNUSEDSIGNAL */
     logic [47:0] res_a [R][C];
     for (genvar i = 0; i < R; i++) begin : g_askew
-        wire [18:0] inj = {f_ok, f_first, f_last, a_vec[i*16 +: 16]};
+        wire [17:0] inj = {f_ok, f_last, a_vec[i*16 +: 16]};
         if (i == 0) begin : g_direct
             assign {f_h[0][0], a_h[0][0]} = inj;
         end else begin : g_delay
-            logic [18:0] chain [i];
+            logic [17:0] chain [i];
             always_ff @(posedge clk) if (rst || ce) begin
                 for (int d = 0; d < i; d++) begin
                     if (rst) chain[d] <= '0;
@@ -387,16 +387,16 @@ module engine_gemm #(
             mac_pe #(.ACC_W(48)) pe (
                 .clk(clk), .rst(rst), .en(ce),
                 .a_in(a_h[i][j]), .b_in(b_v[j][i]),
-                .v_in(f_h[i][j][2]), .first_in(f_h[i][j][1]), .last_in(f_h[i][j][0]),
+                .v_in(f_h[i][j][1]), .last_in(f_h[i][j][0]),
                 .a_out(a_h[i][j+1]), .b_out(b_v[j][i+1]),
-                .v_out(f_h[i][j+1][2]), .first_out(f_h[i][j+1][1]), .last_out(f_h[i][j+1][0]),
+                .v_out(f_h[i][j+1][1]), .last_out(f_h[i][j+1][0]),
                 .res(res_a[i][j])
             );
         end
     end
     logic [R-1:0] row_done;
     for (genvar i = 0; i < R; i++) begin : g_done
-        assign row_done[i] = f_h[i][C][2] && f_h[i][C][0];
+        assign row_done[i] = f_h[i][C][1] && f_h[i][C][0];
     end
     logic [RW-1:0] row_sel;
     logic [C*48-1:0] row_res;
@@ -441,17 +441,23 @@ module engine_gemm #(
     end
 
     // D1: combine
+    // align16(v, s) = v * 2**-s rounded half to even. s <= 0: v <<< -s (the check bounds -s <= 47), log2
+    // stages of constant shifts; s >= 1: floor((v + 2**(s-1) - 1 + bit s of v) / 2**s) in 18 bits (as in
+    // trilevel_requant), which fits 16 bits for s <= 15 and is 0 for every s >= 16 (|v| <= 2**15).
     function automatic logic signed [63:0] align16(input logic signed [15:0] v, input logic signed [7:0] s);
-        logic signed [63:0] w, q, rem, half;
-        w = 64'(v);
-        if (s <= 0) begin
-            align16 = w <<< (-s);
-        end else begin
-            q = w >>> s;
-            rem = w & ((64'sd1 <<< s) - 64'sd1);
-            half = 64'sd1 <<< (s - 8'sd1);
-            align16 = q + 64'((rem > half) || (rem == half && q[0]));
-        end
+        logic signed [63:0] l;
+        logic signed [17:0] x;
+        logic [5:0] k;
+        logic [3:0] r;
+        k = 6'(-s);
+        l = 64'(v);
+        for (int b = 5; b >= 0; b--) if (k[b]) l = l <<< (1 << b);
+        r = 4'(s);
+        x = 18'(v) + 18'((18'd1 << r) >> 1) - 18'd1 + 18'(v[r]);
+        for (int b = 3; b >= 0; b--) if (r[b]) x = x >>> (1 << b);
+        if (s <= 0) align16 = l;
+        else if (s >= 16) align16 = '0;
+        else align16 = 64'(x);
     endfunction
 
     logic [C-1:0] d1_valid;        // (i, j) inside the output
@@ -513,13 +519,14 @@ module engine_gemm #(
         valid2 <= d1_valid;
     end
     wire [31:0] row_index = f_ibase + 32'(d2_i) * f_istride + 32'(d2_j0);
+    wire [31:0] row_k = row_index * 32'h9E3779B9;     // hash32's index * K once per row; lane j adds j * K
     logic [C*16-1:0] q_lanes;
     logic [RQ_LAT-1:0] q_v;
     wire rq_en = ce && (d2_v || q_v[RQ_LAT-2:0] != '0);   // only while a row is inside the requantizers
     for (genvar j = 0; j < C; j++) begin : g_rq
         trilevel_requant #(.ACC_W(64)) u_rq (
             .clk(clk), .en(rq_en), .acc(v2[j*64 +: 64] + 64'(MUTATE_ROUNDING != 0 && f_shift > 0)), .shift(f_shift), .mode(f_sr), .seed(f_seed),
-            .index_k((row_index + 32'(j)) * 32'h9E3779B9), .q(q_lanes[j*16 +: 16])
+            .index_k(row_k + 32'(j) * 32'h9E3779B9), .q(q_lanes[j*16 +: 16])
         );
     end
     logic [23:0] q_addr [RQ_LAT];
@@ -545,22 +552,49 @@ module engine_gemm #(
         end
     end
 
-    // statistic: max over kept (i, j) of |v| in output units (|v| >> shift, or << -shift saturating)
-    logic [63:0] row_units;
+    // statistic: max over kept (i, j) of |v| in output units (|v| >> shift, or << -shift saturating).
+    // units() is monotone in |v| for a fixed shift, so the running max is kept on the magnitudes (|v|
+    // saturated to 63 bits, a balanced max tree per row) and converted once: stat_max = units(mag_max),
+    // registered every cycle (the last row's magnitude lands >= RQ_LAT cycles before S_STAT).
+    localparam int CP = 1 << $clog2(C);    // tree leaves (C rounded up to a power of two)
+    logic [62:0] row_mag;
     always_comb begin
-        row_units = '0;
-        for (int j = 0; j < C; j++) begin
-            logic [63:0] mag, u;
+        logic [62:0] t [CP];
+        for (int j = 0; j < CP; j++) begin
             logic signed [63:0] v;
-            v = d2_v ? v2[j*64 +: 64] : '0;        // the statistic counts rows at D2 only
+            logic [63:0] mag;
+            v = j < C ? v2[(j < C ? j : 0)*64 +: 64] : '0;
             mag = v[63] ? 64'(-v) : 64'(v);
-            if (mag[63]) mag = 64'h7FFF_FFFF_FFFF_FFFF;
-            if (f_shift >= 0) u = mag >> f_shift;
-            else if ((mag >> (8'sd63 + f_shift)) != 0) u = 64'h7FFF_FFFF_FFFF_FFFF;
-            else u = mag << (-f_shift);
-            if (keep2[j] && u > row_units) row_units = u;
+            t[j] = mag[63] ? 63'h7FFF_FFFF_FFFF_FFFF : mag[62:0];
+            if (j >= C || !keep2[j < C ? j : 0]) t[j] = '0;
         end
+        for (int w = CP / 2; w >= 1; w = w / 2)
+            for (int n = 0; n < w; n++) t[n] = t[2*n] > t[2*n+1] ? t[2*n] : t[2*n+1];
+        row_mag = t[0];
     end
+    // |v| in output units: right shift by s >= 0, left shift by -s saturating to 2**63 - 1 (log2 stages
+    // of constant shifts; the left stages collect the bits shifted out). Commands with a statistic
+    // passed the shift check (-16 <= s <= 62).
+    function automatic logic [63:0] units(input logic [62:0] mag, input logic signed [7:0] s);
+        logic [62:0] r;
+        logic [5:0] k;
+        logic ovf;
+        r = mag;
+        ovf = 1'b0;
+        if (s >= 0) begin
+            for (int b = 5; b >= 0; b--) if (s[b]) r = r >> (1 << b);
+            if (s[6]) r = '0;
+        end else begin
+            k = 6'(-s);
+            for (int b = 5; b >= 0; b--)
+                if (k[b]) begin
+                    ovf = ovf || (r >> (63 - (1 << b))) != 63'd0;
+                    r = r << (1 << b);
+                end
+        end
+        units = ovf ? 64'h7FFF_FFFF_FFFF_FFFF : {1'b0, r};
+    endfunction
+    logic [62:0] mag_max;
     logic [63:0] stat_max;
 
     // ------------------------------------------------------------------ completion
@@ -582,9 +616,11 @@ module engine_gemm #(
             err_valid <= 1'b0;
             err_code <= '0;
             rows_out <= '0;
+            mag_max <= '0;
             stat_max <= '0;
             acc_err <= 1'b0;
         end else begin
+            stat_max <= units(mag_max, f_shift);
             done <= 1'b0;
             err_valid <= 1'b0;
             case (state)
@@ -594,7 +630,7 @@ module engine_gemm #(
                 end
                 S_CHECK: begin
                     rows_out <= '0;
-                    stat_max <= '0;
+                    mag_max <= '0;
                     acc_err <= 1'b0;
                     if (check_code != TL_ERR_NONE) begin
                         err_valid <= 1'b1;
@@ -606,7 +642,7 @@ module engine_gemm #(
                 end
                 S_RUN: begin
                     if (row_out) rows_out <= rows_out + 1'b1;
-                    if (d2_v && row_units > stat_max) stat_max <= row_units;
+                    if (d2_v && row_mag > mag_max) mag_max <= row_mag;
                     if ((acc_we && acc_over) || epi_over) acc_err <= 1'b1;
                     if (row_out && rows_out == rows_total - 32'd1) state <= S_STAT;
                 end
