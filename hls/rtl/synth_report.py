@@ -398,8 +398,17 @@ def synth_part(name: str, part: Part, work: Path, yosys: str = "yosys", timeout:
         return {"part": name, "error": f"yosys did not finish within {timeout:.0f} s"}
     if proc.returncode != 0:
         return {"part": name, "error": f"yosys failed: {(proc.stdout + proc.stderr)[-1500:]}"}
+    out = part_result(name, part, stat_path.read_text(), round(time.monotonic() - start, 1))
+    if "error" not in out:
+        cached.write_text(json.dumps(out, indent=1))
+    return out
+
+
+def part_result(name: str, part: Part, stat_text: str, seconds: float) -> dict:
+    """A part's result from its Yosys `stat -json` output: own cells and blackbox instances, or
+    {"error"} when the netlist keeps other blackbox counts than the RTL declares (part.expect)."""
     # (-t stamps every log line, the tee'd JSON included)
-    stat = re.sub(r"^\[[0-9.]+\] ?", "", stat_path.read_text(), flags=re.M)
+    stat = re.sub(r"^\[[0-9.]+\] ?", "", stat_text, flags=re.M)
     cells = json.loads(stat)["design"]["num_cells_by_type"]
     boxes: dict[str, int] = {}
     own: dict[str, int] = {}
@@ -411,11 +420,8 @@ def synth_part(name: str, part: Part, work: Path, yosys: str = "yosys", timeout:
             own[cell] = count
     if part.expect and boxes != part.expect:
         return {"part": name, "error": f"Yosys kept blackbox instances {boxes}, the RTL has {part.expect}"}
-    out = {"part": name, "top": part.top, "params": {k: str(v) for k, v in part.params.items()},
-           "cells": own, "resources": categorize(own), "blackboxes": boxes,
-           "seconds": round(time.monotonic() - start, 1)}
-    cached.write_text(json.dumps(out, indent=1))
-    return out
+    return {"part": name, "top": part.top, "params": {k: str(v) for k, v in part.params.items()},
+            "cells": own, "resources": categorize(own), "blackboxes": boxes, "seconds": seconds}
 
 
 def blackbox_module(cell: str) -> str:
