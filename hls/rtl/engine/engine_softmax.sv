@@ -167,14 +167,14 @@ module engine_softmax #(
     always_comb begin
         e_sum = '0;
         for (int l = 0; l < V; l++) begin
-            logic signed [31:0] diff;
+            logic signed [16:0] diff;        // m - s of two int16: fits 17 bits (one 17 x 15 multiply)
             logic [47:0] u;
             lane[l] = j + JW'(l) < n17;
             diff = '0;
             u = '0;
             e_val[l] = '0;
             if (busy) begin                        // operand isolation: an idle unit computes nothing
-                diff = 32'(mx) - 32'($signed(sbv_q[l*33 +: 16]));
+                diff = 17'(mx) - 17'($signed(sbv_q[l*33 +: 16]));
                 u = (48'(diff) * 48'd23637) >> (f_shift + 8'sd6);
                 e_val[l] = (u[47:8] >= 40'd16 || !sbv_q[l*33 + 32]) ? 17'd0 : 17'(tl_exp2_lut(u[7:0]) >> u[11:8]);
             end
@@ -205,25 +205,36 @@ module engine_softmax #(
         end
     end
 
-    // out pass BWD: acc = P * ((dP << 15) - dot) through the requantizers (SR)
+    // out pass BWD: acc = P * ((dP << 15) - dot) through the requantizers (SR). Exact in narrow words:
+    // |dot| < 2**40 (its 41-bit register), so (dP << 15) - dot fits 42 bits and the int16 P times it 58
+    // bits (|acc| <= 2**56), sign-extended to the requantizers' 64.
     wire out_issue = state == S_OUT && j < n17;
     assign acc_re = out_issue && !f_bwd && f_acc;
     logic signed [63:0] bwd_acc [V];
     logic signed [15:0] q_out [V];
-    logic [63:0] units;              // statistic (BWD): max |acc| in output units over the group
+    // |acc| in output units: >> shift, or << -shift saturating to 2**63 - 1 (as the reference's statistic)
+    function automatic logic [63:0] out_units(input logic [63:0] mag, input logic signed [7:0] sh);
+        if (sh >= 0) out_units = mag >> sh;
+        else if ((mag >> (8'sd63 + sh)) != 0) out_units = 64'h7FFF_FFFF_FFFF_FFFF;
+        else out_units = mag << (-sh);
+    endfunction
+    // statistic (BWD): max over the group's lanes of |acc| in output units. out_units is monotone
+    // non-decreasing in |acc| for a fixed shift, so it is applied once, to the largest |acc| of the lanes.
+    logic [56:0] mag_max;
+    logic [63:0] units;
     always_comb begin
-        units = '0;
+        mag_max = '0;
         for (int l = 0; l < V; l++) begin
-            logic [63:0] mag, un;
-            bwd_acc[l] = busy ? 64'($signed(sbv_q[l*33 +: 16])) *
-                                ((64'($signed(sbv_q[l*33 + 16 +: 16])) <<< 15) - 64'(dot)) : '0;
-            mag = bwd_acc[l][63] ? 64'(-bwd_acc[l]) : 64'(bwd_acc[l]);
-            if (mag[63]) mag = 64'h7FFF_FFFF_FFFF_FFFF;
-            if (f_shift >= 0) un = mag >> f_shift;
-            else if ((mag >> (8'sd63 + f_shift)) != 0) un = 64'h7FFF_FFFF_FFFF_FFFF;
-            else un = mag << (-f_shift);
-            if (lane[l] && un > units) units = un;
+            logic signed [41:0] dd;
+            logic signed [57:0] pr;
+            logic [56:0] mag;
+            dd = (42'($signed(sbv_q[l*33 + 16 +: 16])) <<< 15) - 42'(dot);
+            pr = busy ? 58'($signed(sbv_q[l*33 +: 16])) * 58'(dd) : '0;
+            bwd_acc[l] = 64'(pr);
+            mag = 57'(pr[57] ? -pr : pr);
+            if (lane[l] && mag > mag_max) mag_max = mag;
         end
+        units = out_units(64'(mag_max), f_shift);
     end
     wire [31:0] idx0 = f_ibase + 32'(row) * f_istride + 32'(j);
     wire [31:0] idx0_k = idx0 * 32'h9E3779B9;   // hash32's index * K once; lane l adds l * K

@@ -128,10 +128,14 @@ module engine_vec #(
         x = (x ^ (x >> 15)) * 32'h735A2D97;
         hash32 = x ^ (x >> 15);
     endfunction
-    // max |v| in output units: |v| >> s, or |v| << -s saturating at 2**63 - 1 (intref max_abs_out)
-    function automatic logic [63:0] units(input logic signed [63:0] v, input logic signed [8:0] s);
-        logic [63:0] mag;
-        mag = v[63] ? 64'(-v) : 64'(v);
+    // max |v| in output units: |v| >> s, or |v| << -s saturating at 2**63 - 1 (intref max_abs_out).
+    // units(mag, s) is monotone non-decreasing in mag = |v| for a fixed s (the left shift is taken only
+    // when mag < 2**t, and t + the shift = 63), and units(0, s) = 0: the max over lanes of the units is
+    // the units of the lanes' largest |v|, so each statistic converts once.
+    function automatic logic [63:0] magn(input logic signed [63:0] v);
+        magn = v[63] ? 64'(-v) : 64'(v);
+    endfunction
+    function automatic logic [63:0] units(input logic [63:0] mag, input logic signed [8:0] s);
         if (!s[8]) units = mag >> 6'(s);
         else if ((mag >> 6'(9'sd63 + s)) != 0) units = 64'h7FFF_FFFF_FFFF_FFFF;
         else units = mag << 6'(-s);
@@ -225,14 +229,15 @@ module engine_vec #(
 
     // row statistics
     logic signed [31:0] s1;           // sum x (LN_FWD), sum g (LN_BWD)
-    logic signed [63:0] s2;           // sum x^2 (LN_FWD), sum g xhat (LN_BWD)
+    // sum x^2 (LN_FWD), sum g xhat (LN_BWD): n <= MAX_DIM < 2**16 products of two int16, |s2| < 2**46
+    logic signed [47:0] s2;
     logic signed [63:0] w;
     logic [5:0] wlen;
     logic [4:0] kk;                   // LN_FWD k
     logic [11:0] widx;
     logic [31:0] rs;                  // rsqrt (LN_FWD: the LUT value, LN_BWD: ACC bits 31:0)
     logic signed [7:0] dx_sh, al_sh;  // LN_BWD shift3 + k, shift4 - k
-    logic signed [63:0] bsum;         // LN_BWD B
+    logic signed [47:0] bsum;         // LN_BWD B = RNE(s2, fh): |B| <= |s2| + 1 < 2**47
     logic signed [63:0] csum [V];     // COLSUM / COLDOT column sums of the group
     logic signed [47:0] cacc [V];     // their ACC values
     logic [63:0] st [3];              // statistics
@@ -317,6 +322,7 @@ module engine_vec #(
         for (int l = 0; l < V; l++) begin
             logic [10:0] gc;
             logic signed [17:0] lut;
+            logic signed [33:0] nh, nx;
             a1[l] = a_rdata[l*16 +: 16];
             b1[l] = b_rdata[l*16 +: 16];
             d1[l] = d_rdata[l*16 +: 16];
@@ -328,6 +334,8 @@ module engine_vec #(
             idx5[l] = idx5_k + 32'(l) * 32'h9E3779B9;
             gc = '0;
             lut = '0;
+            nh = '0;
+            nx = '0;
             gelu_acc[l] = '0;
             g_acc[l] = '0;
             t_acc[l] = '0;
@@ -338,9 +346,12 @@ module engine_vec #(
                 lut = op_gf ? 18'(tl_phi_lut(gc)) : tl_dgelu_lut(gc);
                 gelu_acc[l] = 64'(a1[l]) * 64'(lut);
                 g_acc[l] = 64'(a1[l]) * 64'(b1[l]);                              // dy gamma
-                t_acc[l] = ((n64 * 64'(hb1[l]) - 64'(s1)) <<< fh) - 64'(xb1[l]) * bsum;
+                // n xhat - S1 and n x - S1 (n < 2**16, int16, 32-bit S1) fit 34 bits; xhat * B is 16 x 48
+                nh = 34'(n64 * 64'(hb1[l])) - 34'(s1);
+                nx = 34'(n64 * 64'(xb1[l])) - 34'(s1);
+                t_acc[l] = (64'(nh) <<< fh) - 64'(xb1[l]) * 64'(bsum);
                 xg1[l] = 64'(hb1[l]) * 64'(b1[l]);                               // xhat gamma
-                if (op_lnf) qa_acc[l] = (n64 * 64'(xb1[l]) - 64'(s1)) * rs64;    // (n x - S1) rsqrt
+                if (op_lnf) qa_acc[l] = 64'(nx) * rs64;                           // (n x - S1) rsqrt
                 else if (op_lnb && pass == 2'd0) qa_acc[l] = g_acc[l];
                 else if (op_lnb) qa_acc[l] = t_acc[l];
                 else qa_acc[l] = gelu_acc[l];
@@ -428,27 +439,32 @@ module engine_vec #(
         );
     end
 
-    // statistics of this cycle: max over the valid lanes
+    // statistics of this cycle: max over the valid lanes (of |v|, then in output units once)
     logic [63:0] u_s1, u_t1, u_y5, u_dx5;   // slot 0 at stage 1 (LN_BWD g, GELU), slot 1, slot 0 (LN_FWD), slot 2
     always_comb begin
-        u_s1 = '0;
-        u_t1 = '0;
-        u_y5 = '0;
-        u_dx5 = '0;
+        logic [63:0] m_s1, m_t1, m_y5, m_dx5;
+        m_s1 = '0;
+        m_t1 = '0;
+        m_y5 = '0;
+        m_dx5 = '0;
         for (int l = 0; l < V; l++) begin
             if (lv1[l]) begin
-                u_s1 = umax(u_s1, units(op_lnb ? g_acc[l] : gelu_acc[l], 9'(f_shift)));
-                u_t1 = umax(u_t1, units(t_acc[l], 9'(f_shift2)));
+                m_s1 = umax(m_s1, magn(op_lnb ? g_acc[l] : gelu_acc[l]));
+                m_t1 = umax(m_t1, magn(t_acc[l]));
             end
             if (lv5[l]) begin
-                u_y5 = umax(u_y5, units(y_acc[l], 9'(f_shift)));
-                u_dx5 = umax(u_dx5, units(dx_acc[l], 9'(dx_sh)));
+                m_y5 = umax(m_y5, magn(y_acc[l]));
+                m_dx5 = umax(m_dx5, magn(dx_acc[l]));
             end
         end
+        u_s1 = units(m_s1, 9'(f_shift));
+        u_t1 = units(m_t1, 9'(f_shift2));
+        u_y5 = units(m_y5, 9'(f_shift));
+        u_dx5 = units(m_dx5, 9'(dx_sh));
     end
     // row sums of this cycle
     logic signed [31:0] sum_x1, sum_g5;
-    logic signed [63:0] sum_xx1, sum_gx5;
+    logic signed [47:0] sum_xx1, sum_gx5;   // <= V products of two int16
     always_comb begin
         sum_x1 = '0;
         sum_xx1 = '0;
@@ -457,11 +473,11 @@ module engine_vec #(
         for (int l = 0; l < V; l++) begin
             if (lv1[l]) begin
                 sum_x1 = sum_x1 + 32'(a1[l]);
-                sum_xx1 = sum_xx1 + 64'(a1[l]) * 64'(a1[l]);
+                sum_xx1 = sum_xx1 + 48'(a1[l]) * 48'(a1[l]);
             end
             if (lv5[l]) begin
                 sum_g5 = sum_g5 + 32'(qa[l]);
-                sum_gx5 = sum_gx5 + 64'(qa[l]) * 64'(xb5[l]);
+                sum_gx5 = sum_gx5 + 48'(qa[l]) * 48'(xb5[l]);
             end
         end
     end
@@ -542,10 +558,10 @@ module engine_vec #(
     end
     wire [4:0] k_of_w = wlen > 6'd11 ? 5'((wlen - 6'd11) >> 1) : 5'd0;
     // LN_BWD: B = RNE(sum g xhat, fh)
-    wire signed [63:0] b_q = s2 >>> fh;
+    wire signed [47:0] b_q = s2 >>> fh;
     wire [63:0] b_rem = 64'(s2) & ((64'd1 << fh) - 64'd1);
     wire [63:0] b_half = 64'd1 << (fh - 4'd1);
-    wire signed [63:0] b_rne = b_q + 64'((b_rem > b_half) || (b_rem == b_half && b_q[0]));
+    wire signed [47:0] b_rne = b_q + 48'((b_rem > b_half) || (b_rem == b_half && b_q[0]));
     // LN_BWD row check: shift3 + k in -16..62, with bias shift4 - k in -47..62
     wire signed [15:0] acc_k = acc_rdata[47:32];
     wire signed [17:0] dxs = 18'(f_shift3) + 18'(acc_k);
