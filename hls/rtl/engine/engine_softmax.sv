@@ -167,15 +167,18 @@ module engine_softmax #(
     always_comb begin
         e_sum = '0;
         for (int l = 0; l < V; l++) begin
-            logic signed [16:0] diff;        // m - s of two int16: fits 17 bits (one 17 x 15 multiply)
+            logic signed [16:0] diff;        // m - s of two int16: fits 17 bits
+            logic signed [32:0] du;          // diff * 23637 exactly (|.| < 2**31): one signed 17 x 16 multiply
             logic [47:0] u;
             lane[l] = j + JW'(l) < n17;
             diff = '0;
+            du = '0;
             u = '0;
             e_val[l] = '0;
             if (busy) begin                        // operand isolation: an idle unit computes nothing
                 diff = 17'(mx) - 17'($signed(sbv_q[l*33 +: 16]));
-                u = (48'(diff) * 48'd23637) >> (f_shift + 8'sd6);
+                du = diff * 33'sd23637;
+                u = 48'(du) >> (f_shift + 8'sd6);    // = (48'(diff) * 23637 mod 2**48) >> (fs + 6)
                 e_val[l] = (u[47:8] >= 40'd16 || !sbv_q[l*33 + 32]) ? 17'd0 : 17'(tl_exp2_lut(u[7:0]) >> u[11:8]);
             end
             if (lane[l]) e_sum = e_sum + 32'(e_val[l]);
