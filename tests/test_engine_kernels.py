@@ -19,7 +19,7 @@ from trilevel.accel.engine import EngineBackend, EngineOverflowError, csim_engin
 from trilevel.accel.fsim import FunctionalEngine
 from trilevel.accel.isa import Module
 from trilevel.accel.reference_backend import ReferenceBackend
-from trilevel.config import keep_count
+from trilevel.config import CONFIGS, keep_count
 from trilevel.intref import topk
 from trilevel.intref.fixed import QTensor
 
@@ -71,9 +71,10 @@ class Case:
     def group(self, prefix: tuple[str, ...]) -> dict[str, QTensor]:
         return {n: p for n, p in self.params.items() if n.startswith(prefix)}
 
-    def grads(self, prefix: tuple[str, ...]) -> dict[str, np.ndarray]:
-        return {n: self.rng.integers(-1000, 1000, size=s).astype(np.int64) for n, s in self.shapes.items()
-                if n.startswith(prefix)}
+    def grads(self, prefix: tuple[str, ...], fresh: bool = False) -> dict[str, np.ndarray]:
+        """Accumulators the backward adds to; all zero when `fresh` (a step's first micro-batch)."""
+        return {n: np.zeros(s, np.int64) if fresh else self.rng.integers(-1000, 1000, size=s).astype(np.int64)
+                for n, s in self.shapes.items() if n.startswith(prefix)}
 
     def conn(self, keep_attn: float) -> np.ndarray:
         k = keep_count(keep_attn, self.length - 1)
@@ -91,12 +92,12 @@ def both(call: Callable[[Any], Any], engine: EngineBackend) -> tuple[Any, Any]:
     return call(engine), call(REF)
 
 
-def check_attn(engine: EngineBackend, case: Case, conn: np.ndarray | None) -> None:
+def check_attn(engine: EngineBackend, case: Case, conn: np.ndarray | None, fresh: bool = False) -> None:
     params = case.group(("norm1.", "attn."))
     got, want = both(lambda be: be.attn_block_fwd(case.x, params, ATTN_FWD, case.heads, conn, 1), engine)
     assert_same(got, want, "attn_block_fwd")
     dout = case.q(case.x.shape, 13)
-    grads = case.grads(("norm1.", "attn."))
+    grads = case.grads(("norm1.", "attn."), fresh)
     g_eng, g_ref = {k: v.copy() for k, v in grads.items()}, {k: v.copy() for k, v in grads.items()}
     got = engine.attn_block_bwd(dout, got[2], params, g_eng, ATTN_BWD, 77)
     want = REF.attn_block_bwd(dout, want[2], params, g_ref, ATTN_BWD, 77)
@@ -104,12 +105,12 @@ def check_attn(engine: EngineBackend, case: Case, conn: np.ndarray | None) -> No
     assert_same(g_eng, g_ref, "attn grads")
 
 
-def check_mlp(engine: EngineBackend, case: Case) -> None:
+def check_mlp(engine: EngineBackend, case: Case, fresh: bool = False) -> None:
     params = case.group(("norm2.", "mlp."))
     got, want = both(lambda be: be.mlp_block_fwd(case.x, params, MLP_FWD), engine)
     assert_same(got, want, "mlp_block_fwd")
     dout = case.q(case.x.shape, 13)
-    grads = case.grads(("norm2.", "mlp."))
+    grads = case.grads(("norm2.", "mlp."), fresh)
     g_eng, g_ref = {k: v.copy() for k, v in grads.items()}, {k: v.copy() for k, v in grads.items()}
     got = engine.mlp_block_bwd(dout, got[2], params, g_eng, MLP_BWD, 55)
     want = REF.mlp_block_bwd(dout, want[2], params, g_ref, MLP_BWD, 55)
@@ -175,11 +176,11 @@ def test_linear_layernorm_topk_at_demo_shapes(fsim: EngineBackend) -> None:
     check_topk(fsim, case)
 
 
-@pytest.mark.parametrize("keep_attn", [1.0, 0.5])
-def test_blocks_at_demo_shapes(fsim: EngineBackend, keep_attn: float) -> None:
+@pytest.mark.parametrize("keep_attn, fresh", [(1.0, False), (0.5, False), (0.5, True)])
+def test_blocks_at_demo_shapes(fsim: EngineBackend, keep_attn: float, fresh: bool) -> None:
     case = demo_case()
-    check_attn(fsim, case, None if keep_attn == 1.0 else case.conn(keep_attn))
-    check_mlp(fsim, case)
+    check_attn(fsim, case, None if keep_attn == 1.0 else case.conn(keep_attn), fresh)
+    check_mlp(fsim, case, fresh)
 
 
 @pytest.mark.parametrize("tokens, keep_attn", [(197, 1.0), (139, 0.7), (98, 0.5), (69, 0.5)])
@@ -212,6 +213,20 @@ def test_results_do_not_depend_on_the_module_schedule(priority: tuple[Module, ..
     check_attn(engine, case, case.conn(0.5))
     check_mlp(engine, case)
     check_linear_and_norm(engine, case)
+
+
+@pytest.mark.parametrize("kernel", ["attn_bwd", "mlp_bwd", "linear_bwd", "layernorm_bwd"])
+def test_fresh_gradients_are_zero_filled_not_read(kernel: str) -> None:
+    """A backward whose accumulators start at zero (the engine backends pick it when all are zero) reads
+    none of them from DDR: each gradient's LOADs become zero fills; the rest of the program is the same."""
+    vit = CONFIGS["deit_tiny"]
+    adding, fresh = (lower.representative(kernel, vit, 69, None, 1, isa.PRODUCTION, "head", f).summary()
+                     for f in (False, True))
+    grad_bytes = (8 * {"attn_bwd": 4 * 192 * 192 + 6 * 192, "mlp_bwd": 2 * 192 * 768 + 768 + 3 * 192,
+                       "linear_bwd": 192 * 1000 + 1000, "layernorm_bwd": 2 * 192}[kernel])
+    assert adding["ddr_read_bytes"] - fresh["ddr_read_bytes"] == grad_bytes
+    assert {k: adding[k] for k in ("commands", "per_op", "ddr_write_bytes", "macs")} == \
+        {k: fresh[k] for k in ("commands", "per_op", "ddr_write_bytes", "macs")}
 
 
 def test_programs_are_cached_and_seeds_bound_per_call() -> None:

@@ -472,6 +472,12 @@ def _grad(grads: Mapping[str, np.ndarray], name: str, shape: tuple[int, ...]) ->
     return acc
 
 
+def _fresh(*accumulators: np.ndarray) -> bool:
+    """Whether the gradient accumulators are all zero (a step's first micro-batch): the backward program
+    then starts them at zero on chip instead of reading them from DDR (lower.*_bwd `fresh`)."""
+    return not any(acc.any() for acc in accumulators)
+
+
 def _row_stats(saved_ln: Mapping[str, Any]) -> np.ndarray:
     rs = np.asarray(saved_ln["rsqrt"]).astype(np.int64).reshape(-1)
     k = np.asarray(saved_ln["k"]).astype(np.int64).reshape(-1)
@@ -610,13 +616,14 @@ class EngineBackend(Accelerator):
         batch, tokens = _check_x(dy, dout, "linear_bwd")
         has_bias = "bias" in params and params["bias"] is not None
         f = layers.need_fracs(fracs, layers.LINEAR_BWD_FRACS, "linear_bwd") if need_dx else {"dx": 0}
-        prog = lower.linear_bwd(
-            self.config, batch * tokens, din, dout, has_bias, need_dx, dy.frac, w.frac, f["dx"]
-        )
         gw = _grad(grads, "weight", (dout, din))
         inputs = {"dy": dy.data, "x": x.data, "weight": w.data, "grad_weight": gw}
         if has_bias:
             inputs["grad_bias"] = _grad(grads, "bias", (dout,))
+        prog = lower.linear_bwd(
+            self.config, batch * tokens, din, dout, has_bias, need_dx, dy.frac, w.frac, f["dx"],
+            _fresh(*(inputs[k] for k in ("grad_weight", "grad_bias") if k in inputs)),
+        )
         out = self._run(prog, inputs, seed)
         gw[...] = out.outputs["grad_weight"]
         grad_fracs = {"weight": dy.frac + x.frac}
@@ -645,6 +652,7 @@ class EngineBackend(Accelerator):
         batch, tokens = _check_x(dy, dim, "layernorm_bwd")
         if residual is not None and residual.data.shape != dy.data.shape:
             raise ValueError(f"layernorm_bwd: residual {residual.data.shape} != {dy.data.shape}")
+        gg, gb = _grad(grads, "weight", (dim,)), _grad(grads, "bias", (dim,))
         prog = lower.layernorm_bwd(
             self.config,
             batch * tokens,
@@ -654,8 +662,8 @@ class EngineBackend(Accelerator):
             int(saved["frac_x"]),
             residual.frac if residual is not None else None,
             lower.fracs_key(f, layers.LAYERNORM_BWD_FRACS),
+            _fresh(gg, gb),
         )
-        gg, gb = _grad(grads, "weight", (dim,)), _grad(grads, "bias", (dim,))
         inputs = {
             "dy": dy.data,
             "xhat": saved["xhat"],
@@ -724,6 +732,8 @@ class EngineBackend(Accelerator):
         shape = lower.AttnShape(batch, length, dim, num_heads, dense, lists)
         z, qkv, ctx = saved["z"], saved["qkv"], saved["ctx"]
         saved_fracs = (int(saved["ln"]["frac_x"]), z.frac, qkv.frac, ctx.frac)
+        shapes = lower._attn_param_shapes(dim)
+        g = {n: _grad(grads, n, (shapes[n][1],) if shapes[n][0] == 1 else shapes[n]) for n in ATTN_PARAMS}
         prog = lower.attn_block_bwd(
             self.config,
             shape,
@@ -731,9 +741,8 @@ class EngineBackend(Accelerator):
             saved_fracs,
             _params_fracs(params, ATTN_PARAMS),
             lower.fracs_key(f, blocks.ATTN_BWD_FRACS),
+            _fresh(*g.values()),
         )
-        shapes = lower._attn_param_shapes(dim)
-        g = {n: _grad(grads, n, (shapes[n][1],) if shapes[n][0] == 1 else shapes[n]) for n in ATTN_PARAMS}
         inputs = {
             "dout": dout.data,
             **{n: params[n].data for n in ATTN_PARAMS},
@@ -788,6 +797,8 @@ class EngineBackend(Accelerator):
         batch, tokens = _check_x(dout, dim, "mlp_block_bwd")
         z, h, a = saved["z"], saved["h"], saved["a"]
         saved_fracs = (int(saved["ln"]["frac_x"]), z.frac, h.frac, a.frac)
+        shapes = lower._mlp_param_shapes(dim, hidden)
+        g = {n: _grad(grads, n, (shapes[n][1],) if shapes[n][0] == 1 else shapes[n]) for n in MLP_PARAMS}
         prog = lower.mlp_block_bwd(
             self.config,
             batch * tokens,
@@ -797,9 +808,8 @@ class EngineBackend(Accelerator):
             saved_fracs,
             _params_fracs(params, MLP_PARAMS),
             lower.fracs_key(f, blocks.MLP_BWD_FRACS),
+            _fresh(*g.values()),
         )
-        shapes = lower._mlp_param_shapes(dim, hidden)
-        g = {n: _grad(grads, n, (shapes[n][1],) if shapes[n][0] == 1 else shapes[n]) for n in MLP_PARAMS}
         inputs = {
             "dout": dout.data,
             **{n: params[n].data for n in MLP_PARAMS},

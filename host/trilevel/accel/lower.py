@@ -51,6 +51,7 @@ class Buffer:
     cols: int
     dtype: str  # numpy dtype string: "<i2", "<i8", "<u2"
     role: str  # "in" (host writes), "out" (host reads), "inout", "scratch"
+    zero_start: bool = False  # an "out" accumulator the call starts at zero: its LOADs are zero fills
 
     @property
     def itemsize(self) -> int:
@@ -239,6 +240,14 @@ class Builder:
             raise LoweringError(f"{self.kernel}: {self.ddr_top} DDR bytes exceed the 32-bit DMA addresses")
         return buf
 
+    def gradient(self, name: str, rows: int, cols: int, fresh: bool) -> Buffer:
+        """An int64 gradient accumulator the call adds to ("inout"), or with `fresh` one it starts at zero
+        on chip (a step's first micro-batch): "out", its LOADs are zero fills and read no DDR."""
+        buf = self.buffer(name, rows, cols, "<i8", "out" if fresh else "inout")
+        if fresh:
+            buf = self.buffers[name] = dataclasses.replace(buf, zero_start=True)
+        return buf
+
     # ---- commands
     def add(self, op: Op, seed_path: tuple[int, ...] | None = None, **fields: int) -> int:
         if self._replay_words is not None:
@@ -336,7 +345,9 @@ class Builder:
         cols: int,
         zero: bool = False,
     ) -> int:
-        """LOAD or STORE of the (rows x cols) block of `buf` at (row, col) from/to on-chip `onchip`."""
+        """LOAD or STORE of the (rows x cols) block of `buf` at (row, col) from/to on-chip `onchip`; a LOAD
+        of a `zero_start` buffer is a zero fill."""
+        zero = zero or (op == Op.LOAD and buf.zero_start)
         if self._replay_words is not None:  # the template checked and encoded it
             return self._replay(op, {})
         if _MEM_OF_DTYPE.get(buf.dtype) != mem and not (mem == Mem.STAT and buf.dtype == "<i8"):
@@ -2199,13 +2210,15 @@ def linear_bwd(
     frac_dy: int,
     frac_w: int,
     frac_dx: int,
+    fresh: bool = False,
 ) -> Program:
-    b, key = _builder(config, "linear_bwd", rows, din, dout, has_bias, need_dx)
+    """fresh: the gradients start at zero in ACC (no DDR read) instead of adding to grad_weight/grad_bias."""
+    b, key = _builder(config, "linear_bwd", rows, din, dout, has_bias, need_dx, fresh)
     dy = b.buffer("dy", rows, dout, "<i2", "in")
     x = b.buffer("x", rows, din, "<i2", "in")
     w = b.buffer("weight", dout, din, "<i2", "in")
-    gw = b.buffer("grad_weight", dout, din, "<i8", "inout")
-    gb = b.buffer("grad_bias", 1, dout, "<i8", "inout") if has_bias else None
+    gw = b.gradient("grad_weight", dout, din, fresh)
+    gb = b.gradient("grad_bias", 1, dout, fresh) if has_bias else None
     dx = b.buffer("dx", rows, din, "<i2", "out") if need_dx else None
     stage_linear_bwd(
         b, dy, x, w, gw, gb, dx, _check_shift(frac_dy + frac_w - frac_dx, "dx") if need_dx else 0, (0,), 0
@@ -2257,17 +2270,19 @@ def layernorm_bwd(
     frac_x: int,
     frac_res: int | None,
     fracs: tuple[tuple[str, int], ...],
+    fresh: bool = False,
 ) -> Program:
+    """fresh: as linear_bwd."""
     f = dict(fracs)
-    b, key = _builder(config, "layernorm_bwd", rows, dim, frac_res is None)
+    b, key = _builder(config, "layernorm_bwd", rows, dim, frac_res is None, fresh)
     dy = b.buffer("dy", rows, dim, "<i2", "in")
     xhat = b.buffer("xhat", rows, dim, "<i2", "in")
     rs = b.buffer("row_stats", 1, rows, "<i8", "in")
     g = b.buffer("weight", 1, dim, "<i2", "in")
     res = b.buffer("residual", rows, dim, "<i2", "in") if frac_res is not None else None
     dx = b.buffer("dx", rows, dim, "<i2", "out")
-    gg = b.buffer("grad_weight", 1, dim, "<i8", "inout")
-    gb = b.buffer("grad_bias", 1, dim, "<i8", "inout")
+    gg = b.gradient("grad_weight", 1, dim, fresh)
+    gb = b.gradient("grad_bias", 1, dim, fresh)
     stage_ln_bwd(
         b, dy, xhat, rs, g, res, dx, gg, gb, _ln_bwd_shifts(dim, frac_dy, frac_g, frac_x, frac_res, f), (), 0
     )
@@ -2385,19 +2400,19 @@ def attn_block_bwd(
     saved_fracs: tuple[int, int, int, int],
     pf: tuple[tuple[str, int], ...],
     fracs: tuple[tuple[str, int], ...],
+    fresh: bool = False,
 ) -> Program:
-    """saved_fracs: (frac_x of LN1, frac_z, frac_qkv, frac_ctx); pf: parameter fracs; fracs: ATTN_BWD_FRACS"""
+    """saved_fracs: (frac_x of LN1, frac_z, frac_qkv, frac_ctx); pf: parameter fracs; fracs: ATTN_BWD_FRACS;
+    fresh: the gradients start at zero on chip (a step's first micro-batch) instead of adding to grad.*"""
     f, p = dict(fracs), dict(pf)
     frac_x, _, frac_qkv, _ = saved_fracs
-    b, key = _builder(config, "attn_block_bwd", s)
+    b, key = _builder(config, "attn_block_bwd", s, fresh)
     rows, dim = s.batch * s.length, s.dim
     slots = _keys_slots(blocks.ATTN_BWD_FRACS)
     dout = b.buffer("dout", rows, dim, "<i2", "in")
-    params = {name: b.buffer(name, *shape, "<i2", "in") for name, shape in _attn_param_shapes(dim).items()}
-    grads = {
-        name: b.buffer("grad." + name, *shape, "<i8", "inout")
-        for name, shape in _attn_param_shapes(dim).items()
-    }
+    shapes = _attn_param_shapes(dim)
+    params = {name: b.buffer(name, *shape, "<i2", "in") for name, shape in shapes.items()}
+    grads = {name: b.gradient("grad." + name, *shape, fresh) for name, shape in shapes.items()}
     z = b.buffer("z", rows, dim, "<i2", "in")
     xhat = b.buffer("xhat", rows, dim, "<i2", "in")
     rs = b.buffer("row_stats", 1, rows, "<i8", "in")
@@ -2542,16 +2557,17 @@ def mlp_block_bwd(
     saved_fracs: tuple[int, int, int, int],
     pf: tuple[tuple[str, int], ...],
     fracs: tuple[tuple[str, int], ...],
+    fresh: bool = False,
 ) -> Program:
-    """saved_fracs: (frac_x of LN2, frac_z, frac_h, frac_a)."""
+    """saved_fracs: (frac_x of LN2, frac_z, frac_h, frac_a); fresh: as attn_block_bwd."""
     f, p = dict(fracs), dict(pf)
     frac_x, _, frac_h, _ = saved_fracs
-    b, key = _builder(config, "mlp_block_bwd", rows, dim, hidden)
+    b, key = _builder(config, "mlp_block_bwd", rows, dim, hidden, fresh)
     slots = _keys_slots(blocks.MLP_BWD_FRACS)
     shapes = _mlp_param_shapes(dim, hidden)
     dout = b.buffer("dout", rows, dim, "<i2", "in")
     params = {name: b.buffer(name, *shape, "<i2", "in") for name, shape in shapes.items()}
-    grads = {name: b.buffer("grad." + name, *shape, "<i8", "inout") for name, shape in shapes.items()}
+    grads = {name: b.gradient("grad." + name, *shape, fresh) for name, shape in shapes.items()}
     z = b.buffer("z", rows, dim, "<i2", "in")
     xhat = b.buffer("xhat", rows, dim, "<i2", "in")
     rs = b.buffer("row_stats", 1, rows, "<i8", "in")
@@ -2669,11 +2685,13 @@ def representative(
     batch: int,
     engine_config: isa.EngineConfig,
     linear: str = "patch_embed",
+    fresh: bool = False,
 ) -> Program:
     """The program of one call of `kernel` (REPRESENTATIVE_KERNELS) at these shapes, with representative
     fracs (they change only shift fields): what `trilevel program` prints and `trilevel latency` prices.
     Attention: `tokens` incl. [CLS], `keys` connections per query incl. [CLS] (None: dense); linear:
-    "patch_embed" (Din = C p^2, Dout = D) or "head" (Din = D, Dout = classes); rows = batch x tokens."""
+    "patch_embed" (Din = C p^2, Dout = D) or "head" (Din = D, Dout = classes); rows = batch x tokens; fresh:
+    backward kernels start their gradients at zero on chip (a step's first micro-batch) instead of adding."""
     dim, hidden, heads = cfg.embed_dim, cfg.mlp_hidden, cfg.num_heads
     rows = batch * tokens
     key = fracs_key
@@ -2712,6 +2730,7 @@ def representative(
             (ACT_FRAC, 12, 11, 12),
             attn_p,
             key(ATTN_BWD, blocks.ATTN_BWD_FRACS),
+            fresh,
         ),
         "mlp_fwd": lambda: mlp_block_fwd(
             engine_config, rows, dim, hidden, ACT_FRAC, mlp_p, key(MLP_FWD, blocks.MLP_FWD_FRACS)
@@ -2725,12 +2744,13 @@ def representative(
             (ACT_FRAC, 12, 11, 11),
             mlp_p,
             key(MLP_BWD, blocks.MLP_BWD_FRACS),
+            fresh,
         ),
         "linear_fwd": lambda: linear_fwd(
             engine_config, rows, din, dout, ACT_FRAC, WEIGHT_FRAC, BIAS_FRAC, None, 11
         ),
         "linear_bwd": lambda: linear_bwd(
-            engine_config, rows, din, dout, True, linear != "patch_embed", GRAD_FRAC, WEIGHT_FRAC, 12
+            engine_config, rows, din, dout, True, linear != "patch_embed", GRAD_FRAC, WEIGHT_FRAC, 12, fresh
         ),
         "layernorm_fwd": lambda: layernorm_fwd(
             engine_config, rows, dim, ACT_FRAC, WEIGHT_FRAC, BIAS_FRAC, 12
@@ -2744,6 +2764,7 @@ def representative(
             ACT_FRAC,
             None,
             key(LN_BWD, layers.LAYERNORM_BWD_FRACS),
+            fresh,
         ),
         "topk_tokens": lambda: topk(engine_config, batch, 1, tokens - 1, 0, keys or tokens - 1, 0),
         "topk_connections": lambda: topk(engine_config, batch, tokens, tokens, 1, (keys or tokens) - 1, 1),
