@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 DEIT_T = {"dim": 192, "hidden": 768, "heads": 3}
 TOKENS = (197, 139, 98, 69)      # dense and the three pruned stages at R_T = 0.7
+MICRO_BATCH = 8                  # images per kernel call of the micro-batch linear rows (rows = 8 x 197)
 
 
 @dataclasses.dataclass
@@ -58,8 +59,9 @@ class Row:
     wall_s: float
 
 
-def _linear_case(rng: np.random.Generator, t: int, din: int, dout: int) -> tuple[Callable, Callable, str]:
-    x = QTensor(rng.integers(-3000, 3000, (1, t, din), dtype=np.int16), 12)
+def _linear_case(rng: np.random.Generator, t: int, din: int, dout: int, batch: int = 1
+                 ) -> tuple[Callable, Callable, str]:
+    x = QTensor(rng.integers(-3000, 3000, (batch, t, din), dtype=np.int16), 12)
     w = QTensor(rng.integers(-3000, 3000, (dout, din), dtype=np.int16), 14)
     b = QTensor(rng.integers(-3000, 3000, (dout,), dtype=np.int16), 13)
 
@@ -67,7 +69,7 @@ def _linear_case(rng: np.random.Generator, t: int, din: int, dout: int) -> tuple
         y, stats, _ = be.linear_fwd(x, {"weight": w, "bias": b}, {"y": 10})
         return y.data, stats
 
-    return call, "linear_fwd", f"{t}x{din}->{dout}"
+    return call, "linear_fwd", f"{batch}x{t}x{din}->{dout}" if batch > 1 else f"{t}x{din}->{dout}"
 
 
 def _topk_case(rng: np.random.Generator, kind: str, t: int, k: int) -> tuple[Callable, Callable, str]:
@@ -87,7 +89,8 @@ def _topk_case(rng: np.random.Generator, kind: str, t: int, k: int) -> tuple[Cal
 
 
 def cases(rows: str) -> list[tuple]:
-    """(kind, args) of the measured kernels. `small`: one row per kernel kind (quick)."""
+    """(kind, args) of the measured kernels. `small`: one row per kernel kind (quick). Besides the batch-1
+    rows, QKV, fc1 and fc2 of a MICRO_BATCH-image call (the trainer runs a micro-batch per kernel call)."""
     d, h = DEIT_T["dim"], DEIT_T["hidden"]
     out: list[tuple] = []
     tokens = (197, 69) if rows == "deit" else (17,) if rows == "small" else TOKENS
@@ -95,6 +98,8 @@ def cases(rows: str) -> list[tuple]:
         dims = ((d, 3 * d), (d, d), (d, h), (h, d)) if rows != "small" else ((64, 192),)
         for din, dout in dims:
             out.append(("linear", t, din, dout))
+    if rows != "small":
+        out += [("linear", 197, din, dout, MICRO_BATCH) for din, dout in ((d, 3 * d), (d, h), (h, d))]
     if rows == "small":
         out += [("topk", "tokens", 17, 12), ("topk", "connections", 13, 6)]
     else:
@@ -208,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         table = measure(config, rows, log=lambda s: print(s, flush=True))
         if config is isa.PRODUCTION:
             table["block_rows"] = measure_blocks(config, log=lambda s: print(s, flush=True))
+            table["block_rows"] += measure_blocks(config, stages=((197, None, 12),), batch=MICRO_BATCH,
+                                                  log=lambda s: print(s, flush=True))
             table["projection"] = projection(table["block_rows"], config.clock_mhz)
             print(json.dumps(table["projection"], indent=1), flush=True)
         tables.append(table)
@@ -349,10 +356,10 @@ def _random_inputs(rng: np.random.Generator, program: Any, tokens: int, keys: in
 
 def measure_blocks(config: isa.EngineConfig, ddr: rtlsim.DdrModel | None = None, lib: Path | None = None,
                    stages: tuple = STAGES, log: Callable[[str], None] | None = None,
-                   driver: Any = None) -> list[dict[str, Any]]:
-    """attn/mlp fwd + bwd of one DeiT-T block (batch 1) at every stage's shape, on the engine of `driver`
-    (an EngineDriver; default: the RTL at `config` in Verilator) and on fsim: outputs, statistics and the
-    exact counters must agree; the rows carry the measured engine's counters."""
+                   driver: Any = None, batch: int = 1) -> list[dict[str, Any]]:
+    """attn/mlp fwd + bwd of one DeiT-T block (`batch` images per call) at every stage's shape, on the
+    engine of `driver` (an EngineDriver; default: the RTL at `config` in Verilator) and on fsim: outputs,
+    statistics and the exact counters must agree; the rows carry the measured engine's counters."""
     from trilevel import config as model_configs
     from trilevel.accel import lower
     from trilevel.accel.engine import EngineBackend
@@ -370,7 +377,7 @@ def measure_blocks(config: isa.EngineConfig, ddr: rtlsim.DdrModel | None = None,
         for fwd, bwd in (("attn_fwd", "attn_bwd"), ("mlp_fwd", "mlp_bwd")):
             given: dict[str, np.ndarray] = {}
             for kernel in (fwd, bwd):
-                prog = lower.representative(kernel, vit, tokens, keys, 1, config)
+                prog = lower.representative(kernel, vit, tokens, keys, batch, config)
                 inputs = _random_inputs(rng, prog, tokens, keys, given)
                 want = ref.run(prog, inputs, seed=7)
                 t0 = time.time()
@@ -380,13 +387,13 @@ def measure_blocks(config: isa.EngineConfig, ddr: rtlsim.DdrModel | None = None,
                                                          for k in want.outputs)
                          and all(got.counters[k] == want.counters[k] for k in EXACT_COUNTERS))
                 c = got.counters
-                shape = f"T={tokens} keys={keys or 'dense'}"
+                shape = f"T={tokens} keys={keys or 'dense'}" + (f" batch={batch}" if batch > 1 else "")
                 row = Row(kernel, shape, c["CYCLES"], c["GEMM_BUSY"], c["MACS"],
                           round(c["MACS"] / (pes * c["CYCLES"]), 4), round(c["DMA_STALL"] / c["CYCLES"], 4),
                           c["DDR_RD_BYTES"], c["DDR_WR_BYTES"], 0, 0, exact, round(wall, 2))
                 d = dataclasses.asdict(row)
                 units = ("LOAD_BUSY", "STORE_BUSY", "SOFTMAX_BUSY", "VEC_BUSY", "TOPK_BUSY")
-                d.update(tokens=tokens, keys=keys, busy={k: c[k] for k in units})
+                d.update(tokens=tokens, keys=keys, batch=batch, busy={k: c[k] for k in units})
                 rows.append(d)
                 if log:
                     log(f"{kernel:10s} {row.shape:18s} cycles {row.cycles:9d}  util {row.utilization:.3f}  "
@@ -396,22 +403,27 @@ def measure_blocks(config: isa.EngineConfig, ddr: rtlsim.DdrModel | None = None,
 
 
 def projection(block_rows: list[dict[str, Any]], clock_mhz: float, images: int = 1_281_167) -> dict[str, Any]:
-    """Training time per image and per ImageNet-1K epoch from the measured block cycles (batch 1, the 12
-    blocks only; patch embedding, head, top-k and the optimizer are left out): dense = 12 blocks at 197
-    tokens; Tri-Level/0.7 = the stages of STAGES. A projection from measured kernels, not a measurement."""
-    cyc = {(r["kernel"], r["tokens"]): r["cycles"] for r in block_rows}
+    """Training time per image and per ImageNet-1K epoch from the measured block cycles (the 12 blocks
+    only; patch embedding, head, top-k and the optimizer are left out): dense = 12 blocks at 197 tokens;
+    Tri-Level/0.7 = the stages of STAGES, at batch 1; with rows of MICRO_BATCH-image calls also dense at
+    that micro-batch (cycles per image). A projection from measured kernels, not a measurement."""
+    cyc = {(r["kernel"], r["tokens"], r.get("batch", 1)): r["cycles"] for r in block_rows}
 
-    def per_block(tokens: int) -> int:
-        return sum(cyc[(k, tokens)] for k in ("attn_fwd", "attn_bwd", "mlp_fwd", "mlp_bwd"))
+    def per_block(tokens: int, batch: int = 1) -> int:
+        return sum(cyc[(k, tokens, batch)] for k in ("attn_fwd", "attn_bwd", "mlp_fwd", "mlp_bwd")) // batch
 
     dense = 12 * per_block(197)
     tri = sum(blocks * per_block(tokens) for tokens, _, blocks in STAGES)
+    runs = [("dense", dense), ("trilevel_0.7", tri)]
+    if ("attn_fwd", 197, MICRO_BATCH) in cyc:
+        runs.append((f"dense_micro_batch_{MICRO_BATCH}", 12 * per_block(197, MICRO_BATCH)))
     out = {}
-    for name, cycles in (("dense", dense), ("trilevel_0.7", tri)):
+    for name, cycles in runs:
         ms = cycles / (clock_mhz * 1e3)
         out[name] = {"cycles_per_image": cycles, "ms_per_image": round(ms, 3),
                      "h_per_epoch": round(ms * images / 3.6e6, 2)}
-    out["note"] = ("12 transformer blocks fwd+bwd at batch 1 from the measured cycles; excludes patch "
+    out["note"] = ("12 transformer blocks fwd+bwd at batch 1 (dense_micro_batch_*: per image, in calls of "
+                   "that many images) from the measured cycles; excludes patch "
                    "embedding, head, top-k, final LayerNorm and the optimizer; paper Table 2: 13.79 h dense, "
                    "8.91 h Tri-Level")
     return out
