@@ -88,6 +88,15 @@ module engine_mem #(
     localparam int GB = NREG > 1 ? $clog2(NREG) : 1;
     localparam int NP = NR + NW;                 // ports in priority order: reads, then writes
 
+    // A Verilated model evaluates every combinational block every cycle: in simulation an idle port skips its
+    // rotate network and pick trees (their outputs are used only when the port moves data); synthesis
+    // gets the same logic without that gating.
+`ifdef VERILATOR
+    localparam bit SKIP_IDLE = 1'b1;
+`else
+    localparam bit SKIP_IDLE = 1'b0;
+`endif
+
     // ---- requests: rows and regions of each port (bank b uses row0 when b >= off, else row0 + 1)
     logic [NP-1:0] req;
     logic [RB-1:0] row0 [NP];
@@ -242,7 +251,8 @@ module engine_mem #(
             for (int l = 0; l < LANES; l++) begin
                 x[l*WL +: WL] = {wmask[w*LANES + l], wdata[(w*LANES + l)*EW +: EW]};
             end
-            x = rot_up(x, off[NR + w]);
+            if (SKIP_IDLE && !we[w]) x = '0;
+            else x = rot_up(x, off[NR + w]);
             for (int b = 0; b < LANES; b++) begin
                 w_bank[(w*LANES + b)*EW +: EW] = x[b*WL +: EW];
                 w_mask[w*LANES + b] = x[b*WL + EW];
@@ -303,6 +313,7 @@ module engine_mem #(
                 for (int k = 0; k < 2; k++) begin
                     logic hi;                             // bank b uses the port's row1
                     logic m;
+
                     /* verilator lint_off CMPCONST */
                     hi = LB'(b) < s_off[r][k];
                     /* verilator lint_on CMPCONST */
@@ -343,7 +354,8 @@ module engine_mem #(
                 /* verilator lint_on CMPCONST */
                 g = hi ? reg1_q[p] : reg0_q[p];
                 s = hi ? slot1_q[p] : slot0_q[p];
-                rd[p*EW +: EW] = pick(dout, {g, s});
+                if (SKIP_IDLE && !srv_q[p]) rd[p*EW +: EW] = '0;
+                else rd[p*EW +: EW] = pick(dout, {g, s});
             end
         end
         for (genvar p = 0; p < NR; p++) begin : g_rdb
@@ -358,7 +370,8 @@ module engine_mem #(
         // window lane l comes from bank (l + off) mod LANES (used only the cycle after a grant)
         logic [LANES*EW-1:0] phys, shadow, cur, now;
         always_comb begin
-            phys = rot_down(rd_bank[p*LANES*EW +: LANES*EW], off_q[p]);
+            if (SKIP_IDLE && !srv_q[p]) phys = '0;
+            else phys = rot_down(rd_bank[p*LANES*EW +: LANES*EW], off_q[p]);
             now = ce_q ? (srv_q[p] ? phys : shadow) : cur;
         end
         always_ff @(posedge clk) begin

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 DEIT_T = {"dim": 192, "hidden": 768, "heads": 3}
 TOKENS = (197, 139, 98, 69)      # dense and the three pruned stages at R_T = 0.7
-MICRO_BATCH = 8                  # images per kernel call of the micro-batch linear rows (rows = 8 x 197)
+MICRO_BATCH = 8                  # images per kernel call of the micro-batch rows (rows = 8 x 197)
 
 
 @dataclasses.dataclass
@@ -90,7 +90,8 @@ def _topk_case(rng: np.random.Generator, kind: str, t: int, k: int) -> tuple[Cal
 
 def cases(rows: str) -> list[tuple]:
     """(kind, args) of the measured kernels. `small`: one row per kernel kind (quick). Besides the batch-1
-    rows, QKV, fc1 and fc2 of a MICRO_BATCH-image call (the trainer runs a micro-batch per kernel call)."""
+    rows, QKV, fc1 and fc2 of MICRO_BATCH- and 2 x MICRO_BATCH-image calls (the trainer runs a
+    micro-batch per kernel call)."""
     d, h = DEIT_T["dim"], DEIT_T["hidden"]
     out: list[tuple] = []
     tokens = (197, 69) if rows == "deit" else (17,) if rows == "small" else TOKENS
@@ -99,7 +100,8 @@ def cases(rows: str) -> list[tuple]:
         for din, dout in dims:
             out.append(("linear", t, din, dout))
     if rows != "small":
-        out += [("linear", 197, din, dout, MICRO_BATCH) for din, dout in ((d, 3 * d), (d, h), (h, d))]
+        out += [("linear", 197, din, dout, batch) for batch in (MICRO_BATCH, 2 * MICRO_BATCH)
+                for din, dout in ((d, 3 * d), (d, h), (h, d))]
     if rows == "small":
         out += [("topk", "tokens", 17, 12), ("topk", "connections", 13, 6)]
     else:
