@@ -313,7 +313,6 @@ module engine_mem #(
                 for (int k = 0; k < 2; k++) begin
                     logic hi;                             // bank b uses the port's row1
                     logic m;
-
                     /* verilator lint_off CMPCONST */
                     hi = LB'(b) < s_off[r][k];
                     /* verilator lint_on CMPCONST */

@@ -230,10 +230,12 @@ class Builder:
         self.relays = 0
 
     # ---- DDR
-    def buffer(self, name: str, rows: int, cols: int, dtype: str, role: str) -> Buffer:
+    def buffer(
+        self, name: str, rows: int, cols: int, dtype: str, role: str, zero_start: bool = False
+    ) -> Buffer:
         if name in self.buffers:
             raise ValueError(f"buffer {name!r} allocated twice")
-        buf = Buffer(name, self.ddr_top, rows, cols, dtype, role)
+        buf = Buffer(name, self.ddr_top, rows, cols, dtype, role, zero_start)
         self.buffers[name] = buf
         self.ddr_top += -(-max(buf.nbytes, 1) // 64) * 64
         if self.ddr_top >= 1 << 31:
@@ -243,10 +245,7 @@ class Builder:
     def gradient(self, name: str, rows: int, cols: int, fresh: bool) -> Buffer:
         """An int64 gradient accumulator the call adds to ("inout"), or with `fresh` one it starts at zero
         on chip (a step's first micro-batch): "out", its LOADs are zero fills and read no DDR."""
-        buf = self.buffer(name, rows, cols, "<i8", "out" if fresh else "inout")
-        if fresh:
-            buf = self.buffers[name] = dataclasses.replace(buf, zero_start=True)
-        return buf
+        return self.buffer(name, rows, cols, "<i8", "out" if fresh else "inout", zero_start=fresh)
 
     # ---- commands
     def add(self, op: Op, seed_path: tuple[int, ...] | None = None, **fields: int) -> int:

@@ -212,12 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     tables = []
     for config, rows in plan:
         print(f"-- {config.name}: {config.array_rows}x{config.array_cols} array, rows {rows}", flush=True)
-        table = measure(config, rows, log=lambda s: print(s, flush=True))
-        if config is isa.PRODUCTION:
-            table["block_rows"] = measure_blocks(config, log=lambda s: print(s, flush=True))
-            table["block_rows"] += measure_blocks(config, stages=((197, None, 12),), batch=MICRO_BATCH,
-                                                  log=lambda s: print(s, flush=True))
-            table["projection"] = projection(table["block_rows"], config.clock_mhz)
+        ddr = rtlsim.DdrModel()
+        backend = rtlsim.rtlsim_backend(config, ddr, 24 * 3600.0, profile_guided=False)
+        table = measure_table(backend, rtlsim_where(config, ddr), rows, log=lambda s: print(s, flush=True))
+        if "projection" in table:
             print(json.dumps(table["projection"], indent=1), flush=True)
         tables.append(table)
     if args.out:
@@ -243,11 +241,14 @@ def default_rows(config: isa.EngineConfig) -> str:
 def measure_table(backend: EngineBackend, where: dict[str, Any], rows: str | None = None,
                   log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The table of `python -m trilevel.accel.rtlsim_bench` for one backend: kernel rows, and with the
-    production build (rows other than small) the DeiT-T block rows and their projection."""
+    production build (rows other than small) the DeiT-T block rows (batch 1 at every stage, and dense at
+    MICRO_BATCH images per call) and their projection."""
     rows = rows or default_rows(backend.config)
     table = measure(rows=rows, log=log, backend=backend, where=where)
     if backend.config == isa.PRODUCTION and rows != "small":
         blocks = measure_blocks(backend.config, log=log, driver=backend.driver)
+        blocks += measure_blocks(backend.config, stages=((197, None, 12),), log=log, driver=backend.driver,
+                                 batch=MICRO_BATCH)
         table["block_rows"] = [{**r, "where": where["where"]} for r in blocks]
         table["projection"] = projection(table["block_rows"], backend.config.clock_mhz)
     return table
