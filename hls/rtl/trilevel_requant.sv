@@ -72,7 +72,7 @@ module trilevel_requant #(
             left3 <= sh2 <= 8'sd0;
             rs3 <= 6'(sh2);
             hs3 <= SR && sh2 > 8'sd32 ? 5'(sh2 - 8'sd32) : 5'd0;
-`ifdef VERILATOR  // the same thermometer as one word operation (per-bit, it is ~15 % of a simulated cycle)
+`ifdef TL_SIM_FORMS  // simulation form: the same thermometer as one word operation (per-bit: ~15 % of a cycle)
             below3 <= sh2 <= 8'sd0 ? '0 : ~({65{1'b1}} << 7'(sh2));
 `else             // per-bit compares: Yosys maps these to fewer LUTs than the shift (784 vs 863 a lane)
             for (int i = 0; i <= 64; i++) below3[i] <= 8'(i) < 8'(sh2);

@@ -355,13 +355,29 @@ module engine_gemm #(
     logic [15:0] b_v [C][R+1];
     /* verilator lint_on UNUSEDSIGNAL */
     logic [47:0] res_a [R][C];
+    // The grid's clock enable. Simulation form (TL_SIM_FORMS): the skew lines and PEs also hold while
+    // nothing valid is in them (R + C cycles after the last fed step) -- a uniform pause of a system whose
+    // idle slots carry no valid flag, so results and timing are the same, and an idle array costs the
+    // Verilated model nothing.
+    logic grid_en;
+`ifdef TL_SIM_FORMS
+    logic [$clog2(R + C + 1)-1:0] in_flight;   // cycles until the last fed step has left the array
+    always_ff @(posedge clk) begin
+        if (rst) in_flight <= '0;
+        else if (ce && f_ok) in_flight <= $bits(in_flight)'(R + C);
+        else if (ce && in_flight != 0) in_flight <= in_flight - 1'b1;
+    end
+    assign grid_en = ce && (f_ok || in_flight != 0);
+`else
+    assign grid_en = ce;
+`endif
     for (genvar i = 0; i < R; i++) begin : g_askew
         wire [17:0] inj = {f_ok, f_last, a_vec[i*16 +: 16]};
         if (i == 0) begin : g_direct
             assign {f_h[0][0], a_h[0][0]} = inj;
         end else begin : g_delay
             logic [17:0] chain [i];
-            always_ff @(posedge clk) if (rst || ce) begin
+            always_ff @(posedge clk) if (rst || grid_en) begin
                 for (int d = 0; d < i; d++) begin
                     if (rst) chain[d] <= '0;
                     else chain[d] <= d == 0 ? inj : chain[d == 0 ? 0 : d - 1];
@@ -376,7 +392,7 @@ module engine_gemm #(
             assign b_v[0][0] = inj;
         end else begin : g_delay
             logic [15:0] chain [j];
-            always_ff @(posedge clk) if (rst || ce) begin
+            always_ff @(posedge clk) if (rst || grid_en) begin
                 for (int d = 0; d < j; d++) chain[d] <= d == 0 ? inj : chain[d == 0 ? 0 : d - 1];
             end
             assign b_v[j][0] = chain[j-1];
@@ -385,7 +401,7 @@ module engine_gemm #(
     for (genvar i = 0; i < R; i++) begin : g_row
         for (genvar j = 0; j < C; j++) begin : g_col
             mac_pe #(.ACC_W(48)) pe (
-                .clk(clk), .rst(rst), .en(ce),
+                .clk(clk), .rst(rst), .en(grid_en),
                 .a_in(a_h[i][j]), .b_in(b_v[j][i]),
                 .v_in(f_h[i][j][1]), .last_in(f_h[i][j][0]),
                 .a_out(a_h[i][j+1]), .b_out(b_v[j][i+1]),
@@ -398,20 +414,26 @@ module engine_gemm #(
     for (genvar i = 0; i < R; i++) begin : g_done
         assign row_done[i] = f_h[i][C][1] && f_h[i][C][0];
     end
+    wire draining = |row_done;
     logic [RW-1:0] row_sel;
     logic [C*48-1:0] row_res;
+    always_comb begin
+        row_sel = '0;
+        for (int i = 0; i < R; i++) if (row_done[i]) row_sel = RW'(i);
+    end
+`ifdef TL_SIM_FORMS   // simulation form: the draining row only (packing all R x C results costs every cycle)
+    always_comb for (int j = 0; j < C; j++) row_res[j*48 +: 48] = draining ? res_a[row_sel][j] : '0;
+`else
     // column j's results as one packed vector, row i at bits i*48: the row is a variable part-select of it
     // (res_a[row_sel][j] itself would become, under Yosys' -mem2reg, a case over all R x C elements per j)
     logic [R*48-1:0] res_col [C];
     always_comb begin
-        row_sel = '0;
-        for (int i = 0; i < R; i++) if (row_done[i]) row_sel = RW'(i);
         for (int j = 0; j < C; j++) begin
             for (int i = 0; i < R; i++) res_col[j][i*48 +: 48] = res_a[i][j];
             row_res[j*48 +: 48] = res_col[j][32'(row_sel) * 48 +: 48];
         end
     end
-    wire draining = |row_done;
+`endif
     assign tq_pop = draining && row_sel == RW'(R - 1);
 
     // ------------------------------------------------------------------ epilogue

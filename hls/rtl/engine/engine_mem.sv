@@ -83,19 +83,8 @@ module engine_mem #(
     localparam int ROWS = DEPTH / LANES;
     localparam int RB = $clog2(ROWS);
     localparam int RR = ROWS < REGION_ROWS ? ROWS : REGION_ROWS;
-    localparam int RRB = $clog2(RR);
     localparam int NREG = (ROWS + RR - 1) / RR;
-    localparam int GB = NREG > 1 ? $clog2(NREG) : 1;
     localparam int NP = NR + NW;                 // ports in priority order: reads, then writes
-
-    // A Verilated model evaluates every combinational block every cycle: in simulation an idle port skips its
-    // rotate network and pick trees (their outputs are used only when the port moves data); synthesis
-    // gets the same logic without that gating.
-`ifdef VERILATOR
-    localparam bit SKIP_IDLE = 1'b1;
-`else
-    localparam bit SKIP_IDLE = 1'b0;
-`endif
 
     // ---- requests: rows and regions of each port (bank b uses row0 when b >= off, else row0 + 1)
     logic [NP-1:0] req;
@@ -133,10 +122,8 @@ module engine_mem #(
     // before the cycle's writes whichever port it uses (read-first on both ports).
     logic [NP-1:0] served;                       // ports already served in this logical cycle
     logic [NP-1:0] grant;
-    logic [NREG-1:0] slot [NP];                  // physical port (0/1) of a granted port per region
     always_comb begin
         logic [NREG-1:0] used1, used2, blocked;  // regions with >= 1 / 2 accesses granted, blocked regions
-        logic [NREG-1:0] w0;                     // regions of write port 0 if granted
         used1 = '0;
         used2 = '0;
         blocked = '0;
@@ -153,6 +140,56 @@ module engine_mem #(
             end
         end
         done = (req & ~served & ~grant) == '0;
+    end
+    always_ff @(posedge clk) begin
+        if (rst || ce) served <= '0;
+        else served <= served | grant;
+    end
+    logic [NR-1:0] srv_q;                        // read ports granted in the previous clock cycle
+    always_ff @(posedge clk) srv_q <= grant[NR-1:0];
+    logic [NR*LANES*EW-1:0] win;                 // read port p's window the cycle after its grant
+
+`ifdef TL_SIM_FORMS
+    // ---- simulation form (Verilator builds of the rtlsim harness, `+define+TL_SIM_FORMS`): the same
+    // element memory without its physical organisation. A Verilated model evaluates every (bank, region)
+    // port, rotate network and pick tree every cycle; here a granted window is read or written directly,
+    // with the grants, conflicts and timing above unchanged (so the cycles are the same) and the same
+    // data: element a + l (mod 2**(LB + RB), as the rows wrap) for window lane l, read-first, the higher
+    // write port winning. The one difference is in data the callers never use: window lanes beyond DEPTH
+    // read 0 here (the RAMs give 0 or a stale output). sim/test_engine_sim_forms.py checks both forms
+    // against each other, cycle for cycle and byte for byte; Yosys and the cocotb tests read the RAMs.
+    localparam int EB = LB + RB;
+    logic [EW-1:0] mem [DEPTH];
+    logic [NR*LANES*EW-1:0] rd_win;
+    always_ff @(posedge clk) begin
+        for (int p = 0; p < NR; p++) begin
+            if (grant[p]) begin
+                for (int l = 0; l < LANES; l++) begin
+                    logic [EB-1:0] e;
+                    e = EB'(raddr[p*AW +: AW]) + EB'(l);
+                    rd_win[(p*LANES + l)*EW +: EW] <= 32'(e) < DEPTH ? mem[e] : '0;
+                end
+            end
+        end
+        for (int w = 0; w < NW; w++) begin
+            if (grant[NR + w]) begin
+                for (int l = 0; l < LANES; l++) begin
+                    logic [EB-1:0] e;
+                    e = EB'(waddr[w*AW +: AW]) + EB'(l);
+                    if (wmask[w*LANES + l] && 32'(e) < DEPTH) mem[e] <= wdata[(w*LANES + l)*EW +: EW];
+                end
+            end
+        end
+    end
+    assign win = rd_win;
+`else
+    localparam int RRB = $clog2(RR);             // row bits within a region
+    localparam int GB = NREG > 1 ? $clog2(NREG) : 1;
+
+    // ---- physical port of each granted port in each of its regions
+    logic [NREG-1:0] slot [NP];                  // physical port (0/1) of a granted port per region
+    always_comb begin
+        logic [NREG-1:0] used1, w0;              // regions with >= 1 access placed; of write port 0
         w0 = grant[NR] ? touch[NR] : '0;
         used1 = '0;
         for (int q = 0; q < NP; q++) begin
@@ -164,10 +201,6 @@ module engine_mem #(
                 used1 = used1 | touch[q];
             end
         end
-    end
-    always_ff @(posedge clk) begin
-        if (rst || ce) served <= '0;
-        else served <= served | grant;
     end
 
     // what each (region, physical port) serves this cycle: the port's rows, whether each row lies in
@@ -251,8 +284,7 @@ module engine_mem #(
             for (int l = 0; l < LANES; l++) begin
                 x[l*WL +: WL] = {wmask[w*LANES + l], wdata[(w*LANES + l)*EW +: EW]};
             end
-            if (SKIP_IDLE && !we[w]) x = '0;
-            else x = rot_up(x, off[NR + w]);
+            x = rot_up(x, off[NR + w]);
             for (int b = 0; b < LANES; b++) begin
                 w_bank[(w*LANES + b)*EW +: EW] = x[b*WL +: EW];
                 w_mask[w*LANES + b] = x[b*WL + EW];
@@ -262,14 +294,12 @@ module engine_mem #(
 
     // what each read port was granted in the previous clock cycle: window offset, and the region and
     // physical port of its row0 / row1
-    logic [NR-1:0] srv_q;
     logic [LB-1:0] off_q [NR];
     logic [GB-1:0] reg0_q [NR];
     logic [GB-1:0] reg1_q [NR];
     logic slot0_q [NR];
     logic slot1_q [NR];
     always_ff @(posedge clk) begin
-        srv_q <= grant[NR-1:0];
         for (int p = 0; p < NR; p++) begin
             if (grant[p]) begin
                 off_q[p] <= off[p];
@@ -353,8 +383,7 @@ module engine_mem #(
                 /* verilator lint_on CMPCONST */
                 g = hi ? reg1_q[p] : reg0_q[p];
                 s = hi ? slot1_q[p] : slot0_q[p];
-                if (SKIP_IDLE && !srv_q[p]) rd[p*EW +: EW] = '0;
-                else rd[p*EW +: EW] = pick(dout, {g, s});
+                rd[p*EW +: EW] = pick(dout, {g, s});
             end
         end
         for (genvar p = 0; p < NR; p++) begin : g_rdb
@@ -362,15 +391,19 @@ module engine_mem #(
         end
     end
 
-    // ---- read data: from the RAM outputs the cycle after a port is served, else its shadow
+    // window lane l comes from bank (l + off) mod LANES (used only the cycle after a grant)
+    for (genvar p = 0; p < NR; p++) begin : g_win
+        assign win[p*LANES*EW +: LANES*EW] = rot_down(rd_bank[p*LANES*EW +: LANES*EW], off_q[p]);
+    end
+`endif
+
+    // ---- read data: the window the cycle after a port is served, else its shadow
     logic ce_q;
     always_ff @(posedge clk) ce_q <= rst || ce;
     for (genvar p = 0; p < NR; p++) begin : g_rd
-        // window lane l comes from bank (l + off) mod LANES (used only the cycle after a grant)
         logic [LANES*EW-1:0] phys, shadow, cur, now;
         always_comb begin
-            if (SKIP_IDLE && !srv_q[p]) phys = '0;
-            else phys = rot_down(rd_bank[p*LANES*EW +: LANES*EW], off_q[p]);
+            phys = win[p*LANES*EW +: LANES*EW];
             now = ce_q ? (srv_q[p] ? phys : shadow) : cur;
         end
         always_ff @(posedge clk) begin

@@ -43,6 +43,10 @@ ENGINE_MODULES = ("engine_top", "engine_axil", "engine_axi_rd", "engine_axi_wr",
                   "engine_softmax", "engine_vec", "engine_lutram")
 UNIT_MODULES = ("mac_pe", "trilevel_requant", "topk_unit")   # shared with the stand-alone units in hls/rtl
 VERILATOR_FLAGS = ("--x-assign", "0", "--x-initial", "0", "-O3", "-Wno-fatal")
+# The simulation forms of the RTL (`TL_SIM_FORMS`: engine_mem's memories as element arrays, the requantizer's
+# thermometer as a word operation; docs/rtl.md "Simulation forms"): the same cycles and data, ~1.4x less CPU a
+# cycle. Builds use them unless build(..., sim_forms=False), which simulates the RTL that Yosys synthesizes.
+SIM_FORMS_DEFINE = "+define+TL_SIM_FORMS"
 # C++ flags of the model and the harness: only the th_* C API is exported (engine_harness.cpp), so calls
 # between the Verilated model's functions do not go through the PLT; -O3 over -O2. Measured ~5 % and ~7 %
 # fewer CPU seconds per simulated cycle (docs/rtl.md "Simulation speed: the demo epoch").
@@ -74,14 +78,14 @@ def verilator_bin() -> Path:
     return Path(verilator.__file__).resolve().parent / "bin"
 
 
-def _key(params: Mapping[str, int]) -> str:
+def _key(params: Mapping[str, int], sim_forms: bool) -> str:
     h = hashlib.sha256()
     includes = [ENGINE_DIR / f"{name}.svh" for name in ("tl_isa", "tl_luts", "tl_vec_luts")]
     for path in [*engine_sources(), *includes, HARNESS]:
         h.update(path.name.encode())
         h.update(path.read_bytes())
     h.update(repr(sorted(params.items())).encode())
-    h.update(repr((VERILATOR_FLAGS, CXX_FLAGS)).encode())
+    h.update(repr((VERILATOR_FLAGS, CXX_FLAGS, sim_forms and SIM_FORMS_DEFINE)).encode())
     return h.hexdigest()[:16]
 
 
@@ -95,9 +99,10 @@ PROFILE_IMAGES = 4
 
 
 def _verilate(params: Mapping[str, int], work: Path, jobs: int, env: Mapping[str, str], cxx_flags: str,
-              ld_flags: str = "") -> None:
+              ld_flags: str = "", sim_forms: bool = True) -> None:
     """One Verilator --build of the harness library into work/libengine.so (objects in work/obj)."""
     cmd = ["verilator", "--cc", "--exe", "--build", "-j", str(jobs), *VERILATOR_FLAGS,
+           *([SIM_FORMS_DEFINE] if sim_forms else []),
            "--top-module", "engine_top", f"-I{ENGINE_DIR}", "-Mdir", str(work / "obj"),
            "-CFLAGS", cxx_flags, "-LDFLAGS", f"-shared {ld_flags}".strip(), "-o", str(work / "libengine.so"),
            # the wheel's verilated.mk leaves the precompiled-header switch empty
@@ -126,15 +131,19 @@ def _profile(config: isa.EngineConfig, params: Mapping[str, int], work: Path, jo
 
 
 def build(config: isa.EngineConfig = isa.CI_SMALL, jobs: int = 2,
-          overrides: Mapping[str, int] | None = None, profile_guided: bool = False) -> Path:
+          overrides: Mapping[str, int] | None = None, profile_guided: bool = False,
+          sim_forms: bool = True) -> Path:
     """Build (or reuse) the harness library for `config` (RTL parameters `overrides` on top, e.g. the
-    test-only MUTATION; `profile_guided`: the GCC PGO build above, without overrides); returns the .so."""
-    if profile_guided and (overrides or isa.CONFIGS.get(config.name) != config):
-        raise ValueError("a profile-guided build is of a named isa.CONFIGS configuration, without overrides")
+    test-only MUTATION; `profile_guided`: the GCC PGO build above, without overrides; `sim_forms`: the
+    simulation forms, else the synthesized RTL); returns the .so."""
+    if profile_guided and (overrides or isa.CONFIGS.get(config.name) != config or not sim_forms):
+        raise ValueError("a profile-guided build is of a named isa.CONFIGS configuration, without overrides, "
+                         "in the simulation forms")
     params = {**engine_parameters(config), **(overrides or {})}
     tag = "".join(f"-{k.lower()}{v}" for k, v in (overrides or {}).items())
     tag += "-pgo" if profile_guided else ""
-    out_dir = BUILD_ROOT / f"{config.name}{tag}-{_key(params)}"
+    tag += "" if sim_forms else "-synth"
+    out_dir = BUILD_ROOT / f"{config.name}{tag}-{_key(params, sim_forms)}"
     lib = out_dir / "libengine.so"
     if lib.exists():
         return lib
@@ -152,7 +161,7 @@ def build(config: isa.EngineConfig = isa.CI_SMALL, jobs: int = 2,
     if profile_guided:
         _profile(config, params, tmp, jobs, env)
     else:
-        _verilate(params, tmp, jobs, env, CXX_FLAGS)
+        _verilate(params, tmp, jobs, env, CXX_FLAGS, sim_forms=sim_forms)
     shutil.rmtree(tmp / "obj", ignore_errors=True)  # keep only the library and the log
     if lib.exists():                                # another process finished the same key first
         shutil.rmtree(tmp, ignore_errors=True)
@@ -227,10 +236,11 @@ class Harness:
     """One simulated engine + DDR. Registers by byte offset (isa.REGISTERS), DDR by byte address."""
 
     def __init__(self, config: isa.EngineConfig = isa.CI_SMALL, ddr: DdrModel | None = None,
-                 lib: Path | None = None, profile_guided: bool = False) -> None:
+                 lib: Path | None = None, profile_guided: bool = False, sim_forms: bool = True) -> None:
         self.config = config
         self.ddr = ddr or DdrModel()
-        self.lib_path = Path(lib) if lib is not None else build(config, profile_guided=profile_guided)
+        self.lib_path = Path(lib) if lib is not None else build(config, profile_guided=profile_guided,
+                                                                  sim_forms=sim_forms)
         self._lib = _load(self.lib_path)
         cfg = self.ddr.ctypes()
         self._h = self._lib.th_create(ctypes.byref(cfg))
@@ -335,9 +345,9 @@ class RtlEngine:
     compare the RTL with trilevel.accel.fsim and the C-sim command by command."""
 
     def __init__(self, config: isa.EngineConfig = isa.CI_SMALL, ddr: DdrModel | None = None,
-                 ddr_base: int = 0x8_0000_0000, max_cycles: int = 200_000_000) -> None:
+                 ddr_base: int = 0x8_0000_0000, max_cycles: int = 200_000_000, sim_forms: bool = True) -> None:
         self.config = config
-        self.harness = Harness(config, ddr)
+        self.harness = Harness(config, ddr, sim_forms=sim_forms)
         self.ddr_base, self.max_cycles = ddr_base, max_cycles
         self.last_cycles = 0
 

@@ -338,7 +338,7 @@ STAGES = ((197, None, 4), (139, 43, 3), (98, 31, 3), (69, 22, 2))   # tokens, ke
 EXACT_COUNTERS = ("DDR_RD_BYTES", "DDR_WR_BYTES", "MACS", "RETIRED")
 
 
-def _random_inputs(rng: np.random.Generator, program: Any, tokens: int, keys: int | None,
+def random_inputs(rng: np.random.Generator, program: Any, tokens: int, keys: int | None,
                    given: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out = {}
     for name, buf in program.buffers.items():
@@ -381,7 +381,7 @@ def measure_blocks(config: isa.EngineConfig, ddr: rtlsim.DdrModel | None = None,
             given: dict[str, np.ndarray] = {}
             for kernel in (fwd, bwd):
                 prog = lower.representative(kernel, vit, tokens, keys, batch, config)
-                inputs = _random_inputs(rng, prog, tokens, keys, given)
+                inputs = random_inputs(rng, prog, tokens, keys, given)
                 want = ref.run(prog, inputs, seed=7)
                 t0 = time.time()
                 got = rtl.run(prog, inputs, seed=7)
