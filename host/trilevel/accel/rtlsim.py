@@ -345,7 +345,8 @@ class RtlEngine:
     compare the RTL with trilevel.accel.fsim and the C-sim command by command."""
 
     def __init__(self, config: isa.EngineConfig = isa.CI_SMALL, ddr: DdrModel | None = None,
-                 ddr_base: int = 0x8_0000_0000, max_cycles: int = 200_000_000, sim_forms: bool = True) -> None:
+                 ddr_base: int = 0x8_0000_0000, max_cycles: int = 200_000_000,
+                 sim_forms: bool = True) -> None:
         self.config = config
         self.harness = Harness(config, ddr, sim_forms=sim_forms)
         self.ddr_base, self.max_cycles = ddr_base, max_cycles
