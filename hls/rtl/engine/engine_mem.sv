@@ -28,6 +28,11 @@
 // idle). Requests that appear during a frozen cycle (a requester driven by an AXI stream that is not
 // frozen) simply join the logical cycle in progress; their handshake completes with ce.
 `timescale 1ns / 1ps
+`ifdef TL_SIM_FORMS
+`define TL_MEM_SIM_FORM 1'b1
+`else
+`define TL_MEM_SIM_FORM 1'b0
+`endif
 /* verilator lint_off DECLFILENAME */
 module engine_bram #(
     parameter int W = 16,
@@ -63,7 +68,8 @@ module engine_mem #(
     parameter int NR = 1,
     parameter int NW = 1,
     parameter int AW = 24,
-    parameter int REGION_ROWS = EW <= 18 ? 2048 : 1024   // rows of one region (a BRAM36 column depth)
+    parameter int REGION_ROWS = EW <= 18 ? 2048 : 1024,  // rows of one region (a BRAM36 column depth)
+    parameter bit SIM_FORM = `TL_MEM_SIM_FORM            // the simulation form below (TL_SIM_FORMS builds)
 ) (
     input  logic                  clk,
     input  logic                  rst,
@@ -149,253 +155,254 @@ module engine_mem #(
     always_ff @(posedge clk) srv_q <= grant[NR-1:0];
     logic [NR*LANES*EW-1:0] win;                 // read port p's window the cycle after its grant
 
-`ifdef TL_SIM_FORMS
-    // ---- simulation form (Verilator builds of the rtlsim harness, `+define+TL_SIM_FORMS`): the same
-    // element memory without its physical organisation. A Verilated model evaluates every (bank, region)
-    // port, rotate network and pick tree every cycle; here a granted window is read or written directly,
-    // with the grants, conflicts and timing above unchanged (so the cycles are the same) and the same
-    // data: element a + l (mod 2**(LB + RB), as the rows wrap) for window lane l, read-first, the higher
-    // write port winning. The one difference is in data the callers never use: window lanes beyond DEPTH
-    // read 0 here (the RAMs give 0 or a stale output). sim/test_engine_sim_forms.py checks both forms
-    // against each other, cycle for cycle and byte for byte; Yosys and the cocotb tests read the RAMs.
-    localparam int EB = LB + RB;
-    logic [EW-1:0] mem [DEPTH];
-    logic [NR*LANES*EW-1:0] rd_win;
-    always_ff @(posedge clk) begin
-        for (int p = 0; p < NR; p++) begin
-            if (grant[p]) begin
-                for (int l = 0; l < LANES; l++) begin
-                    logic [EB-1:0] e;
-                    e = EB'(raddr[p*AW +: AW]) + EB'(l);
-                    rd_win[(p*LANES + l)*EW +: EW] <= 32'(e) < DEPTH ? mem[e] : '0;
+    if (SIM_FORM) begin : g_sim
+        // ---- simulation form (SIM_FORM; the rtlsim harness builds `+define+TL_SIM_FORMS`): the same
+        // element memory without its physical organisation. A Verilated model evaluates every (bank, region)
+        // port, rotate network and pick tree every cycle; here a granted window is read or written directly,
+        // with the grants, conflicts and timing above unchanged (so the cycles are the same) and the same
+        // data: element a + l (mod 2**(LB + RB), as the rows wrap) for window lane l, read-first, the higher
+        // write port winning. The one difference is in data the callers never use: window lanes beyond DEPTH
+        // read 0 here (the RAMs give 0 or a stale output). sim/test_engine_sim_forms.py checks both forms
+        // against each other, cycle for cycle and byte for byte, and sim/test_engine_mem_forms.py the two
+        // memories side by side under random traffic; Yosys and the cocotb engine tests read the RAMs.
+        localparam int EB = LB + RB;
+        logic [EW-1:0] mem [DEPTH];
+        logic [NR*LANES*EW-1:0] rd_win;
+        always_ff @(posedge clk) begin
+            for (int p = 0; p < NR; p++) begin
+                if (grant[p]) begin
+                    for (int l = 0; l < LANES; l++) begin
+                        logic [EB-1:0] e;
+                        e = EB'(raddr[p*AW +: AW]) + EB'(l);
+                        rd_win[(p*LANES + l)*EW +: EW] <= 32'(e) < DEPTH ? mem[e] : '0;
+                    end
+                end
+            end
+            for (int w = 0; w < NW; w++) begin
+                if (grant[NR + w]) begin
+                    for (int l = 0; l < LANES; l++) begin
+                        logic [EB-1:0] e;
+                        e = EB'(waddr[w*AW +: AW]) + EB'(l);
+                        if (wmask[w*LANES + l] && 32'(e) < DEPTH) mem[e] <= wdata[(w*LANES + l)*EW +: EW];
+                    end
                 end
             end
         end
-        for (int w = 0; w < NW; w++) begin
-            if (grant[NR + w]) begin
-                for (int l = 0; l < LANES; l++) begin
-                    logic [EB-1:0] e;
-                    e = EB'(waddr[w*AW +: AW]) + EB'(l);
-                    if (wmask[w*LANES + l] && 32'(e) < DEPTH) mem[e] <= wdata[(w*LANES + l)*EW +: EW];
+        assign win = rd_win;
+    end else begin : g_rtl
+        localparam int RRB = $clog2(RR);             // row bits within a region
+        localparam int GB = NREG > 1 ? $clog2(NREG) : 1;
+
+        // ---- physical port of each granted port in each of its regions
+        logic [NREG-1:0] slot [NP];                  // physical port (0/1) of a granted port per region
+        always_comb begin
+            logic [NREG-1:0] used1, w0;              // regions with >= 1 access placed; of write port 0
+            w0 = grant[NR] ? touch[NR] : '0;
+            used1 = '0;
+            for (int q = 0; q < NP; q++) begin
+                slot[q] = '0;
+                if (grant[q]) begin
+                    if (NW > 2) slot[q] = touch[q] & used1;
+                    else if (q < NR) slot[q] = touch[q] & (used1 | w0);
+                    else if (q > NR) slot[q] = touch[q];
+                    used1 = used1 | touch[q];
                 end
             end
         end
-    end
-    assign win = rd_win;
-`else
-    localparam int RRB = $clog2(RR);             // row bits within a region
-    localparam int GB = NREG > 1 ? $clog2(NREG) : 1;
 
-    // ---- physical port of each granted port in each of its regions
-    logic [NREG-1:0] slot [NP];                  // physical port (0/1) of a granted port per region
-    always_comb begin
-        logic [NREG-1:0] used1, w0;              // regions with >= 1 access placed; of write port 0
-        w0 = grant[NR] ? touch[NR] : '0;
-        used1 = '0;
-        for (int q = 0; q < NP; q++) begin
-            slot[q] = '0;
-            if (grant[q]) begin
-                if (NW > 2) slot[q] = touch[q] & used1;
-                else if (q < NR) slot[q] = touch[q] & (used1 | w0);
-                else if (q > NR) slot[q] = touch[q];
-                used1 = used1 | touch[q];
-            end
-        end
-    end
-
-    // what each (region, physical port) serves this cycle: the port's rows, whether each row lies in
-    // this region, the window offset, and for a write the write port
-    localparam int WB = NW > 1 ? $clog2(NW) : 1;
-    (* keep *) logic [RB-1:0] s_row0 [NREG][2];
-    (* keep *) logic [RB-1:0] s_row1 [NREG][2];
-    (* keep *) logic s_in0 [NREG][2];
-    (* keep *) logic s_in1 [NREG][2];
-    (* keep *) logic [LB-1:0] s_off [NREG][2];
-    (* keep *) logic s_v [NREG][2];
-    (* keep *) logic s_w [NREG][2];
-    logic [WB-1:0] s_wp [NREG][2];
-    always_comb begin
-        for (int r = 0; r < NREG; r++) begin
-            for (int k = 0; k < 2; k++) begin
-                s_row0[r][k] = '0;
-                s_row1[r][k] = '0;
-                s_in0[r][k] = 1'b0;
-                s_in1[r][k] = 1'b0;
-                s_off[r][k] = '0;
-                s_v[r][k] = 1'b0;
-                s_w[r][k] = 1'b0;
-                s_wp[r][k] = '0;
-                for (int q = 0; q < NP; q++) begin       // at most one port per (region, port): OR
-                    logic h;
-                    h = grant[q] && touch[q][r] && 32'(slot[q][r]) == k;
-                    s_row0[r][k] = s_row0[r][k] | (row0[q] & {RB{h}});
-                    s_row1[r][k] = s_row1[r][k] | (row1[q] & {RB{h}});
-                    s_in0[r][k] = s_in0[r][k] | (reg0[q][r] & h);
-                    s_in1[r][k] = s_in1[r][k] | (reg1[q][r] & h);
-                    s_off[r][k] = s_off[r][k] | (off[q] & {LB{h}});
-                    s_v[r][k] = s_v[r][k] | h;
-                    s_w[r][k] = s_w[r][k] | (h && q >= NR);
-                    s_wp[r][k] = s_wp[r][k] | (WB'(q >= NR ? q - NR : 0) & {WB{h}});
-                end
-            end
-        end
-    end
-
-    // ---- rotate networks (LANES a power of two): radix-4 stages, stage k (k even) rotates by
-    // 0 / 1 / 2 / 3 x 2**k lanes (bits k, k + 1 of the amount), as AND-OR terms (one LUT6 a bit)
-    localparam int WL = EW + 1;                  // a write lane: {mask, data}
-    // lane (l + n) mod LANES of the result = lane l of x (a write window into bank order)
-    function automatic logic [LANES*WL-1:0] rot_up(input logic [LANES*WL-1:0] x, input logic [LB-1:0] n);
-        logic [LANES*WL-1:0] y;
-        logic [1:0] d;
-        rot_up = x;
-        for (int k = 0; (1 << k) < LANES; k += 2) begin
-            d = 2'(32'(n) >> k);
-            y = rot_up & {LANES*WL{d == 2'd0}};
-            for (int j = 1; j < 4; j++) begin      // by j * 2**k lanes
-                y = y | (((rot_up << (((j << k) % LANES) * WL)) | (rot_up >> ((LANES - (j << k) % LANES) * WL)))
-                         & {LANES*WL{32'(d) == j}});
-            end
-            rot_up = y;
-        end
-    endfunction
-    // lane l of the result = lane (l + n) mod LANES of x (bank order into a read window)
-    function automatic logic [LANES*EW-1:0] rot_down(input logic [LANES*EW-1:0] x, input logic [LB-1:0] n);
-        logic [LANES*EW-1:0] y;
-        logic [1:0] d;
-        rot_down = x;
-        for (int k = 0; (1 << k) < LANES; k += 2) begin
-            d = 2'(32'(n) >> k);
-            y = rot_down & {LANES*EW{d == 2'd0}};
-            for (int j = 1; j < 4; j++) begin      // by j * 2**k lanes
-                y = y | (((rot_down >> (((j << k) % LANES) * EW)) | (rot_down << ((LANES - (j << k) % LANES) * EW)))
-                         & {LANES*EW{32'(d) == j}});
-            end
-            rot_down = y;
-        end
-    endfunction
-
-    // write windows rotated into bank order: bank b takes window lane (b - waddr) mod LANES
-    logic [NW*LANES*EW-1:0] w_bank;              // write port w, bank b at (w * LANES + b) * EW
-    logic [NW*LANES-1:0] w_mask;
-    always_comb begin
-        for (int w = 0; w < NW; w++) begin
-            logic [LANES*WL-1:0] x;
-            for (int l = 0; l < LANES; l++) begin
-                x[l*WL +: WL] = {wmask[w*LANES + l], wdata[(w*LANES + l)*EW +: EW]};
-            end
-            x = rot_up(x, off[NR + w]);
-            for (int b = 0; b < LANES; b++) begin
-                w_bank[(w*LANES + b)*EW +: EW] = x[b*WL +: EW];
-                w_mask[w*LANES + b] = x[b*WL + EW];
-            end
-        end
-    end
-
-    // what each read port was granted in the previous clock cycle: window offset, and the region and
-    // physical port of its row0 / row1
-    logic [LB-1:0] off_q [NR];
-    logic [GB-1:0] reg0_q [NR];
-    logic [GB-1:0] reg1_q [NR];
-    logic slot0_q [NR];
-    logic slot1_q [NR];
-    always_ff @(posedge clk) begin
-        for (int p = 0; p < NR; p++) begin
-            if (grant[p]) begin
-                off_q[p] <= off[p];
-                reg0_q[p] <= GB'(32'(row0[p]) / RR);
-                reg1_q[p] <= GB'(32'(row1[p]) / RR);
-                slot0_q[p] <= slot[p][32'(row0[p]) / RR < NREG ? 32'(row0[p]) / RR : 0];
-                slot1_q[p] <= slot[p][32'(row1[p]) / RR < NREG ? 32'(row1[p]) / RR : 0];
-            end
-        end
-    end
-
-    // one of a bank's 2 * NREG RAM outputs: d[j * EW +: EW], 0 for j >= 2 * NREG; a radix-4 mux tree
-    // as AND-OR terms (one LUT6 per 4:1)
-    localparam int JB = GB + 1;                  // bits of j = {region, physical port}
-    localparam int NJ = 1 << (JB + JB % 2);      // 2 ** JB rounded up to a power of 4
-    localparam int NJW = NJ * EW;
-    function automatic logic [EW-1:0] pick(input logic [NREG*2*EW-1:0] d, input logic [JB-1:0] j);
-        logic [NJW-1:0] v;
-        logic [1:0] t;
-        v = NJW'(d);
-        for (int l = 0; (NJ >> (2 * l)) > 1; l++) begin         // level l: NJ / 4 ** (l + 1) outputs
-            t = 2'(32'(j) >> (2 * l));
-            for (int i = 0; i < (NJ >> (2 * l + 2)); i++) begin
-                v[i*EW +: EW] = (v[(4*i)*EW +: EW] & {EW{t == 2'd0}}) | (v[(4*i + 1)*EW +: EW] & {EW{t == 2'd1}})
-                              | (v[(4*i + 2)*EW +: EW] & {EW{t == 2'd2}})
-                              | (v[(4*i + 3)*EW +: EW] & {EW{t == 2'd3}});
-            end
-        end
-        pick = v[EW-1:0];
-    endfunction
-
-    // ---- the RAMs: bank b, region r; and per bank the read data of each read port (bank order)
-    logic [NR*LANES*EW-1:0] rd_bank;             // read port p, bank b at (p * LANES + b) * EW
-    for (genvar b = 0; b < LANES; b++) begin : g_bank
-        logic [NREG*2*EW-1:0] dout;              // region r, physical port k at (2 * r + k) * EW
-        for (genvar r = 0; r < NREG; r++) begin : g_reg
-            logic [1:0] en, wen;
-            logic [2*RRB-1:0] addr;
-            logic [2*EW-1:0] din;
-            always_comb begin
+        // what each (region, physical port) serves this cycle: the port's rows, whether each row lies in
+        // this region, the window offset, and for a write the write port
+        localparam int WB = NW > 1 ? $clog2(NW) : 1;
+        (* keep *) logic [RB-1:0] s_row0 [NREG][2];
+        (* keep *) logic [RB-1:0] s_row1 [NREG][2];
+        (* keep *) logic s_in0 [NREG][2];
+        (* keep *) logic s_in1 [NREG][2];
+        (* keep *) logic [LB-1:0] s_off [NREG][2];
+        (* keep *) logic s_v [NREG][2];
+        (* keep *) logic s_w [NREG][2];
+        logic [WB-1:0] s_wp [NREG][2];
+        always_comb begin
+            for (int r = 0; r < NREG; r++) begin
                 for (int k = 0; k < 2; k++) begin
-                    logic hi;                             // bank b uses the port's row1
-                    logic m;
-                    /* verilator lint_off CMPCONST */
-                    hi = LB'(b) < s_off[r][k];
-                    /* verilator lint_on CMPCONST */
-                    // write data / mask of the port's write port (used only when written): write
-                    // port k when NW <= 2
-                    din[k*EW +: EW] = w_bank[((k < NW ? k : 0)*LANES + b)*EW +: EW];
-                    m = w_mask[(k < NW ? k : 0)*LANES + b];
-                    if (NW > 2) begin
-                        for (int w = 0; w < NW; w++) begin
-                            if (32'(s_wp[r][k]) == w) begin
-                                din[k*EW +: EW] = w_bank[(w*LANES + b)*EW +: EW];
-                                m = w_mask[w*LANES + b];
+                    s_row0[r][k] = '0;
+                    s_row1[r][k] = '0;
+                    s_in0[r][k] = 1'b0;
+                    s_in1[r][k] = 1'b0;
+                    s_off[r][k] = '0;
+                    s_v[r][k] = 1'b0;
+                    s_w[r][k] = 1'b0;
+                    s_wp[r][k] = '0;
+                    for (int q = 0; q < NP; q++) begin       // at most one port per (region, port): OR
+                        logic h;
+                        h = grant[q] && touch[q][r] && 32'(slot[q][r]) == k;
+                        s_row0[r][k] = s_row0[r][k] | (row0[q] & {RB{h}});
+                        s_row1[r][k] = s_row1[r][k] | (row1[q] & {RB{h}});
+                        s_in0[r][k] = s_in0[r][k] | (reg0[q][r] & h);
+                        s_in1[r][k] = s_in1[r][k] | (reg1[q][r] & h);
+                        s_off[r][k] = s_off[r][k] | (off[q] & {LB{h}});
+                        s_v[r][k] = s_v[r][k] | h;
+                        s_w[r][k] = s_w[r][k] | (h && q >= NR);
+                        s_wp[r][k] = s_wp[r][k] | (WB'(q >= NR ? q - NR : 0) & {WB{h}});
+                    end
+                end
+            end
+        end
+
+        // ---- rotate networks (LANES a power of two): radix-4 stages, stage k (k even) rotates by
+        // 0 / 1 / 2 / 3 x 2**k lanes (bits k, k + 1 of the amount), as AND-OR terms (one LUT6 a bit)
+        localparam int WL = EW + 1;                  // a write lane: {mask, data}
+        // lane (l + n) mod LANES of the result = lane l of x (a write window into bank order)
+        function automatic logic [LANES*WL-1:0] rot_up(input logic [LANES*WL-1:0] x, input logic [LB-1:0] n);
+            logic [LANES*WL-1:0] y;
+            logic [1:0] d;
+            rot_up = x;
+            for (int k = 0; (1 << k) < LANES; k += 2) begin
+                d = 2'(32'(n) >> k);
+                y = rot_up & {LANES*WL{d == 2'd0}};
+                for (int j = 1; j < 4; j++) begin      // by j * 2**k lanes
+                    y = y | (((rot_up << (((j << k) % LANES) * WL)) | (rot_up >> ((LANES - (j << k) % LANES) * WL)))
+                             & {LANES*WL{32'(d) == j}});
+                end
+                rot_up = y;
+            end
+        endfunction
+        // lane l of the result = lane (l + n) mod LANES of x (bank order into a read window)
+        function automatic logic [LANES*EW-1:0] rot_down(input logic [LANES*EW-1:0] x, input logic [LB-1:0] n);
+            logic [LANES*EW-1:0] y;
+            logic [1:0] d;
+            rot_down = x;
+            for (int k = 0; (1 << k) < LANES; k += 2) begin
+                d = 2'(32'(n) >> k);
+                y = rot_down & {LANES*EW{d == 2'd0}};
+                for (int j = 1; j < 4; j++) begin      // by j * 2**k lanes
+                    y = y | (((rot_down >> (((j << k) % LANES) * EW)) | (rot_down << ((LANES - (j << k) % LANES) * EW)))
+                             & {LANES*EW{32'(d) == j}});
+                end
+                rot_down = y;
+            end
+        endfunction
+
+        // write windows rotated into bank order: bank b takes window lane (b - waddr) mod LANES
+        logic [NW*LANES*EW-1:0] w_bank;              // write port w, bank b at (w * LANES + b) * EW
+        logic [NW*LANES-1:0] w_mask;
+        always_comb begin
+            for (int w = 0; w < NW; w++) begin
+                logic [LANES*WL-1:0] x;
+                for (int l = 0; l < LANES; l++) begin
+                    x[l*WL +: WL] = {wmask[w*LANES + l], wdata[(w*LANES + l)*EW +: EW]};
+                end
+                x = rot_up(x, off[NR + w]);
+                for (int b = 0; b < LANES; b++) begin
+                    w_bank[(w*LANES + b)*EW +: EW] = x[b*WL +: EW];
+                    w_mask[w*LANES + b] = x[b*WL + EW];
+                end
+            end
+        end
+
+        // what each read port was granted in the previous clock cycle: window offset, and the region and
+        // physical port of its row0 / row1
+        logic [LB-1:0] off_q [NR];
+        logic [GB-1:0] reg0_q [NR];
+        logic [GB-1:0] reg1_q [NR];
+        logic slot0_q [NR];
+        logic slot1_q [NR];
+        always_ff @(posedge clk) begin
+            for (int p = 0; p < NR; p++) begin
+                if (grant[p]) begin
+                    off_q[p] <= off[p];
+                    reg0_q[p] <= GB'(32'(row0[p]) / RR);
+                    reg1_q[p] <= GB'(32'(row1[p]) / RR);
+                    slot0_q[p] <= slot[p][32'(row0[p]) / RR < NREG ? 32'(row0[p]) / RR : 0];
+                    slot1_q[p] <= slot[p][32'(row1[p]) / RR < NREG ? 32'(row1[p]) / RR : 0];
+                end
+            end
+        end
+
+        // one of a bank's 2 * NREG RAM outputs: d[j * EW +: EW], 0 for j >= 2 * NREG; a radix-4 mux tree
+        // as AND-OR terms (one LUT6 per 4:1)
+        localparam int JB = GB + 1;                  // bits of j = {region, physical port}
+        localparam int NJ = 1 << (JB + JB % 2);      // 2 ** JB rounded up to a power of 4
+        localparam int NJW = NJ * EW;
+        function automatic logic [EW-1:0] pick(input logic [NREG*2*EW-1:0] d, input logic [JB-1:0] j);
+            logic [NJW-1:0] v;
+            logic [1:0] t;
+            v = NJW'(d);
+            for (int l = 0; (NJ >> (2 * l)) > 1; l++) begin         // level l: NJ / 4 ** (l + 1) outputs
+                t = 2'(32'(j) >> (2 * l));
+                for (int i = 0; i < (NJ >> (2 * l + 2)); i++) begin
+                    v[i*EW +: EW] = (v[(4*i)*EW +: EW] & {EW{t == 2'd0}}) | (v[(4*i + 1)*EW +: EW] & {EW{t == 2'd1}})
+                                  | (v[(4*i + 2)*EW +: EW] & {EW{t == 2'd2}})
+                                  | (v[(4*i + 3)*EW +: EW] & {EW{t == 2'd3}});
+                end
+            end
+            pick = v[EW-1:0];
+        endfunction
+
+        // ---- the RAMs: bank b, region r; and per bank the read data of each read port (bank order)
+        logic [NR*LANES*EW-1:0] rd_bank;             // read port p, bank b at (p * LANES + b) * EW
+        for (genvar b = 0; b < LANES; b++) begin : g_bank
+            logic [NREG*2*EW-1:0] dout;              // region r, physical port k at (2 * r + k) * EW
+            for (genvar r = 0; r < NREG; r++) begin : g_reg
+                logic [1:0] en, wen;
+                logic [2*RRB-1:0] addr;
+                logic [2*EW-1:0] din;
+                always_comb begin
+                    for (int k = 0; k < 2; k++) begin
+                        logic hi;                             // bank b uses the port's row1
+                        logic m;
+                        /* verilator lint_off CMPCONST */
+                        hi = LB'(b) < s_off[r][k];
+                        /* verilator lint_on CMPCONST */
+                        // write data / mask of the port's write port (used only when written): write
+                        // port k when NW <= 2
+                        din[k*EW +: EW] = w_bank[((k < NW ? k : 0)*LANES + b)*EW +: EW];
+                        m = w_mask[(k < NW ? k : 0)*LANES + b];
+                        if (NW > 2) begin
+                            for (int w = 0; w < NW; w++) begin
+                                if (32'(s_wp[r][k]) == w) begin
+                                    din[k*EW +: EW] = w_bank[(w*LANES + b)*EW +: EW];
+                                    m = w_mask[w*LANES + b];
+                                end
                             end
                         end
-                    end
-                    addr[k*RRB +: RRB] = RRB'(hi ? s_row1[r][k] : s_row0[r][k]);
-                    en[k] = 1'b0;
-                    wen[k] = 1'b0;
-                    if (s_v[r][k]) begin                  // an idle region port computes nothing more
-                        wen[k] = s_w[r][k] && m;
-                        en[k] = (hi ? s_in1[r][k] : s_in0[r][k]) && (!s_w[r][k] || wen[k]);
+                        addr[k*RRB +: RRB] = RRB'(hi ? s_row1[r][k] : s_row0[r][k]);
+                        en[k] = 1'b0;
+                        wen[k] = 1'b0;
+                        if (s_v[r][k]) begin                  // an idle region port computes nothing more
+                            wen[k] = s_w[r][k] && m;
+                            en[k] = (hi ? s_in1[r][k] : s_in0[r][k]) && (!s_w[r][k] || wen[k]);
+                        end
                     end
                 end
+                engine_bram #(.W(EW), .N(RR)) u_ram (
+                    .clk(clk), .en(en), .we(wen), .addr(addr), .din(din), .dout(dout[r*2*EW +: 2*EW])
+                );
             end
-            engine_bram #(.W(EW), .N(RR)) u_ram (
-                .clk(clk), .en(en), .we(wen), .addr(addr), .din(din), .dout(dout[r*2*EW +: 2*EW])
-            );
-        end
-        // read port p: bank b holds its row1 when b < off_q (region reg1_q, physical port slot1_q)
-        logic [NR*EW-1:0] rd;
-        always_comb begin
-            for (int p = 0; p < NR; p++) begin
-                logic hi;
-                logic [GB-1:0] g;
-                logic s;
-                /* verilator lint_off CMPCONST */
-                hi = LB'(b) < off_q[p];
-                /* verilator lint_on CMPCONST */
-                g = hi ? reg1_q[p] : reg0_q[p];
-                s = hi ? slot1_q[p] : slot0_q[p];
-                rd[p*EW +: EW] = pick(dout, {g, s});
+            // read port p: bank b holds its row1 when b < off_q (region reg1_q, physical port slot1_q)
+            logic [NR*EW-1:0] rd;
+            always_comb begin
+                for (int p = 0; p < NR; p++) begin
+                    logic hi;
+                    logic [GB-1:0] g;
+                    logic s;
+                    /* verilator lint_off CMPCONST */
+                    hi = LB'(b) < off_q[p];
+                    /* verilator lint_on CMPCONST */
+                    g = hi ? reg1_q[p] : reg0_q[p];
+                    s = hi ? slot1_q[p] : slot0_q[p];
+                    rd[p*EW +: EW] = pick(dout, {g, s});
+                end
+            end
+            for (genvar p = 0; p < NR; p++) begin : g_rdb
+                assign rd_bank[(p*LANES + b)*EW +: EW] = rd[p*EW +: EW];
             end
         end
-        for (genvar p = 0; p < NR; p++) begin : g_rdb
-            assign rd_bank[(p*LANES + b)*EW +: EW] = rd[p*EW +: EW];
-        end
-    end
 
-    // window lane l comes from bank (l + off) mod LANES (used only the cycle after a grant)
-    for (genvar p = 0; p < NR; p++) begin : g_win
-        assign win[p*LANES*EW +: LANES*EW] = rot_down(rd_bank[p*LANES*EW +: LANES*EW], off_q[p]);
+        // window lane l comes from bank (l + off) mod LANES (used only the cycle after a grant)
+        for (genvar p = 0; p < NR; p++) begin : g_win
+            assign win[p*LANES*EW +: LANES*EW] = rot_down(rd_bank[p*LANES*EW +: LANES*EW], off_q[p]);
+        end
     end
-`endif
 
     // ---- read data: the window the cycle after a port is served, else its shadow
     logic ce_q;
