@@ -20,8 +20,9 @@
 // consecutive columns of a row, rows one per cycle; MASK's list entries one per cycle). A command runs
 // as rows of passes; a pass issues one group of V elements per cycle and then drains its pipeline
 // (stage 0 read address, stage 1 operands -> V requantizers A and B, stage 5 -> V requantizers C,
-// stage 9 result) as far as that pass still acts. Cycles (VEC_BUSY) for m rows of n elements,
-// g = ceil(n / V): LN_FWD m (3g + 23) + 5, LN_BWD m (2g + 20) + 5, GELU_* m (g + 8) + 5, MASK m (g + 3) + 5
+// stage 9 result; GELU: stage 1 table reads, stage 2 -> requantizers A, stage 6 result) as far as that
+// pass still acts. Cycles (VEC_BUSY) for m rows of n elements,
+// g = ceil(n / V): LN_FWD m (3g + 23) + 5, LN_BWD m (2g + 20) + 5, GELU_* m (g + 9) + 5, MASK m (g + 3) + 5
 // plus k + 2 per list row, COLSUM / COLDOT g (m + 5) + 5 (measured in Verilator at V = 4).
 // Errors exactly as fsim in its order: BAD_DIMS, BAD_SHIFT, SPM_RANGE (slots, operand ranges) before
 // anything moves; while running LN_BWD's per-row BAD_SHIFT (shift3 + k, shift4 - k), MASK's list entry
@@ -262,7 +263,7 @@ module engine_vec #(
     logic [JW-1:0] js [1:NS];
     wire issue = state == S_PASS && j < plen && !err_f;
     // a pass ends once no element is in a stage that still acts in it (its last stage: 0 for MASK's fill,
-    // 1 for sums / scatter, 5 for requantizer A results, 9 for requantizer C results); the elements still
+    // 1 for sums / scatter, 5 for requantizer A results (GELU 6), 9 for requantizer C results); the elements still
     // in later stages are dropped then (they have no effect in this pass)
     logic [NS:1] need;
     always_comb begin
@@ -270,18 +271,20 @@ module engine_vec #(
         d = 4'd9;
         if (op_lnf) d = pass == 2'd0 ? 4'd1 : pass == 2'd1 ? 4'd5 : 4'd9;
         else if (op_lnb) d = pass == 2'd0 ? 4'd5 : 4'd9;
-        else if (op_gelu) d = 4'd5;
+        else if (op_gelu) d = 4'd6;
         else if (op_col) d = 4'd1;
         else if (op_mask) d = pass == 2'd0 ? 4'd0 : 4'd1;
         for (int s = 1; s <= NS; s++) need[s] = 4'(s) <= d;
     end
     wire pass_end = !issue && (vld & need) == '0;
-    logic [V-1:0] lv0, lv1, lv5, lv9;             // lane valid at stages 0, 1, 5, 9
+    logic [V-1:0] lv0, lv1, lv2, lv5, lv6, lv9;   // lane valid at stages 0, 1, 2, 5, 6, 9
     always_comb begin
         for (int l = 0; l < V; l++) begin
             lv0[l] = issue && j + JW'(l) < plen && (l == 0 || !single);
             lv1[l] = vld[1] && js[1] + JW'(l) < plen && (l == 0 || !single);
+            lv2[l] = vld[2] && js[2] + JW'(l) < plen;
             lv5[l] = vld[5] && js[5] + JW'(l) < plen;
+            lv6[l] = vld[6] && js[6] + JW'(l) < plen;
             lv9[l] = vld[9] && js[9] + JW'(l) < plen;
         end
     end
@@ -315,12 +318,16 @@ module engine_vec #(
     logic signed [15:0] a1 [V], b1 [V], d1 [V], e1 [V], xb1 [V], hb1 [V], xb5 [V];
     logic signed [63:0] gelu_acc [V], g_acc [V], t_acc [V], xg1 [V];
     logic signed [63:0] qa_acc [V];
-    logic [31:0] idx1 [V], idx5 [V];        // hash32's index * K of the lanes (trilevel_requant index_k)
-    wire [31:0] idx1_k = (r_ib + 32'(js[1])) * 32'h9E3779B9;
+    // GELU reads its table at stage 1 into a register (a block RAM ROM per table and lane) and feeds
+    // requantizer A at stage 2 (results at stage 6); the LayerNorm passes feed it at stage 1
+    logic [16:0] phi2 [V];
+    logic signed [17:0] dgelu2 [V];
+    logic signed [15:0] a2 [V];
+    logic [31:0] idxa [V], idx5 [V];        // hash32's index * K of the lanes (trilevel_requant index_k)
+    wire [31:0] idxa_k = (r_ib + 32'(op_gelu ? js[2] : js[1])) * 32'h9E3779B9;
     wire [31:0] idx5_k = (r_ib + 32'(js[5])) * 32'h9E3779B9;
     always_comb begin
         for (int l = 0; l < V; l++) begin
-            logic [10:0] gc;
             logic signed [17:0] lut;
             logic signed [33:0] nh, nx;
             a1[l] = a_rdata[l*16 +: 16];
@@ -330,9 +337,8 @@ module engine_vec #(
             xb1[l] = xbuf_q[l*32 +: 16];
             hb1[l] = hbuf_q[l*16 +: 16];
             xb5[l] = xbuf_q[l*32 + 16 +: 16];
-            idx1[l] = idx1_k + 32'(l) * 32'h9E3779B9;   // (r_ib + js + l) * K: one base multiply per stage
+            idxa[l] = idxa_k + 32'(l) * 32'h9E3779B9;   // (r_ib + js + l) * K: one base multiply per stage
             idx5[l] = idx5_k + 32'(l) * 32'h9E3779B9;
-            gc = '0;
             lut = '0;
             nh = '0;
             nx = '0;
@@ -342,9 +348,8 @@ module engine_vec #(
             xg1[l] = '0;
             qa_acc[l] = '0;
             if (busy) begin                        // operand isolation: an idle unit computes nothing
-                gc = gelu_cell(op_gf ? a1[l] : b1[l], gsh);
-                lut = op_gf ? 18'(tl_phi_lut(gc)) : tl_dgelu_lut(gc);
-                gelu_acc[l] = 64'(a1[l]) * 64'(lut);
+                lut = op_gf ? 18'(phi2[l]) : dgelu2[l];
+                gelu_acc[l] = 64'(a2[l]) * 64'(lut);
                 g_acc[l] = 64'(a1[l]) * 64'(b1[l]);                              // dy gamma
                 // n xhat - S1 and n x - S1 (n < 2**16, int16, 32-bit S1) fit 34 bits; xhat * B is 16 x 48
                 nh = 34'(n64 * 64'(hb1[l])) - 34'(s1);
@@ -358,7 +363,16 @@ module engine_vec #(
             end
         end
     end
-    // requantizer A (stage 1 -> 5): shift, mode and seed are per command / pass
+    always_ff @(posedge clk) if (ce && busy) begin
+        for (int l = 0; l < V; l++) begin
+            logic [10:0] gc;
+            gc = gelu_cell(op_gf ? a1[l] : b1[l], gsh);
+            phi2[l] <= tl_phi_lut(gc);
+            dgelu2[l] <= tl_dgelu_lut(gc);
+            a2[l] <= a1[l];
+        end
+    end
+    // requantizer A (stage 1 -> 5, GELU 2 -> 6): shift, mode and seed are per command / pass
     logic signed [7:0] qa_sh;
     logic qa_mode;
     logic [31:0] qa_seed;
@@ -427,7 +441,7 @@ module engine_vec #(
     for (genvar l = 0; l < V; l++) begin : g_lane
         trilevel_requant #(.ACC_W(64)) u_rq_a (
             .clk(clk), .en(ce && busy), .acc(qa_acc[l]), .shift(qa_sh), .mode(qa_mode), .seed(qa_seed),
-            .index_k(idx1[l]), .q(qa[l])
+            .index_k(idxa[l]), .q(qa[l])
         );
         trilevel_requant #(.ACC_W(64), .SR(1'b0)) u_rq_b (   // RNE only
             .clk(clk), .en(ce && busy), .acc(64'(d1[l])), .shift(qb_sh), .mode(1'b0), .seed(32'd0), .index_k(32'd0),
@@ -439,28 +453,21 @@ module engine_vec #(
         );
     end
 
-    // statistics of this cycle: max over the valid lanes (of |v|, then in output units once)
-    logic [63:0] u_s1, u_t1, u_y5, u_dx5;   // slot 0 at stage 1 (LN_BWD g, GELU), slot 1, slot 0 (LN_FWD), slot 2
+    // statistics of this cycle: max over the valid lanes (of |v|, then in output units once). A pass has at
+    // most two: the early one u_a (LN_BWD pass 0 g and pass 1 t at stage 1, GELU at stage 2) and the late
+    // one u_b (LN_FWD Y, LN_BWD dx at stage 5), so two max trees serve the four statistics.
+    logic [63:0] u_a, u_b;
     always_comb begin
-        logic [63:0] m_s1, m_t1, m_y5, m_dx5;
-        m_s1 = '0;
-        m_t1 = '0;
-        m_y5 = '0;
-        m_dx5 = '0;
+        logic [63:0] m_a, m_b;
+        m_a = '0;
+        m_b = '0;
         for (int l = 0; l < V; l++) begin
-            if (lv1[l]) begin
-                m_s1 = umax(m_s1, magn(op_lnb ? g_acc[l] : gelu_acc[l]));
-                m_t1 = umax(m_t1, magn(t_acc[l]));
-            end
-            if (lv5[l]) begin
-                m_y5 = umax(m_y5, magn(y_acc[l]));
-                m_dx5 = umax(m_dx5, magn(dx_acc[l]));
-            end
+            if (op_gelu ? lv2[l] : lv1[l])
+                m_a = umax(m_a, magn(op_gelu ? gelu_acc[l] : pass == 2'd0 ? g_acc[l] : t_acc[l]));
+            if (lv5[l]) m_b = umax(m_b, magn(op_lnf ? y_acc[l] : dx_acc[l]));
         end
-        u_s1 = units(m_s1, 9'(f_shift));
-        u_t1 = units(m_t1, 9'(f_shift2));
-        u_y5 = units(m_y5, 9'(f_shift));
-        u_dx5 = units(m_dx5, 9'(dx_sh));
+        u_a = units(m_a, 9'(op_lnb && pass == 2'd1 ? f_shift2 : f_shift));
+        u_b = units(m_b, 9'(op_lnf ? f_shift : dx_sh));
     end
     // row sums of this cycle
     logic signed [31:0] sum_x1, sum_g5;
@@ -503,8 +510,9 @@ module engine_vec #(
                 c_wmask = L'(lv9);
                 for (int l = 0; l < V; l++) c_wdata[l*16 +: 16] = qc[l];
             end else if (op_gelu) begin
-                c_we = vld[5];
-                c_wmask = L'(lv5);
+                c_we = vld[6];
+                c_waddr = r_c + 24'(js[6]);
+                c_wmask = L'(lv6);
             end else if (op_mask && pass == 2'd0) begin
                 c_we = issue;
                 c_waddr = r_c + 24'(j);
@@ -613,20 +621,21 @@ module engine_vec #(
                         s1 <= s1 + sum_x1;
                         s2 <= s2 + sum_xx1;
                     end
-                    if ((op_gelu || (op_lnb && pass == 2'd0)) && f_stat && u_s1 > st[0]) st[0] <= u_s1;
-                    if (op_lnb && pass == 2'd1 && f_stat && u_t1 > st[1]) st[1] <= u_t1;
+                    if (op_lnb && pass == 2'd0 && f_stat && u_a > st[0]) st[0] <= u_a;
+                    if (op_lnb && pass == 2'd1 && f_stat && u_a > st[1]) st[1] <= u_a;
                     if (list_bad) begin
                         err_f <= 1'b1;
                         err_c <= TL_ERR_SPM_RANGE;
                     end
                 end
+                if (vld[2] && op_gelu && f_stat && u_a > st[0]) st[0] <= u_a;
                 if (vld[5]) begin                     // (hbuf is written in g_bank)
-                    if (op_lnf && pass == 2'd2 && f_stat && u_y5 > st[0]) st[0] <= u_y5;
+                    if (op_lnf && pass == 2'd2 && f_stat && u_b > st[0]) st[0] <= u_b;
                     if (op_lnb && pass == 2'd0) begin
                         s1 <= s1 + sum_g5;
                         s2 <= s2 + sum_gx5;
                     end
-                    if (op_lnb && pass == 2'd1 && f_stat && u_dx5 > st[2]) st[2] <= u_dx5;
+                    if (op_lnb && pass == 2'd1 && f_stat && u_b > st[2]) st[2] <= u_b;
                 end
             end
 
