@@ -5,7 +5,8 @@ The memory is small (3 regions of 64 rows x 8 lanes, 1536 elements) so that port
 accesses per region (conflict cycles), two write ports on the same elements in one cycle (the higher
 port wins), reads of elements written in the same cycle (read-first), windows across region boundaries,
 beyond DEPTH (rows 192..255 read 0) and wrapping at the top of the decoded address range. Requests are
-held while `done` is low, as the engine's frozen requesters hold theirs."""
+held while `done` is low, as the engine's frozen requesters hold theirs. Narrow ports (RD_LANES /
+WR_LANES) read 0 beyond their lanes in both forms."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ CYCLES = 4000
 @cocotb.test(timeout_time=200, timeout_unit="ms")
 async def random_traffic(dut):
     ew, lanes, nr, nw, aw = (int(getattr(dut, n).value) for n in ("EW", "LANES", "NR", "NW", "AW"))
+    rd_lanes = int(dut.RD_LANES.value)
+    rl = [(rd_lanes >> (8 * p)) & 0xFF or lanes for p in range(nr)]
+    beyond = sum(((1 << ((lanes - rl[p]) * ew)) - 1) << ((p * lanes + rl[p]) * ew) for p in range(nr))
     rng = random.Random(11)
     region = int(dut.REGION_ROWS.value) * lanes
     # a few addresses many requests share: in region 0, and windows across its upper boundary
@@ -40,6 +44,7 @@ async def random_traffic(dut):
         got, want = int(dut.rdata_sim.value), int(dut.rdata_rtl.value)
         assert got == want, f"cycle {cycle}: read data differ in lanes " + str(
             [i for i in range(nr * lanes) if (got ^ want) >> (i * ew) & ((1 << ew) - 1)])
+        assert got & beyond == 0, f"cycle {cycle}: a narrow port reads data beyond its lanes"
         await RisingEdge(dut.clk)
         if not done_rtl:
             stalls += 1

@@ -1,12 +1,19 @@
 """pytest driver: engine_mem's simulation form (what the rtlsim harness builds) equals its synthesized form
-cycle by cycle under random colliding traffic (sim/tb_engine_mem_forms.py)."""
+cycle by cycle under random colliding traffic (sim/tb_engine_mem_forms.py), with full-window ports and
+with narrow ones (RD_LANES / WR_LANES, as engine_top's STORE, LOAD and TOPK ports)."""
 
 from __future__ import annotations
 
+import pytest
 from rtlsim import RTL_DIR, SIM_DIR, Unit
 
+# read port 0: 1 lane, 1: all, 2: 3 lanes; write port 0: 2 lanes, 1: all
+NARROW = {"RD_LANES": 0x03_00_01, "WR_LANES": 0x02}
 
-def test_engine_mem_forms_random_traffic() -> None:
+
+@pytest.mark.parametrize("lanes", [{}, NARROW], ids=["full", "narrow"])
+def test_engine_mem_forms_random_traffic(lanes: dict[str, int]) -> None:
     sources = [RTL_DIR / "engine" / "engine_mem.sv", SIM_DIR / "rtl" / "engine_mem_forms.sv"]
-    unit = Unit("engine_mem_forms", "engine_mem_forms", sources, "tb_engine_mem_forms").build()
+    unit = Unit("engine_mem_forms", "engine_mem_forms", sources, "tb_engine_mem_forms", parameters=lanes,
+                build_name="engine_mem_forms" + ("_narrow" if lanes else "")).build()
     unit.check("random_traffic")

@@ -53,6 +53,23 @@ def test_memory_model_counts_one_copy_of_regions() -> None:
     assert mem["total"] == 520 <= 912
 
 
+def test_memory_parts_have_engine_tops_ports() -> None:
+    """The engine_mem parts are synthesized with the ports engine_top gives each memory (NR, NW and the
+    narrow-port lanes): the part would otherwise price ports the engine does not have."""
+    import re
+
+    from trilevel.accel import isa
+
+    parts = _module().engine_parts(isa.PRODUCTION)
+    top = (SCRIPT.parent / "engine" / "engine_top.sv").read_text()
+    for name, inst in (("mem_spm", "u_spm"), ("mem_acc", "u_acc"), ("mem_idx", "u_idx")):
+        params = re.search(r"engine_mem #\((.*?)\) " + inst + r" \(", top, re.S).group(1)
+        got = {k: int(v.replace("_", "").replace("64'h", "0x").replace("64'd", ""), 0)
+               for k, v in re.findall(r"\.(NR|NW|RD_LANES|WR_LANES)\(([^)]*)\)", params)}
+        want = {k: parts[name].params.get(k, 0) for k in ("NR", "NW", "RD_LANES", "WR_LANES")}
+        assert got == want, (name, got, want)
+
+
 def test_engine_totals_multiply_blackbox_instances() -> None:
     sr = _module()
     from trilevel.accel import isa

@@ -267,15 +267,18 @@ def engine_parts(config) -> dict[str, Part]:
         "axi_wr": Part("engine_axi_wr", (e + "engine_axi_wr.sv", fifo), axi),
         # engine_mem: the crossbar / conflict logic synthesized with its engine_bram regions as
         # blackboxes; one engine_bram per element width synthesized on its own (Yosys maps it to
-        # RAMB36 / RAMB18) and counted once per instance
+        # RAMB36 / RAMB18) and counted once per instance. Ports and narrow-port lanes as engine_top's.
         "mem_spm": Part("engine_mem", (mem,),
-                        {"EW": 16, "LANES": lanes, "DEPTH": config.spm_elems, "NR": 5, "NW": 2, "AW": 24},
+                        {"EW": 16, "LANES": lanes, "DEPTH": config.spm_elems, "NR": 5, "NW": 2, "AW": 24,
+                         "RD_LANES": 8, "WR_LANES": 8},
                         **mem_box(16, lanes, config.spm_elems)),
         "mem_acc": Part("engine_mem", (mem,),
-                        {"EW": 48, "LANES": al, "DEPTH": config.acc_elems, "NR": 3, "NW": 2, "AW": 24},
+                        {"EW": 48, "LANES": al, "DEPTH": config.acc_elems, "NR": 3, "NW": 2, "AW": 24,
+                         "RD_LANES": 0x01_00_02, "WR_LANES": 0x00_02},
                         **mem_box(48, al, config.acc_elems)),
         "mem_idx": Part("engine_mem", (mem,),
-                        {"EW": 16, "LANES": 8, "DEPTH": config.idx_elems, "NR": 4, "NW": 2, "AW": 24},
+                        {"EW": 16, "LANES": 8, "DEPTH": config.idx_elems, "NR": 4, "NW": 2, "AW": 24,
+                         "RD_LANES": 0x01_00_01_01, "WR_LANES": 0x01_00},
                         **mem_box(16, 8, config.idx_elems)),
         "bram16": Part("engine_bram", (mem,), {"W": 16, "N": 2048}),      # a region of <= 18-bit elements
         "bram48": Part("engine_bram", (mem,), {"W": 48, "N": 1024}),      # a region of 48-bit elements

@@ -9,7 +9,9 @@ module engine_mem_forms #(
     parameter int NR = 3,
     parameter int NW = 2,
     parameter int AW = 12,
-    parameter int REGION_ROWS = 64
+    parameter int REGION_ROWS = 64,
+    parameter logic [63:0] RD_LANES = '0,
+    parameter logic [63:0] WR_LANES = '0
 ) (
     input  logic                   clk,
     input  logic                   rst,
@@ -25,12 +27,12 @@ module engine_mem_forms #(
     output logic [NR*LANES*EW-1:0] rdata_sim
 );
     engine_mem #(.EW(EW), .LANES(LANES), .DEPTH(DEPTH), .NR(NR), .NW(NW), .AW(AW), .REGION_ROWS(REGION_ROWS),
-                 .SIM_FORM(1'b0)) u_rtl (
+                 .RD_LANES(RD_LANES), .WR_LANES(WR_LANES), .SIM_FORM(1'b0)) u_rtl (
         .clk(clk), .rst(rst), .ce(done_rtl), .done(done_rtl), .we(we), .waddr(waddr), .raddr(raddr),
         .wmask(wmask), .wdata(wdata), .re(re), .rdata(rdata_rtl)
     );
     engine_mem #(.EW(EW), .LANES(LANES), .DEPTH(DEPTH), .NR(NR), .NW(NW), .AW(AW), .REGION_ROWS(REGION_ROWS),
-                 .SIM_FORM(1'b1)) u_sim (
+                 .RD_LANES(RD_LANES), .WR_LANES(WR_LANES), .SIM_FORM(1'b1)) u_sim (
         .clk(clk), .rst(rst), .ce(done_sim), .done(done_sim), .we(we), .waddr(waddr), .raddr(raddr),
         .wmask(wmask), .wdata(wdata), .re(re), .rdata(rdata_sim)
     );

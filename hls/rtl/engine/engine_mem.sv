@@ -8,7 +8,10 @@
 //
 // Ports: NW write ports and NR read ports each move a window of LANES consecutive elements starting
 // at ANY element address (per-lane write masks; a rotate network maps window lanes to banks), so a
-// DMA beat or a vector of a row is one access even when unaligned. Read data arrive one cycle after
+// DMA beat or a vector of a row is one access even when unaligned. A narrow port (RD_LANES / WR_LANES:
+// 8 bits per port, 0 = LANES) moves only the window's first lanes: its other read lanes are 0, its other
+// write lanes ignored, and a select per lane replaces its rotate network (its region accesses and
+// conflicts are those of a full window, so the cycles do not depend on the widths). Read data arrive one cycle after
 // the request. Idle ports (re / we low) cost nothing. A window that crosses a region boundary is one
 // access in each of the two regions. DEPTH (elements) is a multiple of LANES; addresses beyond DEPTH
 // are not served (callers range-check commands before issuing them; data of such reads undefined:
@@ -69,6 +72,8 @@ module engine_mem #(
     parameter int NW = 1,
     parameter int AW = 24,
     parameter int REGION_ROWS = EW <= 18 ? 2048 : 1024,  // rows of one region (a BRAM36 column depth)
+    parameter logic [63:0] RD_LANES = '0,                // lanes of read port p at bits 8p (0: LANES)
+    parameter logic [63:0] WR_LANES = '0,                // lanes of write port w at bits 8w (0: LANES)
     parameter bit SIM_FORM = `TL_MEM_SIM_FORM            // the simulation form below (TL_SIM_FORMS builds)
 ) (
     input  logic                  clk,
@@ -91,6 +96,12 @@ module engine_mem #(
     localparam int RR = ROWS < REGION_ROWS ? ROWS : REGION_ROWS;
     localparam int NREG = (ROWS + RR - 1) / RR;
     localparam int NP = NR + NW;                 // ports in priority order: reads, then writes
+    function automatic int port_lanes(input logic [63:0] lanes, input int q);
+        port_lanes = lanes[q*8 +: 8] == 0 || 32'(lanes[q*8 +: 8]) > LANES ? LANES : 32'(lanes[q*8 +: 8]);
+    endfunction
+    if (NR > 8 || NW > 8) begin : g_bad_ports
+        $error("engine_mem: at most 8 read and 8 write ports");
+    end
 
     // ---- requests: rows and regions of each port (bank b uses row0 when b >= off, else row0 + 1)
     logic [NP-1:0] req;
@@ -153,7 +164,9 @@ module engine_mem #(
     end
     logic [NR-1:0] srv_q;                        // read ports granted in the previous clock cycle
     always_ff @(posedge clk) srv_q <= grant[NR-1:0];
-    logic [NR*LANES*EW-1:0] win;                 // read port p's window the cycle after its grant
+    /* verilator lint_off UNUSEDSIGNAL */
+    logic [NR*LANES*EW-1:0] win;                 // read port p's window the cycle after its grant (narrow: its lanes)
+    /* verilator lint_on UNUSEDSIGNAL */
 
     if (SIM_FORM) begin : g_sim
         // ---- simulation form (SIM_FORM; the rtlsim harness builds `+define+TL_SIM_FORMS`): the same
@@ -174,7 +187,7 @@ module engine_mem #(
                     for (int l = 0; l < LANES; l++) begin
                         logic [EB-1:0] e;
                         e = EB'(raddr[p*AW +: AW]) + EB'(l);
-                        rd_win[(p*LANES + l)*EW +: EW] <= 32'(e) < DEPTH ? mem[e] : '0;
+                        rd_win[(p*LANES + l)*EW +: EW] <= 32'(e) < DEPTH && l < port_lanes(RD_LANES, p) ? mem[e] : '0;
                     end
                 end
             end
@@ -183,7 +196,8 @@ module engine_mem #(
                     for (int l = 0; l < LANES; l++) begin
                         logic [EB-1:0] e;
                         e = EB'(waddr[w*AW +: AW]) + EB'(l);
-                        if (wmask[w*LANES + l] && 32'(e) < DEPTH) mem[e] <= wdata[(w*LANES + l)*EW +: EW];
+                        if (wmask[w*LANES + l] && 32'(e) < DEPTH && l < port_lanes(WR_LANES, w))
+                            mem[e] <= wdata[(w*LANES + l)*EW +: EW];
                     end
                 end
             end
@@ -279,16 +293,26 @@ module engine_mem #(
             end
         endfunction
 
-        // write windows rotated into bank order: bank b takes window lane (b - waddr) mod LANES
+        // write windows rotated into bank order: bank b takes window lane (b - waddr) mod LANES (a narrow
+        // port of n lanes: an n-way AND-OR select per bank)
         logic [NW*LANES*EW-1:0] w_bank;              // write port w, bank b at (w * LANES + b) * EW
         logic [NW*LANES-1:0] w_mask;
         always_comb begin
             for (int w = 0; w < NW; w++) begin
                 logic [LANES*WL-1:0] x;
                 for (int l = 0; l < LANES; l++) begin
-                    x[l*WL +: WL] = {wmask[w*LANES + l], wdata[(w*LANES + l)*EW +: EW]};
+                    x[l*WL +: WL] = l < port_lanes(WR_LANES, w) ? {wmask[w*LANES + l], wdata[(w*LANES + l)*EW +: EW]} : '0;
                 end
-                x = rot_up(x, off[NR + w]);
+                if (port_lanes(WR_LANES, w) < LANES) begin
+                    logic [LANES*WL-1:0] y;
+                    y = '0;
+                    for (int b = 0; b < LANES; b++)
+                        for (int l = 0; l < port_lanes(WR_LANES, w); l++)
+                            y[b*WL +: WL] = y[b*WL +: WL] | (x[l*WL +: WL] & {WL{off[NR + w] == LB'(b - l)}});
+                    x = y;
+                end else begin
+                    x = rot_up(x, off[NR + w]);
+                end
                 for (int b = 0; b < LANES; b++) begin
                     w_bank[(w*LANES + b)*EW +: EW] = x[b*WL +: EW];
                     w_mask[w*LANES + b] = x[b*WL + EW];
@@ -403,11 +427,24 @@ module engine_mem #(
             $error("engine_mem: at most 64 lanes (three rotate stages)");
         end
         for (genvar p = 0; p < NR; p++) begin : g_win
-            (* keep *) logic [LANES*EW-1:0] st1, st2, st3;
-            assign st1 = rot_down(rd_bank[p*LANES*EW +: LANES*EW], off_q[p], 0);
-            assign st2 = LB > 2 ? rot_down(st1, off_q[p], 2) : st1;
-            assign st3 = LB > 4 ? rot_down(st2, off_q[p], 4) : st2;
-            assign win[p*LANES*EW +: LANES*EW] = st3;
+            localparam int RL = port_lanes(RD_LANES, p);
+            if (RL < LANES) begin : g_narrow          // lane l < RL: bank (l + off) mod LANES
+                logic [LANES*EW-1:0] sel;
+                always_comb begin
+                    sel = '0;
+                    for (int l = 0; l < RL; l++)
+                        for (int b = 0; b < LANES; b++)
+                            sel[l*EW +: EW] = sel[l*EW +: EW]
+                                            | (rd_bank[(p*LANES + b)*EW +: EW] & {EW{off_q[p] == LB'(b - l)}});
+                end
+                assign win[p*LANES*EW +: LANES*EW] = sel;
+            end else begin : g_full
+                (* keep *) logic [LANES*EW-1:0] st1, st2, st3;
+                assign st1 = rot_down(rd_bank[p*LANES*EW +: LANES*EW], off_q[p], 0);
+                assign st2 = LB > 2 ? rot_down(st1, off_q[p], 2) : st1;
+                assign st3 = LB > 4 ? rot_down(st2, off_q[p], 4) : st2;
+                assign win[p*LANES*EW +: LANES*EW] = st3;
+            end
         end
     end
 
@@ -415,16 +452,17 @@ module engine_mem #(
     logic ce_q;
     always_ff @(posedge clk) ce_q <= rst || ce;
     for (genvar p = 0; p < NR; p++) begin : g_rd
-        logic [LANES*EW-1:0] phys, shadow, cur, now;
+        localparam int RW = port_lanes(RD_LANES, p) * EW;   // the port's lanes (the others read 0)
+        logic [RW-1:0] phys, shadow, cur, now;
         always_comb begin
-            phys = win[p*LANES*EW +: LANES*EW];
+            phys = win[p*LANES*EW +: RW];
             now = ce_q ? (srv_q[p] ? phys : shadow) : cur;
         end
         always_ff @(posedge clk) begin
             if (srv_q[p]) shadow <= phys;
             cur <= now;
         end
-        assign rdata[p*LANES*EW +: LANES*EW] = now;
+        assign rdata[p*LANES*EW +: LANES*EW] = (LANES*EW)'(now);
     end
 
 endmodule

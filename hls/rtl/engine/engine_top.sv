@@ -416,7 +416,9 @@ module engine_top #(
     wire x_acc_re = sm_acc_re || v_busy || g_acc_re;
     logic sm_a_re, sm_b_re, sm_acc_re;
     logic g_a_re, g_b_re, g_e_re, g_d_re, g_acc_re, s_rd_en, l_idx_re, s_idx_re;
-    engine_mem #(.EW(16), .LANES(SPM_LANES), .DEPTH(SPM_ELEMS), .NR(5), .NW(2), .AW(SPM_AW)) u_spm (
+    // narrow ports (RD_LANES / WR_LANES, 8 bits a port): STORE reads and LOAD writes one 128-bit beat
+    engine_mem #(.EW(16), .LANES(SPM_LANES), .DEPTH(SPM_ELEMS), .NR(5), .NW(2), .AW(SPM_AW),
+                 .RD_LANES(64'd8), .WR_LANES(64'd8)) u_spm (
         .clk(clk), .rst(ers), .ce(ce), .done(spm_done),
         .re({x_d_re, x_e_re, x_b_re, x_a_re, s_rd_en && s_rd_mem == 2'd0}),
         .we({x_c_we, l_wr_en && l_wr_mem == 2'd0}), .waddr({x_c_waddr, l_wr_addr}),
@@ -428,7 +430,9 @@ module engine_top #(
     assign g_e_rdata = spm_rdata[3*SPM_LANES*16 +: SPM_LANES*16];
     assign g_d_rdata = spm_rdata[4*SPM_LANES*16 +: SPM_LANES*16];
     logic [4*8*16-1:0] idx_rdata;
-    engine_mem #(.EW(16), .LANES(8), .DEPTH(IDX_ELEMS), .NR(4), .NW(2), .AW(24)) u_idx (
+    // one lane each: the LOAD / STORE gather indices, VEC's MASK lists, TOPK's index writes
+    engine_mem #(.EW(16), .LANES(8), .DEPTH(IDX_ELEMS), .NR(4), .NW(2), .AW(24),
+                 .RD_LANES(64'h01_00_01_01), .WR_LANES(64'h01_00)) u_idx (
         .clk(clk), .rst(ers), .ce(ce), .done(idx_done),
         .re({v_busy && v_sub == TL_VEC_MASK, s_rd_en && s_rd_mem == 2'd2, s_idx_re, l_idx_re}),
         .we({t_idx_we, l_wr_en && l_wr_mem == 2'd2}), .waddr({t_idx_waddr, l_wr_addr}),
@@ -446,7 +450,9 @@ module engine_top #(
     end
     logic [3*AL*48-1:0] acc_rd;
     logic [AL*48-1:0] t_acc_rdata;
-    engine_mem #(.EW(48), .LANES(AL), .DEPTH(ACC_ELEMS), .NR(3), .NW(2), .AW(24)) u_acc (
+    // narrow ports: STORE reads and LOAD writes 2 lanes (a beat), TOPK reads 1
+    engine_mem #(.EW(48), .LANES(AL), .DEPTH(ACC_ELEMS), .NR(3), .NW(2), .AW(24),
+                 .RD_LANES(64'h01_00_02), .WR_LANES(64'h00_02)) u_acc (
         .clk(clk), .rst(ers), .ce(ce), .done(acc_done),
         .re({t_busy, x_acc_re, s_rd_en && s_rd_mem == 2'd1}),
         .we({x_acc_we, l_wr_en && l_wr_mem == 2'd1}), .waddr({x_acc_waddr, l_wr_addr}),
