@@ -215,3 +215,23 @@ def test_committed_engine_resources_complete_and_within_zu9eg() -> None:
     assert doc["fits"] == {k: doc[k] <= budget[k] for k in budget}
 
 
+
+
+def test_pe_accumulator_packs_into_a_dsp_where_yosys_packs_post_adders(tmp_path: Path) -> None:
+    """mac_pe's accumulator is a DSP post-adder pattern: Yosys 0.23 packs it into the DSP48E1 (xc7: no
+    fabric adder left) but has no DSP48E2 post-adder packing (xcup: the adder stays in LUTs + CARRY8), so
+    the engine table's 51 LUT per PE is Yosys' xcup mapping, not the PE's need (docs/rtl.md "Resources")."""
+    assert shutil.which("yosys"), "yosys is required: scripts/install-system-tools.sh installs it"
+
+    def cells(family: str) -> dict[str, int]:
+        stat = tmp_path / f"{family}.json"
+        script = (f"read_verilog -sv {SCRIPT.parent / 'mac_pe.sv'}; "
+                  f"synth_xilinx -family {family} -noiopad -noclkbuf -top mac_pe; "
+                  f"tee -q -o {stat} stat -json")
+        subprocess.run(["yosys", "-q", "-p", script], capture_output=True, timeout=300, check=True)
+        return json.loads(stat.read_text())["design"]["num_cells_by_type"]
+
+    xc7, xcup = cells("xc7"), cells("xcup")
+    assert xc7.get("DSP48E1") == 1 and not any(c.startswith("CARRY") for c in xc7), xc7
+    assert sum(n for c, n in xc7.items() if c.startswith("LUT")) <= 4, xc7
+    assert xcup.get("DSP48E2") == 1 and sum(n for c, n in xcup.items() if c.startswith("LUT")) >= 48, xcup
