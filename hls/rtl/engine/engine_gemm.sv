@@ -424,15 +424,29 @@ module engine_gemm #(
 `ifdef TL_SIM_FORMS   // simulation form: the draining row only (packing all R x C results costs every cycle)
     always_comb for (int j = 0; j < C; j++) row_res[j*48 +: 48] = draining ? res_a[row_sel][j] : '0;
 `else
-    // column j's results as one packed vector, row i at bits i*48: the row is a variable part-select of it
-    // (res_a[row_sel][j] itself would become, under Yosys' -mem2reg, a case over all R x C elements per j)
-    logic [R*48-1:0] res_col [C];
-    always_comb begin
-        for (int j = 0; j < C; j++) begin
-            for (int i = 0; i < R; i++) res_col[j][i*48 +: 48] = res_a[i][j];
-            row_res[j*48 +: 48] = res_col[j][32'(row_sel) * 48 +: 48];
-        end
+    // the draining row as radix-4 select stages over whole rows (row i at bits i*C*48), each stage a kept
+    // net: left to itself Yosys merges a variable part-select into one wide LUT + MUXF tree per bit (at
+    // C = 8: ~15 LUT and ~21 MUXF a bit; three 4:1 / 2:1 levels are ~11 LUT). res_a[row_sel][j] itself
+    // would become, under Yosys' -mem2reg, a case over all R x C elements per j.
+    localparam int RWB = R * C * 48;
+    if (RW > 6) begin : g_bad_rows
+        $error("engine_gemm: at most 64 array rows (three drain select stages)");
     end
+    function automatic logic [RWB-1:0] drain4(input logic [RWB-1:0] x, input logic [1:0] d, input int n);
+        drain4 = '0;                            // entry g of the result = entry 4 g + d of x's n entries
+        for (int g = 0; g < (n + 3) / 4; g++)
+            for (int k = 0; k < 4; k++)
+                if (4 * g + k < n)
+                    drain4[g*C*48 +: C*48] = drain4[g*C*48 +: C*48] | (x[(4*g + k)*C*48 +: C*48] & {C*48{d == 2'(k)}});
+    endfunction
+    /* verilator lint_off UNUSEDSIGNAL */
+    (* keep *) logic [RWB-1:0] dr0, dr1, dr2, dr3;   // the rows; after 1, 2, 3 stages (entries 4 apart)
+    /* verilator lint_on UNUSEDSIGNAL */
+    always_comb for (int i = 0; i < R; i++) for (int j = 0; j < C; j++) dr0[(i*C + j)*48 +: 48] = res_a[i][j];
+    assign dr1 = drain4(dr0, 2'(row_sel), R);
+    assign dr2 = RW > 2 ? drain4(dr1, 2'(row_sel >> 2), (R + 3) / 4) : dr1;
+    assign dr3 = RW > 4 ? drain4(dr2, 2'(row_sel >> 4), (R + 15) / 16) : dr2;
+    assign row_res = dr3[C*48-1:0];
 `endif
     assign tq_pop = draining && row_sel == RW'(R - 1);
 

@@ -10,8 +10,9 @@
 // at ANY element address (per-lane write masks; a rotate network maps window lanes to banks), so a
 // DMA beat or a vector of a row is one access even when unaligned. A narrow port (RD_LANES / WR_LANES:
 // 8 bits per port, 0 = LANES) moves only the window's first lanes: its other read lanes are 0, its other
-// write lanes ignored, and a select per lane replaces its rotate network (its region accesses and
-// conflicts are those of a full window, so the cycles do not depend on the widths). Read data arrive one cycle after
+// write lanes ignored; it has read registers for its lanes only and, when it has at most LANES / 8 lanes,
+// a select per lane instead of a rotate network (its region accesses and conflicts are those of a full
+// window, so the cycles do not depend on the widths). Read data arrive one cycle after
 // the request. Idle ports (re / we low) cost nothing. A window that crosses a region boundary is one
 // access in each of the two regions. DEPTH (elements) is a multiple of LANES; addresses beyond DEPTH
 // are not served (callers range-check commands before issuing them; data of such reads undefined:
@@ -293,8 +294,8 @@ module engine_mem #(
             end
         endfunction
 
-        // write windows rotated into bank order: bank b takes window lane (b - waddr) mod LANES (a narrow
-        // port of n lanes: an n-way AND-OR select per bank)
+        // write windows rotated into bank order: bank b takes window lane (b - waddr) mod LANES (a port of
+        // n <= LANES / 8 lanes: an n-way AND-OR select per bank; at LANES / 4 lanes the two cost the same)
         logic [NW*LANES*EW-1:0] w_bank;              // write port w, bank b at (w * LANES + b) * EW
         logic [NW*LANES-1:0] w_mask;
         always_comb begin
@@ -303,7 +304,7 @@ module engine_mem #(
                 for (int l = 0; l < LANES; l++) begin
                     x[l*WL +: WL] = l < port_lanes(WR_LANES, w) ? {wmask[w*LANES + l], wdata[(w*LANES + l)*EW +: EW]} : '0;
                 end
-                if (port_lanes(WR_LANES, w) < LANES) begin
+                if (port_lanes(WR_LANES, w) * 8 <= LANES) begin
                     logic [LANES*WL-1:0] y;
                     y = '0;
                     for (int b = 0; b < LANES; b++)
@@ -428,7 +429,7 @@ module engine_mem #(
         end
         for (genvar p = 0; p < NR; p++) begin : g_win
             localparam int RL = port_lanes(RD_LANES, p);
-            if (RL < LANES) begin : g_narrow          // lane l < RL: bank (l + off) mod LANES
+            if (RL * 8 <= LANES) begin : g_narrow     // lane l < RL: bank (l + off) mod LANES
                 logic [LANES*EW-1:0] sel;
                 always_comb begin
                     sel = '0;
