@@ -229,10 +229,14 @@ module engine_softmax #(
         mag_max = '0;
         for (int l = 0; l < V; l++) begin
             logic signed [41:0] dd;
+            logic signed [15:0] p;
             logic signed [57:0] pr;
             logic [56:0] mag;
             dd = (42'($signed(sbv_q[l*33 + 16 +: 16])) <<< 15) - 42'(dot);
-            pr = busy ? 58'($signed(sbv_q[l*33 +: 16])) * 58'(dd) : '0;
+            // operand isolation on the int16 operand: Yosys maps `busy ? P * dd : 0` to a 58 x 58 multiply
+            // (9 DSP48E2), P * dd with a gated P to the 16 x 42 one (2)
+            p = busy ? $signed(sbv_q[l*33 +: 16]) : 16'sd0;
+            pr = 58'(p) * 58'(dd);
             bwd_acc[l] = 64'(pr);
             mag = 57'(pr[57] ? -pr : pr);
             if (lane[l] && mag > mag_max) mag_max = mag;
