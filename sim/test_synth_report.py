@@ -215,12 +215,11 @@ def test_committed_engine_resources_complete_and_within_zu9eg() -> None:
     assert doc["fits"] == {k: doc[k] <= budget[k] for k in budget}
 
 
-
-
 def test_pe_accumulator_packs_into_a_dsp_where_yosys_packs_post_adders(tmp_path: Path) -> None:
     """mac_pe's accumulator is a DSP post-adder pattern: Yosys 0.23 packs it into the DSP48E1 (xc7: no
-    fabric adder left) but has no DSP48E2 post-adder packing (xcup: the adder stays in LUTs + CARRY8), so
-    the engine table's 51 LUT per PE is Yosys' xcup mapping, not the PE's need (docs/rtl.md "Resources")."""
+    fabric adder left) but has no DSP48E2 post-adder packing (xcup: the adder stays in LUTs and carry
+    cells), so the engine table's 51 LUT per PE is Yosys' xcup mapping, not the PE's need (docs/rtl.md
+    "Resources")."""
     assert shutil.which("yosys"), "yosys is required: scripts/install-system-tools.sh installs it"
 
     def cells(family: str) -> dict[str, int]:
