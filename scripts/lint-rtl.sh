@@ -22,10 +22,13 @@ for f in "${files[@]}"; do
 done
 engine=(hls/rtl/engine/*.sv)
 if [ ${#engine[@]} -gt 0 ]; then
-    # the synthesized RTL, then its simulation forms (the rtlsim harness builds: +define+TL_SIM_FORMS)
+    # the synthesized RTL, then its simulation forms (the rtlsim harness builds: +define+TL_SIM_FORMS); a
+    # whole-row GEMM epilogue (the default) and a half-row one (isa CI_SMALL)
     for forms in "" "+define+TL_SIM_FORMS"; do
-        verilator --lint-only -Wall -Ihls/rtl -Ihls/rtl/engine $forms --top-module engine_top "${engine[@]}" \
-            hls/rtl/mac_pe.sv hls/rtl/trilevel_requant.sv hls/rtl/topk_unit.sv
+        for epi in "" "-GEPI_LANES=2"; do
+            verilator --lint-only -Wall -Ihls/rtl -Ihls/rtl/engine $forms $epi --top-module engine_top \
+                "${engine[@]}" hls/rtl/mac_pe.sv hls/rtl/trilevel_requant.sv hls/rtl/topk_unit.sv
+        done
     done
 fi
 echo "rtl lint: ${#files[@]} units and the engine (${#engine[@]} files; synthesized and simulation forms) clean"

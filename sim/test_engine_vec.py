@@ -69,10 +69,12 @@ def test_random_vec_programs_rtl_equals_fsim(rtl, seed):
     assert want.error == Err.NONE, want.detail
 
 
-def _single(fields: dict[str, int], acc: np.ndarray | None = None, idx: np.ndarray | None = None) -> tuple:
-    """A program: LOAD SPM (and ACC / IDX), one VEC command, STOREs, FINISH."""
+def _single(fields: dict[str, int], acc: np.ndarray | None = None, idx: np.ndarray | None = None,
+            spm: np.ndarray | None = None) -> tuple:
+    """A program: LOAD SPM (random unless given; and ACC / IDX), one VEC command, STOREs, FINISH."""
     prog = RandomProgram(np.random.default_rng(7))
-    spm = prog.rng.integers(-3000, 3000, SPM_USED).astype(np.int16)
+    if spm is None:
+        spm = prog.rng.integers(-3000, 3000, SPM_USED).astype(np.int16)
     cmds = [isa.encode(Op.LOAD, sub=Mem.SPM, m=1, n=SPM_USED, index_base=prog.put(spm))]
     if acc is not None:
         cmds.append(isa.encode(Op.LOAD, sub=Mem.ACC, m=1, n=acc.size, index_base=prog.put(acc)))
@@ -116,6 +118,49 @@ def test_vec_checks_stop_rtl_and_fsim_alike(rtl, name):
     prog, count, pc = _single(fields)
     want = compare(rtl, prog, count)
     assert (want.error, want.err_pc) == (code, pc), want.detail
+
+
+@needs_vec
+@pytest.mark.parametrize("shift2", [1, 2, 5, 15, 16, 30])
+def test_ln_beta_right_alignment_rounds_half_to_even(rtl, shift2):
+    """LN_FWD with gamma = 0 and shift 0: Y = align(beta, shift2) alone, rounded half to even (exact
+    halves, the int16 extremes) as fsim rounds it."""
+    rng = np.random.default_rng(80 + shift2)
+    n = 120
+    q = rng.integers(-(1 << max(0, 15 - shift2)), 1 << max(0, 15 - shift2), n)
+    beta = np.clip(q * (1 << shift2) + (1 << (shift2 - 1)), -32768, 32767)
+    beta = np.where(np.arange(n) % 3 == 0, rng.integers(-32768, 32768, n), beta).astype(np.int16)
+    beta[:3] = (-32768, 32767, -1)
+    spm = rng.integers(-3000, 3000, SPM_USED).astype(np.int16)
+    spm[2048:2048 + n] = 0                                   # gamma
+    spm[6144:6144 + n] = beta
+    row = dict(ROW, m=1, n=n, a_stride=n, b_stride=n, c_stride=n, d_stride=n, e_stride=n)
+    prog, count, _ = _single(dict(row, sub=Vec.LN_FWD, shift=0, shift2=shift2, shift4=8), spm=spm)
+    ddr = prog.ddr.copy()
+    want = compare(rtl, prog, count)
+    assert want.error == Err.NONE, want.detail
+    fsim.FunctionalEngine(CFG).run(ddr, 0, count)
+    y = ddr[prog.free:prog.free + 2 * SPM_USED].view(np.int16)[4096:4096 + n]
+    np.testing.assert_array_equal(y, np.rint(beta / 2.0**shift2))          # numpy rounds half to even
+
+
+@needs_vec
+@pytest.mark.parametrize("left", [3, 16, 17, 33, 47])
+def test_ln_beta_left_alignment_is_exact(rtl, left):
+    """LN_FWD with gamma = 0, shift2 = -left and shift = left: Y = beta exactly (each 16-bit step and the
+    product by 2**(left mod 16) of the alignment shows)."""
+    rng = np.random.default_rng(90 + left)
+    n = 64
+    spm = rng.integers(-3000, 3000, SPM_USED).astype(np.int16)
+    spm[2048:2048 + n] = 0                                   # gamma
+    spm[6144:6144 + n] = beta = rng.integers(-32768, 32768, n).astype(np.int16)
+    row = dict(ROW, m=1, n=n, a_stride=n, b_stride=n, c_stride=n, d_stride=n, e_stride=n)
+    prog, count, _ = _single(dict(row, sub=Vec.LN_FWD, shift=left, shift2=-left, shift4=8), spm=spm)
+    ddr = prog.ddr.copy()
+    want = compare(rtl, prog, count)
+    assert want.error == Err.NONE, want.detail
+    fsim.FunctionalEngine(CFG).run(ddr, 0, count)
+    np.testing.assert_array_equal(ddr[prog.free:prog.free + 2 * SPM_USED].view(np.int16)[4096:4096 + n], beta)
 
 
 @needs_vec

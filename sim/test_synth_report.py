@@ -78,7 +78,7 @@ def test_engine_totals_multiply_blackbox_instances() -> None:
     one = dict.fromkeys(sr.COLUMNS, 0)
     results = {n: {"resources": dict(one, LUT=1), "blackboxes": {}} for n in parts}
     results["top"]["blackboxes"] = {m: (3 if m == "engine_mem" else 1) for m in parts["top"].children}
-    results["gemm"]["blackboxes"] = {"mac_pe": 1024, "trilevel_requant": 32, "engine_lutram": 64}
+    results["gemm"]["blackboxes"] = {"mac_pe": 1024, "trilevel_requant": 16, "engine_lutram": 64}
     results["softmax"]["blackboxes"] = {"trilevel_requant": 16, "engine_lutram": 32}
     results["mac_pe"]["resources"] = dict(one, DSP48E2=1)
     results["lutram33x16"]["resources"] = dict(one, LUTRAM=3)
@@ -88,17 +88,16 @@ def test_engine_totals_multiply_blackbox_instances() -> None:
     # engine_lutram banks: gemm's 64 of one kind, softmax's 16 + 16 of two kinds (one target per instance)
     assert tot["instances"]["lutram16x64"] == 64 and tot["instances"]["lutram17x16"] == 16
     assert tot["resources"]["LUTRAM"] == 16 * 3
-    # vec's 48 requantizers: A and C (SR) per lane, B RNE-only (SR = 0), one target per instance
-    results["vec"]["blackboxes"] = {"trilevel_requant": 48, "engine_lutram": 32}
+    # vec's 32 requantizers: A and C per lane
+    results["vec"]["blackboxes"] = {"trilevel_requant": 32, "engine_lutram": 32}
     tot = sr.engine_totals(results, parts)
-    assert tot["instances"]["requant"] == 32 + 16 + 32 and tot["instances"]["requant_rne"] == 16
+    assert tot["instances"]["requant"] == 16 + 16 + 32
     results["vec"] = {"error": "timeout"}
     part_tot = sr.engine_totals(results, parts)
     assert part_tot["resources"] is None and part_tot["missing"] == ["vec"]
     # a missing part's own cells are not counted, the submodules its RTL declares are (2 x 16 requantizers,
-    # 16 RNE-only ones, 16 + 16 LUT RAM banks)
-    assert part_tot["instances"]["requant"] == 32 + 16 + 32 and "vec" not in part_tot["instances"]
-    assert part_tot["instances"]["requant_rne"] == 16
+    # 16 + 16 LUT RAM banks)
+    assert part_tot["instances"]["requant"] == 16 + 16 + 32 and "vec" not in part_tot["instances"]
     assert part_tot["instances"]["lutram16x64r2"] == 16 and part_tot["instances"]["lutram16x64"] == 64 + 16
     assert part_tot["finished_parts_sum"]["DSP48E2"] == 1024
 
@@ -173,7 +172,8 @@ endmodule
     from trilevel.accel import isa
 
     parts = sr.engine_parts(isa.PRODUCTION)
-    rne = sr.synth_part("requant_rne", parts["requant_rne"], tmp_path, timeout=600)
+    rne_only = sr.Part("trilevel_requant", ("trilevel_requant.sv",), {"ACC_W": 64, "SR": 0})
+    rne = sr.synth_part("requant_rne", rne_only, tmp_path, timeout=600)
     full = sr.synth_part("requant", parts["requant"], tmp_path, timeout=600)
     assert rne["resources"]["DSP48E2"] == 0 < full["resources"]["DSP48E2"], (rne, full)
     assert rne["resources"]["LUT"] < full["resources"]["LUT"], (rne, full)

@@ -130,7 +130,8 @@ static uint32_t tl_gemm_run(const tl_dec_t& d, int16_t* spm, int64_t* acc, int64
 // tile buffers (element (r, p) in bank (p + r) mod R, so both the row-wise fill and the per-step
 // vector read touch R distinct banks), then one reduction step per cycle feeds all R x C PEs
 // (PIPELINE II = 1 over p, complete unroll over the constant R x C bounds, guards for edge tiles),
-// then the epilogue drains one row of C requantizer lanes per cycle.
+// then the epilogue drains EL = TL_EPILOGUE_LANES columns of a row per cycle (TL_DRAIN_SLOTS a tile).
+#define TL_DRAIN_SLOTS (TL_R * (TL_C / TL_EPILOGUE_LANES))
 static uint32_t tl_gemm_run(const tl_dec_t& d, int16_t* spm, int64_t* acc, int64_t* peak) {
     static int16_t abuf[TL_R][TL_TILE_K_MAX];
     static int16_t bbuf[TL_C][TL_TILE_K_MAX];
@@ -230,11 +231,14 @@ tiles_i:
                 }
             }
             uint32_t err = 0;
-        drain:  // one row of C requantizer lanes per cycle; the first failing lane's error is kept
-            for (int r = 0; r < TL_R; r++) {
+        drain:  // EL = TL_EPILOGUE_LANES requantizer lanes: a row in C / EL cycles; the first failing lane's error is kept
+            for (int s = 0; s < TL_DRAIN_SLOTS; s++) {
 #pragma HLS PIPELINE II = 1
-                for (int c = 0; c < TL_C; c++) {
+                const int r = s / (TL_C / TL_EPILOGUE_LANES);
+                const int c0 = s % (TL_C / TL_EPILOGUE_LANES) * TL_EPILOGUE_LANES;
+                for (int l = 0; l < TL_EPILOGUE_LANES; l++) {
 #pragma HLS UNROLL
+                    const int c = c0 + l;
                     if (i0 + r < d.m && j0 + c < d.n && err == 0)
                         err = tl_gemm_out(d, i0 + r, j0 + c, (int64_t)pe[r][c], spm, acc, peak);
                 }

@@ -183,7 +183,8 @@ def engine_parts(config) -> dict[str, Part]:
     fifo = e + "engine_fifo.sv"
     rq = {"trilevel_requant": ("requant",)}
     axi = {"AW": 40, "DW": 128, "MAX_BURST": 16, "OUTSTANDING": 16}
-    top_params = {"ROWS": config.array_rows, "COLS": config.array_cols, **sizes,
+    top_params = {"ROWS": config.array_rows, "COLS": config.array_cols, "EPI_LANES": config.epilogue_lanes,
+                  **sizes,
                   "STAT_SLOTS": config.stat_slots, "QUEUE_DEPTH": config.queue_depth,
                   "MAX_ROW": config.max_row, "MAX_DIM": config.max_dim, "VEC_LANES": config.vec_lanes,
                   "SPM_LANES": lanes}
@@ -223,18 +224,16 @@ def engine_parts(config) -> dict[str, Part]:
     return {
         "mac_pe": Part("mac_pe", ("mac_pe.sv",), {"ACC_W": 48}),
         "requant": Part("trilevel_requant", ("trilevel_requant.sv",), {"ACC_W": 64}),
-        # the RNE-only requantizer (SR = 0: no hash, no SR addend), vec's u_rq_b (mode 0)
-        "requant_rne": Part("trilevel_requant", ("trilevel_requant.sv",), {"ACC_W": 64, "SR": 0}),
         "topk_unit": Part("topk_unit", ("topk_unit.sv",), {"NMAX": config.max_row, "SCORE_W": 48}),
         "gemm": Part("engine_gemm", (e + "engine_gemm.sv", fifo),
                      {"R": config.array_rows, "C": config.array_cols, "L": lanes, "AL": al,
-                      "SPM_ELEMS": config.spm_elems, "ACC_ELEMS": config.acc_elems,
-                      "STAT_SLOTS": config.stat_slots},
+                      "EPI_LANES": config.epilogue_lanes, "SPM_ELEMS": config.spm_elems,
+                      "ACC_ELEMS": config.acc_elems, "STAT_SLOTS": config.stat_slots},
                      ("mac_pe.sv", "trilevel_requant.sv", lut),
                      {"mac_pe": ("mac_pe",), **rq, "engine_lutram": lutram_children("gemm")},
                      mem2reg=(e + "engine_gemm.sv",), opts=WIDE, noshare=True,
                      expect={"mac_pe": config.array_rows * config.array_cols,
-                             "trilevel_requant": config.array_cols,
+                             "trilevel_requant": config.epilogue_lanes,
                              "engine_lutram": len(lutram_sets["gemm"])}),
         "softmax": Part("engine_softmax", (e + "engine_softmax.sv",),
                         {"L": lanes, "AL": al, "SPM_ELEMS": config.spm_elems, "ACC_ELEMS": config.acc_elems,
@@ -248,11 +247,9 @@ def engine_parts(config) -> dict[str, Part]:
                      "MAX_ROW": config.max_row,
                      "MAX_DIM": config.max_dim, "V": config.vec_lanes},
                     ("trilevel_requant.sv", lut),
-                    # A and C requantizers (SR) and B (RNE only, SR = 0): one target per instance
-                    {"trilevel_requant": ("requant",) * (2 * config.vec_lanes)
-                     + ("requant_rne",) * config.vec_lanes, "engine_lutram": lutram_children("vec")},
+                    {**rq, "engine_lutram": lutram_children("vec")},   # requantizers A and C per lane
                     mem2reg=(e + "engine_vec.sv",), opts=WIDE, noshare=True,
-                    expect={"trilevel_requant": 3 * config.vec_lanes,
+                    expect={"trilevel_requant": 2 * config.vec_lanes,
                             "engine_lutram": len(lutram_sets["vec"])}),
         "topk": Part("engine_topk", (e + "engine_topk.sv", fifo),
                      {"AL": al, "ACC_ELEMS": config.acc_elems, "IDX_ELEMS": config.idx_elems,
@@ -300,7 +297,8 @@ def _part_key(part: Part, yosys: str, src: Path = RTL_DIR) -> str:
     h.update(repr((part.top, part.params, part.files, part.lib, SYNTH_FLAGS)
                   + ((part.boxes, part.mem2reg, part.opts) if part.boxes or part.mem2reg or part.opts else ())
                   + (("noshare",) if part.noshare else ())).encode())
-    for rel in part.files + part.lib + ("engine/tl_isa.svh", "engine/tl_luts.svh", "engine/tl_vec_luts.svh"):
+    headers = tuple(f"engine/{p.name}" for p in sorted((src / "engine").glob("*.svh")))   # their includes
+    for rel in part.files + part.lib + headers:
         path = src / rel
         if path.exists():
             h.update(path.read_bytes())

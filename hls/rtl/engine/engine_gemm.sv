@@ -12,11 +12,12 @@
 //            (the skew, flags and PEs are those of mac_array); the PEs accumulate across chunks and
 //            restart on a tile's first step, so k is unbounded. A tile's last step waits until the
 //            previous tile's results have drained (max(R, C) cycles apart, as in mac_array).
-//   epilogue rows drain one per cycle: read E(i, j0..), the bias window and (acc) the ACC row; then
-//            dot * imm + align(bias, shift2) + align(E, shift3) in 64 bits, trilevel_requant
-//            (RNE / SR with hash32(seed, index_base + i * index_stride + j)), write the C row window;
-//            or ACC += dot with the 48-bit range check. The statistic (max |v| in output units,
-//            optionally only where E != 0) goes to STAT[slot] at the end.
+//   epilogue a row drains in H = C / EL cycles, EL columns a cycle (EL = EPI_LANES): read E(i, j..),
+//            the bias window; dot * imm + align(bias, shift2) + align(E, shift3) in 64 bits, EL
+//            trilevel_requant lanes (RNE / SR with hash32(seed, index_base + i * index_stride + j)),
+//            write the C window. Or (acc) a row a cycle: read the ACC row, ACC += dot with the 48-bit
+//            range check. The statistic (max |v| in output units, optionally only where E != 0) goes
+//            to STAT[slot] at the end.
 // Errors are found before anything moves (dims, ranges, shifts, exclusive flags), except ACC_RANGE.
 `timescale 1ns / 1ps
 module engine_gemm #(
@@ -24,6 +25,7 @@ module engine_gemm #(
     parameter int C = 4,                // array columns (outputs j per tile)
     parameter int L = 8,                // SPM window lanes (>= R, C); also the chunk length KC
     parameter int AL = 4,               // ACC window lanes (>= C)
+    parameter int EPI_LANES = C,        // requantizing epilogue lanes EL (C / EL a power of two)
     parameter int SPM_ELEMS = 65536,
     parameter int ACC_ELEMS = 16384,
     parameter int STAT_SLOTS = 64,
@@ -74,8 +76,20 @@ module engine_gemm #(
     localparam int KC = L;
     localparam int KB = $clog2(KC);
     localparam int MINP = R > C ? R : C;
+    localparam int EL = EPI_LANES;
+    localparam int H = C / EL;          // epilogue cycles per row
+    localparam int HB = H > 1 ? $clog2(H) : 1;
+    // A tile's last step follows the previous one's by >= MINP (acc) or MINP_E cycles (requantizing). With
+    // the last step entering the array at T, drain slot s = i H + h (row i, columns h EL..) reads the PE
+    // results at T + C + s; the next tile's last step, entering at T', replaces PE (i, j)'s result after
+    // cycle T' + i + j, and its own drain starts at T' + C: so T' - T >= C + (R - 1)(H - 1) and >= R H.
+    localparam int MINP_E0 = H * R > C + (R - 1) * (H - 1) ? H * R : C + (R - 1) * (H - 1);
+    localparam int MINP_E = MINP_E0 > MINP ? MINP_E0 : MINP;
     localparam int RQ_LAT = 4;
     localparam int RW = R > 1 ? $clog2(R) : 1;
+    if (EL < 1 || C % EL != 0 || H != (1 << $clog2(H))) begin : g_bad_epi
+        $error("engine_gemm: EPI_LANES must divide C, C / EPI_LANES a power of two");
+    end
     // the chunk buffers' bank layout (element (i, p) in bank (i + p) mod KC) needs R, C <= KC = 2**KB
     if (R > KC || C > KC || KC != (1 << KB)) begin : g_bad_size
         $error("engine_gemm: R and C must be <= L, and L a power of two");
@@ -230,7 +244,7 @@ module engine_gemm #(
     logic [15:0] since_last;
     wire f_at_last = f_p == meta_len[fb] - 1'b1;
     wire f_is_last = meta_last[fb] && f_at_last;
-    wire f_ok = state == S_RUN && full[fb] && (!f_is_last || since_last >= 16'(MINP)) && !tq_full;
+    wire f_ok = state == S_RUN && full[fb] && (!f_is_last || since_last >= (f_acc ? 16'(MINP) : 16'(MINP_E))) && !tq_full;
     wire f_first = f_ok && meta_first[fb] && f_p == 0;
     wire f_last = f_ok && f_is_last;
     assign feeding = f_ok;
@@ -410,17 +424,29 @@ module engine_gemm #(
             );
         end
     end
-    logic [R-1:0] row_done;
-    for (genvar i = 0; i < R; i++) begin : g_done
-        assign row_done[i] = f_h[i][C][1] && f_h[i][C][0];
+    // The drain: slot (row_sel, half) one per cycle from the cycle row 0's last step leaves the array (row i
+    // is complete i cycles later, by slot i H); H slots a row when requantizing, one in acc mode.
+    wire row0_done = f_h[0][C][1] && f_h[0][C][0];
+    logic dr_busy;                 // slots after the first pending
+    logic [RW-1:0] dr_row;
+    logic [HB-1:0] dr_half;
+    wire draining = row0_done || dr_busy;
+    wire [RW-1:0] row_sel = dr_busy ? dr_row : '0;
+    wire [HB-1:0] half = dr_busy && !f_acc ? dr_half : '0;
+    wire half_last = f_acc || half == HB'(H - 1);
+    wire slot_last = row_sel == RW'(R - 1) && half_last;
+    always_ff @(posedge clk) if (rst || ce) begin
+        if (rst || state == S_IDLE) begin
+            dr_busy <= 1'b0;
+            dr_row <= '0;
+            dr_half <= '0;
+        end else if (draining) begin
+            dr_busy <= !slot_last;
+            dr_row <= half_last ? row_sel + 1'b1 : row_sel;
+            dr_half <= half_last ? '0 : half + 1'b1;
+        end
     end
-    wire draining = |row_done;
-    logic [RW-1:0] row_sel;
     logic [C*48-1:0] row_res;
-    always_comb begin
-        row_sel = '0;
-        for (int i = 0; i < R; i++) if (row_done[i]) row_sel = RW'(i);
-    end
 `ifdef TL_SIM_FORMS   // simulation form: the draining row only (packing all R x C results costs every cycle)
     always_comb for (int j = 0; j < C; j++) row_res[j*48 +: 48] = draining ? res_a[row_sel][j] : '0;
 `else
@@ -448,12 +474,12 @@ module engine_gemm #(
     assign dr3 = RW > 4 ? drain4(dr2, 2'(row_sel >> 4), (R + 15) / 16) : dr2;
     assign row_res = dr3[C*48-1:0];
 `endif
-    assign tq_pop = draining && row_sel == RW'(R - 1);
+    assign tq_pop = draining && slot_last;
 
     // ------------------------------------------------------------------ epilogue
     // D0: the drain cycle issues the E / bias / ACC window reads of row i
     wire [15:0] d0_i = tq_dout[31:16] + 16'(row_sel);
-    wire [15:0] d0_j0 = tq_dout[15:0];
+    wire [15:0] d0_j0 = tq_dout[15:0] + 16'(32'(half) * EL);   // the slot's first column
     assign e_raddr = f_e + 24'(32'(d0_i) * 32'(f_es)) + 24'(d0_j0);
     assign d_raddr = f_d + 24'(d0_j0);
     assign acc_raddr = f_f + 24'(32'(d0_i) * 32'(f_cs)) + 24'(d0_j0);
@@ -461,7 +487,8 @@ module engine_gemm #(
     assign d_re = draining && f_bias;
     assign acc_re = draining && f_acc;
 
-    logic d1_v, d1_last;
+    logic d1_v;
+    logic [HB-1:0] d1_half;
     logic [15:0] d1_i, d1_j0;
     logic [C*48-1:0] d1_raw;
     always_ff @(posedge clk) if (rst || ce) begin
@@ -470,63 +497,61 @@ module engine_gemm #(
         end else begin
             d1_v <= draining;
         end
-        d1_last <= row_sel == RW'(R - 1);
+        d1_half <= half;
         d1_i <= d0_i;
         d1_j0 <= d0_j0;
         d1_raw <= row_res;
     end
 
     // D1: combine
-    // align16(v, s) = v * 2**-s rounded half to even. s <= 0: v <<< -s (the check bounds -s <= 47), log2
-    // stages of constant shifts; s >= 1: floor((v + 2**(s-1) - 1 + bit s of v) / 2**s) in 18 bits (as in
-    // trilevel_requant), which fits 16 bits for s <= 15 and is 0 for every s >= 16 (|v| <= 2**15).
+    // align16(v, s) = v * 2**-s rounded half to even: s <= 0 shl16(v, -s) (the check bounds -s <= 47),
+    // s >= 1 rne_right16 (tl_round.svh).
+    `include "tl_round.svh"
     function automatic logic signed [63:0] align16(input logic signed [15:0] v, input logic signed [7:0] s);
-        logic signed [63:0] l;
-        logic signed [17:0] x;
-        logic [5:0] k;
-        logic [3:0] r;
-        k = 6'(-s);
-        l = 64'(v);
-        for (int b = 5; b >= 0; b--) if (k[b]) l = l <<< (1 << b);
-        r = 4'(s);
-        x = 18'(v) + 18'((18'd1 << r) >> 1) - 18'd1 + 18'(v[r]);
-        for (int b = 3; b >= 0; b--) if (r[b]) x = x >>> (1 << b);
-        if (s <= 0) align16 = l;
-        else if (s >= 16) align16 = '0;
-        else align16 = 64'(x);
+        align16 = s <= 0 ? shl16(v, 6'(-s)) : 64'(rne_right16(v, s));
     endfunction
 
-    logic [C-1:0] d1_valid;        // (i, j) inside the output
-    logic [C*64-1:0] v1;
-    logic [C-1:0] keep1;           // counts for the statistic
+    logic [C-1:0] d1_valid;        // (i, j0 + j) inside the output
+    logic [EL*64-1:0] v1;
+    logic [EL-1:0] keep1;          // counts for the statistic
     logic [AL*48-1:0] acc_sum;
     logic acc_over;
+    logic [EL*48-1:0] d1_epi;      // the slot's columns of the drained row
+    if (H == 1) begin : g_epi_row
+        assign d1_epi = d1_raw;
+    end else begin : g_epi_half
+        assign d1_epi = d1_raw[32'(d1_half)*EL*48 +: EL*48];
+    end
     always_comb begin
         acc_over = 1'b0;
         acc_sum = '0;
-        for (int j = 0; j < C; j++) begin
-            logic signed [63:0] v;
-            logic signed [79:0] p80;   // dot * imm, exact (48 x 32 bits signed): one multiplier per lane
+        for (int j = 0; j < C; j++) begin          // acc mode: the whole row
             logic signed [48:0] s49;
             d1_valid[j] = d1_i < f_m && d1_j0 + 16'(j) < f_n;
+            s49 = '0;
+            if (d1_v && f_acc) begin               // operand isolation
+                s49 = 49'(signed'(acc_rdata[j*48 +: 48])) + 49'(signed'(d1_raw[j*48 +: 48]));
+                if (d1_valid[j] && (s49 >= 49'sh0_8000_0000_0000 || s49 <= -49'sh0_8000_0000_0000))
+                    acc_over = 1'b1;
+            end
+            acc_sum[j*48 +: 48] = s49[47:0];
+        end
+        for (int j = 0; j < EL; j++) begin         // requantizing: the slot's EL columns
+            logic signed [63:0] v;
+            logic signed [79:0] p80;   // dot * imm, exact (48 x 32 bits signed): one multiplier per lane
             keep1[j] = d1_valid[j] && (!f_mask || e_rdata[j*16 +: 16] != 16'd0);
             v = '0;
             p80 = '0;
-            s49 = '0;
-            if (d1_v) begin                        // operand isolation: no row at D1, nothing to combine
-                p80 = 80'(signed'(d1_raw[j*48 +: 48])) * 80'(f_imm);
+            if (d1_v && !f_acc) begin              // operand isolation: no row at D1, nothing to combine
+                p80 = 80'(signed'(d1_epi[j*48 +: 48])) * 80'(f_imm);
                 v = p80[63:0];
                 if (f_bias) v = v + align16(signed'(d_rdata[j*16 +: 16]), f_shift2);
                 if (f_res) v = v + align16(signed'(e_rdata[j*16 +: 16]), f_shift3);
-                s49 = 49'(signed'(acc_rdata[j*48 +: 48])) + 49'(signed'(d1_raw[j*48 +: 48]));
-                if (d1_valid[j] && f_acc && (s49 >= 49'sh0_8000_0000_0000 || s49 <= -49'sh0_8000_0000_0000))
-                    acc_over = 1'b1;
                 // fsim refuses epilogue products |dot * imm| >= 2**62 with ACC_RANGE
-                if (d1_valid[j] && !f_acc && (p80 >= 80'sh4000_0000_0000_0000 || p80 <= -80'sh4000_0000_0000_0000))
+                if (d1_valid[j] && (p80 >= 80'sh4000_0000_0000_0000 || p80 <= -80'sh4000_0000_0000_0000))
                     acc_over = 1'b1;
             end
             v1[j*64 +: 64] = v;
-            acc_sum[j*48 +: 48] = s49[47:0];
         end
     end
     // acc mode: read-modify-write the ACC row now
@@ -543,8 +568,8 @@ module engine_gemm #(
     // D2: requantize lanes (4 stages) + statistic
     logic d2_v;
     logic [15:0] d2_i, d2_j0;
-    logic [C*64-1:0] v2;
-    logic [C-1:0] keep2, valid2;
+    logic [EL*64-1:0] v2;
+    logic [EL-1:0] keep2, valid2;
     always_ff @(posedge clk) if (rst || ce) begin
         if (rst || state == S_IDLE) d2_v <= 1'b0;
         else d2_v <= d1_v && !f_acc;
@@ -552,21 +577,21 @@ module engine_gemm #(
         d2_j0 <= d1_j0;
         v2 <= v1;
         keep2 <= keep1;
-        valid2 <= d1_valid;
+        valid2 <= d1_valid[EL-1:0];
     end
     wire [31:0] row_index = f_ibase + 32'(d2_i) * f_istride + 32'(d2_j0);
     wire [31:0] row_k = row_index * 32'h9E3779B9;     // hash32's index * K once per row; lane j adds j * K
-    logic [C*16-1:0] q_lanes;
+    logic [EL*16-1:0] q_lanes;
     logic [RQ_LAT-1:0] q_v;
     wire rq_en = ce && (d2_v || q_v[RQ_LAT-2:0] != '0);   // only while a row is inside the requantizers
-    for (genvar j = 0; j < C; j++) begin : g_rq
+    for (genvar j = 0; j < EL; j++) begin : g_rq
         trilevel_requant #(.ACC_W(64)) u_rq (
             .clk(clk), .en(rq_en), .acc(v2[j*64 +: 64] + 64'(MUTATE_ROUNDING != 0 && f_shift > 0)), .shift(f_shift), .mode(f_sr), .seed(f_seed),
             .index_k(row_k + 32'(j) * 32'h9E3779B9), .q(q_lanes[j*16 +: 16])
         );
     end
     logic [23:0] q_addr [RQ_LAT];
-    logic [C-1:0] q_mask [RQ_LAT];
+    logic [EL-1:0] q_mask [RQ_LAT];
     always_ff @(posedge clk) if (rst || ce) begin
         if (rst || state == S_IDLE) q_v <= '0;
         else q_v <= {q_v[RQ_LAT-2:0], d2_v};
@@ -582,7 +607,7 @@ module engine_gemm #(
     always_comb begin
         c_wmask = '0;
         c_wdata = '0;
-        for (int j = 0; j < C; j++) begin
+        for (int j = 0; j < EL; j++) begin
             c_wmask[j] = q_mask[RQ_LAT-1][j];
             c_wdata[j*16 +: 16] = q_lanes[j*16 +: 16];
         end
@@ -592,17 +617,17 @@ module engine_gemm #(
     // units() is monotone in |v| for a fixed shift, so the running max is kept on the magnitudes (|v|
     // saturated to 63 bits, a balanced max tree per row) and converted once: stat_max = units(mag_max),
     // registered every cycle (the last row's magnitude lands >= RQ_LAT cycles before S_STAT).
-    localparam int CP = 1 << $clog2(C);    // tree leaves (C rounded up to a power of two)
+    localparam int CP = 1 << $clog2(EL);   // tree leaves (EL rounded up to a power of two)
     logic [62:0] row_mag;
     always_comb begin
         logic [62:0] t [CP];
         for (int j = 0; j < CP; j++) begin
             logic signed [63:0] v;
             logic [63:0] mag;
-            v = j < C ? v2[(j < C ? j : 0)*64 +: 64] : '0;
+            v = j < EL ? v2[(j < EL ? j : 0)*64 +: 64] : '0;
             mag = v[63] ? 64'(-v) : 64'(v);
             t[j] = mag[63] ? 63'h7FFF_FFFF_FFFF_FFFF : mag[62:0];
-            if (j >= C || !keep2[j < C ? j : 0]) t[j] = '0;
+            if (j >= EL || !keep2[j < EL ? j : 0]) t[j] = '0;
         end
         for (int w = CP / 2; w >= 1; w = w / 2)
             for (int n = 0; n < w; n++) t[n] = t[2*n] > t[2*n+1] ? t[2*n] : t[2*n+1];
@@ -634,10 +659,10 @@ module engine_gemm #(
     logic [63:0] stat_max;
 
     // ------------------------------------------------------------------ completion
-    logic [31:0] rows_out;         // rows leaving the epilogue (acc: at D1; else at the C write)
+    logic [31:0] rows_out;         // drain slots leaving the epilogue (acc: at D1; else at the C write)
     logic acc_err;
     wire row_out = f_acc ? d1_v : c_we;
-    wire [31:0] rows_total = tiles * 32'(R);
+    wire [31:0] rows_total = tiles * 32'(R) * (f_acc ? 32'd1 : 32'(H));   // drain slots
 
     assign busy = state != S_IDLE;
     assign stat_we = state == S_STAT && f_stat && !f_acc;
@@ -697,6 +722,6 @@ module engine_gemm #(
     end
 
     /* verilator lint_off UNUSEDSIGNAL */
-    wire unused = ^{c, tq_count, la_q, lb_q, a_col, b_col, tq_empty, d1_last, q_lanes, mark_full, e_rdata, d_rdata, acc_rdata, a_rdata, b_rdata};
+    wire unused = ^{c, tq_count, la_q, lb_q, a_col, b_col, tq_empty, q_lanes, d1_half, mark_full, e_rdata, d_rdata, acc_rdata, a_rdata, b_rdata};
     /* verilator lint_on UNUSEDSIGNAL */
 endmodule

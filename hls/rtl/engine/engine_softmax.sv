@@ -168,8 +168,10 @@ module engine_softmax #(
         e_sum = '0;
         for (int l = 0; l < V; l++) begin
             logic signed [16:0] diff;        // m - s of two int16: fits 17 bits
+            /* verilator lint_off UNUSEDSIGNAL */
             logic signed [32:0] du;          // diff * 23637 exactly (|.| < 2**31): one signed 17 x 16 multiply
-            logic [47:0] u;
+            /* verilator lint_on UNUSEDSIGNAL */
+            logic [24:0] u;
             lane[l] = j + JW'(l) < n17;
             diff = '0;
             du = '0;
@@ -178,8 +180,12 @@ module engine_softmax #(
             if (busy) begin                        // operand isolation: an idle unit computes nothing
                 diff = 17'(mx) - 17'($signed(sbv_q[l*33 +: 16]));
                 du = diff * 33'sd23637;
-                u = 48'(du) >> (f_shift + 8'sd6);    // = (48'(diff) * 23637 mod 2**48) >> (fs + 6)
-                e_val[l] = (u[47:8] >= 40'd16 || !sbv_q[l*33 + 32]) ? 17'd0 : 17'(tl_exp2_lut(u[7:0]) >> u[11:8]);
+                // u = du >> (fs + 6), fs = 0..15 (checked): a valid element has s <= m, so 0 <= du < 2**31;
+                // only u's low 12 bits and u >= 2**12 matter (log2 stages of constant shifts; an invalid
+                // element's e is 0 whatever u is)
+                u = du[30:6];
+                for (int k = 3; k >= 0; k--) if (f_shift[k]) u = u >> (1 << k);
+                e_val[l] = (u[24:12] != '0 || !sbv_q[l*33 + 32]) ? 17'd0 : 17'(tl_exp2_lut(u[7:0]) >> u[11:8]);
             end
             if (lane[l]) e_sum = e_sum + 32'(e_val[l]);
         end

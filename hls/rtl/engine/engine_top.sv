@@ -17,6 +17,7 @@
 module engine_top #(
     parameter int ROWS = 4,                // GEMM array rows x columns (COLS a power of two)
     parameter int COLS = 4,
+    parameter int EPI_LANES = COLS,        // GEMM requantizing epilogue lanes (isa epilogue_lanes; divides COLS)
     parameter int SPM_ELEMS = 65536,
     parameter int ACC_ELEMS = 16384,
     parameter int IDX_ELEMS = 4096,
@@ -582,8 +583,8 @@ module engine_top #(
     wire v_start = u_start && u_op == TL_OP_VEC;
     logic [7:0] g_err_code;
     logic [15:0] g_macs;
-    engine_gemm #(.R(ROWS), .C(COLS), .L(SPM_LANES), .AL(AL), .SPM_ELEMS(SPM_ELEMS), .ACC_ELEMS(ACC_ELEMS),
-                  .STAT_SLOTS(STAT_SLOTS), .MUTATE_ROUNDING((MUTATION >> 1) & 1)) u_gemm (
+    engine_gemm #(.R(ROWS), .C(COLS), .L(SPM_LANES), .AL(AL), .EPI_LANES(EPI_LANES), .SPM_ELEMS(SPM_ELEMS),
+                  .ACC_ELEMS(ACC_ELEMS), .STAT_SLOTS(STAT_SLOTS), .MUTATE_ROUNDING((MUTATION >> 1) & 1)) u_gemm (
         .clk(clk), .rst(ers), .ce(ce), .start(g_start), .cmd(u_cmd), .busy(g_busy), .done(g_done),
         .err_valid(g_err), .err_code(g_err_code),
         .a_re(g_a_re), .b_re(g_b_re), .e_re(g_e_re), .d_re(g_d_re), .acc_re(g_acc_re),

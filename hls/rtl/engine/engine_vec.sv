@@ -10,10 +10,10 @@
 //            shift, seed)); statistic.
 //   COLSUM / COLDOT  ACC[f_addr + j] += sum_i A(i, j) (* B(i, j)), 48-bit range check of the total.
 //   MASK     C(i, .) = 1 for i < imm, else 0 with 1 at the k entries of IDX[b_addr + (i - imm) b_stride + t].
-// Every rounding goes through trilevel_requant (three instances: A and C on the main path, B for the
-// RNE right alignment of beta / the residual, built RNE-only: SR = 0); only LN_BWD's B = RNE(sum g
-// xhat, fh) is an internal unsaturated RNE (round_shift without saturation, which the requantizer does
-// not provide).
+// Every rounding of a wide value goes through trilevel_requant (A and C on the main path); the RNE
+// right alignment of the int16 beta / residual is rne_right16 (tl_round.svh: the requantizer's RNE of
+// an int16, in 18 bits), and LN_BWD's B = RNE(sum g xhat, fh) an internal unsaturated RNE (round_shift
+// without saturation, which the requantizer does not provide).
 //
 // Datapath: row-sequential with V lanes (V = vec_lanes, <= SPM window lanes L and ACC lanes AL): V
 // consecutive elements of a row per cycle through one window of each SPM port (COLSUM / COLDOT: V
@@ -78,6 +78,7 @@ module engine_vec #(
     `include "tl_isa.svh"
     /* verilator lint_on UNUSEDPARAM */
     `include "tl_vec_luts.svh"
+    `include "tl_round.svh"
 
     localparam int JW = 17;
     localparam int NS = 9;                  // pipeline stages after issue
@@ -392,7 +393,7 @@ module engine_vec #(
     end
     wire signed [7:0] qb_sh = op_lnf ? f_shift2 : al_sh;
     wire signed [7:0] qc_sh = op_lnf ? f_shift : dx_sh;
-    logic signed [15:0] qa [V], qb [V], qc [V];
+    logic signed [15:0] qa [V], qb [V], qc [V];   // qb: the right-aligned beta / residual, with d_dl[3]
     logic signed [63:0] qc_acc [V], y_acc [V], dx_acc [V], d_al [V];
     logic signed [63:0] xg_dl [4][V];
     logic signed [15:0] d_dl [4][V];
@@ -404,6 +405,7 @@ module engine_vec #(
                 xg_dl[s][l] <= xg_dl[s-1][l];
                 d_dl[s][l] <= d_dl[s-1][l];
             end
+            qb[l] <= rne_right16(d_dl[2][l], qb_sh);
         end
     end
     // row buffer banks: xbuf takes x (LN_FWD) / xhat (LN_BWD) of the group at stage 1 in pass 0, hbuf the
@@ -423,7 +425,7 @@ module engine_vec #(
         );
     end
 
-    // stage 5: beta / residual aligned (left shift exact, right shift through requantizer B)
+    // stage 5: beta / residual aligned (left shift exact, right shift RNE)
     always_comb begin
         for (int l = 0; l < V; l++) begin
             d_al[l] = '0;
@@ -431,7 +433,7 @@ module engine_vec #(
             dx_acc[l] = '0;
             qc_acc[l] = '0;
             if (busy) begin
-                d_al[l] = qb_sh <= 0 ? 64'(d_dl[3][l]) <<< 6'(-qb_sh) : 64'(qb[l]);
+                d_al[l] = qb_sh <= 0 ? shl16(d_dl[3][l], 6'(-qb_sh)) : 64'(qb[l]);
                 y_acc[l] = xg_dl[3][l] + d_al[l];                                       // LN_FWD
                 dx_acc[l] = 64'(qa[l]) * rs64 + (f_bias ? d_al[l] : 64'sd0);           // LN_BWD
                 qc_acc[l] = op_lnf ? y_acc[l] : dx_acc[l];
@@ -442,10 +444,6 @@ module engine_vec #(
         trilevel_requant #(.ACC_W(64)) u_rq_a (
             .clk(clk), .en(ce && busy), .acc(qa_acc[l]), .shift(qa_sh), .mode(qa_mode), .seed(qa_seed),
             .index_k(idxa[l]), .q(qa[l])
-        );
-        trilevel_requant #(.ACC_W(64), .SR(1'b0)) u_rq_b (   // RNE only
-            .clk(clk), .en(ce && busy), .acc(64'(d1[l])), .shift(qb_sh), .mode(1'b0), .seed(32'd0), .index_k(32'd0),
-            .q(qb[l])
         );
         trilevel_requant #(.ACC_W(64)) u_rq_c (
             .clk(clk), .en(ce && busy), .acc(qc_acc[l]), .shift(qc_sh), .mode(op_lnb), .seed(seed2), .index_k(idx5[l]),

@@ -237,7 +237,10 @@ class CSimEngine:
             raise CSimError(f"{self.path}: ISA version {values[11]}, host has {isa.ISA_VERSION}")
         match = [c for c in isa.CONFIGS.values() if all(getattr(c, k) == v for k, v in got.items())]
         clock = isa.PRODUCTION.clock_mhz
-        self.config = match[0] if match else isa.EngineConfig("csim", clock_mhz=clock, **got)
+        # (the C-sim has no epilogue width: its GEMM rows drain whole)
+        self.config = match[0] if match else isa.EngineConfig(
+            "csim", clock_mhz=clock, epilogue_lanes=got["array_cols"], **got
+        )
 
     def set_queue_depth(self, name: str, depth: int) -> int:
         return int(self.lib.tl_engine_set_queue_depth(name.encode(), depth))

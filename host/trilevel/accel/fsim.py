@@ -122,8 +122,9 @@ def command_cycles(op: Op, f: dict[str, int], config: isa.EngineConfig) -> int:
     if op in (Op.LOAD, Op.STORE):
         size = isa.DDR_ELEM_BYTES[Mem(f["sub"])]
         return m * (-(-n * size // config.axi_bytes) + 2)
-    if op == Op.GEMM:
-        return -(-m // config.array_rows) * -(-n // config.array_cols) * (k + 2) + config.array_rows
+    if op == Op.GEMM:  # a requantizing tile drains in array_rows * array_cols / epilogue_lanes cycles
+        drain = config.array_rows * (1 if f["acc"] else config.array_cols // config.epilogue_lanes)
+        return -(-m // config.array_rows) * -(-n // config.array_cols) * max(k + 2, drain) + drain
     if op == Op.SOFTMAX:
         passes = 3 if f["sub"] == SoftmaxSub.FWD else 2
         return -(-m // config.softmax_units) * (passes * n + 8)

@@ -238,6 +238,7 @@ class EngineConfig:
     axi_bytes: int  # AXI4 data width in bytes (HP port)
     clock_mhz: float
     queue_depth: int  # command queue depth per module, and dependency-token queue depth
+    epilogue_lanes: int  # GEMM requantizing epilogue lanes: a row drains in array_cols / this cycles (RTL)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -248,21 +249,25 @@ class EngineConfig:
             raise ValueError("on-chip memories are addressed with 24 bits")
         if self.stat_slots > 64:
             raise ValueError("at most 64 statistic slots (6-bit slot field)")
+        halves = self.array_cols // self.epilogue_lanes
+        if self.array_cols % self.epilogue_lanes or halves & (halves - 1):
+            raise ValueError("EngineConfig.epilogue_lanes must divide array_cols by a power of two")
 
 
 # The ZCU102 build (docs/engine.md resource budget) and the small build CI simulates in RTL.
 PRODUCTION = EngineConfig("zcu102", array_rows=32, array_cols=32, spm_elems=786_432, acc_elems=65_536,
                           idx_elems=16_384, stat_slots=64, vec_lanes=16, softmax_units=4, max_row=256,
-                          max_dim=1024, axi_bytes=16, clock_mhz=150.0, queue_depth=64)
+                          max_dim=1024, axi_bytes=16, clock_mhz=150.0, queue_depth=64, epilogue_lanes=16)
 CI_SMALL = EngineConfig("ci", array_rows=4, array_cols=4, spm_elems=65_536, acc_elems=16_384,
                         idx_elems=4_096, stat_slots=64, vec_lanes=4, softmax_units=1, max_row=256,
-                        max_dim=256, axi_bytes=16, clock_mhz=150.0, queue_depth=16)
-# The default of the RTL simulation backend (`trilevel train --backend rtlsim`): CI_SMALL with an 8 x 8 array
-# and 8 vector lanes. The demo's training is GEMM-bound on 4 x 4; the 8 x 8 build simulates a training step in
-# ~2.4x less CPU time (2.9x fewer cycles, each ~1.2x dearer; docs/rtl.md "The harness").
+                        max_dim=256, axi_bytes=16, clock_mhz=150.0, queue_depth=16, epilogue_lanes=2)
+# The default of the RTL simulation backend (`trilevel train --backend rtlsim`): CI_SMALL with an 8 x 8
+# array, 8 vector lanes and a whole-row epilogue. The demo's training is GEMM-bound on 4 x 4; the 8 x 8 build
+# simulates a training step in ~2.4x less CPU time (2.9x fewer cycles, each ~1.2x dearer; docs/rtl.md
+# "The harness").
 CI_RTLSIM = EngineConfig("ci8", array_rows=8, array_cols=8, spm_elems=65_536, acc_elems=16_384,
                          idx_elems=4_096, stat_slots=64, vec_lanes=8, softmax_units=1, max_row=256,
-                         max_dim=256, axi_bytes=16, clock_mhz=150.0, queue_depth=16)
+                         max_dim=256, axi_bytes=16, clock_mhz=150.0, queue_depth=16, epilogue_lanes=8)
 CONFIGS: dict[str, EngineConfig] = {c.name: c for c in (PRODUCTION, CI_SMALL, CI_RTLSIM)}
 
 
@@ -411,6 +416,7 @@ def c_header_text(config: EngineConfig = PRODUCTION) -> str:
     sizes = {"ARRAY_ROWS": config.array_rows, "ARRAY_COLS": config.array_cols, "SPM_ELEMS": config.spm_elems,
              "ACC_ELEMS": config.acc_elems, "IDX_ELEMS": config.idx_elems, "STAT_SLOTS": config.stat_slots,
              "VEC_LANES": config.vec_lanes, "SOFTMAX_UNITS": config.softmax_units, "MAX_ROW": config.max_row,
+             "EPILOGUE_LANES": config.epilogue_lanes,
              "MAX_DIM": config.max_dim,
              "AXI_BYTES": config.axi_bytes, "QUEUE_DEPTH": config.queue_depth}
     lines += [f"#ifndef TL_{k}\n#define TL_{k} {v}\n#endif" for k, v in sizes.items()]

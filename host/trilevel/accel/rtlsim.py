@@ -66,7 +66,8 @@ def engine_parameters(config: isa.EngineConfig) -> dict[str, int]:
     """RTL parameters of engine_top for an isa.EngineConfig."""
     lanes = max(8, config.array_rows, config.array_cols)
     lanes = 1 << (lanes - 1).bit_length()
-    return {"ROWS": config.array_rows, "COLS": config.array_cols, "SPM_ELEMS": config.spm_elems,
+    return {"ROWS": config.array_rows, "COLS": config.array_cols, "EPI_LANES": config.epilogue_lanes,
+            "SPM_ELEMS": config.spm_elems,
             "ACC_ELEMS": config.acc_elems, "IDX_ELEMS": config.idx_elems, "STAT_SLOTS": config.stat_slots,
             "QUEUE_DEPTH": config.queue_depth, "SPM_LANES": lanes, "MAX_ROW": config.max_row,
             "MAX_DIM": config.max_dim, "VEC_LANES": config.vec_lanes}
@@ -80,7 +81,7 @@ def verilator_bin() -> Path:
 
 def _key(params: Mapping[str, int], sim_forms: bool) -> str:
     h = hashlib.sha256()
-    includes = [ENGINE_DIR / f"{name}.svh" for name in ("tl_isa", "tl_luts", "tl_vec_luts")]
+    includes = sorted(ENGINE_DIR.glob("*.svh"))
     for path in [*engine_sources(), *includes, HARNESS]:
         h.update(path.name.encode())
         h.update(path.read_bytes())
