@@ -355,7 +355,7 @@ module engine_vec #(
                 // n xhat - S1 and n x - S1 (n < 2**16, int16, 32-bit S1) fit 34 bits; xhat * B is 16 x 48
                 nh = 34'(n64 * 64'(hb1[l])) - 34'(s1);
                 nx = 34'(n64 * 64'(xb1[l])) - 34'(s1);
-                t_acc[l] = 64'(nh) * 64'(17'd1 << fh) - 64'(xb1[l]) * 64'(bsum);   // nh 2**fh: a DSP product
+                t_acc[l] = (64'(nh) <<< fh) - 64'(xb1[l]) * 64'(bsum);
                 xg1[l] = 64'(hb1[l]) * 64'(b1[l]);                               // xhat gamma
                 if (op_lnf) qa_acc[l] = 64'(nx) * rs64;                           // (n x - S1) rsqrt
                 else if (op_lnb && pass == 2'd0) qa_acc[l] = g_acc[l];
