@@ -11,7 +11,7 @@
 //   feeder   streams the other buffer into the array, one A vector and one B vector per cycle
 //            (the skew, flags and PEs are those of mac_array); the PEs accumulate across chunks and
 //            restart on a tile's first step, so k is unbounded. A tile's last step waits until the
-//            previous tile's results have drained (max(R, C) cycles apart, as in mac_array).
+//            previous tile's results have drained (MINP / MINP_E cycles apart, below).
 //   epilogue a row drains in H = C / EL cycles, EL columns a cycle (EL = EPI_LANES): read E(i, j..),
 //            the bias window; dot * imm + align(bias, shift2) + align(E, shift3) in 64 bits, EL
 //            trilevel_requant lanes (RNE / SR with hash32(seed, index_base + i * index_stride + j)),
