@@ -237,7 +237,7 @@ class CSimEngine:
             raise CSimError(f"{self.path}: ISA version {values[11]}, host has {isa.ISA_VERSION}")
         match = [c for c in isa.CONFIGS.values() if all(getattr(c, k) == v for k, v in got.items())]
         clock = isa.PRODUCTION.clock_mhz
-        # (the C-sim has no epilogue width: its GEMM rows drain whole)
+        # (the library does not report an epilogue width; the C-sim's cycle model drains whole rows)
         self.config = match[0] if match else isa.EngineConfig(
             "csim", clock_mhz=clock, epilogue_lanes=got["array_cols"], **got
         )
