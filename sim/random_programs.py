@@ -24,6 +24,16 @@ DDR_BYTES = 1 << 18
 KINDS = ("gemm", "softmax", "layernorm", "elementwise", "mask", "topk")
 
 
+def rne_ties(rng: np.random.Generator, shift: int, n: int) -> np.ndarray:
+    """n int16 values for a right shift by `shift`: every other one an exact half (q 2**shift +
+    2**(shift-1), q odd and even), the int16 extremes, -1 and 1 first, the rest random."""
+    q = rng.integers(-(1 << max(0, 15 - shift)), 1 << max(0, 15 - shift), n)
+    ties = np.clip(q * (1 << shift) + (1 << (shift - 1)), -32768, 32767)
+    v = np.where(np.arange(n) % 2 == 0, ties, rng.integers(-32768, 32768, n))
+    v[:4] = (-32768, 32767, -1, 1)
+    return v.astype(np.int16)
+
+
 class RandomProgram:
     """`build()` writes a random program into `ddr`; the helpers let a test write its own."""
 

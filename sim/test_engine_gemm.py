@@ -8,6 +8,7 @@ from __future__ import annotations
 import engine_ref
 import numpy as np
 import pytest
+from random_programs import rne_ties
 
 from trilevel.accel import isa, rtlsim
 from trilevel.accel.isa import Err, Mem, Op, encode
@@ -128,53 +129,44 @@ def test_gemm_rounding_at_small_shifts(harness, sr):
         assert bad.size == 0, f"shift {shift} sr {sr}: {bad.size} SPM mismatches"
 
 
-def _ties(rng, s: int, n: int) -> np.ndarray:
-    """n int16 values for a right shift by s: exact halves (q 2**s + 2**(s-1), q odd and even), the int16
-    extremes and random values."""
-    q = rng.integers(-(1 << max(0, 15 - s)), 1 << max(0, 15 - s), n)
-    ties = np.clip(q * (1 << s) + (1 << (s - 1)), -32768, 32767)
-    v = np.where(np.arange(n) % 2 == 0, ties, rng.integers(-32768, 32768, n))
-    v[:4] = (-32768, 32767, -1, 1)
-    return v.astype(np.int16)
+def _bias_alone(harness, rng, bias: np.ndarray, shift2: int, shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """C = requantize(align(bias, shift2), shift) of a 1-row GEMM with A = 0: (sim/engine_ref's C, the
+    RTL's)."""
+    n = bias.size
+    spm = np.zeros(REGION, dtype=np.int16)
+    spm[2000:2000 + n] = rng.integers(-500, 500, n)         # B: its products with A = 0 vanish
+    spm[4500:4500 + n] = bias
+    f = dict(m=1, n=n, k=1, a_addr=0, a_stride=1, b_addr=2000, b_stride=1, c_addr=3000, c_stride=n,
+             d_addr=4500, bias=1, shift2=shift2, shift=shift, imm=1)
+    expect = spm.copy()
+    engine_ref.gemm(isa.decode(encode(Op.GEMM, **f)), expect, None, np.zeros(64, dtype=np.int64))
+    r, got, _, _ = exec_gemm(harness, spm, None, f)
+    assert r["error"] == 0
+    return expect[3000:3000 + n], got[3000:3000 + n]
 
 
 @pytest.mark.parametrize("shift2", [1, 2, 3, 7, 15, 16, 17, 40])
 def test_bias_right_alignment_rounds_half_to_even(harness, shift2):
-    """C = align(bias, shift2) alone (A = 0, requantizer shift 0 passes it through): the bias is rounded
-    half to even at every kind of shift, exact halves and the int16 extremes included."""
+    """C = align(bias, shift2) alone (requantizer shift 0 passes it through): the bias is rounded half to
+    even at every kind of shift, exact halves and the int16 extremes included."""
     rng = np.random.default_rng(60 + shift2)
-    n = 96
-    spm = np.zeros(REGION, dtype=np.int16)
-    spm[2000:2000 + n] = rng.integers(-500, 500, n)         # B: its products with A = 0 vanish
-    spm[4500:4500 + n] = bias = _ties(rng, shift2, n)
-    f = dict(m=1, n=n, k=1, a_addr=0, a_stride=1, b_addr=2000, b_stride=1, c_addr=3000, c_stride=n,
-             d_addr=4500, bias=1, shift2=shift2, imm=1)
-    expect = spm.copy()
-    engine_ref.gemm(isa.decode(encode(Op.GEMM, **f)), expect, None, np.zeros(64, dtype=np.int64))
+    bias = rne_ties(rng, shift2, 96)
+    want, got = _bias_alone(harness, rng, bias, shift2, 0)
     scaled = bias.astype(np.float64) / 2.0**shift2
-    np.testing.assert_array_equal(expect[3000:3000 + n], np.rint(scaled))     # numpy rounds half to even
-    assert shift2 >= 16 or np.count_nonzero(scaled % 1 == 0.5) >= n // 4
-    r, got, _, _ = exec_gemm(harness, spm, None, f)
-    assert r["error"] == 0
-    np.testing.assert_array_equal(got[3000:3000 + n], expect[3000:3000 + n])
+    np.testing.assert_array_equal(want, np.rint(scaled))     # numpy rounds half to even
+    assert shift2 >= 16 or np.count_nonzero(scaled % 1 == 0.5) >= bias.size // 4
+    np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("left", [1, 15, 16, 17, 31, 32, 33, 47])
 def test_bias_left_alignment_is_exact(harness, left):
-    """align(bias, -left) then a right requantization by `left` (A = 0): every bias comes back unchanged,
-    so each of the 0 / 16 / 32-bit steps and the product by 2**(left mod 16) of the alignment shows."""
+    """align(bias, -left) then a right requantization by `left`: every bias comes back unchanged, so each
+    of the 0 / 16 / 32-bit steps and the product by 2**(left mod 16) of the alignment shows."""
     rng = np.random.default_rng(70 + left)
-    n = 64
-    spm = np.zeros(REGION, dtype=np.int16)
-    spm[4500:4500 + n] = bias = rng.integers(-32768, 32768, n).astype(np.int16)
-    f = dict(m=1, n=n, k=1, a_addr=0, a_stride=1, b_addr=2000, b_stride=1, c_addr=3000, c_stride=n,
-             d_addr=4500, bias=1, shift2=-left, shift=left, imm=1)
-    expect = spm.copy()
-    engine_ref.gemm(isa.decode(encode(Op.GEMM, **f)), expect, None, np.zeros(64, dtype=np.int64))
-    np.testing.assert_array_equal(expect[3000:3000 + n], bias)
-    r, got, _, _ = exec_gemm(harness, spm, None, f)
-    assert r["error"] == 0
-    np.testing.assert_array_equal(got[3000:3000 + n], bias)
+    bias = rng.integers(-32768, 32768, 64).astype(np.int16)
+    want, got = _bias_alone(harness, rng, bias, -left, left)
+    np.testing.assert_array_equal(want, bias)
+    np.testing.assert_array_equal(got, bias)
 
 
 def test_linear_fwd_of_intref_bit_exact(harness):

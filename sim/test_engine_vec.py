@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from random_programs import SPM_USED, RandomProgram
+from random_programs import SPM_USED, RandomProgram, rne_ties
 
 from trilevel.accel import fsim, isa, rtlsim
 from trilevel.accel.isa import Err, Mem, Op, Vec
@@ -34,8 +34,11 @@ def rtl():
     return rtlsim.RtlEngine(CFG, rtlsim.DdrModel(stall=0.05, seed=23))
 
 
-def compare(rtl, prog: RandomProgram, count: int) -> fsim.RunResult:
-    ddr_r, ddr_f = prog.ddr.copy(), prog.ddr.copy()
+def compare(rtl, prog: RandomProgram, count: int, ddr_f: np.ndarray | None = None) -> fsim.RunResult:
+    """The RTL and fsim run the program on copies of its DDR image (fsim on `ddr_f` when given, which the
+    caller then reads) and must agree."""
+    ddr_r = prog.ddr.copy()
+    ddr_f = prog.ddr.copy() if ddr_f is None else ddr_f
     got = rtl.run(ddr_r, 0, count)
     want = fsim.FunctionalEngine(CFG).run(ddr_f, 0, count)
     assert (got.error, got.err_pc) == (want.error, want.err_pc), want.detail
@@ -120,27 +123,29 @@ def test_vec_checks_stop_rtl_and_fsim_alike(rtl, name):
     assert (want.error, want.err_pc) == (code, pc), want.detail
 
 
+def _ln_beta_alone(rtl, rng, beta: np.ndarray, shift2: int, shift: int) -> np.ndarray:
+    """Y of a 1-row LN_FWD with gamma = 0, i.e. requantize(align(beta, shift2), shift), as the RTL and fsim
+    (equal byte for byte) wrote it."""
+    n = beta.size
+    spm = rng.integers(-3000, 3000, SPM_USED).astype(np.int16)
+    spm[2048:2048 + n] = 0                                   # gamma
+    spm[6144:6144 + n] = beta
+    row = dict(ROW, m=1, n=n, a_stride=n, b_stride=n, c_stride=n, d_stride=n, e_stride=n)
+    prog, count, _ = _single(dict(row, sub=Vec.LN_FWD, shift=shift, shift2=shift2, shift4=8), spm=spm)
+    ddr = prog.ddr.copy()
+    want = compare(rtl, prog, count, ddr)
+    assert want.error == Err.NONE, want.detail
+    return ddr[prog.free:prog.free + 2 * SPM_USED].view(np.int16)[4096:4096 + n]
+
+
 @needs_vec
 @pytest.mark.parametrize("shift2", [1, 2, 5, 15, 16, 30])
 def test_ln_beta_right_alignment_rounds_half_to_even(rtl, shift2):
     """LN_FWD with gamma = 0 and shift 0: Y = align(beta, shift2) alone, rounded half to even (exact
     halves, the int16 extremes) as fsim rounds it."""
     rng = np.random.default_rng(80 + shift2)
-    n = 120
-    q = rng.integers(-(1 << max(0, 15 - shift2)), 1 << max(0, 15 - shift2), n)
-    beta = np.clip(q * (1 << shift2) + (1 << (shift2 - 1)), -32768, 32767)
-    beta = np.where(np.arange(n) % 3 == 0, rng.integers(-32768, 32768, n), beta).astype(np.int16)
-    beta[:3] = (-32768, 32767, -1)
-    spm = rng.integers(-3000, 3000, SPM_USED).astype(np.int16)
-    spm[2048:2048 + n] = 0                                   # gamma
-    spm[6144:6144 + n] = beta
-    row = dict(ROW, m=1, n=n, a_stride=n, b_stride=n, c_stride=n, d_stride=n, e_stride=n)
-    prog, count, _ = _single(dict(row, sub=Vec.LN_FWD, shift=0, shift2=shift2, shift4=8), spm=spm)
-    ddr = prog.ddr.copy()
-    want = compare(rtl, prog, count)
-    assert want.error == Err.NONE, want.detail
-    fsim.FunctionalEngine(CFG).run(ddr, 0, count)
-    y = ddr[prog.free:prog.free + 2 * SPM_USED].view(np.int16)[4096:4096 + n]
+    beta = rne_ties(rng, shift2, 120)
+    y = _ln_beta_alone(rtl, rng, beta, shift2, 0)
     np.testing.assert_array_equal(y, np.rint(beta / 2.0**shift2))          # numpy rounds half to even
 
 
@@ -150,17 +155,8 @@ def test_ln_beta_left_alignment_is_exact(rtl, left):
     """LN_FWD with gamma = 0, shift2 = -left and shift = left: Y = beta exactly (each 16-bit step and the
     product by 2**(left mod 16) of the alignment shows)."""
     rng = np.random.default_rng(90 + left)
-    n = 64
-    spm = rng.integers(-3000, 3000, SPM_USED).astype(np.int16)
-    spm[2048:2048 + n] = 0                                   # gamma
-    spm[6144:6144 + n] = beta = rng.integers(-32768, 32768, n).astype(np.int16)
-    row = dict(ROW, m=1, n=n, a_stride=n, b_stride=n, c_stride=n, d_stride=n, e_stride=n)
-    prog, count, _ = _single(dict(row, sub=Vec.LN_FWD, shift=left, shift2=-left, shift4=8), spm=spm)
-    ddr = prog.ddr.copy()
-    want = compare(rtl, prog, count)
-    assert want.error == Err.NONE, want.detail
-    fsim.FunctionalEngine(CFG).run(ddr, 0, count)
-    np.testing.assert_array_equal(ddr[prog.free:prog.free + 2 * SPM_USED].view(np.int16)[4096:4096 + n], beta)
+    beta = rng.integers(-32768, 32768, 64).astype(np.int16)
+    np.testing.assert_array_equal(_ln_beta_alone(rtl, rng, beta, -left, left), beta)
 
 
 @needs_vec

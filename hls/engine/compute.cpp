@@ -131,7 +131,8 @@ static uint32_t tl_gemm_run(const tl_dec_t& d, int16_t* spm, int64_t* acc, int64
 // vector read touch R distinct banks), then one reduction step per cycle feeds all R x C PEs
 // (PIPELINE II = 1 over p, complete unroll over the constant R x C bounds, guards for edge tiles),
 // then the epilogue drains EL = TL_EPILOGUE_LANES columns of a row per cycle (TL_DRAIN_SLOTS a tile).
-#define TL_DRAIN_SLOTS (TL_R * (TL_C / TL_EPILOGUE_LANES))
+#define TL_ROW_SLOTS (TL_C / TL_EPILOGUE_LANES)
+#define TL_DRAIN_SLOTS (TL_R * TL_ROW_SLOTS)
 static uint32_t tl_gemm_run(const tl_dec_t& d, int16_t* spm, int64_t* acc, int64_t* peak) {
     static int16_t abuf[TL_R][TL_TILE_K_MAX];
     static int16_t bbuf[TL_C][TL_TILE_K_MAX];
@@ -234,8 +235,8 @@ tiles_i:
         drain:  // EL = TL_EPILOGUE_LANES requantizer lanes: a row in C / EL cycles; the first failing lane's error is kept
             for (int s = 0; s < TL_DRAIN_SLOTS; s++) {
 #pragma HLS PIPELINE II = 1
-                const int r = s / (TL_C / TL_EPILOGUE_LANES);
-                const int c0 = s % (TL_C / TL_EPILOGUE_LANES) * TL_EPILOGUE_LANES;
+                const int r = s / TL_ROW_SLOTS;
+                const int c0 = s % TL_ROW_SLOTS * TL_EPILOGUE_LANES;
                 for (int l = 0; l < TL_EPILOGUE_LANES; l++) {
 #pragma HLS UNROLL
                     const int c = c0 + l;
