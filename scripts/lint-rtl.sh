@@ -20,6 +20,9 @@ for f in "${files[@]}"; do
     top=$(basename "$f" .sv)
     verilator --lint-only -Wall -Ihls/rtl --top-module "$top" "$f"
 done
+# the PE's TL_DSP48E2 form (what synth_report.py synthesizes), on the test model of the primitive
+verilator --lint-only -Wall -Ihls/rtl -DTL_DSP48E2 --top-module mac_array hls/rtl/mac_array.sv hls/rtl/mac_pe.sv \
+    hls/rtl/trilevel_requant.sv hls/rtl/trilevel_requant_decode.sv sim/rtl/DSP48E2.sv
 engine=(hls/rtl/engine/*.sv)
 if [ ${#engine[@]} -gt 0 ]; then
     # the synthesized RTL, then its simulation forms (the rtlsim harness builds: +define+TL_SIM_FORMS); a
@@ -27,8 +30,8 @@ if [ ${#engine[@]} -gt 0 ]; then
     for forms in "" "+define+TL_SIM_FORMS"; do
         for epi in "" "-GEPI_LANES=2"; do
             verilator --lint-only -Wall -Ihls/rtl -Ihls/rtl/engine $forms $epi --top-module engine_top \
-                "${engine[@]}" hls/rtl/mac_pe.sv hls/rtl/trilevel_requant.sv hls/rtl/topk_unit.sv
+                "${engine[@]}" hls/rtl/mac_pe.sv hls/rtl/trilevel_requant.sv hls/rtl/trilevel_requant_decode.sv hls/rtl/topk_unit.sv
         done
     done
 fi
-echo "rtl lint: ${#files[@]} units and the engine (${#engine[@]} files; synthesized and simulation forms) clean"
+echo "rtl lint: ${#files[@]} units (mac_pe in both forms) and the engine (${#engine[@]} files; synthesized and simulation forms) clean"

@@ -63,8 +63,8 @@ class Unit:
 
     def __init__(self, name: str, toplevel: str, sources: Sequence[Path], test_module: str,
                  parameters: Mapping[str, object] | None = None, build_name: str | None = None,
-                 includes: Sequence[Path] = ()):
-        self.includes = list(includes)
+                 includes: Sequence[Path] = (), defines: Mapping[str, object] | None = None):
+        self.includes, self.defines = list(includes), dict(defines or {})
         self.name, self.toplevel, self.sources = name, toplevel, list(sources)
         # Point a testbench at other RTL with the same top-level ports (e.g. Vitis-exported Verilog
         # behind a port-renaming wrapper, docs/rtl.md): TRILEVEL_RTL_<NAME>=file1.v:file2.sv:...
@@ -94,7 +94,7 @@ class Unit:
             # compile of designs big enough to be split (the engine); a MAKEFLAGS variable overrides it.
             os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
         runner.build(sources=self.sources, hdl_toplevel=self.toplevel, parameters=self.parameters,
-                     includes=self.includes,
+                     includes=self.includes, defines=self.defines,
                      build_dir=self.build_dir, build_args=build_args, timescale=("1ns", "1ps"),
                      log_file=self.build_dir / "build.log")
         self._runner = runner

@@ -10,7 +10,7 @@ PARAMS = {"ROWS": 4, "COLS": 3, "KMAX": 64}
 
 @pytest.fixture(scope="module")
 def gemm() -> Unit:
-    sources = rtl_sources("gemm_tile", "mac_array", "mac_pe", "trilevel_requant")
+    sources = rtl_sources("gemm_tile", "mac_array", "mac_pe", "trilevel_requant", "trilevel_requant_decode")
     return Unit("gemm_tile", "gemm_tile", sources, "tb_gemm_tile", PARAMS).build()
 
 

@@ -22,13 +22,13 @@ def test_topk_tie_break_mutant_is_caught() -> None:
 
 def test_requant_rounding_mutant_is_caught() -> None:
     original = rtl_sources("trilevel_requant")[0].read_text()
-    needle = " && acc2[6'(sh2)];"
+    needle = " && acc2[sh2];"
     assert original.count(needle) == 1, "mutation site moved: update this test"
     mutant_dir = BUILD_ROOT / f"requant_mutant_src_{simulator()}"
     mutant_dir.mkdir(parents=True, exist_ok=True)
     mutant_src = mutant_dir / "trilevel_requant.sv"
     mutant_src.write_text(original.replace(needle, ";"))
-    sources = [*rtl_sources("mac_array", "mac_pe"), mutant_src]
+    sources = [*rtl_sources("mac_array", "mac_pe", "trilevel_requant_decode"), mutant_src]
     mutant = Unit("mac_array", "mac_array", sources, "tb_mac_array", {"ROWS": 2, "COLS": 3},
                   build_name="mac_array_mutant").build()
     total, failed = mutant.run("edge_cases")

@@ -13,7 +13,7 @@ def softmax() -> Unit:
     luts = {p.stem: p for p in write_memh(BUILD_ROOT / f"softmax_unit_{simulator()}" / "luts")}
     params = {"NMAX": 256, "EXP2_FILE": string_param(luts["exp2_lut"]),
               "RECIP_FILE": string_param(luts["recip_lut"])}
-    sources = rtl_sources("softmax_unit", "trilevel_requant")
+    sources = rtl_sources("softmax_unit", "trilevel_requant", "trilevel_requant_decode")
     return Unit("softmax_unit", "softmax_unit", sources, "tb_softmax_unit", params).build()
 
 

@@ -1,4 +1,4 @@
-"""hls/rtl/synth_report.py on the smallest unit (one PE): Yosys maps its multiply to one DSP48E2."""
+"""hls/rtl/synth_report.py on the smallest unit (one PE): its multiply-add is one DSP48E2."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ def test_synth_report_on_mac_pe(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(out.read_text())["units"]["mac_pe"]
     res = report["resources"]
-    assert res["DSP48E2"] == 1, res                      # the 16x16 multiply
+    assert res["DSP48E2"] == 1, res                      # the 16x16 multiply and the accumulator's adder
+    assert res["LUT"] <= 4 and res["CARRY"] == 0, res    # the TL_DSP48E2 form: no fabric adder left
     assert res["FF"] >= 2 * 48 + 2 * 16 + 2, res          # acc + res + both operands + flags (v, last)
     assert res["RAMB36"] == res["RAMB18"] == 0, res
     assert "mac_pe" in proc.stdout and "DSP48E2" in proc.stdout
@@ -172,7 +173,7 @@ endmodule
     from trilevel.accel import isa
 
     parts = sr.engine_parts(isa.PRODUCTION)
-    rne_only = sr.Part("trilevel_requant", ("trilevel_requant.sv",), {"ACC_W": 64, "SR": 0})
+    rne_only = sr.Part("trilevel_requant", ("trilevel_requant.sv",), {"ACC_W": 64, "SR": 0, "EXT_DECODE": 1})
     rne = sr.synth_part("requant_rne", rne_only, tmp_path, timeout=600)
     full = sr.synth_part("requant", parts["requant"], tmp_path, timeout=600)
     assert rne["resources"]["DSP48E2"] == 0 < full["resources"]["DSP48E2"], (rne, full)
@@ -216,21 +217,25 @@ def test_committed_engine_resources_complete_and_within_zu9eg() -> None:
 
 
 def test_pe_accumulator_packs_into_a_dsp_where_yosys_packs_post_adders(tmp_path: Path) -> None:
-    """mac_pe's accumulator is a DSP post-adder pattern: Yosys 0.23 packs it into the DSP48E1 (xc7: no
-    fabric adder left) but has no DSP48E2 post-adder packing (xcup: the adder stays in LUTs and carry
-    cells), so the engine table's 51 LUT per PE is Yosys' xcup mapping, not the PE's need (docs/rtl.md
-    "Resources")."""
+    """mac_pe's fabric form (no TL_DSP48E2) is a DSP post-adder pattern: Yosys 0.23 packs it into the
+    DSP48E1 (xc7: no fabric adder left) but has no DSP48E2 post-adder packing (xcup: the adder stays in LUTs
+    and carry cells). Hence the TL_DSP48E2 form the report synthesizes, which instantiates the DSP48E2's
+    multiplier and post-adder: xcup then maps it like xc7 (docs/rtl.md "Resources")."""
     assert shutil.which("yosys"), "yosys is required: scripts/install-system-tools.sh installs it"
 
-    def cells(family: str) -> dict[str, int]:
-        stat = tmp_path / f"{family}.json"
-        script = (f"read_verilog -sv {SCRIPT.parent / 'mac_pe.sv'}; "
+    def cells(family: str, defines: str = "") -> dict[str, int]:
+        stat = tmp_path / f"{family}{defines}.json"
+        script = (f"read_verilog -sv {defines} {SCRIPT.parent / 'mac_pe.sv'}; "
                   f"synth_xilinx -family {family} -noiopad -noclkbuf -top mac_pe; "
                   f"tee -q -o {stat} stat -json")
         subprocess.run(["yosys", "-q", "-p", script], capture_output=True, timeout=300, check=True)
         return json.loads(stat.read_text())["design"]["num_cells_by_type"]
 
-    xc7, xcup = cells("xc7"), cells("xcup")
+    def luts(c: dict[str, int]) -> int:
+        return sum(n for t, n in c.items() if t.startswith("LUT"))
+
+    xc7, xcup, dsp = cells("xc7"), cells("xcup"), cells("xcup", "-DTL_DSP48E2")
     assert xc7.get("DSP48E1") == 1 and not any(c.startswith("CARRY") for c in xc7), xc7
-    assert sum(n for c, n in xc7.items() if c.startswith("LUT")) <= 4, xc7
-    assert xcup.get("DSP48E2") == 1 and sum(n for c, n in xcup.items() if c.startswith("LUT")) >= 48, xcup
+    assert luts(xc7) <= 4, xc7
+    assert xcup.get("DSP48E2") == 1 and luts(xcup) >= 48, xcup
+    assert dsp.get("DSP48E2") == 1 and luts(dsp) <= 4 and not any(c.startswith("CARRY") for c in dsp), dsp

@@ -10,7 +10,8 @@ from rtlsim import Unit, rtl_sources
 
 @pytest.mark.parametrize(("acc_w", "sr"), [(48, 1), (64, 1), (64, 0)])
 def test_trilevel_requant(acc_w: int, sr: int) -> None:
-    unit = Unit("trilevel_requant", "trilevel_requant", rtl_sources("trilevel_requant"),
+    sources = rtl_sources("trilevel_requant", "trilevel_requant_decode")
+    unit = Unit("trilevel_requant", "trilevel_requant", sources,
                 "tb_trilevel_requant", {"ACC_W": acc_w, "SR": sr},
                 build_name=f"trilevel_requant_w{acc_w}" + ("" if sr else "_rne")).build()
     unit.check("random_vectors")

@@ -230,9 +230,11 @@ module mac_array #(
     end
 
     logic [COLS*16-1:0] q_lanes;
+    logic [84:0] rq_dec;       // the lanes' common shift / mode decode
+    trilevel_requant_decode u_rq_dec (.clk(clk), .en(en), .shift(d_shift), .mode(d_mode), .dec(rq_dec));
     for (genvar j = 0; j < COLS; j++) begin : g_lane
-        trilevel_requant #(.ACC_W(ACC_W)) requant (
-            .clk(clk), .en(en), .acc(d_acc[j*ACC_W +: ACC_W]), .shift(d_shift), .mode(d_mode),
+        trilevel_requant #(.ACC_W(ACC_W), .EXT_DECODE(1'b1)) requant (
+            .clk(clk), .en(en), .acc(d_acc[j*ACC_W +: ACC_W]), .shift(d_shift), .mode(d_mode), .dec_in(rq_dec),
             .seed(d_seed), .index_k(d_index_k + 32'(j) * 32'h9E3779B9), .q(q_lanes[j*16 +: 16])
         );
     end

@@ -288,7 +288,7 @@ module softmax_unit #(
     trilevel_requant #(.ACC_W(ACC_W)) requant (
         .clk(clk), .en(en), .acc(acc),
         .shift(el_bwd ? el_shift : 8'(b_exp) + 8'sd1),
-        .mode(el_bwd), .seed(el_seed), .index_k(el_index * 32'h9E3779B9), .q(q)
+        .mode(el_bwd), .dec_in('0), .seed(el_seed), .index_k(el_index * 32'h9E3779B9), .q(q)
     );
 
     // valid / last / peak travel alongside the 4 requantizer stages

@@ -47,11 +47,14 @@ class UnitSpec:
 
 ENGINE_DIR = RTL_DIR / "engine"
 UNITS: dict[str, UnitSpec] = {
-    "trilevel_requant": UnitSpec("trilevel_requant", ("trilevel_requant",), {"ACC_W": 48}),
+    "trilevel_requant": UnitSpec("trilevel_requant", ("trilevel_requant", "trilevel_requant_decode"),
+                                 {"ACC_W": 48}),
     "mac_pe": UnitSpec("mac_pe", ("mac_pe",)),
     "topk_unit": UnitSpec("topk_unit", ("topk_unit",), {"NMAX": 256, "SCORE_W": 32}),
-    "softmax_unit": UnitSpec("softmax_unit", ("softmax_unit", "trilevel_requant"), {"NMAX": 256}, luts=True),
-    "mac_array": UnitSpec("mac_array", ("mac_array", "mac_pe", "trilevel_requant"), {"ROWS": 8, "COLS": 8}),
+    "softmax_unit": UnitSpec("softmax_unit", ("softmax_unit", "trilevel_requant", "trilevel_requant_decode"),
+                                 {"NMAX": 256}, luts=True),
+    "mac_array": UnitSpec("mac_array", ("mac_array", "mac_pe", "trilevel_requant", "trilevel_requant_decode"),
+                              {"ROWS": 8, "COLS": 8}),
     # the whole engine at isa.PRODUCTION, synthesized per module (engine_parts), not as one unit
     "engine": UnitSpec("engine_top", (), engine=True),
 }
@@ -100,7 +103,7 @@ def synth_unit(name: str, spec: UnitSpec, work: Path, yosys: str = "yosys") -> d
     chparams = " ".join(f"-set {k} {v}" for k, v in params.items())
     stat_path = work / f"{name}.stat.json"
     include = f"-I{ENGINE_DIR} " if spec.engine else ""
-    script = (f"read_verilog -sv {include}{files}; "
+    script = (f"read_verilog -sv {DEFINES} {include}{files}; "
               + (f"chparam {chparams} {spec.top}; " if chparams else "")
               + f"synth_xilinx -family xcup -noiopad -top {spec.top}; "
               + f"tee -q -o {stat_path} stat -json")
@@ -181,7 +184,9 @@ def engine_parts(config) -> dict[str, Part]:
     sizes = {"SPM_ELEMS": config.spm_elems, "ACC_ELEMS": config.acc_elems, "IDX_ELEMS": config.idx_elems}
     e = "engine/"
     fifo = e + "engine_fifo.sv"
-    rq = {"trilevel_requant": ("requant",)}
+    # the requantizer lanes (EXT_DECODE) and each lane group's shared shift / mode decode
+    rq = {"trilevel_requant": ("requant",), "trilevel_requant_decode": ("requant_decode",)}
+    rq_files = ("trilevel_requant.sv", "trilevel_requant_decode.sv")
     axi = {"AW": 40, "DW": 128, "MAX_BURST": 16, "OUTSTANDING": 16}
     top_params = {"ROWS": config.array_rows, "COLS": config.array_cols, "EPI_LANES": config.epilogue_lanes,
                   **sizes,
@@ -223,33 +228,34 @@ def engine_parts(config) -> dict[str, Part]:
                   "engine_mem")
     return {
         "mac_pe": Part("mac_pe", ("mac_pe.sv",), {"ACC_W": 48}),
-        "requant": Part("trilevel_requant", ("trilevel_requant.sv",), {"ACC_W": 64}),
+        "requant": Part("trilevel_requant", ("trilevel_requant.sv",), {"ACC_W": 64, "EXT_DECODE": 1}),
+        "requant_decode": Part("trilevel_requant_decode", ("trilevel_requant_decode.sv",), {"SR": 1}),
         "topk_unit": Part("topk_unit", ("topk_unit.sv",), {"NMAX": config.max_row, "SCORE_W": 48}),
         "gemm": Part("engine_gemm", (e + "engine_gemm.sv", fifo),
                      {"R": config.array_rows, "C": config.array_cols, "L": lanes, "AL": al,
                       "EPI_LANES": config.epilogue_lanes, "SPM_ELEMS": config.spm_elems,
                       "ACC_ELEMS": config.acc_elems, "STAT_SLOTS": config.stat_slots},
-                     ("mac_pe.sv", "trilevel_requant.sv", lut),
+                     ("mac_pe.sv", *rq_files, lut),
                      {"mac_pe": ("mac_pe",), **rq, "engine_lutram": lutram_children("gemm")},
                      mem2reg=(e + "engine_gemm.sv",), opts=WIDE, noshare=True,
                      expect={"mac_pe": config.array_rows * config.array_cols,
-                             "trilevel_requant": config.epilogue_lanes,
+                             "trilevel_requant": config.epilogue_lanes, "trilevel_requant_decode": 1,
                              "engine_lutram": len(lutram_sets["gemm"])}),
         "softmax": Part("engine_softmax", (e + "engine_softmax.sv",),
                         {"L": lanes, "AL": al, "SPM_ELEMS": config.spm_elems, "ACC_ELEMS": config.acc_elems,
                          "STAT_SLOTS": config.stat_slots, "MAX_ROW": config.max_row, "V": config.vec_lanes},
-                        ("trilevel_requant.sv", lut), {**rq, "engine_lutram": lutram_children("softmax")},
+                        (*rq_files, lut), {**rq, "engine_lutram": lutram_children("softmax")},
                         mem2reg=(e + "engine_softmax.sv",), opts=WIDE, noshare=True,
-                        expect={"trilevel_requant": config.vec_lanes,
+                        expect={"trilevel_requant": config.vec_lanes, "trilevel_requant_decode": 1,
                                 "engine_lutram": len(lutram_sets["softmax"])}),
         "vec": Part("engine_vec", (e + "engine_vec.sv",),
                     {"L": lanes, "AL": al, **sizes, "STAT_SLOTS": config.stat_slots,
                      "MAX_ROW": config.max_row,
                      "MAX_DIM": config.max_dim, "V": config.vec_lanes},
-                    ("trilevel_requant.sv", lut),
+                    (*rq_files, lut),
                     {**rq, "engine_lutram": lutram_children("vec")},   # requantizers A and C per lane
                     mem2reg=(e + "engine_vec.sv",), opts=WIDE, noshare=True,
-                    expect={"trilevel_requant": 2 * config.vec_lanes,
+                    expect={"trilevel_requant": 2 * config.vec_lanes, "trilevel_requant_decode": 2,
                             "engine_lutram": len(lutram_sets["vec"])}),
         "topk": Part("engine_topk", (e + "engine_topk.sv", fifo),
                      {"AL": al, "ACC_ELEMS": config.acc_elems, "IDX_ELEMS": config.idx_elems,
@@ -282,7 +288,7 @@ def engine_parts(config) -> dict[str, Part]:
         **lutrams,
         "top": Part("engine_top", (e + "engine_top.sv", fifo), top_params,
                     tuple(e + f"{m}.sv" for m in blackboxed)
-                    + ("mac_pe.sv", "trilevel_requant.sv", "topk_unit.sv"),
+                    + ("mac_pe.sv", *rq_files, "topk_unit.sv"),
                     {"engine_axil": ("axil",), "engine_axi_rd": ("axi_rd",), "engine_axi_wr": ("axi_wr",),
                      "engine_load": ("load",), "engine_store": ("store",), "engine_compute": ("compute",),
                      "engine_gemm": ("gemm",), "engine_topk": ("topk",), "engine_softmax": ("softmax",),
@@ -294,7 +300,7 @@ def _part_key(part: Part, yosys: str, src: Path = RTL_DIR) -> str:
     import hashlib
 
     h = hashlib.sha256()
-    h.update(repr((part.top, part.params, part.files, part.lib, SYNTH_FLAGS)
+    h.update(repr((part.top, part.params, part.files, part.lib, SYNTH_FLAGS, DEFINES)
                   + ((part.boxes, part.mem2reg, part.opts) if part.boxes or part.mem2reg or part.opts else ())
                   + (("noshare",) if part.noshare else ())).encode())
     headers = tuple(f"engine/{p.name}" for p in sorted((src / "engine").glob("*.svh")))   # their includes
@@ -306,6 +312,9 @@ def _part_key(part: Part, yosys: str, src: Path = RTL_DIR) -> str:
 
 
 SYNTH_FLAGS = "synth_xilinx -family xcup -noiopad -noclkbuf"
+# mac_pe's multiply-add as an instantiated DSP48E2 (multiplier and post-adder, as Vivado infers it): Yosys
+# 0.23 packs no DSP48E2 post-adder, and its fabric adder was 48 of the PE's 51 LUT (hls/rtl/mac_pe.sv)
+DEFINES = "-DTL_DSP48E2"
 # The parts with wide variable part-selects and rotate networks (engine_mem's window crossbars, the
 # per-lane buffers of gemm / softmax / vec): synth_xilinx's documented -widemux maps variable shifts and
 # wide muxes to LUT + MUXF7/F8 trees; the default maps each to a generic barrel shifter first, whose
@@ -384,7 +393,7 @@ def synth_part(name: str, part: Part, work: Path, yosys: str = "yosys", timeout:
                 lib_file = work / f"{name}-{key}.boxes.sv"
                 lib_file.write_text(boxed)
                 lib_paths.append(str(lib_file))
-        reads.append(f"read_verilog -sv {'-mem2reg ' if f in part.mem2reg else ''}{inc} {path}; ")
+        reads.append(f"read_verilog -sv {DEFINES} {'-mem2reg ' if f in part.mem2reg else ''}{inc} {path}; ")
     lib = " ".join(lib_paths)
     chparams = " ".join(f"-set {k} {v}" for k, v in part.params.items())
     script = ("".join(reads)
@@ -495,8 +504,11 @@ def engine_resources(results: dict[str, dict], parts: dict[str, Part]) -> dict[s
                    "RAMB36/RAMB18) x its instances. engine_mem and engine_gemm are read with "
                    "read_verilog -mem2reg (without it Yosys 0.23 turns their arrays of submodule "
                    "outputs, read with a variable index, into write-less $mem and deletes the RAM / "
-                   "PE instances). bram36 = RAMB36 + RAMB18 / 2 (rounded up). Yosys is an estimate, "
-                   "not Vivado (no DSP post-adder packing)."),
+                   "PE instances). Sources read with " + DEFINES + ": mac_pe's multiply-add is an "
+                   "instantiated DSP48E2 (multiplier and post-adder, as Vivado infers it; Yosys 0.23 packs "
+                   "no DSP48E2 post-adder). bram36 = RAMB36 + RAMB18 / 2 (rounded up). Yosys is an "
+                   "estimate, not Vivado: the other accumulators and the partial-product sums of wide "
+                   "multiplies stay in fabric adders."),
         "yosys_resources": res,
         "instances": tot.get("instances"),
         "missing_parts": tot.get("missing", []),

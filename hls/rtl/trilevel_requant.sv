@@ -9,16 +9,23 @@
 //   RNE: addend = 2**(s-1) - 1, cin = bit s of acc (round half to even, no remainder compare);
 //   SR:  addend = hash & (2**s - 1) for s <= 32, hash << (s - 32) beyond; cin = 0.
 // |acc + addend| < 2**63, so the 64-bit sum never overflows.
+// The stage 1-3 decode of (shift, mode) is trilevel_requant_decode (its own file); EXT_DECODE = 1 takes it from
+// `dec_in` instead, so that lanes given the same shift and mode in the same cycles (a GEMM row, a VEC or
+// softmax vector) share one decode (engine_gemm, engine_vec, engine_softmax).
 `timescale 1ns / 1ps
 module trilevel_requant #(
     parameter int ACC_W = 48,
-    parameter bit SR = 1'b1                  // 0: RNE only (mode must be 0)
+    parameter bit SR = 1'b1,                 // 0: RNE only (mode must be 0)
+    parameter bit EXT_DECODE = 1'b0          // 1: the decode comes from dec_in (a shared trilevel_requant_decode)
 ) (
     input  logic                    clk,
     input  logic                    en,
     input  logic signed [ACC_W-1:0] acc,
     input  logic signed [7:0]       shift,
-    input  logic                    mode,
+    /* verilator lint_off UNUSEDSIGNAL */
+    input  logic                    mode,      // (EXT_DECODE: in dec_in)
+    input  logic [84:0]             dec_in,    // EXT_DECODE: the group's trilevel_requant_decode `dec`
+    /* verilator lint_on UNUSEDSIGNAL */
     input  logic [31:0]             seed,
     input  logic [31:0]             index_k,   // index * 32'h9E3779B9 mod 2**32
     output logic signed [15:0]      q
@@ -47,16 +54,21 @@ module trilevel_requant #(
     endfunction
 
     // Stages 1-3: the counter-based hash (the caller's index * K, then two 32x32 multiplies mod 2**32); the left
-    // shift result at stage 1; the shift-only terms of the shared rounding at stage 3.
+    // shift result at stage 1; RNE's carry bit at stage 3; the decode of (shift, mode) beside them.
+    logic [84:0] dec;
+    if (EXT_DECODE) begin : g_ext
+        assign dec = dec_in;
+    end else begin : g_dec
+        trilevel_requant_decode #(.SR(SR)) u_dec (.clk(clk), .en(en), .shift(shift), .mode(mode), .dec(dec));
+    end
+    wire [5:0] sh2 = dec[84:79];
+    wire md2 = dec[78], md3 = dec[77], left3 = dec[76];
+    wire [5:0] rs3 = dec[75:70];
+    wire [4:0] hs3 = dec[69:65];
+    wire [64:0] below3 = dec[64:0];
     logic [31:0] x0, x1, x2;
     logic signed [63:0] acc1, acc2, acc3;
-    logic signed [7:0] sh1, sh2;
-    logic md1, md2, md3;
     logic signed [15:0] lq1, lq2, lq3;     // the left-shift result
-    logic left3;                           // shift <= 0
-    logic [5:0] rs3;                       // right shift s, 1..62
-    logic [4:0] hs3;                       // SR: hash << hs3 (s - 32 beyond 32)
-    logic [64:0] below3;                   // below3[i] = i < s: 2**s - 1, and 2**(s-1) - 1 one bit up
     logic cin3;                            // RNE: bit s of acc
 
     always_ff @(posedge clk) begin
@@ -65,19 +77,9 @@ module trilevel_requant #(
             x1 <= SR ? (x0 ^ (x0 >> 16)) * 32'h21F0AAAD : '0;
             x2 <= SR ? (x1 ^ (x1 >> 15)) * 32'h735A2D97 : '0;
             acc1 <= 64'(acc);  acc2 <= acc1;  acc3 <= acc2;
-            sh1 <= shift;      sh2 <= sh1;
-            md1 <= SR && mode; md2 <= md1;    md3 <= md2;
             lq1 <= left_sat(64'(acc), shift);
             lq2 <= lq1;        lq3 <= lq2;
-            left3 <= sh2 <= 8'sd0;
-            rs3 <= 6'(sh2);
-            hs3 <= SR && sh2 > 8'sd32 ? 5'(sh2 - 8'sd32) : 5'd0;
-`ifdef TL_SIM_FORMS  // simulation form: the same thermometer as one word operation (per-bit: ~15 % of a cycle)
-            below3 <= sh2 <= 8'sd0 ? '0 : ~({65{1'b1}} << 7'(sh2));
-`else             // per-bit compares: Yosys maps these to fewer LUTs than the shift (784 vs 863 a lane)
-            for (int i = 0; i <= 64; i++) below3[i] <= 8'(i) < 8'(sh2);
-`endif
-            cin3 <= !md2 && acc2[6'(sh2)];
+            cin3 <= !md2 && acc2[sh2];
         end
     end
 

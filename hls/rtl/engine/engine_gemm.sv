@@ -584,9 +584,12 @@ module engine_gemm #(
     logic [EL*16-1:0] q_lanes;
     logic [RQ_LAT-1:0] q_v;
     wire rq_en = ce && (d2_v || q_v[RQ_LAT-2:0] != '0);   // only while a row is inside the requantizers
+    logic [84:0] rq_dec;      // the lanes' common shift / mode decode
+    trilevel_requant_decode u_rq_dec (.clk(clk), .en(rq_en), .shift(f_shift), .mode(f_sr), .dec(rq_dec));
     for (genvar j = 0; j < EL; j++) begin : g_rq
-        trilevel_requant #(.ACC_W(64)) u_rq (
-            .clk(clk), .en(rq_en), .acc(v2[j*64 +: 64] + 64'(MUTATE_ROUNDING != 0 && f_shift > 0)), .shift(f_shift), .mode(f_sr), .seed(f_seed),
+        trilevel_requant #(.ACC_W(64), .EXT_DECODE(1'b1)) u_rq (
+            .clk(clk), .en(rq_en), .acc(v2[j*64 +: 64] + 64'(MUTATE_ROUNDING != 0 && f_shift > 0)), .shift(f_shift), .mode(f_sr),
+            .dec_in(rq_dec), .seed(f_seed),
             .index_k(row_k + 32'(j) * 32'h9E3779B9), .q(q_lanes[j*16 +: 16])
         );
     end

@@ -251,9 +251,11 @@ module engine_softmax #(
     end
     wire [31:0] idx0 = f_ibase + 32'(row) * f_istride + 32'(j);
     wire [31:0] idx0_k = idx0 * 32'h9E3779B9;   // hash32's index * K once; lane l adds l * K
+    logic [84:0] rq_dec;      // the lanes' common shift / mode decode
+    trilevel_requant_decode u_rq_dec (.clk(clk), .en(ce && busy), .shift(f_shift), .mode(1'b1), .dec(rq_dec));
     for (genvar l = 0; l < V; l++) begin : g_rq
-        trilevel_requant #(.ACC_W(64)) u_rq (
-            .clk(clk), .en(ce && busy), .acc(bwd_acc[l]), .shift(f_shift), .mode(1'b1), .seed(f_seed),
+        trilevel_requant #(.ACC_W(64), .EXT_DECODE(1'b1)) u_rq (
+            .clk(clk), .en(ce && busy), .acc(bwd_acc[l]), .shift(f_shift), .mode(1'b1), .dec_in(rq_dec), .seed(f_seed),
             .index_k(idx0_k + 32'(l) * 32'h9E3779B9), .q(q_out[l])
         );
     end

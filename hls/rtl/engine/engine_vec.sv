@@ -440,13 +440,17 @@ module engine_vec #(
             end
         end
     end
+    logic [84:0] dec_a, dec_c;    // the common shift / mode decode of the A lanes and of the C lanes
+    trilevel_requant_decode u_dec_a (.clk(clk), .en(ce && busy), .shift(qa_sh), .mode(qa_mode), .dec(dec_a));
+    trilevel_requant_decode u_dec_c (.clk(clk), .en(ce && busy), .shift(qc_sh), .mode(op_lnb), .dec(dec_c));
     for (genvar l = 0; l < V; l++) begin : g_lane
-        trilevel_requant #(.ACC_W(64)) u_rq_a (
-            .clk(clk), .en(ce && busy), .acc(qa_acc[l]), .shift(qa_sh), .mode(qa_mode), .seed(qa_seed),
+        trilevel_requant #(.ACC_W(64), .EXT_DECODE(1'b1)) u_rq_a (
+            .clk(clk), .en(ce && busy), .acc(qa_acc[l]), .shift(qa_sh), .mode(qa_mode), .dec_in(dec_a), .seed(qa_seed),
             .index_k(idxa[l]), .q(qa[l])
         );
-        trilevel_requant #(.ACC_W(64)) u_rq_c (
-            .clk(clk), .en(ce && busy), .acc(qc_acc[l]), .shift(qc_sh), .mode(op_lnb), .seed(seed2), .index_k(idx5[l]),
+        trilevel_requant #(.ACC_W(64), .EXT_DECODE(1'b1)) u_rq_c (
+            .clk(clk), .en(ce && busy), .acc(qc_acc[l]), .shift(qc_sh), .mode(op_lnb), .dec_in(dec_c), .seed(seed2),
+            .index_k(idx5[l]),
             .q(qc[l])
         );
     end

@@ -41,7 +41,8 @@ BUILD_ROOT = REPO / "sim_build" / "engine_rtlsim"
 ENGINE_MODULES = ("engine_top", "engine_axil", "engine_axi_rd", "engine_axi_wr", "engine_fifo", "engine_mem",
                   "engine_load", "engine_store", "engine_compute", "engine_gemm", "engine_topk",
                   "engine_softmax", "engine_vec", "engine_lutram")
-UNIT_MODULES = ("mac_pe", "trilevel_requant", "topk_unit")   # shared with the stand-alone units in hls/rtl
+# shared with the stand-alone units in hls/rtl
+UNIT_MODULES = ("mac_pe", "trilevel_requant", "trilevel_requant_decode", "topk_unit")
 VERILATOR_FLAGS = ("--x-assign", "0", "--x-initial", "0", "-O3", "-Wno-fatal")
 # The simulation forms of the RTL (`TL_SIM_FORMS`: engine_mem's memories as element arrays, the requantizer's
 # thermometer as a word operation; docs/rtl.md "Simulation forms"): the same cycles and data, ~1.4x less CPU a
