@@ -147,8 +147,8 @@ def test_engine_lutram_maps_to_lut_ram(tmp_path: Path) -> None:
 
 def test_requantizer_parameter_sets_are_counted_per_instance(tmp_path: Path) -> None:
     """A part with two trilevel_requant blackboxes of different parameter sets (SR = 1 and the RNE-only
-    SR = 0, as engine_vec's) keeps both instances under the module's name (one target per instance); the
-    RNE-only requantizer on its own maps no DSP48E2 (no hash multiplies) and fewer LUTs than the SR one."""
+    SR = 0) keeps both instances under the module's name (one target per instance); the RNE-only lane on its
+    own maps no DSP48E2 (no hash multiplies) and fewer LUTs than the engine's SR lane."""
     assert shutil.which("yosys"), "yosys is required: scripts/install-system-tools.sh installs it"
     sr = _module()
     src = tmp_path / "src"
