@@ -547,6 +547,37 @@ def _place(spm: Arena, sizes: Sequence[int], rest: int, region: int) -> list[int
     return [spm.take(size) for size in sizes]
 
 
+def _place_apart(
+    spm: Arena, sizes: dict[str, int], phases: Sequence[Sequence[str]], region: int
+) -> dict[str, int] | None:
+    """Addresses for the named buffers of `sizes` (taken from `spm` in that order) such that buffers used
+    in the same phase (a group of `phases`: the buffers the units touch at the same time) share no SPM
+    region where that fits: each buffer at the lowest region boundary or end of a placed buffer that
+    keeps it off the regions of its phase mates (else at the lowest free address). None (taking nothing)
+    when the buffers do not all fit that way."""
+    mates = {name: {m for ph in phases if name in ph for m in ph if m != name} for name in sizes}
+    lo, hi = spm.base + spm.top, spm.base + spm.size
+    placed: dict[str, int] = {}
+
+    def regions(addr: int, size: int) -> range:
+        return range(addr // region, (addr + max(size, 1) - 1) // region + 1)
+
+    def free(addr: int, size: int) -> bool:
+        return addr + size <= hi and all(addr + size <= a or a + sizes[n] <= addr for n, a in placed.items())
+
+    for name, size in sizes.items():
+        starts = sorted({lo, *(a + sizes[n] for n, a in placed.items()),
+                         *range(-(-lo // region) * region, hi, region)})
+        taken = {r for m in mates[name] if m in placed for r in regions(placed[m], sizes[m])}
+        fits = [a for a in starts if free(a, size)]
+        apart = [a for a in fits if not taken.intersection(regions(a, size))]
+        if not fits:
+            return None
+        placed[name] = (apart or fits)[0]
+    spm.top = max(a + sizes[n] for n, a in placed.items()) - spm.base
+    return placed
+
+
 def _rows_that_fit(free: int, per_row: int, total: int, what: str) -> int:
     pipelined = max(PIPELINE_MIN_ROWS, -(-total // PIPELINE_TILES))
     rows = min(total, free // max(per_row, 1), 0xFFFF, pipelined)
@@ -1470,6 +1501,25 @@ def _attn_heads_fwd(
 
 
 ATTN_QKV_PIECE = 64
+# The fused attention forward's SPM buffers in placement order and the phases in which units use them
+# together (LN1 while W_qkv streams in; the QKV GEMM while z and xhat go out; the heads (S = QK^T, softmax,
+# PV) while qkv and P go out and W_proj comes in; the projection with the residual): buffers of one phase
+# go in different SPM regions where they fit (_place_apart; a region serves two accesses per cycle).
+ATTN_FWD_PHASES = (
+    ("x", "z", "h", "wq", "g", "be"),
+    ("z", "h", "wq", "qkv", "bq"),
+    ("qkv", "s", "p", "ctx", "mask", "wp"),
+    ("ctx", "wp", "o", "x", "p", "bp"),
+)
+
+
+def _attn_fwd_sizes(dim: int, length: int, masked: bool) -> dict[str, int]:
+    """Elements of stage_attn_fwd_fused's SPM buffers, in placement order (s and p: two tiles each)."""
+    tt, ld = length * length, length * dim
+    sizes = {"qkv": 3 * ld, "s": 2 * tt, "p": 2 * tt, "wq": 3 * dim * dim, "ctx": ld, "z": ld, "h": ld}
+    sizes.update({"mask": tt} if masked else {})
+    sizes.update(wp=dim * dim, x=ld, o=ld, g=dim, be=dim, bq=3 * dim, bp=dim)
+    return sizes
 
 
 def stage_attn_fwd_fused(
@@ -1500,14 +1550,14 @@ def stage_attn_fwd_fused(
     ):
         return False
     spm = Arena(b.scratch, f"{b.kernel} fused attention (SPM)")
-    g_addr, be_addr = spm.take(dim), spm.take(dim)
-    wq_addr, bq_addr = spm.take(3 * dim * dim), spm.take(3 * dim)
-    wp_addr, bp_addr = spm.take(dim * dim), spm.take(dim)
-    x_addr, z_addr, h_addr = spm.take(length * dim), spm.take(length * dim), spm.take(length * dim)
-    qkv_addr, ctx_addr, o_addr = spm.take(3 * length * dim), spm.take(length * dim), spm.take(length * dim)
-    mask_addr = spm.take(tt) if conn is not None else 0
-    s_bufs = [spm.take(tt) for _ in range(2)]
-    p_bufs = [spm.take(tt) for _ in range(2)]
+    at = _place_apart(spm, _attn_fwd_sizes(dim, length, conn is not None), ATTN_FWD_PHASES, spm_region(b.config))
+    if at is None:
+        at = {name: spm.take(size) for name, size in _attn_fwd_sizes(dim, length, conn is not None).items()}
+    g_addr, be_addr, wq_addr, bq_addr, wp_addr, bp_addr = (at[n] for n in ("g", "be", "wq", "bq", "wp", "bp"))
+    x_addr, z_addr, h_addr, qkv_addr, ctx_addr, o_addr = (at[n] for n in ("x", "z", "h", "qkv", "ctx", "o"))
+    mask_addr = at.get("mask", 0)
+    s_bufs = [at["s"], at["s"] + tt]
+    p_bufs = [at["p"], at["p"] + tt]
     rows_acc = tt  # LN row statistics after the head-sum in the ACC
     ln_shift, ln_shift2 = _ln_fwd_shifts(dim, p["norm1.weight"], p["norm1.bias"], f["ln"])
     fq = f["ln"] + p["attn.qkv.weight"]
