@@ -548,13 +548,22 @@ def _place(spm: Arena, sizes: Sequence[int], rest: int, region: int) -> list[int
 
 
 def _place_apart(
-    spm: Arena, sizes: dict[str, int], phases: Sequence[Sequence[str]], region: int
+    spm: Arena, sizes: dict[str, int], phases: Sequence[Sequence[str]], region: int, top_down: bool = False
 ) -> dict[str, int] | None:
     """Addresses for the named buffers of `sizes` (taken from `spm` in that order) such that buffers used
     in the same phase (a group of `phases`: the buffers the units touch at the same time) share no SPM
     region where that fits: each buffer at the lowest region boundary or end of a placed buffer that
-    keeps it off the regions of its phase mates (else at the lowest free address). None (taking nothing)
-    when the buffers do not all fit that way."""
+    keeps it off the regions of its phase mates (else at the lowest free address). `top_down`: the same
+    from the arena's top down (the rest of `spm` is then taken). None (taking nothing) when the buffers do
+    not all fit that way."""
+    if top_down:
+        end = -(-(spm.base + spm.size) // region) * region  # mirror about a region boundary
+        mirror = Arena(spm.size - spm.top, spm.what, end - spm.base - spm.size)
+        flipped = _place_apart(mirror, sizes, phases, region)
+        if flipped is None:
+            return None
+        spm.top = spm.size
+        return {name: end - a - sizes[name] for name, a in flipped.items()}
     mates = {name: {m for ph in phases if name in ph for m in ph if m != name} for name in sizes}
     lo, hi = spm.base + spm.top, spm.base + spm.size
     placed: dict[str, int] = {}
@@ -2025,6 +2034,25 @@ def stage_attn_core_fwd(
         )
 
 
+# The attention backward core's SPM buffers in placement order and the phases in which units use them
+# together (dP = dctx V^T while P comes in and the previous head's dQ, dK, dV go out; the softmax backward;
+# dQ and dK from dS; dV from P): see ATTN_FWD_PHASES.
+ATTN_BWD_PHASES = (
+    ("dctx", "qkv", "dp", "mask", "p", "dqkv"),
+    ("p", "dp", "ds", "dqkv"),
+    ("ds", "qkv", "dqkv", "p"),
+    ("p", "dctx", "dqkv"),
+)
+
+
+def _attn_bwd_sizes(dim: int, length: int, masked: bool) -> dict[str, int]:
+    """Elements of stage_attn_core_bwd's SPM buffers, in placement order (p, dp, ds: two tiles each)."""
+    tt, ld = length * length, length * dim
+    sizes = {"qkv": 3 * ld, "dqkv": 3 * ld, "p": 2 * tt, "dp": 2 * tt, "ds": 2 * tt, "dctx": ld}
+    sizes.update({"mask": tt} if masked else {})
+    return sizes
+
+
 def stage_attn_core_bwd(
     b: Builder,
     qkv: Buffer,
@@ -2049,16 +2077,20 @@ def stage_attn_core_bwd(
     if length > b.config.max_row:
         raise LoweringError(f"attention over {length} tokens > max_row {b.config.max_row}")
     tt = length * length
-    spm = _spm(
-        b, "attention backward", length * 7 * dim + (tt if conn is not None else 0) + 6 * tt, at_top=True
-    )
-    qkv_addr, dctx_addr, dqkv_addr = (
-        spm.take(length * 3 * dim),
-        spm.take(length * dim),
-        spm.take(length * 3 * dim),
-    )
-    mask_addr = spm.take(tt) if conn is not None else 0
-    bufs = [(spm.take(tt), spm.take(tt), spm.take(tt)) for _ in range(2)]  # P, dP, dS
+    sizes = _attn_bwd_sizes(dim, length, conn is not None)
+    need = sum(sizes.values())
+    region = spm_region(b.config)
+    spread = sum(-(-n // region) * region for n in sizes.values())
+    # At the top of the scratchpad, each buffer from a region boundary where that fits below the room the
+    # next stage (the QKV backward) loads its weight into while the core runs.
+    room = b.scratch - 3 * dim * dim
+    spm = _spm(b, "attention backward", max(need, min(spread, room)), at_top=True)
+    at = _place_apart(spm, sizes, ATTN_BWD_PHASES, region, top_down=True)
+    if at is None:
+        at = {name: spm.take(size) for name, size in sizes.items()}
+    qkv_addr, dctx_addr, dqkv_addr = at["qkv"], at["dctx"], at["dqkv"]
+    mask_addr = at.get("mask", 0)
+    bufs = [(at["p"] + i * tt, at["dp"] + i * tt, at["ds"] + i * tt) for i in range(2)]  # P, dP, dS
     dp_shift = _check_shift(frac_dctx + frac_qkv - f["dp"], "dP")
     ds_shift = _check_shift(f["dp"] + 30 - f["ds"], "dS")
     qk_shift = _check_shift(f["ds"] + frac_qkv + extra - f["dqkv"], "dQ/dK")
