@@ -1559,9 +1559,10 @@ def stage_attn_fwd_fused(
     ):
         return False
     spm = Arena(b.scratch, f"{b.kernel} fused attention (SPM)")
-    at = _place_apart(spm, _attn_fwd_sizes(dim, length, conn is not None), ATTN_FWD_PHASES, spm_region(b.config))
+    sizes = _attn_fwd_sizes(dim, length, conn is not None)
+    at = _place_apart(spm, sizes, ATTN_FWD_PHASES, spm_region(b.config))
     if at is None:
-        at = {name: spm.take(size) for name, size in _attn_fwd_sizes(dim, length, conn is not None).items()}
+        at = {name: spm.take(size) for name, size in sizes.items()}
     g_addr, be_addr, wq_addr, bq_addr, wp_addr, bp_addr = (at[n] for n in ("g", "be", "wq", "bq", "wp", "bp"))
     x_addr, z_addr, h_addr, qkv_addr, ctx_addr, o_addr = (at[n] for n in ("x", "z", "h", "qkv", "ctx", "o"))
     mask_addr = at.get("mask", 0)
