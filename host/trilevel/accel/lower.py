@@ -1052,6 +1052,15 @@ def _weight_grad_resident(
     return True
 
 
+# stage_linear_bwd's SPM buffers (two tiles per kind) and the phases in which units use them together: the
+# dX GEMM (A dY, B W, C dX) while LOAD brings the next tiles and STORE writes the previous outputs; the
+# epilogue (VEC GELU_BWD or LN_BWD) on one tile. See ATTN_FWD_PHASES.
+LINEAR_BWD_PHASES = (
+    ("w", "dy", "dx", "h", "g", "xh", "r", "o"),
+    ("dx", "h", "g", "xh", "r", "o", "gamma"),
+)
+
+
 def stage_linear_bwd(
     b: Builder,
     dy: Buffer,
@@ -1092,6 +1101,7 @@ def stage_linear_bwd(
             and dout * din + din + 2 * (dout + din + ln_rows) <= spm.free
             and acc_free > 2 * din + 2 * PIPELINE_MIN_ROWS
         )
+        top0 = spm.top
         w_addr = spm.take(dout * jt)
         gamma_addr = spm.take(din) if fused_ln else 0
         gt = jt if gelu is not None else 0  # the GELU input and output tiles
@@ -1120,19 +1130,36 @@ def stage_linear_bwd(
             top = b.acc_top
         bias_acc, ln_acc = top - small, ln_acc + top - small
         b.acc_top = top - small if small <= reserve else b.config.acc_elems
-        bufs = [
-            (
-                spm.take(mt * dout if dy_res is None else 0),
-                spm.take(mt * jt),
-                spm.take(mt * gt),
-                spm.take(mt * gt),
-                spm.take(mt * lt),
-                spm.take(mt * lt),
-                spm.take(mt * lt),
-                ln_acc + 2 * din + i * mt,
-            )
-            for i in range(2)
-        ]
+        # W, gamma and the two tiles of each kind (dY, dX, GELU input and output, xhat, residual, LN output)
+        # in different SPM regions where they fit (LINEAR_BWD_PHASES), else packed
+        kinds = ("dy", "dx", "h", "g", "xh", "r", "o")
+        per_kind = (mt * dout if dy_res is None else 0, mt * jt, mt * gt, mt * gt, mt * lt, mt * lt, mt * lt)
+        sizes = {"w": dout * jt, "gamma": din if fused_ln else 0}
+        sizes.update((k, 2 * n) for k, n in zip(kinds, per_kind, strict=True))
+        spm.top, top = top0, spm.top
+        at = _place_apart(spm, {k: n for k, n in sizes.items() if n}, LINEAR_BWD_PHASES, spm_region(b.config))
+        if at is not None:
+            w_addr, gamma_addr = at.get("w", 0), at.get("gamma", 0)
+            bufs = [
+                tuple(at.get(k, 0) + i * n for k, n in zip(kinds, per_kind, strict=True))
+                + (ln_acc + 2 * din + i * mt,)
+                for i in range(2)
+            ]
+        else:
+            spm.top = top
+            bufs = [
+                (
+                    spm.take(mt * dout if dy_res is None else 0),
+                    spm.take(mt * jt),
+                    spm.take(mt * gt),
+                    spm.take(mt * gt),
+                    spm.take(mt * lt),
+                    spm.take(mt * lt),
+                    spm.take(mt * lt),
+                    ln_acc + 2 * din + i * mt,
+                )
+                for i in range(2)
+            ]
         if grad_b is not None:
             b.load(Mem.ACC, bias_acc, 0, grad_b, 0, 0, 1, dout)
         if fused_ln:
