@@ -2106,14 +2106,11 @@ def stage_attn_core_bwd(
         raise LoweringError(f"attention over {length} tokens > max_row {b.config.max_row}")
     tt = length * length
     sizes = _attn_bwd_sizes(dim, length, conn is not None)
-    need = sum(sizes.values())
-    region = spm_region(b.config)
-    spread = sum(-(-n // region) * region for n in sizes.values())
-    # At the top of the scratchpad, each buffer from a region boundary where that fits below the room the
-    # next stage (the QKV backward) loads its weight into while the core runs.
-    room = b.scratch - 3 * dim * dim
-    spm = _spm(b, "attention backward", max(need, min(spread, room)), at_top=True)
-    at = _place_apart(spm, sizes, ATTN_BWD_PHASES, region, top_down=True)
+    # Placed from the top of its scratchpad down, the free room below it (where the next stage, the QKV
+    # backward, loads its weight while the core runs) stays in one piece. (A larger scratchpad with every
+    # buffer from a region boundary measured -1.2 % cycles at 197 tokens and one image, +0.5 % at eight.)
+    spm = _spm(b, "attention backward", sum(sizes.values()), at_top=True)
+    at = _place_apart(spm, sizes, ATTN_BWD_PHASES, spm_region(b.config), top_down=True)
     if at is None:
         at = {name: spm.take(size) for name, size in sizes.items()}
     qkv_addr, dctx_addr, dqkv_addr = at["qkv"], at["dctx"], at["dqkv"]
