@@ -583,7 +583,7 @@ def _place_apart(
         if not fits:
             return None
         placed[name] = (apart or fits)[0]
-    spm.top = max(a + sizes[n] for n, a in placed.items()) - spm.base
+    spm.top = max((a + sizes[n] for n, a in placed.items()), default=lo) - spm.base
     return placed
 
 
