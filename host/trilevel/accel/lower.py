@@ -1119,6 +1119,11 @@ def stage_linear_bwd(
         ln_acc = dout if grad_b is not None else 0  # gamma and beta gradients, then 2 row-statistic tiles
         if fused_ln:
             mt = min(mt, (acc_free - 2 * din) // 2)
+        if b.config.array_rows < mt < rows:
+            # whole array row tiles: a tile of 49 rows takes two passes of the array as 64 rows do, and the
+            # space saved lets the tiles' buffers go in regions of their own (LINEAR_BWD_PHASES)
+            mt = mt // b.config.array_rows * b.config.array_rows
+        if fused_ln:
             acc_free -= 2 * din + 2 * mt
         # The bias gradient and the fused LayerNorm's ACC regions sit in the top 1/ACC_RESERVE of the ACC,
         # each stage's below the previous stage's (wrapping around), the weight gradient's blocks below
