@@ -1,0 +1,70 @@
+"""SPM region placement of the attention blocks (lower._place_apart): at the production configuration the
+distinct buffers one COMPUTE command reads and writes (GEMM A / B / C / D / E, softmax and VEC operands) lie
+in different SPM regions (a region of the RTL engine serves two accesses per cycle; more cost conflict
+cycles, docs/engine.md "Ports and regions"). The fused attention forward is checked over all its
+commands, the backward over its attention core (the dP GEMM to the last head's dV GEMM) where it fits."""
+
+from __future__ import annotations
+
+import pytest
+
+from trilevel import config as model_configs
+from trilevel.accel import isa, lower
+from trilevel.accel.isa import Op
+
+SHAPES = [(197, None), (139, 43), (98, 31), (69, 22)]  # DeiT-T at every Tri-Level/0.7 stage
+
+
+def _regions(span: tuple[int, int, int], region: int) -> set[int]:
+    return set(range(span[1] // region, (span[2] - 1) // region + 1))
+
+
+def shared_regions(kernel: str, tokens: int, keys: int | None, config: isa.EngineConfig) -> list[tuple]:
+    """(command, opcode, span, span, regions) for each pair of non-overlapping SPM operands of one command
+    of the attention section of `kernel`'s program that share a region."""
+    prog = lower.representative(kernel, model_configs.CONFIGS["deit_tiny"], tokens, keys, 1, config)
+    region = lower.spm_region(config)
+    cmds = [isa.decode(w) for w in prog.words.reshape(-1, isa.WORDS)]
+    soft = [i for i, f in enumerate(cmds) if Op(f["op"]) == Op.SOFTMAX]
+    assert soft, "no softmax: the attention was not lowered as expected"
+    # the fused forward: every command; the backward: the core (dP GEMM .. the last head's dV GEMM)
+    lo, hi = (0, len(cmds)) if kernel == "attn_fwd" else (soft[0] - 1, soft[-1] + 8)
+    out = []
+    for i in range(lo, hi):
+        f = cmds[i]
+        op = Op(f["op"])
+        if op not in (Op.GEMM, Op.SOFTMAX, Op.VEC) or i in prog.relay_commands:
+            continue
+        reads, writes = lower.accesses(op, f)
+        spans = sorted({s for s in reads + writes if s[0] == 0})  # SPM operands
+        for a, x in enumerate(spans):
+            for y in spans[a + 1:]:
+                if x[1] < y[2] and y[1] < x[2]:
+                    continue  # parts of one buffer (S = QK^T reads Q and K from qkv)
+                if _regions(x, region) & _regions(y, region):
+                    out.append((i, op.name, x, y, _regions(x, region) & _regions(y, region)))
+    return out
+
+
+# The backward core takes exactly the scratchpad it needs (at the top): at 139 and 197 tokens that leaves
+# too little room for every buffer apart (placed as far as they fit, else packed).
+CASES = [("attn_fwd", t, k) for t, k in SHAPES] + [("attn_bwd", t, k) for t, k in SHAPES if t < 139]
+
+
+@pytest.mark.parametrize(("kernel", "tokens", "keys"), CASES)
+def test_attention_operands_in_distinct_regions(kernel: str, tokens: int, keys: int | None) -> None:
+    bad = shared_regions(kernel, tokens, keys, isa.PRODUCTION)
+    assert not bad, f"{len(bad)} operand pairs share an SPM region, first: {bad[:3]}"
+
+
+def test_place_apart_keeps_phase_mates_apart_and_falls_back() -> None:
+    region = 100
+    spm = lower.Arena(600, "test")
+    sizes = {"a": 150, "b": 80, "c": 40, "d": 20}
+    at = lower._place_apart(spm, sizes, [("a", "b"), ("b", "c"), ("a", "c", "d")], region)
+    assert at == {"a": 0, "b": 200, "c": 300, "d": 280}  # d next to b: no phase mate of d
+    assert spm.top == 340
+    top = lower._place_apart(lower.Arena(400, "test", 200), {"a": 150, "b": 80}, [("a", "b")], region,
+                             top_down=True)
+    assert top == {"a": 450, "b": 320}  # from the top down, each at a region's end where it fits
+    assert lower._place_apart(lower.Arena(200, "test"), {"a": 150, "b": 80}, [("a", "b")], region) is None
