@@ -227,6 +227,10 @@ class Builder:
         self.scratch = config.spm_elems - 2  # two SPM words for relay GEMMs
         self.spm_half = 1  # the half of the scratchpad the last stage used (see _spm)
         self.acc_top = config.acc_elems  # below the last stage's small ACC regions (see stage_linear_bwd)
+        # Whole DDR buffers a stage left in the scratchpad for the next stage (name -> SPM address, rows of
+        # `cols` elements), in `onchip_spm` (see stage_linear_bwd's GeluEpilogue.keep)
+        self.onchip: dict[str, int] = {}
+        self.onchip_spm: Arena | None = None
         self.relays = 0
 
     # ---- DDR
@@ -876,6 +880,10 @@ class GeluEpilogue:
     slot: int
     x: Buffer | None = None  # backward: the GELU input
     seed_path: tuple[int, ...] | None = None
+    # backward: out stays whole in the scratchpad (not stored) for the next stage_linear_bwd, whose dY it
+    # is (Builder.onchip), as do this stage's dY (a later LnBwdEpilogue's residual) and the scratchpad
+    # holding them; the caller checks that they and both stages' X fit half the scratchpad
+    keep: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -907,11 +915,15 @@ def _ln_bwd_tile(
     o_addr: int,
     rs_acc: int,
     grads_acc: int,
+    res_onchip: int | None = None,
 ) -> None:
-    """LN_BWD of rows m0..m0+mm whose dY tile is at dy_addr, the gamma/beta gradients into ACC grads_acc."""
+    """LN_BWD of rows m0..m0+mm whose dY tile is at dy_addr, the gamma/beta gradients into ACC grads_acc;
+    res_onchip: the SPM address of the whole residual (rows of dim) when it is on chip (not loaded)."""
     b.load(Mem.SPM, h_addr, dim, ln.xhat, m0, 0, mm, dim)
     b.load(Mem.ACC, rs_acc, 0, ln.row_stats, 0, m0, 1, mm)
-    if ln.res is not None:
+    if res_onchip is not None:
+        r_addr = res_onchip + m0 * dim
+    elif ln.res is not None:
         b.load(Mem.SPM, r_addr, dim, ln.res, m0, 0, mm, dim)
     shift, shift2, shift3, shift4 = ln.shifts
     b.add(
@@ -1090,6 +1102,15 @@ def stage_linear_bwd(
     fused_ln = False
     dy_res: int | None = None  # SPM address of the resident dY
     wg_spm: Arena | None = None  # the weight gradient's scratchpad when dY is resident in it
+    # What the previous stage left on chip (GeluEpilogue.keep): dY, and the LayerNorm's residual gradient
+    onchip, onchip_spm = b.onchip, b.onchip_spm
+    b.onchip, b.onchip_spm = {}, None
+    dy_on = onchip.get(dy.name)
+    res_on = onchip.get(ln.res.name) if ln is not None and ln.res is not None and ln.res.cols == din else None
+    keep = gelu is not None and gelu.keep
+    keep_addr = 0  # SPM address of the kept GELU output
+    if dy_on is not None and not (make_dx or grad_b is not None):
+        raise LoweringError(f"{b.kernel}: an on-chip dY needs the dX or bias-gradient pass")
     if make_dx or grad_b is not None:
         spm = _spm(b, "linear backward")
         jt = 0 if not make_dx else din if dout * din <= spm.free // 2 else max(1, (spm.free // 2) // dout)
@@ -1105,14 +1126,25 @@ def stage_linear_bwd(
         w_addr = spm.take(dout * jt)
         gamma_addr = spm.take(din) if fused_ln else 0
         gt = jt if gelu is not None else 0  # the GELU input and output tiles
+        go = 0 if keep else gt
         lt = din if fused_ln else 0
         # dY resident in the weight gradient's scratchpad (the other half) when dY and X fit it: its row
         # tiles are loaded once, in the first pass, and serve the later column passes and the weight
         # gradient (in the other half, the next stage's first loads need not wait for that gradient).
-        per_row = jt + 2 * gt + 3 * lt
-        if rows * (dout + din) <= b.scratch // 2 and rows <= 0xFFFF:
-            wg_spm = _spm(b, "weight gradient", rows * (dout + din))
+        # A kept GELU output goes there too (whole, after dY); an on-chip dY is already there.
+        per_row = jt + gt + go + 3 * lt
+        resident = rows * (dout + din + (din if keep else 0))
+        if dy_on is not None:
+            assert onchip_spm is not None
+            wg_spm, dy_res = onchip_spm, dy_on
+            b.spm_half = int(wg_spm.base >= b.scratch // 2)
+        elif resident <= b.scratch // 2 and rows <= 0xFFFF:
+            wg_spm = _spm(b, "weight gradient", resident)
             dy_res = wg_spm.take(rows * dout)
+            if keep:
+                keep_addr = wg_spm.take(rows * din)
+        elif keep:
+            raise LoweringError(f"{b.kernel}: the kept GELU output does not fit the scratchpad")
         mt = _rows_that_fit(
             spm.free // 2, per_row + (dout if dy_res is None else 0), rows, "linear backward tile"
         )
@@ -1138,7 +1170,7 @@ def stage_linear_bwd(
         # W, gamma and the two tiles of each kind (dY, dX, GELU input and output, xhat, residual, LN output)
         # in different SPM regions where they fit (LINEAR_BWD_PHASES), else packed
         kinds = ("dy", "dx", "h", "g", "xh", "r", "o")
-        per_kind = (mt * dout if dy_res is None else 0, mt * jt, mt * gt, mt * gt, mt * lt, mt * lt, mt * lt)
+        per_kind = (mt * dout if dy_res is None else 0, mt * jt, mt * gt, mt * go, mt * lt, mt * lt, mt * lt)
         sizes = {"w": dout * jt, "gamma": din if fused_ln else 0}
         sizes.update((k, 2 * n) for k, n in zip(kinds, per_kind, strict=True))
         spm.top, top = top0, spm.top
@@ -1157,7 +1189,7 @@ def stage_linear_bwd(
                     spm.take(mt * dout if dy_res is None else 0),
                     spm.take(mt * jt),
                     spm.take(mt * gt),
-                    spm.take(mt * gt),
+                    spm.take(mt * go),
                     spm.take(mt * lt),
                     spm.take(mt * lt),
                     spm.take(mt * lt),
@@ -1181,7 +1213,7 @@ def stage_linear_bwd(
                 step += 1
                 if dy_res is not None:
                     dy_addr = dy_res + m0 * dout
-                if dy_res is None or j_index == 0:
+                if dy_on is None and (dy_res is None or j_index == 0):
                     b.load(Mem.SPM, dy_addr, dout, dy, m0, 0, mm, dout)
                 if grad_b is not None and j_index == 0:
                     b.add(
@@ -1214,9 +1246,25 @@ def stage_linear_bwd(
                 if fused_ln:
                     assert ln is not None
                     _ln_bwd_tile(
-                        b, ln, m0, mm, din, dx_addr, gamma_addr, xh_addr, r_addr, o_addr, rs_acc, ln_acc
+                        b,
+                        ln,
+                        m0,
+                        mm,
+                        din,
+                        dx_addr,
+                        gamma_addr,
+                        xh_addr,
+                        r_addr,
+                        o_addr,
+                        rs_acc,
+                        ln_acc,
+                        res_on,
                     )
                 if gelu is not None and gelu.x is not None:
+                    if keep:
+                        g_addr, g_stride = keep_addr + m0 * din + j0, din
+                    else:
+                        g_stride = jj
                     b.load(Mem.SPM, h_addr, jj, gelu.x, m0, j0, mm, jj)
                     b.add(
                         Op.VEC,
@@ -1229,7 +1277,7 @@ def stage_linear_bwd(
                         b_addr=h_addr,
                         b_stride=jj,
                         c_addr=g_addr,
-                        c_stride=jj,
+                        c_stride=g_stride,
                         shift=gelu.shift,
                         imm=gelu.frac_x,
                         sr=1,
@@ -1238,7 +1286,8 @@ def stage_linear_bwd(
                         stat=1,
                         slot=gelu.slot,
                     )
-                    b.store(Mem.SPM, g_addr, jj, gelu.out, m0, j0, mm, jj)
+                    if not keep:
+                        b.store(Mem.SPM, g_addr, jj, gelu.out, m0, j0, mm, jj)
     if grad_b is not None:
         b.store(Mem.ACC, bias_acc, 0, grad_b, 0, 0, 1, dout)
     if fused_ln:
@@ -1253,6 +1302,9 @@ def stage_linear_bwd(
     # The weight gradient's blocks from ACC 0, below this stage's small regions and a reserve at the top
     # for the next stage's (ACC_RESERVE of the ACC).
     acc_base, acc_free = 0, min(acc_free, b.config.acc_elems - b.config.acc_elems // ACC_RESERVE)
+    if keep:
+        assert gelu is not None and dy_res is not None
+        b.onchip, b.onchip_spm = {dy.name: dy_res, gelu.out.name: keep_addr}, wg_spm
     if _weight_grad_resident(b, dy, x, grad_w, acc_base, acc_free, dy_res, wg_spm):
         return fused_ln
     shapes = []
@@ -2687,6 +2739,10 @@ def mlp_block_bwd(
     dh = b.buffer("dh", rows, hidden, "<i2", "scratch")
     dz = b.buffer("dz", rows, dim, "<i2", "scratch")
     dx = b.buffer("dx", rows, dim, "<i2", "out")
+    # dH (fc2's dX through the GELU backward) stays in the scratchpad for fc1's backward (its dY), with dOut
+    # (fc2's dY, the LayerNorm's residual gradient) when they and both X (a, z) fit half of it: dH is then
+    # neither stored nor loaded and dOut loaded once (else both go through DDR)
+    keep = rows * (2 * dim + 2 * hidden) <= b.scratch // 2 and rows <= 0xFFFF
     stage_linear_bwd(
         b,
         dout,
@@ -2699,7 +2755,13 @@ def mlp_block_bwd(
         (0, 0),
         slots["da"],
         GeluEpilogue(
-            dh, _check_shift(f["da"] + GELU_LUT_FRAC - f["dh"], "dh"), frac_h, slots["dh"], h, (1, 0)
+            dh,
+            _check_shift(f["da"] + GELU_LUT_FRAC - f["dh"], "dh"),
+            frac_h,
+            slots["dh"],
+            h,
+            (1, 0),
+            keep,
         ),
     )
     ln_f = {"g": f["ln_g"], "t": f["ln_t"], "dx": f["dx"]}
