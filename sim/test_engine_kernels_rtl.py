@@ -44,7 +44,7 @@ def test_blocks_on_rtl(rtl, keep_attn):
 
 
 def test_blocks_on_rtl_one_image(rtl):
-    """One image: the backward blocks hand dH (MLP) and dQKV (attention) to their next stage on chip."""
+    """One image: the backward blocks hand dH (MLP), dctx and dQKV (attention) to their next stage on chip."""
     case = Case(batch=1, length=17, dim=64, heads=4, hidden=128, seed=3)
     check_attn(rtl, case, None)
     check_attn(rtl, case, case.conn(0.5))

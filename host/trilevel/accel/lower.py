@@ -1098,12 +1098,15 @@ def stage_linear_bwd(
     slot: int,
     gelu: GeluEpilogue | None = None,
     ln: LnBwdEpilogue | None = None,
+    dx_onchip: Callable[[], int | None] | None = None,
 ) -> bool:
     """dx = dY W (SR by shift, flat [rows, din] indices); grad_w += dY^T X; grad_b += column sums of dY.
     With `gelu`, each dx tile goes through VEC GELU_BWD (with the saved GELU input tile) into gelu.out
     while it is in the scratchpad, and dx itself need not be stored (dx None). With `ln`, when dx tiles
     are whole rows, each goes through the LayerNorm backward on chip (dx is then not stored); returns
-    whether it did (else dx holds dX and the caller runs stage_ln_bwd)."""
+    whether it did (else dx holds dX and the caller runs stage_ln_bwd). dx_onchip (no epilogue): called once
+    this stage has its scratchpad, the SPM address where the whole dX (rows of din) is to stay for the next
+    stage (Builder.onchip) instead of being stored, or None."""
     rows, dout, din = dy.rows, dy.cols, x.cols
     acc_free = b.config.acc_elems
     if grad_b is not None:
@@ -1121,6 +1124,7 @@ def stage_linear_bwd(
     res_on = onchip.get(ln.res.name) if ln is not None and ln.res is not None and ln.res.cols == din else None
     keep = gelu is not None and gelu.keep
     keep_addr = 0  # SPM address of the kept GELU output
+    dx_on: int | None = None  # SPM address of the whole dX left on chip (dx_onchip)
     if dy_on is not None and not (make_dx or grad_b is not None):
         raise LoweringError(f"{b.kernel}: an on-chip dY needs the dX or bias-gradient pass")
     if make_dx or grad_b is not None:
@@ -1161,6 +1165,8 @@ def stage_linear_bwd(
                 keep_addr = wg_spm.take(rows * din)
         elif keep:
             raise LoweringError(f"{b.kernel}: the kept GELU output does not fit the scratchpad")
+        if dx_onchip is not None and gelu is None and not fused_ln and dx is not None:
+            dx_on = dx_onchip()
         mt = _rows_that_fit(
             spm.free // 2, per_row + (dout if dy_res is None else 0), rows, "linear backward tile"
         )
@@ -1186,7 +1192,8 @@ def stage_linear_bwd(
         # W, gamma and the two tiles of each kind (dY, dX, GELU input and output, xhat, residual, LN output)
         # in different SPM regions where they fit (LINEAR_BWD_PHASES), else packed
         kinds = ("dy", "dx", "h", "g", "xh", "r", "o")
-        per_kind = (mt * dout if dy_res is None else 0, mt * jt, mt * gt, mt * go, mt * lt, mt * lt, mt * lt)
+        xt = 0 if dx_on is not None else jt
+        per_kind = (mt * dout if dy_res is None else 0, mt * xt, mt * gt, mt * go, mt * lt, mt * lt, mt * lt)
         sizes = {"w": dout * jt, "gamma": din if fused_ln else 0}
         sizes.update((k, 2 * n) for k, n in zip(kinds, per_kind, strict=True))
         spm.top, top = top0, spm.top
@@ -1203,7 +1210,7 @@ def stage_linear_bwd(
             bufs = [
                 (
                     spm.take(mt * dout if dy_res is None else 0),
-                    spm.take(mt * jt),
+                    spm.take(mt * xt),
                     spm.take(mt * gt),
                     spm.take(mt * go),
                     spm.take(mt * lt),
@@ -1239,6 +1246,8 @@ def stage_linear_bwd(
                     b.add(
                         Op.VEC, sub=Vec.COLSUM, m=mm, n=dout, a_addr=dy_addr, a_stride=dout, f_addr=bias_acc
                     )
+                if dx_on is not None:
+                    dx_addr = dx_on + m0 * din + j0
                 if make_dx:
                     b.add(
                         Op.GEMM,
@@ -1252,7 +1261,7 @@ def stage_linear_bwd(
                         b_stride=jj,
                         tb=1,
                         c_addr=dx_addr,
-                        c_stride=jj,
+                        c_stride=din if dx_on is not None else jj,
                         imm=1,
                         shift=shift,
                         sr=1,
@@ -1261,7 +1270,7 @@ def stage_linear_bwd(
                         stat=1,
                         slot=slot,
                     )
-                if dx is not None and not fused_ln:
+                if dx is not None and not fused_ln and dx_on is None:
                     b.store(Mem.SPM, dx_addr, jj, dx, m0, j0, mm, jj)
                 if fused_ln:
                     assert ln is not None
@@ -1325,6 +1334,9 @@ def stage_linear_bwd(
     if keep:
         assert gelu is not None and dy_res is not None
         b.onchip, b.onchip_spm = {dy.name: dy_res, gelu.out.name: keep_addr}, wg_spm
+    if dx_on is not None:
+        assert dx is not None
+        b.onchip = {dx.name: dx_on}
     if _weight_grad_resident(b, dy, x, grad_w, acc_base, acc_free, dy_res, wg_spm):
         return fused_ln
     shapes = []
@@ -2158,6 +2170,19 @@ def _attn_bwd_sizes(dim: int, length: int, masked: bool) -> dict[str, int]:
     return sizes
 
 
+def _attn_bwd_place(b: Builder, dim: int, length: int, masked: bool) -> dict[str, int]:
+    """stage_attn_core_bwd's SPM buffers (_attn_bwd_sizes), taking its scratchpad."""
+    sizes = _attn_bwd_sizes(dim, length, masked)
+    # By region from the top of its scratchpad down (measured on the RTL, DeiT-T: at 139 tokens 1.2 % fewer
+    # cycles than from the bottom up, the same at 69, 98 and 197). A scratchpad larger than the core needs,
+    # with every buffer from a region boundary, measured -1.2 % at 197 tokens and one image but +0.5 % at 8.
+    spm = _spm(b, "attention backward", sum(sizes.values()), at_top=True)
+    at = _place_apart(spm, sizes, ATTN_BWD_PHASES, spm_region(b.config), top_down=True)
+    if at is None:
+        at = {name: spm.take(size) for name, size in sizes.items()}
+    return at
+
+
 def stage_attn_core_bwd(
     b: Builder,
     qkv: Buffer,
@@ -2176,6 +2201,7 @@ def stage_attn_core_bwd(
     seed: tuple[int, ...],
     slots: dict[str, int],
     keep: bool = False,
+    at: dict[str, int] | None = None,
 ) -> None:
     """keep: dQKV stays whole on chip (rows of 3 dim, not stored) for the next stage_linear_bwd, whose
     dY it is (Builder.onchip), with the rest of its scratchpad half above it, where that is possible
@@ -2186,15 +2212,11 @@ def stage_attn_core_bwd(
     if length > b.config.max_row:
         raise LoweringError(f"attention over {length} tokens > max_row {b.config.max_row}")
     tt = length * length
-    sizes = _attn_bwd_sizes(dim, length, conn is not None)
-    # By region from the top of its scratchpad down (measured on the RTL, DeiT-T: at 139 tokens 1.2 % fewer
-    # cycles than from the bottom up, the same at 69, 98 and 197). A scratchpad larger than the core needs,
-    # with every buffer from a region boundary, measured -1.2 % at 197 tokens and one image but +0.5 % at 8.
-    spm = _spm(b, "attention backward", sum(sizes.values()), at_top=True)
-    at = _place_apart(spm, sizes, ATTN_BWD_PHASES, spm_region(b.config), top_down=True)
-    if at is None:
-        at = {name: spm.take(size) for name, size in sizes.items()}
+    at = at or _attn_bwd_place(b, dim, length, conn is not None)
     qkv_addr, dctx_addr, dqkv_addr = at["qkv"], at["dctx"], at["dqkv"]
+    # dctx left on chip at its place by the previous stage (stage_linear_bwd's dx_onchip): not loaded
+    dctx_on = batch == 1 and b.onchip.get(dctx.name) == dctx_addr
+    b.onchip, b.onchip_spm = {}, None
     mask_addr = at.get("mask", 0)
     bufs = [(at["p"] + i * tt, at["dp"] + i * tt, at["ds"] + i * tt) for i in range(2)]  # P, dP, dS
     dp_shift = _check_shift(frac_dctx + frac_qkv - f["dp"], "dP")
@@ -2212,7 +2234,8 @@ def stage_attn_core_bwd(
         b.onchip, b.onchip_spm = {dqkv.name: dqkv_addr}, Arena(end - top, f"{b.kernel} after dQKV (SPM)", top)
     for img in range(batch):
         b.load(Mem.SPM, qkv_addr, row3, qkv, img * length, 0, length, row3)
-        b.load(Mem.SPM, dctx_addr, dim, dctx, img * length, 0, length, dim)
+        if not dctx_on:
+            b.load(Mem.SPM, dctx_addr, dim, dctx, img * length, 0, length, dim)
         if conn is not None:
             _mask_rows(b, conn, img, length, dense, lists, mask_addr)
         for h in range(heads):
@@ -2620,6 +2643,16 @@ def attn_block_bwd(
     dqkv = b.buffer("dqkv", rows, 3 * dim, "<i2", "scratch")
     dz = b.buffer("dz", rows, dim, "<i2", "scratch")
     dx = b.buffer("dx", rows, dim, "<i2", "out")
+    # one image: the proj stage's dX GEMMs write dctx where the attention core wants it (placed once the proj
+    # stage has its scratchpad), so dctx is neither stored nor loaded
+    core_at: dict[str, int] = {}
+
+    def dctx_at() -> int | None:
+        if s.batch != 1:
+            return None
+        core_at.update(_attn_bwd_place(b, dim, s.length, conn is not None))
+        return core_at["dctx"]
+
     stage_linear_bwd(
         b,
         dout,
@@ -2631,6 +2664,7 @@ def attn_block_bwd(
         _check_shift(frac_dout + p["attn.proj.weight"] - f["dctx"], "dctx"),
         (0, 0),
         slots["dctx"],
+        dx_onchip=dctx_at,
     )
     stage_attn_core_bwd(
         b,
@@ -2650,6 +2684,7 @@ def attn_block_bwd(
         (),
         slots,
         keep=True,
+        at=core_at or None,
     )
     ln_f = {"g": f["ln_g"], "t": f["ln_t"], "dx": f["dx"]}
     ln = LnBwdEpilogue(
