@@ -1192,34 +1192,46 @@ def stage_linear_bwd(
         # W, gamma and the two tiles of each kind (dY, dX, GELU input and output, xhat, residual, LN output)
         # in different SPM regions where they fit (LINEAR_BWD_PHASES), else packed
         kinds = ("dy", "dx", "h", "g", "xh", "r", "o")
-        xt = 0 if dx_on is not None else jt
-        per_kind = (mt * dout if dy_res is None else 0, mt * xt, mt * gt, mt * go, mt * lt, mt * lt, mt * lt)
-        sizes = {"w": dout * jt, "gamma": din if fused_ln else 0}
-        sizes.update((k, 2 * n) for k, n in zip(kinds, per_kind, strict=True))
-        spm.top, top = top0, spm.top
-        at = _place_apart(spm, {k: n for k, n in sizes.items() if n}, LINEAR_BWD_PHASES, spm_region(b.config))
-        if at is not None:
-            w_addr, gamma_addr = at.get("w", 0), at.get("gamma", 0)
-            bufs = [
-                tuple(at.get(k, 0) + i * n for k, n in zip(kinds, per_kind, strict=True))
-                + (ln_acc + 2 * din + i * mt,)
-                for i in range(2)
-            ]
-        else:
-            spm.top = top
-            bufs = [
-                (
-                    spm.take(mt * dout if dy_res is None else 0),
-                    spm.take(mt * xt),
-                    spm.take(mt * gt),
-                    spm.take(mt * go),
-                    spm.take(mt * lt),
-                    spm.take(mt * lt),
-                    spm.take(mt * lt),
-                    ln_acc + 2 * din + i * mt,
-                )
-                for i in range(2)
-            ]
+        # dX on chip only where it stays clear of this stage's buffers (W, tiles; dY and X for the weight
+        # gradient): else its tiles are stored as usual
+        dx_cand, top1 = dx_on, spm.top
+        for dx_on in [dx_cand, None] if dx_cand is not None else [None]:
+            spm.top = top1
+            xt = 0 if dx_on is not None else jt
+            per_kind = (mt * dout if dy_res is None else 0, mt * xt, mt * gt, mt * go, *(mt * lt,) * 3)
+            sizes = {"w": dout * jt, "gamma": din if fused_ln else 0}
+            sizes.update((k, 2 * n) for k, n in zip(kinds, per_kind, strict=True))
+            spm.top, top = top0, spm.top
+            nonzero = {k: n for k, n in sizes.items() if n}
+            at = _place_apart(spm, nonzero, LINEAR_BWD_PHASES, spm_region(b.config))
+            if at is not None:
+                w_addr, gamma_addr = at.get("w", 0), at.get("gamma", 0)
+                bufs = [
+                    tuple(at.get(k, 0) + i * n for k, n in zip(kinds, per_kind, strict=True))
+                    + (ln_acc + 2 * din + i * mt,)
+                    for i in range(2)
+                ]
+            else:
+                spm.top = top
+                bufs = [
+                    (
+                        spm.take(mt * dout if dy_res is None else 0),
+                        spm.take(mt * xt),
+                        spm.take(mt * gt),
+                        spm.take(mt * go),
+                        spm.take(mt * lt),
+                        spm.take(mt * lt),
+                        spm.take(mt * lt),
+                        ln_acc + 2 * din + i * mt,
+                    )
+                    for i in range(2)
+                ]
+            if dx_on is None:
+                break
+            used = [(spm.base, spm.top)]
+            used += [(wg_spm.base, wg_spm.top + rows * din)] if wg_spm is not None else [(0, b.scratch)]
+            if not any(dx_on < a + n and a < dx_on + rows * din for a, n in used):
+                break
         if grad_b is not None:
             b.load(Mem.ACC, bias_acc, 0, grad_b, 0, 0, 1, dout)
         if fused_ln:
