@@ -2241,7 +2241,8 @@ def stage_attn_core_bwd(
     # the rest of dQKV's scratchpad half above it (the next stage_linear_bwd's linear buffers take the other)
     half, top = b.scratch // 2, dqkv_addr + length * row3
     end = half if top <= half else 2 * half
-    keep = keep and batch == 1 and dqkv_addr >= end - half
+    # (the next stage's _spm takes the half other than b.spm_half: dQKV must be in b.spm_half's)
+    keep = keep and batch == 1 and dqkv_addr >= end - half and (end > half) == (b.spm_half == 1)
     if keep:
         b.onchip, b.onchip_spm = {dqkv.name: dqkv_addr}, Arena(end - top, f"{b.kernel} after dQKV (SPM)", top)
     for img in range(batch):
