@@ -16,6 +16,7 @@ from trilevel.accel import isa, rtlsim
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_engine_kernels import (  # noqa: E402
+    Case,
     check_attn,
     check_linear_and_norm,
     check_mlp,
@@ -39,4 +40,12 @@ def test_linear_layernorm_topk_on_rtl(rtl):
 def test_blocks_on_rtl(rtl, keep_attn):
     case = demo_case()
     check_attn(rtl, case, None if keep_attn == 1.0 else case.conn(keep_attn))
+    check_mlp(rtl, case)
+
+
+def test_blocks_on_rtl_one_image(rtl):
+    """One image: the backward blocks hand dH (MLP), dctx and dQKV (attention) to their next stage on chip."""
+    case = Case(batch=1, length=17, dim=64, heads=4, hidden=128, seed=3)
+    check_attn(rtl, case, None)
+    check_attn(rtl, case, case.conn(0.5))
     check_mlp(rtl, case)

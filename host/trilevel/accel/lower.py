@@ -227,6 +227,10 @@ class Builder:
         self.scratch = config.spm_elems - 2  # two SPM words for relay GEMMs
         self.spm_half = 1  # the half of the scratchpad the last stage used (see _spm)
         self.acc_top = config.acc_elems  # below the last stage's small ACC regions (see stage_linear_bwd)
+        # Whole DDR buffers a stage left in the scratchpad for the next stage (name -> SPM address, rows of
+        # `cols` elements), in `onchip_spm` (see stage_linear_bwd's GeluEpilogue.keep)
+        self.onchip: dict[str, int] = {}
+        self.onchip_spm: Arena | None = None
         self.relays = 0
 
     # ---- DDR
@@ -330,6 +334,18 @@ class Builder:
             self._last[Module.COMPUTE] = len(self.commands) - 1
             self.relays += 1
         self._sync(Module.COMPUTE, consumer)
+
+    def relay_stores(self, mem: Mem, addr: int, size: int) -> None:
+        """Order the next LOAD after the latest STORE that read on-chip [addr, addr + size) of `mem` (a
+        relay through COMPUTE, now): a stage that loads nothing early (its dY on chip) would otherwise get
+        that relay only at its first LOAD there (its weight gradient's ACC blocks), behind all of its own
+        COMPUTE work."""
+        if self._replay_words is not None:
+            return
+        span = [(_SPACE[mem], addr, addr + size)]
+        producer = self._latest_conflict(Module.STORE, Module.LOAD, [], span)
+        if producer >= 0:
+            self._order(Module.STORE, Module.LOAD, producer)
 
     def dma(
         self,
@@ -876,6 +892,10 @@ class GeluEpilogue:
     slot: int
     x: Buffer | None = None  # backward: the GELU input
     seed_path: tuple[int, ...] | None = None
+    # backward: out stays whole in the scratchpad (not stored) for the next stage_linear_bwd, whose dY it
+    # is (Builder.onchip), as do this stage's dY (a later LnBwdEpilogue's residual) and the scratchpad
+    # holding them; the caller checks that they and both stages' X fit half the scratchpad
+    keep: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -907,11 +927,15 @@ def _ln_bwd_tile(
     o_addr: int,
     rs_acc: int,
     grads_acc: int,
+    res_onchip: int | None = None,
 ) -> None:
-    """LN_BWD of rows m0..m0+mm whose dY tile is at dy_addr, the gamma/beta gradients into ACC grads_acc."""
+    """LN_BWD of rows m0..m0+mm whose dY tile is at dy_addr, the gamma/beta gradients into ACC grads_acc;
+    res_onchip: the SPM address of the whole residual (rows of dim) when it is on chip (not loaded)."""
     b.load(Mem.SPM, h_addr, dim, ln.xhat, m0, 0, mm, dim)
     b.load(Mem.ACC, rs_acc, 0, ln.row_stats, 0, m0, 1, mm)
-    if ln.res is not None:
+    if res_onchip is not None:
+        r_addr = res_onchip + m0 * dim
+    elif ln.res is not None:
         b.load(Mem.SPM, r_addr, dim, ln.res, m0, 0, mm, dim)
     shift, shift2, shift3, shift4 = ln.shifts
     b.add(
@@ -1074,12 +1098,15 @@ def stage_linear_bwd(
     slot: int,
     gelu: GeluEpilogue | None = None,
     ln: LnBwdEpilogue | None = None,
+    dx_onchip: Callable[[], int | None] | None = None,
 ) -> bool:
     """dx = dY W (SR by shift, flat [rows, din] indices); grad_w += dY^T X; grad_b += column sums of dY.
     With `gelu`, each dx tile goes through VEC GELU_BWD (with the saved GELU input tile) into gelu.out
     while it is in the scratchpad, and dx itself need not be stored (dx None). With `ln`, when dx tiles
     are whole rows, each goes through the LayerNorm backward on chip (dx is then not stored); returns
-    whether it did (else dx holds dX and the caller runs stage_ln_bwd)."""
+    whether it did (else dx holds dX and the caller runs stage_ln_bwd). dx_onchip (no epilogue): called once
+    this stage has its scratchpad, the SPM address where the whole dX (rows of din) is to stay for the next
+    stage (Builder.onchip) instead of being stored, or None."""
     rows, dout, din = dy.rows, dy.cols, x.cols
     acc_free = b.config.acc_elems
     if grad_b is not None:
@@ -1090,6 +1117,16 @@ def stage_linear_bwd(
     fused_ln = False
     dy_res: int | None = None  # SPM address of the resident dY
     wg_spm: Arena | None = None  # the weight gradient's scratchpad when dY is resident in it
+    # What the previous stage left on chip (GeluEpilogue.keep): dY, and the LayerNorm's residual gradient
+    onchip, onchip_spm = b.onchip, b.onchip_spm
+    b.onchip, b.onchip_spm = {}, None
+    dy_on = onchip.get(dy.name)
+    res_on = onchip.get(ln.res.name) if ln is not None and ln.res is not None and ln.res.cols == din else None
+    keep = gelu is not None and gelu.keep
+    keep_addr = 0  # SPM address of the kept GELU output
+    dx_on: int | None = None  # SPM address of the whole dX left on chip (dx_onchip)
+    if dy_on is not None and not (make_dx or grad_b is not None):
+        raise LoweringError(f"{b.kernel}: an on-chip dY needs the dX or bias-gradient pass")
     if make_dx or grad_b is not None:
         spm = _spm(b, "linear backward")
         jt = 0 if not make_dx else din if dout * din <= spm.free // 2 else max(1, (spm.free // 2) // dout)
@@ -1105,14 +1142,31 @@ def stage_linear_bwd(
         w_addr = spm.take(dout * jt)
         gamma_addr = spm.take(din) if fused_ln else 0
         gt = jt if gelu is not None else 0  # the GELU input and output tiles
+        go = 0 if keep else gt
         lt = din if fused_ln else 0
         # dY resident in the weight gradient's scratchpad (the other half) when dY and X fit it: its row
         # tiles are loaded once, in the first pass, and serve the later column passes and the weight
         # gradient (in the other half, the next stage's first loads need not wait for that gradient).
-        per_row = jt + 2 * gt + 3 * lt
-        if rows * (dout + din) <= b.scratch // 2 and rows <= 0xFFFF:
-            wg_spm = _spm(b, "weight gradient", rows * (dout + din))
+        # A kept GELU output goes there too (whole, after dY); an on-chip dY is already there.
+        per_row = jt + gt + go + 3 * lt
+        resident = rows * (dout + din + (din if keep else 0))
+        if dy_on is not None:
+            assert onchip_spm is not None
+            on = [(dy_on, dy.rows * dy.cols), (onchip_spm.base, onchip_spm.size)]
+            on += [(res_on, ln.res.rows * ln.res.cols)] if res_on is not None and ln and ln.res else []
+            if any(a < spm.base + spm.size and spm.base < a + n for a, n in on):
+                raise LoweringError(f"{b.kernel}: linear backward buffers over the on-chip dY")
+            wg_spm, dy_res = onchip_spm, dy_on
+            b.spm_half = int(wg_spm.base >= b.scratch // 2)
+        elif resident <= b.scratch // 2 and rows <= 0xFFFF:
+            wg_spm = _spm(b, "weight gradient", resident)
             dy_res = wg_spm.take(rows * dout)
+            if keep:
+                keep_addr = wg_spm.take(rows * din)
+        elif keep:
+            raise LoweringError(f"{b.kernel}: the kept GELU output does not fit the scratchpad")
+        if dx_onchip is not None and gelu is None and not fused_ln and dx is not None:
+            dx_on = dx_onchip()
         mt = _rows_that_fit(
             spm.free // 2, per_row + (dout if dy_res is None else 0), rows, "linear backward tile"
         )
@@ -1138,33 +1192,46 @@ def stage_linear_bwd(
         # W, gamma and the two tiles of each kind (dY, dX, GELU input and output, xhat, residual, LN output)
         # in different SPM regions where they fit (LINEAR_BWD_PHASES), else packed
         kinds = ("dy", "dx", "h", "g", "xh", "r", "o")
-        per_kind = (mt * dout if dy_res is None else 0, mt * jt, mt * gt, mt * gt, mt * lt, mt * lt, mt * lt)
-        sizes = {"w": dout * jt, "gamma": din if fused_ln else 0}
-        sizes.update((k, 2 * n) for k, n in zip(kinds, per_kind, strict=True))
-        spm.top, top = top0, spm.top
-        at = _place_apart(spm, {k: n for k, n in sizes.items() if n}, LINEAR_BWD_PHASES, spm_region(b.config))
-        if at is not None:
-            w_addr, gamma_addr = at.get("w", 0), at.get("gamma", 0)
-            bufs = [
-                tuple(at.get(k, 0) + i * n for k, n in zip(kinds, per_kind, strict=True))
-                + (ln_acc + 2 * din + i * mt,)
-                for i in range(2)
-            ]
-        else:
-            spm.top = top
-            bufs = [
-                (
-                    spm.take(mt * dout if dy_res is None else 0),
-                    spm.take(mt * jt),
-                    spm.take(mt * gt),
-                    spm.take(mt * gt),
-                    spm.take(mt * lt),
-                    spm.take(mt * lt),
-                    spm.take(mt * lt),
-                    ln_acc + 2 * din + i * mt,
-                )
-                for i in range(2)
-            ]
+        # dX on chip only where it stays clear of this stage's buffers (W, tiles; dY and X for the weight
+        # gradient): else its tiles are stored as usual
+        dx_cand, top1 = dx_on, spm.top
+        for dx_on in [dx_cand, None] if dx_cand is not None else [None]:
+            spm.top = top1
+            xt = 0 if dx_on is not None else jt
+            per_kind = (mt * dout if dy_res is None else 0, mt * xt, mt * gt, mt * go, *(mt * lt,) * 3)
+            sizes = {"w": dout * jt, "gamma": din if fused_ln else 0}
+            sizes.update((k, 2 * n) for k, n in zip(kinds, per_kind, strict=True))
+            spm.top, top = top0, spm.top
+            nonzero = {k: n for k, n in sizes.items() if n}
+            at = _place_apart(spm, nonzero, LINEAR_BWD_PHASES, spm_region(b.config))
+            if at is not None:
+                w_addr, gamma_addr = at.get("w", 0), at.get("gamma", 0)
+                bufs = [
+                    tuple(at.get(k, 0) + i * n for k, n in zip(kinds, per_kind, strict=True))
+                    + (ln_acc + 2 * din + i * mt,)
+                    for i in range(2)
+                ]
+            else:
+                spm.top = top
+                bufs = [
+                    (
+                        spm.take(mt * dout if dy_res is None else 0),
+                        spm.take(mt * xt),
+                        spm.take(mt * gt),
+                        spm.take(mt * go),
+                        spm.take(mt * lt),
+                        spm.take(mt * lt),
+                        spm.take(mt * lt),
+                        ln_acc + 2 * din + i * mt,
+                    )
+                    for i in range(2)
+                ]
+            if dx_on is None:
+                break
+            used = [(spm.base, spm.top)]
+            used += [(wg_spm.base, wg_spm.top + rows * din)] if wg_spm is not None else [(0, b.scratch)]
+            if not any(dx_on < a + n and a < dx_on + rows * din for a, n in used):
+                break
         if grad_b is not None:
             b.load(Mem.ACC, bias_acc, 0, grad_b, 0, 0, 1, dout)
         if fused_ln:
@@ -1177,16 +1244,22 @@ def stage_linear_bwd(
             if make_dx:
                 b.load(Mem.SPM, w_addr, jj, w, 0, j0, dout, jj)
             for m0, mm in _tiles(rows, mt):
+                if dy_on is not None and step == 0:
+                    # after W's load, before the first tile's (measured on fsim, DeiT-T: 2-4 % fewer cycles
+                    # at 69 and 98 tokens than without, the same at 139 and 197; after the first tile: worse)
+                    b.relay_stores(Mem.ACC, 0, b.config.acc_elems - b.config.acc_elems // ACC_RESERVE)
                 dy_addr, dx_addr, h_addr, g_addr, xh_addr, r_addr, o_addr, rs_acc = bufs[step % 2]
                 step += 1
                 if dy_res is not None:
                     dy_addr = dy_res + m0 * dout
-                if dy_res is None or j_index == 0:
+                if dy_on is None and (dy_res is None or j_index == 0):
                     b.load(Mem.SPM, dy_addr, dout, dy, m0, 0, mm, dout)
                 if grad_b is not None and j_index == 0:
                     b.add(
                         Op.VEC, sub=Vec.COLSUM, m=mm, n=dout, a_addr=dy_addr, a_stride=dout, f_addr=bias_acc
                     )
+                if dx_on is not None:
+                    dx_addr = dx_on + m0 * din + j0
                 if make_dx:
                     b.add(
                         Op.GEMM,
@@ -1200,7 +1273,7 @@ def stage_linear_bwd(
                         b_stride=jj,
                         tb=1,
                         c_addr=dx_addr,
-                        c_stride=jj,
+                        c_stride=din if dx_on is not None else jj,
                         imm=1,
                         shift=shift,
                         sr=1,
@@ -1209,14 +1282,30 @@ def stage_linear_bwd(
                         stat=1,
                         slot=slot,
                     )
-                if dx is not None and not fused_ln:
+                if dx is not None and not fused_ln and dx_on is None:
                     b.store(Mem.SPM, dx_addr, jj, dx, m0, j0, mm, jj)
                 if fused_ln:
                     assert ln is not None
                     _ln_bwd_tile(
-                        b, ln, m0, mm, din, dx_addr, gamma_addr, xh_addr, r_addr, o_addr, rs_acc, ln_acc
+                        b,
+                        ln,
+                        m0,
+                        mm,
+                        din,
+                        dx_addr,
+                        gamma_addr,
+                        xh_addr,
+                        r_addr,
+                        o_addr,
+                        rs_acc,
+                        ln_acc,
+                        res_on,
                     )
                 if gelu is not None and gelu.x is not None:
+                    if keep:
+                        g_addr, g_stride = keep_addr + m0 * din + j0, din
+                    else:
+                        g_stride = jj
                     b.load(Mem.SPM, h_addr, jj, gelu.x, m0, j0, mm, jj)
                     b.add(
                         Op.VEC,
@@ -1229,7 +1318,7 @@ def stage_linear_bwd(
                         b_addr=h_addr,
                         b_stride=jj,
                         c_addr=g_addr,
-                        c_stride=jj,
+                        c_stride=g_stride,
                         shift=gelu.shift,
                         imm=gelu.frac_x,
                         sr=1,
@@ -1238,7 +1327,8 @@ def stage_linear_bwd(
                         stat=1,
                         slot=gelu.slot,
                     )
-                    b.store(Mem.SPM, g_addr, jj, gelu.out, m0, j0, mm, jj)
+                    if not keep:
+                        b.store(Mem.SPM, g_addr, jj, gelu.out, m0, j0, mm, jj)
     if grad_b is not None:
         b.store(Mem.ACC, bias_acc, 0, grad_b, 0, 0, 1, dout)
     if fused_ln:
@@ -1253,6 +1343,12 @@ def stage_linear_bwd(
     # The weight gradient's blocks from ACC 0, below this stage's small regions and a reserve at the top
     # for the next stage's (ACC_RESERVE of the ACC).
     acc_base, acc_free = 0, min(acc_free, b.config.acc_elems - b.config.acc_elems // ACC_RESERVE)
+    if keep:
+        assert gelu is not None and dy_res is not None
+        b.onchip, b.onchip_spm = {dy.name: dy_res, gelu.out.name: keep_addr}, wg_spm
+    if dx_on is not None:
+        assert dx is not None
+        b.onchip = {dx.name: dx_on}
     if _weight_grad_resident(b, dy, x, grad_w, acc_base, acc_free, dy_res, wg_spm):
         return fused_ln
     shapes = []
@@ -2086,6 +2182,19 @@ def _attn_bwd_sizes(dim: int, length: int, masked: bool) -> dict[str, int]:
     return sizes
 
 
+def _attn_bwd_place(b: Builder, dim: int, length: int, masked: bool) -> dict[str, int]:
+    """stage_attn_core_bwd's SPM buffers (_attn_bwd_sizes), taking its scratchpad."""
+    sizes = _attn_bwd_sizes(dim, length, masked)
+    # By region from the top of its scratchpad down (measured on the RTL, DeiT-T: at 139 tokens 1.2 % fewer
+    # cycles than from the bottom up, the same at 69, 98 and 197). A scratchpad larger than the core needs,
+    # with every buffer from a region boundary, measured -1.2 % at 197 tokens and one image but +0.5 % at 8.
+    spm = _spm(b, "attention backward", sum(sizes.values()), at_top=True)
+    at = _place_apart(spm, sizes, ATTN_BWD_PHASES, spm_region(b.config), top_down=True)
+    if at is None:
+        at = {name: spm.take(size) for name, size in sizes.items()}
+    return at
+
+
 def stage_attn_core_bwd(
     b: Builder,
     qkv: Buffer,
@@ -2103,22 +2212,23 @@ def stage_attn_core_bwd(
     frac_dctx: int,
     seed: tuple[int, ...],
     slots: dict[str, int],
+    keep: bool = False,
+    at: dict[str, int] | None = None,
 ) -> None:
+    """keep: dQKV stays whole on chip (rows of 3 dim, not stored) for the next stage_linear_bwd, whose
+    dY it is (Builder.onchip), with the rest of its scratchpad half above it, where that is possible
+    (one image, dQKV within one half), else it is stored."""
     dim = qkv.cols // 3
     hd = dim // heads
     mult, extra = blocks.attn_scale(hd)
     if length > b.config.max_row:
         raise LoweringError(f"attention over {length} tokens > max_row {b.config.max_row}")
     tt = length * length
-    sizes = _attn_bwd_sizes(dim, length, conn is not None)
-    # By region from the top of its scratchpad down (measured on the RTL, DeiT-T: at 139 tokens 1.2 % fewer
-    # cycles than from the bottom up, the same at 69, 98 and 197). A scratchpad larger than the core needs,
-    # with every buffer from a region boundary, measured -1.2 % at 197 tokens and one image but +0.5 % at 8.
-    spm = _spm(b, "attention backward", sum(sizes.values()), at_top=True)
-    at = _place_apart(spm, sizes, ATTN_BWD_PHASES, spm_region(b.config), top_down=True)
-    if at is None:
-        at = {name: spm.take(size) for name, size in sizes.items()}
+    at = at or _attn_bwd_place(b, dim, length, conn is not None)
     qkv_addr, dctx_addr, dqkv_addr = at["qkv"], at["dctx"], at["dqkv"]
+    # dctx left on chip at its place by the previous stage (stage_linear_bwd's dx_onchip): not loaded
+    dctx_on = batch == 1 and b.onchip.get(dctx.name) == dctx_addr
+    b.onchip, b.onchip_spm = {}, None
     mask_addr = at.get("mask", 0)
     bufs = [(at["p"] + i * tt, at["dp"] + i * tt, at["ds"] + i * tt) for i in range(2)]  # P, dP, dS
     dp_shift = _check_shift(frac_dctx + frac_qkv - f["dp"], "dP")
@@ -2128,9 +2238,17 @@ def stage_attn_core_bwd(
     mask = {"mask": 1, "e_addr": mask_addr, "e_stride": length} if conn is not None else {}
     row3 = 3 * dim
     step = 0
+    # the rest of dQKV's scratchpad half above it (the next stage_linear_bwd's linear buffers take the other)
+    half, top = b.scratch // 2, dqkv_addr + length * row3
+    end = half if top <= half else 2 * half
+    # (the next stage's _spm takes the half other than b.spm_half: dQKV must be in b.spm_half's)
+    keep = keep and batch == 1 and dqkv_addr >= end - half and (end > half) == (b.spm_half == 1)
+    if keep:
+        b.onchip, b.onchip_spm = {dqkv.name: dqkv_addr}, Arena(end - top, f"{b.kernel} after dQKV (SPM)", top)
     for img in range(batch):
         b.load(Mem.SPM, qkv_addr, row3, qkv, img * length, 0, length, row3)
-        b.load(Mem.SPM, dctx_addr, dim, dctx, img * length, 0, length, dim)
+        if not dctx_on:
+            b.load(Mem.SPM, dctx_addr, dim, dctx, img * length, 0, length, dim)
         if conn is not None:
             _mask_rows(b, conn, img, length, dense, lists, mask_addr)
         for h in range(heads):
@@ -2179,6 +2297,9 @@ def stage_attn_core_bwd(
             # the next head's work (strided blocks would look like overlapping ranges and serialize)
             common = {"sr": 1, "index_stride": row3, "stat": 1, "slot": slots["dqkv"], "c_stride": hd}
             blk = [dqkv_addr + (3 * h + part) * length * hd for part in range(3)]
+            if keep:  # in place in the whole dQKV (nothing stored)
+                common["c_stride"] = row3
+                blk = [dqkv_addr + part * dim + h * hd for part in range(3)]
             # dQ = dS K * mult; dK = dS^T Q * mult; dV = P^T dctx_h
             b.add(
                 Op.GEMM,
@@ -2233,7 +2354,7 @@ def stage_attn_core_bwd(
                 index_base=base + 2 * dim,
                 **common,
             )
-            for part in range(3):
+            for part in range(3 * (not keep)):
                 b.store(Mem.SPM, blk[part], hd, dqkv, img * length, part * dim + h * hd, length, hd)
 
 
@@ -2535,6 +2656,16 @@ def attn_block_bwd(
     dqkv = b.buffer("dqkv", rows, 3 * dim, "<i2", "scratch")
     dz = b.buffer("dz", rows, dim, "<i2", "scratch")
     dx = b.buffer("dx", rows, dim, "<i2", "out")
+    # one image: the proj stage's dX GEMMs write dctx where the attention core wants it (placed once the proj
+    # stage has its scratchpad), so dctx is neither stored nor loaded
+    core_at: dict[str, int] = {}
+
+    def dctx_at() -> int | None:
+        if s.batch != 1:
+            return None
+        core_at.update(_attn_bwd_place(b, dim, s.length, conn is not None))
+        return core_at["dctx"]
+
     stage_linear_bwd(
         b,
         dout,
@@ -2546,6 +2677,7 @@ def attn_block_bwd(
         _check_shift(frac_dout + p["attn.proj.weight"] - f["dctx"], "dctx"),
         (0, 0),
         slots["dctx"],
+        dx_onchip=dctx_at,
     )
     stage_attn_core_bwd(
         b,
@@ -2564,6 +2696,8 @@ def attn_block_bwd(
         f["dctx"],
         (),
         slots,
+        keep=True,
+        at=core_at or None,
     )
     ln_f = {"g": f["ln_g"], "t": f["ln_t"], "dx": f["dx"]}
     ln = LnBwdEpilogue(
@@ -2687,6 +2821,10 @@ def mlp_block_bwd(
     dh = b.buffer("dh", rows, hidden, "<i2", "scratch")
     dz = b.buffer("dz", rows, dim, "<i2", "scratch")
     dx = b.buffer("dx", rows, dim, "<i2", "out")
+    # dH (fc2's dX through the GELU backward) stays in the scratchpad for fc1's backward (its dY), with dOut
+    # (fc2's dY, the LayerNorm's residual gradient) when they and both X (a, z) fit half of it: dH is then
+    # neither stored nor loaded and dOut loaded once (else both go through DDR)
+    keep = rows * (2 * dim + 2 * hidden) <= b.scratch // 2 and rows <= 0xFFFF
     stage_linear_bwd(
         b,
         dout,
@@ -2699,7 +2837,13 @@ def mlp_block_bwd(
         (0, 0),
         slots["da"],
         GeluEpilogue(
-            dh, _check_shift(f["da"] + GELU_LUT_FRAC - f["dh"], "dh"), frac_h, slots["dh"], h, (1, 0)
+            dh,
+            _check_shift(f["da"] + GELU_LUT_FRAC - f["dh"], "dh"),
+            frac_h,
+            slots["dh"],
+            h,
+            (1, 0),
+            keep,
         ),
     )
     ln_f = {"g": f["ln_g"], "t": f["ln_t"], "dx": f["dx"]}

@@ -1,0 +1,53 @@
+"""DDR reads of the lowered DeiT-T backward blocks at one image (the production configuration): each buffer is
+read at most as often as the lowering needs. The weight-gradient accumulators, weights and saved activations
+once; what one stage hands the next stays on chip where it fits (mlp_bwd: dH and dOut; attn_bwd: dctx and
+dQKV), so those scratch buffers are neither stored nor loaded. Left: attn_bwd's second read of dOut (the
+LayerNorm's residual gradient, after the attention core)."""
+
+from __future__ import annotations
+
+import pytest
+
+from trilevel import config as model_configs
+from trilevel.accel import isa, lower
+from trilevel.accel.isa import Mem, Op
+
+SHAPES = [(197, None), (139, 43), (98, 31), (69, 22)]  # DeiT-T at every Tri-Level/0.7 stage
+# buffers a call may read more than once (times its size), and scratch buffers it may read at all
+ALLOWED = {"mlp_bwd": {}, "attn_bwd": {"dout": 2}}
+
+
+def ddr_traffic(prog: lower.Program) -> tuple[dict[str, int], dict[str, int]]:
+    """Bytes LOADed from / STOREd to each DDR buffer of `prog` (zero fills read nothing)."""
+    bufs = sorted(prog.buffers.values(), key=lambda b: b.offset)
+    rd = dict.fromkeys(prog.buffers, 0)
+    wr = dict.fromkeys(prog.buffers, 0)
+    for w in prog.words.reshape(-1, isa.WORDS):
+        f = isa.decode(w)
+        op = Op(f["op"])
+        if op not in (Op.LOAD, Op.STORE) or (op == Op.LOAD and f["tb"]):
+            continue
+        name = next(b.name for b in bufs if b.offset <= f["index_base"] < b.offset + b.nbytes)
+        (rd if op == Op.LOAD else wr)[name] += f["m"] * f["n"] * isa.DDR_ELEM_BYTES[Mem(f["sub"])]
+    return rd, wr
+
+
+@pytest.mark.parametrize(("tokens", "keys"), SHAPES)
+@pytest.mark.parametrize("kernel", ["mlp_bwd", "attn_bwd"])
+def test_backward_blocks_read_each_buffer_once(kernel: str, tokens: int, keys: int | None) -> None:
+    prog = lower.representative(kernel, model_configs.CONFIGS["deit_tiny"], tokens, keys, 1, isa.PRODUCTION)
+    rd, wr = ddr_traffic(prog)
+    allowed = ALLOWED[kernel]
+    over = {}
+    for name, buf in prog.buffers.items():
+        times = allowed.get(name, 1 if buf.role in ("in", "inout") else 0)
+        if rd[name] > times * buf.nbytes:
+            over[name] = (rd[name], times * buf.nbytes)
+    assert not over, f"{kernel} T={tokens}: DDR reads over the bound (read, bound): {over}"
+    # the whole call: at most the inputs once (ALLOWED more) and the commands
+    bound = sum(allowed.get(n, 1) * b.nbytes for n, b in prog.buffers.items() if b.role in ("in", "inout"))
+    bound += sum(allowed.get(n, 0) * b.nbytes for n, b in prog.buffers.items() if b.role == "scratch")
+    summary = prog.summary()
+    assert summary["ddr_read_bytes"] <= bound + isa.COMMAND_BYTES * summary["commands"]
+    kept = {"mlp_bwd": ("dh",), "attn_bwd": ("dctx", "dqkv")}[kernel]
+    assert all(rd[n] == 0 and wr[n] == 0 for n in kept), f"{kernel}: {kept} went through DDR"
