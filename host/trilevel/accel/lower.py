@@ -984,6 +984,11 @@ def _ln_bwd_tile(
 # block i (the same ACC region), so with 3 or more the old-gradient loads, the accumulation and the
 # write-backs overlap (4: 2% fewer modelled cycles than 3 on DeiT-T's MLP backward).
 GRAD_BUFS = 4
+# _weight_grad_streamed's ACC blocks in flight: fewer, wider blocks than GRAD_BUFS, as each block streams
+# a column slice of dY or X in rows of its width (RTL, DeiT-T at 8 x 197 tokens: 3 slots 0.4-0.8% fewer
+# cycles than 4, 1.5-2.3% fewer than 2)
+STREAM_GRAD_BUFS = 3
+STREAM_MIN_COLS = 64  # narrowest streamed slice (columns) worth its DDR rows; else the operands re-read
 ACC_RESERVE = 16  # the top 1/16 of the ACC holds the stages' small regions (see stage_linear_bwd)
 
 
@@ -1006,6 +1011,112 @@ def _grad_block(dout: int, din: int, cap: int, arr_rows: int, arr_cols: int) -> 
     return best[2], best[1]
 
 
+def _grad_slots(b: Builder, acc_base: int, acc_free: int, bufs: int = GRAD_BUFS) -> tuple[int, list[int]]:
+    """(cap, slots): `bufs` weight-gradient block slots of at most cap elements in the free ACC."""
+    region = acc_region(b.config)
+    if bufs % 2 == 0 and acc_base == 0 and acc_free > region and acc_free - region >= bufs // 2:
+        cap = min(region, acc_free - region) // (bufs // 2)
+        return cap, [(i % 2) * region + (i // 2) * cap for i in range(bufs)]
+    cap = acc_free // bufs
+    return cap, [acc_base + i * cap for i in range(bufs)]
+
+
+def _stream_room(rows: int, other: int, config: isa.EngineConfig) -> int:
+    """The least SPM that _weight_grad_streamed needs besides the resident operand (two token tiles of the
+    streamed operand's narrowest column slice)."""
+    return 2 * min(rows, PIPELINE_MIN_ROWS) * min(other, max(config.array_rows, config.array_cols))
+
+
+def _weight_grad_streamed(
+    b: Builder,
+    dy: Buffer,
+    x: Buffer,
+    grad_w: Buffer,
+    acc_base: int,
+    acc_free: int,
+    dy_res: int | None = None,
+    spm: Arena | None = None,
+) -> bool:
+    """grad_w += dY^T X with one operand resident in the scratchpad and the other streamed, each read from
+    DDR once: ACC blocks of all dY columns by a slice of X's (dY resident, at dy_res in `spm` when given; X's
+    column slices streamed) or of all X columns by a slice of dY's (X resident; dY's slices streamed), each
+    accumulated over token tiles of its slice, rotating through STREAM_GRAD_BUFS ACC slots (LOAD brings the
+    next block's old gradient while the array accumulates one and STORE writes the previous back). For dY
+    and X that do not both fit half the scratchpad; False (emitting nothing) when neither fits with room
+    for two tiles of the other."""
+    rows, dout, din = dy.rows, dy.cols, x.cols
+    if rows > 0xFFFF:
+        return False
+    nbuf = STREAM_GRAD_BUFS
+    cap, slots = _grad_slots(b, acc_base, acc_free, nbuf)
+    free = spm.free if spm is not None else b.scratch // 2
+    plan = None
+    for keep_dy in [True] if dy_res is not None else [True, False]:
+        res_cols, other = (dout, din) if keep_dy else (din, dout)
+        unit = b.config.array_cols if keep_dy else b.config.array_rows
+        room = free - (0 if dy_res is not None else rows * res_cols)
+        step = min(other, cap // max(res_cols, 1), room // (2 * min(rows, PIPELINE_MIN_ROWS)))
+        if step >= unit:
+            step = step // unit * unit
+        if step >= (1 if dy_res is not None else min(other, STREAM_MIN_COLS)):
+            tt = min(rows, room // (2 * step), 0xFFFF, max(PIPELINE_MIN_ROWS, -(-rows // PIPELINE_TILES)))
+            plan = (keep_dy, step, tt)
+            break
+    if plan is None:
+        if dy_res is not None:
+            raise LoweringError(f"{b.kernel}: weight gradient with dY resident does not fit")
+        return False
+    keep_dy, step, tt = plan
+    spm = spm or _spm(b, "weight gradient")
+    res, res_cols = (dy, dout) if keep_dy else (x, din)
+    res_addr = dy_res if dy_res is not None else spm.take(rows * res_cols)
+    if dy_res is None:
+        b.load(Mem.SPM, res_addr, res_cols, res, 0, 0, rows, res_cols)
+    if keep_dy:
+        blocks = [(0, dout, d0, dd) for d0, dd in _tiles(din, step)]
+    else:
+        blocks = [(o0, oo, 0, din) for o0, oo in _tiles(dout, step)]
+    bufs = [spm.take(tt * step) for _ in range(2)]
+
+    def load(i: int) -> None:
+        o0, oo, d0, dd = blocks[i]
+        b.load(Mem.ACC, slots[i % nbuf], dd, grad_w, o0, d0, oo, dd)
+
+    for i in range(min(nbuf - 1, len(blocks))):
+        load(i)
+    n = 0
+    for i, (o0, oo, d0, dd) in enumerate(blocks):
+        acc = slots[i % nbuf]
+        for t0, tn in _tiles(rows, tt):
+            buf = bufs[n % 2]
+            n += 1
+            if keep_dy:
+                b.load(Mem.SPM, buf, dd, x, t0, d0, tn, dd)
+                a_addr, a_stride, b_addr, b_stride = res_addr + t0 * dout + o0, dout, buf, dd
+            else:
+                b.load(Mem.SPM, buf, oo, dy, t0, o0, tn, oo)
+                a_addr, a_stride, b_addr, b_stride = buf, oo, res_addr + t0 * din + d0, din
+            b.add(
+                Op.GEMM,
+                m=oo,
+                n=dd,
+                k=tn,
+                a_addr=a_addr,
+                a_stride=a_stride,
+                ta=1,
+                b_addr=b_addr,
+                b_stride=b_stride,
+                tb=1,
+                acc=1,
+                f_addr=acc,
+                c_stride=dd,
+            )
+        b.store(Mem.ACC, acc, dd, grad_w, o0, d0, oo, dd)
+        if i + nbuf - 1 < len(blocks):
+            load(i + nbuf - 1)
+    return True
+
+
 def _weight_grad_resident(
     b: Builder,
     dy: Buffer,
@@ -1026,13 +1137,7 @@ def _weight_grad_resident(
     # The GRAD_BUFS block slots alternate between two ACC regions (acc_region) when the free ACC spans
     # them: the accumulating GEMM reads and writes its block's region while LOAD (the next block) and
     # STORE (the previous one) use the other, two accesses per region and cycle.
-    region = acc_region(b.config)
-    if GRAD_BUFS % 2 == 0 and acc_base == 0 and acc_free > region and acc_free - region >= GRAD_BUFS // 2:
-        cap = min(region, acc_free - region) // (GRAD_BUFS // 2)
-        slots = [(i % 2) * region + (i // 2) * cap for i in range(GRAD_BUFS)]
-    else:
-        cap = acc_free // GRAD_BUFS
-        slots = [acc_base + i * cap for i in range(GRAD_BUFS)]
+    cap, slots = _grad_slots(b, acc_base, acc_free)
     if need > spm.free or cap < 1:
         if dy_res is not None:
             raise LoweringError(f"{b.kernel}: weight gradient with dY resident does not fit")
@@ -1150,6 +1255,7 @@ def stage_linear_bwd(
         # A kept GELU output goes there too (whole, after dY); an on-chip dY is already there.
         per_row = jt + gt + go + 3 * lt
         resident = rows * (dout + din + (din if keep else 0))
+        wg_acc = b.config.acc_elems - b.config.acc_elems // ACC_RESERVE  # the weight gradient's ACC at most
         if dy_on is not None:
             assert onchip_spm is not None
             on = [(dy_on, dy.rows * dy.cols), (onchip_spm.base, onchip_spm.size)]
@@ -1165,6 +1271,15 @@ def stage_linear_bwd(
                 keep_addr = wg_spm.take(rows * din)
         elif keep:
             raise LoweringError(f"{b.kernel}: the kept GELU output does not fit the scratchpad")
+        elif (
+            rows * dout + _stream_room(rows, din, b.config) <= b.scratch // 2
+            and rows <= 0xFFFF
+            and min(din, _grad_slots(b, 0, min(acc_free, wg_acc), STREAM_GRAD_BUFS)[0] // dout)
+            >= min(din, STREAM_MIN_COLS)
+        ):
+            # dY alone resident: loaded once, its X streamed by column slices (_weight_grad_streamed)
+            wg_spm = _spm(b, "weight gradient", rows * dout)
+            dy_res = wg_spm.take(rows * dout)
         if dx_onchip is not None and gelu is None and not fused_ln and dx is not None:
             dx_on = dx_onchip()
         mt = _rows_that_fit(
@@ -1349,7 +1464,12 @@ def stage_linear_bwd(
     if dx_on is not None:
         assert dx is not None
         b.onchip = {dx.name: dx_on}
+    if dy_res is not None and wg_spm is not None and rows * din > wg_spm.free:
+        _weight_grad_streamed(b, dy, x, grad_w, acc_base, acc_free, dy_res, wg_spm)
+        return fused_ln
     if _weight_grad_resident(b, dy, x, grad_w, acc_base, acc_free, dy_res, wg_spm):
+        return fused_ln
+    if _weight_grad_streamed(b, dy, x, grad_w, acc_base, acc_free):
         return fused_ln
     shapes = []
     for ot in (min(dout, acc_free), max(1, min(dout, acc_free // min(din, acc_free)))):
