@@ -1021,6 +1021,39 @@ def _grad_slots(b: Builder, acc_base: int, acc_free: int, bufs: int = GRAD_BUFS)
     return cap, [acc_base + i * cap for i in range(bufs)]
 
 
+def _grad_gemm(b: Builder, m: int, n: int, k: int, a: tuple[int, int], bb: tuple[int, int], acc: int) -> None:
+    """ACC block [m, n] at `acc` += A^T B over k token rows: A = (SPM address, row stride) of dY's block
+    columns, bb the same of X's (both token-major, hence ta = tb = 1)."""
+    b.add(Op.GEMM, m=m, n=n, k=k, a_addr=a[0], a_stride=a[1], ta=1, b_addr=bb[0], b_stride=bb[1], tb=1,
+          acc=1, f_addr=acc, c_stride=n)
+
+
+def _grad_blocks(
+    b: Builder,
+    grad_w: Buffer,
+    blocks: Sequence[tuple[int, int, int, int]],
+    slots: Sequence[int],
+    accumulate: Callable[[int, int, int, int, int], None],
+) -> None:
+    """Weight-gradient blocks (o0, oo, d0, dd) of grad_w rotating through the ACC `slots`: LOAD brings each
+    block's old gradient len(slots) - 1 blocks ahead, accumulate(o0, oo, d0, dd, acc) emits its GEMMs, and
+    STORE writes it back. Program order: the loads run that far ahead, so the relay that orders block i's
+    load after the store of the block before it in that slot's region sits behind a GEMM done by then."""
+    nbuf = len(slots)
+
+    def load(i: int) -> None:
+        o0, oo, d0, dd = blocks[i]
+        b.load(Mem.ACC, slots[i % nbuf], dd, grad_w, o0, d0, oo, dd)
+
+    for i in range(min(nbuf - 1, len(blocks))):
+        load(i)
+    for i, (o0, oo, d0, dd) in enumerate(blocks):
+        accumulate(o0, oo, d0, dd, slots[i % nbuf])
+        b.store(Mem.ACC, slots[i % nbuf], dd, grad_w, o0, d0, oo, dd)
+        if i + nbuf - 1 < len(blocks):
+            load(i + nbuf - 1)
+
+
 def _stream_room(rows: int, other: int, config: isa.EngineConfig) -> int:
     """The least SPM that _weight_grad_streamed needs besides the resident operand (two token tiles of the
     streamed operand's narrowest column slice)."""
@@ -1077,43 +1110,21 @@ def _weight_grad_streamed(
     else:
         blocks = [(o0, oo, 0, din) for o0, oo in _tiles(dout, step)]
     bufs = [spm.take(tt * step) for _ in range(2)]
+    tiles = 0
 
-    def load(i: int) -> None:
-        o0, oo, d0, dd = blocks[i]
-        b.load(Mem.ACC, slots[i % nbuf], dd, grad_w, o0, d0, oo, dd)
-
-    for i in range(min(nbuf - 1, len(blocks))):
-        load(i)
-    n = 0
-    for i, (o0, oo, d0, dd) in enumerate(blocks):
-        acc = slots[i % nbuf]
+    def accumulate(o0: int, oo: int, d0: int, dd: int, acc: int) -> None:
+        nonlocal tiles
         for t0, tn in _tiles(rows, tt):
-            buf = bufs[n % 2]
-            n += 1
+            buf = bufs[tiles % 2]
+            tiles += 1
             if keep_dy:
                 b.load(Mem.SPM, buf, dd, x, t0, d0, tn, dd)
-                a_addr, a_stride, b_addr, b_stride = res_addr + t0 * dout + o0, dout, buf, dd
+                _grad_gemm(b, oo, dd, tn, (res_addr + t0 * dout + o0, dout), (buf, dd), acc)
             else:
                 b.load(Mem.SPM, buf, oo, dy, t0, o0, tn, oo)
-                a_addr, a_stride, b_addr, b_stride = buf, oo, res_addr + t0 * din + d0, din
-            b.add(
-                Op.GEMM,
-                m=oo,
-                n=dd,
-                k=tn,
-                a_addr=a_addr,
-                a_stride=a_stride,
-                ta=1,
-                b_addr=b_addr,
-                b_stride=b_stride,
-                tb=1,
-                acc=1,
-                f_addr=acc,
-                c_stride=dd,
-            )
-        b.store(Mem.ACC, acc, dd, grad_w, o0, d0, oo, dd)
-        if i + nbuf - 1 < len(blocks):
-            load(i + nbuf - 1)
+                _grad_gemm(b, oo, dd, tn, (buf, oo), (res_addr + t0 * din + d0, din), acc)
+
+    _grad_blocks(b, grad_w, blocks, slots, accumulate)
     return True
 
 
@@ -1150,34 +1161,10 @@ def _weight_grad_resident(
     b.load(Mem.SPM, x_addr, din, x, 0, 0, rows, din)
     blocks = [(o0, oo, d0, dd) for o0, oo in _tiles(dout, ot) for d0, dd in _tiles(din, dt)]
 
-    def load(i: int) -> None:
-        o0, oo, d0, dd = blocks[i]
-        b.load(Mem.ACC, slots[i % GRAD_BUFS], dd, grad_w, o0, d0, oo, dd)
+    def accumulate(o0: int, oo: int, d0: int, dd: int, acc: int) -> None:
+        _grad_gemm(b, oo, dd, rows, (dy_addr + o0, dout), (x_addr + d0, din), acc)
 
-    # Program order: the loads run GRAD_BUFS - 1 blocks ahead, so the relay that orders block i's load
-    # after the store of the block before it in that region sits behind a GEMM that is done by then.
-    for i in range(min(GRAD_BUFS - 1, len(blocks))):
-        load(i)
-    for i, (o0, oo, d0, dd) in enumerate(blocks):
-        acc = slots[i % GRAD_BUFS]
-        b.add(
-            Op.GEMM,
-            m=oo,
-            n=dd,
-            k=rows,
-            a_addr=dy_addr + o0,
-            a_stride=dout,
-            ta=1,
-            b_addr=x_addr + d0,
-            b_stride=din,
-            tb=1,
-            acc=1,
-            f_addr=acc,
-            c_stride=dd,
-        )
-        b.store(Mem.ACC, acc, dd, grad_w, o0, d0, oo, dd)
-        if i + GRAD_BUFS - 1 < len(blocks):
-            load(i + GRAD_BUFS - 1)
+    _grad_blocks(b, grad_w, blocks, slots, accumulate)
     return True
 
 
@@ -1488,21 +1475,7 @@ def stage_linear_bwd(
                 step += 1
                 b.load(Mem.SPM, dy_addr, oo, dy, t0, o0, tn, oo)
                 b.load(Mem.SPM, x_addr, dd, x, t0, d0, tn, dd)
-                b.add(
-                    Op.GEMM,
-                    m=oo,
-                    n=dd,
-                    k=tn,
-                    a_addr=dy_addr,
-                    a_stride=oo,
-                    ta=1,
-                    b_addr=x_addr,
-                    b_stride=dd,
-                    tb=1,
-                    acc=1,
-                    f_addr=acc_base,
-                    c_stride=dd,
-                )
+                _grad_gemm(b, oo, dd, tn, (dy_addr, oo), (x_addr, dd), acc_base)
             b.store(Mem.ACC, acc_base, dd, grad_w, o0, d0, oo, dd)
     return fused_ln
 
