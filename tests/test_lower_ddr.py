@@ -32,23 +32,23 @@ def ddr_traffic(prog: lower.Program) -> tuple[dict[str, int], dict[str, int]]:
     return rd, wr
 
 
+def assert_reads_within(prog: lower.Program, rd: dict[str, int], allowed: dict[str, int], what: str) -> None:
+    """Each buffer read at most `allowed` times its size (inputs once, other buffers not at all, unless
+    listed), and the whole call at most the sum of those bounds and the command words."""
+    times = {n: allowed.get(n, 1 if b.role in ("in", "inout") else 0) for n, b in prog.buffers.items()}
+    over = {n: (rd[n], times[n] * b.nbytes) for n, b in prog.buffers.items() if rd[n] > times[n] * b.nbytes}
+    assert not over, f"{what}: DDR reads over the bound (read, bound): {over}"
+    bound = sum(times[n] * b.nbytes for n, b in prog.buffers.items())
+    summary = prog.summary()
+    assert summary["ddr_read_bytes"] <= bound + isa.COMMAND_BYTES * summary["commands"]
+
+
 @pytest.mark.parametrize(("tokens", "keys"), SHAPES)
 @pytest.mark.parametrize("kernel", ["mlp_bwd", "attn_bwd"])
 def test_backward_blocks_read_each_buffer_once(kernel: str, tokens: int, keys: int | None) -> None:
     prog = lower.representative(kernel, model_configs.CONFIGS["deit_tiny"], tokens, keys, 1, isa.PRODUCTION)
     rd, wr = ddr_traffic(prog)
-    allowed = ALLOWED[kernel]
-    over = {}
-    for name, buf in prog.buffers.items():
-        times = allowed.get(name, 1 if buf.role in ("in", "inout") else 0)
-        if rd[name] > times * buf.nbytes:
-            over[name] = (rd[name], times * buf.nbytes)
-    assert not over, f"{kernel} T={tokens}: DDR reads over the bound (read, bound): {over}"
-    # the whole call: at most the inputs once (ALLOWED more) and the commands
-    bound = sum(allowed.get(n, 1) * b.nbytes for n, b in prog.buffers.items() if b.role in ("in", "inout"))
-    bound += sum(allowed.get(n, 0) * b.nbytes for n, b in prog.buffers.items() if b.role == "scratch")
-    summary = prog.summary()
-    assert summary["ddr_read_bytes"] <= bound + isa.COMMAND_BYTES * summary["commands"]
+    assert_reads_within(prog, rd, ALLOWED[kernel], f"{kernel} T={tokens}")
     kept = {"mlp_bwd": ("dh",), "attn_bwd": ("dctx", "dqkv")}[kernel]
     assert all(rd[n] == 0 and wr[n] == 0 for n in kept), f"{kernel}: {kept} went through DDR"
 
@@ -65,15 +65,4 @@ ALLOWED_B8 = {"mlp_bwd": {"dout": 2, "dh": 2}, "attn_bwd": {"dout": 2, "dctx": 1
 def test_backward_blocks_at_8_images_read_operands_once(kernel: str) -> None:
     prog = lower.representative(kernel, model_configs.CONFIGS["deit_tiny"], 197, None, 8, isa.PRODUCTION)
     rd, _ = ddr_traffic(prog)
-    allowed = ALLOWED_B8[kernel]
-    over = {}
-    for name, buf in prog.buffers.items():
-        times = allowed.get(name, 1 if buf.role in ("in", "inout") else 0)
-        if rd[name] > times * buf.nbytes:
-            over[name] = (rd[name], times * buf.nbytes)
-    assert not over, f"{kernel} 8 x 197: DDR reads over the bound (read, bound): {over}"
-    bound = sum(
-        allowed.get(n, 1 if b.role in ("in", "inout") else 0) * b.nbytes for n, b in prog.buffers.items()
-    )
-    summary = prog.summary()
-    assert summary["ddr_read_bytes"] <= bound + isa.COMMAND_BYTES * summary["commands"]
+    assert_reads_within(prog, rd, ALLOWED_B8[kernel], f"{kernel} 8 x 197")
