@@ -43,7 +43,8 @@ class RandomProgram:
                  acc_ties: bool = False) -> None:
         """`gemm_mn`: largest GEMM m and n (above the array size: several tiles); `spm_zeros`: share of
         zero SPM elements (masked softmax entries, empty rows); `acc_ties`: half the time, small ACC
-        values in the lower half (ties among the top-k scores)."""
+        values in the lower half and values beyond int32 in the top quarter (ties among the top-k scores,
+        which TOPK saturates to int32)."""
         self.rng, self.cmds = rng, []
         self.gemm_mn, self.spm_zeros, self.acc_ties = gemm_mn, spm_zeros, acc_ties
         self.ddr = np.zeros(DDR_BYTES, dtype=np.uint8)
@@ -189,6 +190,8 @@ class RandomProgram:
         acc = rng.integers(-(2**30), 2**30, ACC_USED).astype(np.int64)
         if self.acc_ties and rng.random() < 0.5:
             acc[: ACC_USED // 2] = rng.integers(-3, 3, ACC_USED // 2)
+            wide = np.array([2**31 - 1, 2**31, 2**33, 2**40, 2**46])   # + a GEMM stays in 48 bits
+            acc[-(ACC_USED // 4):] = rng.choice(np.concatenate([wide, -wide - 1]), ACC_USED // 4)
         idx = np.concatenate([rng.integers(0, 16, LISTS), rng.integers(0, 2**16, IDX_USED - LISTS)])
         for mem, data in ((Mem.SPM, spm), (Mem.ACC, acc), (Mem.IDX, idx.astype(np.uint16))):
             self.add(Op.LOAD, sub=mem, m=1, n=data.size, index_base=self.put(data),

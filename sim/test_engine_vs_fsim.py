@@ -46,6 +46,27 @@ def test_random_programs_rtl_equals_fsim(rtl, seed):
             assert got.counters[name] == want.counters[name], name
 
 
+def test_topk_saturates_scores_to_int32_on_rtl(rtl):
+    """TOPK ranks the ACC scores saturated to int32 (docs/engine.md): scores beyond it tie at the bound, the
+    lower index first; 48-bit comparisons would select [0, 1, 6] and [1, 6, 7]."""
+    big = [2**40, 2**33, 2**31, 2**31 - 1, -(2**40), 5, 2**47 - 1, -(2**31) - 1]
+    scores = np.array([big, big[::-1]], dtype=np.int64)
+    m, n, k = 2, len(big), 3
+    prog = RandomProgram(np.random.default_rng(0))
+    prog.add(Op.LOAD, sub=isa.Mem.ACC, m=1, n=scores.size, index_base=prog.put(scores), push_next=1)
+    prog.add(Op.TOPK, m=m, n=n, k=k, a_addr=0, a_stride=n, c_addr=0, c_stride=k, imm=0, pop_prev=1,
+             push_next=1)
+    out = prog.free
+    prog.add(Op.STORE, sub=isa.Mem.IDX, m=1, n=m * k, index_base=out, pop_prev=1)
+    prog.add(Op.FINISH)
+    words = isa.program_words(prog.cmds)
+    prog.ddr[: words.nbytes] = words.view(np.uint8)
+    got = rtl.run(prog.ddr, 0, len(prog.cmds))
+    assert got.error == isa.Err.NONE, got
+    got_idx = prog.ddr[out: out + 2 * m * k].view("<u2").reshape(m, k)
+    np.testing.assert_array_equal(got_idx, [[0, 1, 2], [1, 4, 5]])
+
+
 CORRUPTIONS = (
     (1, 0x00000000),       # m = n = 0: BAD_DIMS
     (0, 1 << 27),          # a reserved bit of word 0: RESERVED_BITS
@@ -59,11 +80,11 @@ CORRUPTIONS = (
 @pytest.mark.parametrize("seed", range(6))
 def test_corrupted_command_stops_rtl_and_fsim_alike(rtl, seed):
     prog = program(4000 + seed)
-    count = prog.build(commands=5, kinds=KINDS)
-    words = prog.ddr[: count * isa.COMMAND_BYTES].view("<u4").reshape(count, isa.WORDS)
     word, value = CORRUPTIONS[seed % len(CORRUPTIONS)]
-    compute = range(3, 8)                           # the commands between the LOADs and the STOREs
     gemm_only = (word, value) == (0, 1 << 8)        # sub = 1 is a valid SOFTMAX
+    count = prog.build(commands=5, kinds=KINDS + ("gemm",) * 5 * gemm_only)
+    words = prog.ddr[: count * isa.COMMAND_BYTES].view("<u4").reshape(count, isa.WORDS)
+    compute = range(3, 8)                           # the commands between the LOADs and the STOREs
     victim = int(prog.rng.choice([i for i in compute if not gemm_only or words[i, 0] & 0xF == Op.GEMM]))
     w = words[victim]
     if word == 0:

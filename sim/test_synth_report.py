@@ -47,7 +47,8 @@ def test_memory_model_counts_one_copy_of_regions() -> None:
 
     mem = _module().memory_model(isa.PRODUCTION)
     spm, acc, idx = mem["SPM"], mem["ACC"], mem["IDX"]
-    assert (spm["banks"], spm["regions"], spm["region_elements"], spm["ramb36"]) == (32, 12, 65536, 384)
+    # 6 regions of 4096 rows (spm_region_rows): 2 RAMB36 as 4K x 9 each
+    assert (spm["banks"], spm["regions"], spm["region_elements"], spm["ramb36"]) == (32, 6, 131072, 384)
     assert (acc["banks"], acc["regions"], acc["ramb36"]) == (32, 2, 128)      # 48 bit: 2 RAMB36 per region
     assert (idx["banks"], idx["regions"], idx["ramb36"]) == (8, 1, 8)
     assert all(m["copies"] == 1 and m["ports_per_bram"] == 2 for m in (spm, acc, idx))

@@ -473,6 +473,21 @@ def test_topk_with_cls_prefix(engine):
     assert res["counters"]["TOPK_BUSY"] == rtl_cycles.topk_stream_cycles(m, n, k)
 
 
+def test_topk_saturates_scores_to_int32(engine):
+    """TOPK ranks the ACC scores saturated to int32: scores beyond it tie at the bound, lower index first."""
+    big = [2**40, 2**33, 2**31, 2**31 - 1, -(2**40), 5, 2**47 - 1, -(2**31) - 1]
+    scores = np.array([big, big[::-1]], dtype=np.int64)
+    m, n, k = 2, len(big), 3
+    prog = Program()
+    prog.load(Mem.ACC, scores, at=0)
+    prog.add(Op.TOPK, m=m, n=n, k=k, a_addr=0, a_stride=n, c_addr=0, c_stride=k, imm=0)
+    out = prog.store(Mem.IDX, 0, m, k, np.uint16)
+    ok(prog.run(engine))
+    want = fixed.topk_select(np.clip(scores, -(2**31), 2**31 - 1), k)
+    np.testing.assert_array_equal(want, [[0, 1, 2], [1, 4, 5]])  # 48-bit comparisons: [0, 1, 6], [1, 6, 7]
+    np.testing.assert_array_equal(prog.result(out), want)
+
+
 # ==================================================================================== errors
 def single(engine, op_word0: int | None = None, **cmd) -> dict:
     prog = Program()

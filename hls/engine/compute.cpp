@@ -543,7 +543,8 @@ vec_rows:
 // =========================================================================================== TOP-K
 // Rank selection (1.4): element j wins iff fewer than k elements beat it (larger score, then lower
 // index); scanning j in ascending order emits the winners in ascending order. The rank is an n-wide
-// comparator tree (unrolled over the constant TL_MAX_ROW with a guard).
+// comparator tree (unrolled over the constant TL_MAX_ROW with a guard). Scores are the ACC values
+// saturated to int32 (docs/engine.md TOPK).
 static uint32_t tl_topk(const tl_dec_t& d, const int64_t* acc, uint16_t* idx) {
     if (d.sub) return tl_fail(TL_ERR_RESERVED_BITS, d.pc);
     if (d.m == 0 || d.n == 0 || d.n > TL_MAX_ROW || d.k == 0 || d.k > d.n || d.imm < 0 || d.imm > 65535)
@@ -551,7 +552,7 @@ static uint32_t tl_topk(const tl_dec_t& d, const int64_t* acc, uint16_t* idx) {
     if (!tl_span_ok(d.a_addr, d.m, d.a_stride, d.n, TL_ACC_ELEMS) ||
         !tl_span_ok(d.c_addr, d.m, d.c_stride, (uint64_t)d.imm + d.k, TL_IDX_ELEMS))
         return tl_fail(TL_ERR_SPM_RANGE, d.pc);
-    int64_t s[TL_MAX_ROW];
+    int32_t s[TL_MAX_ROW];
 #pragma HLS ARRAY_PARTITION variable = s complete
 topk_rows:
     for (int i = 0; i < d.m; i++) {
@@ -561,7 +562,8 @@ topk_rows:
         for (int j = 0; j < d.n; j++) {
 #pragma HLS PIPELINE II = 1
 #pragma HLS LOOP_TRIPCOUNT max = TL_MAX_ROW
-            s[j] = acc[d.a_addr + (uint64_t)i * d.a_stride + j];
+            const int64_t a = acc[d.a_addr + (uint64_t)i * d.a_stride + j];
+            s[j] = a > INT32_MAX ? INT32_MAX : a < INT32_MIN ? INT32_MIN : (int32_t)a;
         }
     topk_prefix:
         for (int t = 0; t < d.imm; t++) {
@@ -586,7 +588,7 @@ topk_rows:
         for (int j = 0; j < d.n; j++) {
 #pragma HLS PIPELINE II = 1
 #pragma HLS LOOP_TRIPCOUNT max = TL_MAX_ROW
-            const int64_t sj = s[j];
+            const int32_t sj = s[j];
             int rank = 0;
             for (int l = 0; l < TL_MAX_ROW; l++) {
 #pragma HLS UNROLL

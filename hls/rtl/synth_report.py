@@ -71,6 +71,10 @@ CATEGORIES: dict[str, str] = {
     "RAMB18": r"^RAMB18",
 }
 COLUMNS = ("LUT", "LUTRAM", "SRL", "FF", "CARRY", "DSP48E2", "RAMB36", "RAMB18")
+# The LUTRAM column counts LUT sites (a RAM64M8 is 8 LUTs of a SLICEM, as Vivado's "LUT as Memory" counts it)
+LUTRAM_SITES: dict[str, int] = {"RAM64M8": 8, "RAM32M16": 8, "RAM64M": 4, "RAM32M": 4, "RAM512X1S": 8,
+                                "RAM256X1D": 8, "RAM256X1S": 4, "RAM128X1D": 4, "RAM128X1S": 2,
+                                "RAM64X1D": 2, "RAM32X1D": 2, "RAM64X1S": 1, "RAM32X1S": 1}
 
 
 def categorize(cells: dict[str, int]) -> dict[str, int]:
@@ -79,7 +83,9 @@ def categorize(cells: dict[str, int]) -> dict[str, int]:
     for cell, count in cells.items():
         for column, pattern in CATEGORIES.items():
             if re.match(pattern, cell):
-                out[column] += count
+                if column == "LUTRAM" and cell not in LUTRAM_SITES:
+                    raise ValueError(f"LUT RAM primitive {cell}: its LUT sites are not in LUTRAM_SITES")
+                out[column] += count * LUTRAM_SITES.get(cell, 1)
                 break
         else:
             other += count
@@ -120,27 +126,29 @@ def memory_model(config) -> dict[str, object]:
     """RAMB36 of the engine's memories at `config` (an isa.EngineConfig), as the RTL declares them.
 
     engine_mem keeps ONE copy of each memory: LANES lane banks, each split by row into regions of
-    2048 rows (elements <= 18 bit: one RAMB36 as 2K x 18) or 1024 rows (48-bit ACC elements: a
-    RAMB36 is 1K x 36 in true dual-port mode, so two per region); every (bank, region) is one
-    engine_bram, a true dual-port RAM (2 accesses per cycle; conflicts cost extra cycles, no
-    copies). This is a count from the declared sizes; the Yosys runs of the engine's memories
+    2048 rows (elements <= 18 bit: one RAMB36 as 2K x 18; the SPM's regions are config.spm_region_rows,
+    4096 in PRODUCTION: two RAMB36 as 4K x 9) or 1024 rows (48-bit ACC elements: a RAMB36 is 1K x 36
+    in true dual-port mode, so two per region); every (bank, region) is one engine_bram, a true
+    dual-port RAM (2 accesses per cycle; conflicts cost extra cycles, no copies). This is a count from
+    the declared sizes; the Yosys runs of the engine's memories
     (`engine_resources`, parts mem_*) map the same engine_bram instances and are the measurement."""
     lanes = max(8, config.array_rows, config.array_cols)
     lanes = 1 << (lanes - 1).bit_length()
     acc_lanes = max(2, config.array_cols)
 
-    def layout(elems: int, width: int, banks: int, read_ports: int, write_ports: int) -> dict[str, int]:
+    def layout(elems: int, width: int, banks: int, read_ports: int, write_ports: int,
+               max_rows: int = 2048) -> dict[str, int]:
         rows = elems // banks
-        region_rows = min(rows, 2048 if width <= 18 else 1024)
+        region_rows = min(rows, max_rows if width <= 18 else 1024)
         regions = -(-rows // region_rows)
-        per_ram = -(-width // 36) if width > 18 else 1
+        per_ram = -(-width // 36) if width > 18 else max(1, region_rows // 2048)
         return {"elements": elems, "width": width, "banks": banks, "regions": regions,
                 "region_elements": region_rows * banks, "brams": banks * regions,
                 "read_ports": read_ports, "write_ports": write_ports, "ports_per_bram": 2,
                 "copies": 1, "ramb36": banks * regions * per_ram}
 
     out: dict[str, object] = {
-        "SPM": layout(config.spm_elems, 16, lanes, 5, 2),
+        "SPM": layout(config.spm_elems, 16, lanes, 5, 2, config.spm_region_rows),
         "ACC": layout(config.acc_elems, 48, acc_lanes, 3, 2),
         "IDX": layout(config.idx_elems, 16, 8, 4, 2),
     }
@@ -189,18 +197,17 @@ def engine_parts(config) -> dict[str, Part]:
     rq_files = ("trilevel_requant.sv", "trilevel_requant_decode.sv")
     axi = {"AW": 40, "DW": 128, "MAX_BURST": 16, "OUTSTANDING": 16}
     top_params = {"ROWS": config.array_rows, "COLS": config.array_cols, "EPI_LANES": config.epilogue_lanes,
-                  **sizes,
+                  **sizes, "SPM_REGION_ROWS": config.spm_region_rows,
                   "STAT_SLOTS": config.stat_slots, "QUEUE_DEPTH": config.queue_depth,
                   "MAX_ROW": config.max_row, "MAX_DIM": config.max_dim, "VEC_LANES": config.vec_lanes,
                   "SPM_LANES": lanes}
     mem = e + "engine_mem.sv"
 
-    def mem_box(width: int, lanes: int, elems: int) -> dict[str, object]:
+    def mem_box(width: int, lanes: int, elems: int, bram: str, region_rows: int = 2048) -> dict[str, object]:
         rows = elems // lanes
-        regions = -(-rows // min(rows, 2048 if width <= 18 else 1024))
+        regions = -(-rows // min(rows, region_rows if width <= 18 else 1024))
         return {"boxes": ("engine_bram",), "mem2reg": (mem,), "opts": WIDE,
-                "children": {"engine_bram": ("bram16" if width <= 18 else "bram48",)},
-                "expect": {"engine_bram": lanes * regions}}
+                "children": {"engine_bram": (bram,)}, "expect": {"engine_bram": lanes * regions}}
 
     # engine_lutram: the LUT RAM banks of gemm's chunk buffers and softmax's / vec's row buffers, blackboxes
     # there (their files are read -mem2reg, which would turn the RAM into registers); one part per parameter
@@ -211,6 +218,7 @@ def engine_parts(config) -> dict[str, Part]:
         "gemm": [(16, 2 * lanes, 1)] * (2 * lanes),                                  # A and B banks
         "softmax": [(33, d_sm, 1)] * config.vec_lanes + [(17, d_sm, 1)] * config.vec_lanes,   # {v,b,s}, e
         "vec": [(16, d_vec, 2)] * config.vec_lanes + [(16, d_vec, 1)] * config.vec_lanes,      # xbuf, hbuf
+        "top": [(64, config.stat_slots, 5)],                                          # STAT slots
     }
 
     def lutram_name(w: int, n: int, nrd: int) -> str:
@@ -230,7 +238,7 @@ def engine_parts(config) -> dict[str, Part]:
         "mac_pe": Part("mac_pe", ("mac_pe.sv",), {"ACC_W": 48}),
         "requant": Part("trilevel_requant", ("trilevel_requant.sv",), {"ACC_W": 64, "EXT_DECODE": 1}),
         "requant_decode": Part("trilevel_requant_decode", ("trilevel_requant_decode.sv",), {"SR": 1}),
-        "topk_unit": Part("topk_unit", ("topk_unit.sv",), {"NMAX": config.max_row, "SCORE_W": 48}),
+        "topk_unit": Part("topk_unit", ("topk_unit.sv",), {"NMAX": config.max_row, "SCORE_W": 32}),
         "gemm": Part("engine_gemm", (e + "engine_gemm.sv", fifo),
                      {"R": config.array_rows, "C": config.array_cols, "L": lanes, "AL": al,
                       "EPI_LANES": config.epilogue_lanes, "SPM_ELEMS": config.spm_elems,
@@ -273,24 +281,26 @@ def engine_parts(config) -> dict[str, Part]:
         # RAMB36 / RAMB18) and counted once per instance. Ports and narrow-port lanes as engine_top's.
         "mem_spm": Part("engine_mem", (mem,),
                         {"EW": 16, "LANES": lanes, "DEPTH": config.spm_elems, "NR": 5, "NW": 2, "AW": 24,
-                         "RD_LANES": 8, "WR_LANES": 8},
-                        **mem_box(16, lanes, config.spm_elems)),
+                         "REGION_ROWS": config.spm_region_rows, "RD_LANES": 8, "WR_LANES": 8},
+                        **mem_box(16, lanes, config.spm_elems, "bram_spm", config.spm_region_rows)),
         "mem_acc": Part("engine_mem", (mem,),
                         {"EW": 48, "LANES": al, "DEPTH": config.acc_elems, "NR": 3, "NW": 2, "AW": 24,
                          "RD_LANES": 0x01_00_02, "WR_LANES": 0x00_02},
-                        **mem_box(48, al, config.acc_elems)),
+                        **mem_box(48, al, config.acc_elems, "bram48")),
         "mem_idx": Part("engine_mem", (mem,),
                         {"EW": 16, "LANES": 8, "DEPTH": config.idx_elems, "NR": 4, "NW": 2, "AW": 24,
                          "RD_LANES": 0x01_00_01_01, "WR_LANES": 0x01_00},
-                        **mem_box(16, 8, config.idx_elems)),
-        "bram16": Part("engine_bram", (mem,), {"W": 16, "N": 2048}),      # a region of <= 18-bit elements
+                        **mem_box(16, 8, config.idx_elems, "bram16")),
+        "bram_spm": Part("engine_bram", (mem,), {"W": 16, "N": config.spm_region_rows}),   # an SPM region
+        "bram16": Part("engine_bram", (mem,), {"W": 16, "N": 2048}),      # an IDX region
         "bram48": Part("engine_bram", (mem,), {"W": 48, "N": 1024}),      # a region of 48-bit elements
         **lutrams,
         "top": Part("engine_top", (e + "engine_top.sv", fifo), top_params,
                     tuple(e + f"{m}.sv" for m in blackboxed)
-                    + ("mac_pe.sv", *rq_files, "topk_unit.sv"),
-                    {"engine_axil": ("axil",), "engine_axi_rd": ("axi_rd",), "engine_axi_wr": ("axi_wr",),
-                     "engine_load": ("load",), "engine_store": ("store",), "engine_compute": ("compute",),
+                    + ("mac_pe.sv", *rq_files, "topk_unit.sv", lut),
+                    {"engine_lutram": lutram_children("top"), "engine_axil": ("axil",),
+                     "engine_axi_rd": ("axi_rd",), "engine_axi_wr": ("axi_wr",), "engine_load": ("load",),
+                     "engine_store": ("store",), "engine_compute": ("compute",),
                      "engine_gemm": ("gemm",), "engine_topk": ("topk",), "engine_softmax": ("softmax",),
                      "engine_vec": ("vec",), "engine_mem": ("mem_spm", "mem_acc", "mem_idx")}),
     }
@@ -500,7 +510,8 @@ def engine_resources(results: dict[str, dict], parts: dict[str, Part]) -> dict[s
                    "(read_verilog -lib), totals = own cells + blackbox instances (counted in each "
                    "netlist) x their totals. Memories: engine_mem at the full SPM/ACC/IDX sizes with "
                    "its engine_bram regions as blackboxes, plus one engine_bram per element width "
-                   "(16 bit x 2048, 48 bit x 1024) synthesized on its own (Yosys maps it to "
+                   "(16 bit x the SPM's region rows, 16 bit x 2048, 48 bit x 1024) synthesized on its own "
+                   "(Yosys maps it to "
                    "RAMB36/RAMB18) x its instances. engine_mem and engine_gemm are read with "
                    "read_verilog -mem2reg (without it Yosys 0.23 turns their arrays of submodule "
                    "outputs, read with a variable index, into write-less $mem and deletes the RAM / "
@@ -525,7 +536,7 @@ def engine_resources(results: dict[str, dict], parts: dict[str, Part]) -> dict[s
         # its engine_bram instances x the RAMs of one engine_bram of its width, when both finished
         "memory_ramb36_yosys": {n: _mem_ramb36(results, parts, n) for n in ("mem_spm", "mem_acc", "mem_idx")},
         # the same from the engine_bram instances the RTL declares (lanes x regions, the `expect` of each
-        # engine_mem part) x the RAMs Yosys maps one engine_bram of its width to (needs only bram16/48)
+        # engine_mem part) x the RAMs Yosys maps one engine_bram of its shape to (needs only the bram_* parts)
         "memory_ramb36_declared_x_yosys_bram": _mem_ramb36_declared(results, parts),
         "device_budget": budget,
     }

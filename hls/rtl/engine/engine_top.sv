@@ -19,6 +19,7 @@ module engine_top #(
     parameter int COLS = 4,
     parameter int EPI_LANES = COLS,        // GEMM requantizing epilogue lanes (isa epilogue_lanes; divides COLS)
     parameter int SPM_ELEMS = 65536,
+    parameter int SPM_REGION_ROWS = 2048,  // rows of one SPM region per bank (isa spm_region_rows)
     parameter int ACC_ELEMS = 16384,
     parameter int IDX_ELEMS = 4096,
     parameter int STAT_SLOTS = 64,
@@ -419,7 +420,7 @@ module engine_top #(
     logic g_a_re, g_b_re, g_e_re, g_d_re, g_acc_re, s_rd_en, l_idx_re, s_idx_re;
     // narrow ports (RD_LANES / WR_LANES, 8 bits a port): STORE reads and LOAD writes one 128-bit beat
     engine_mem #(.EW(16), .LANES(SPM_LANES), .DEPTH(SPM_ELEMS), .NR(5), .NW(2), .AW(SPM_AW),
-                 .RD_LANES(64'd8), .WR_LANES(64'd8)) u_spm (
+                 .REGION_ROWS(SPM_REGION_ROWS), .RD_LANES(64'd8), .WR_LANES(64'd8)) u_spm (
         .clk(clk), .rst(ers), .ce(ce), .done(spm_done),
         .re({x_d_re, x_e_re, x_b_re, x_a_re, s_rd_en && s_rd_mem == 2'd0}),
         .we({x_c_we, l_wr_en && l_wr_mem == 2'd0}), .waddr({x_c_waddr, l_wr_addr}),
@@ -463,8 +464,8 @@ module engine_top #(
     assign t_acc_rdata = acc_rd[2*AL*48 +: AL*48];
     wire [95:0] acc_rdata = acc_rd[95:0];
     assign g_acc_rdata = acc_rd[AL*48 +: AL*48];
-    // STAT slots (int64): cleared by start; a unit's statistic update keeps the maximum
-    logic [63:0] stat [STAT_SLOTS];
+    // STAT slots (int64): cleared by start; a unit's statistic update keeps the maximum. The values are LUT
+    // RAM (read ports: the three writers' slots, STORE's two), a slot reads 0 until written since start.
     logic g_stat_we, sm_stat_we, v_stat_we;
     logic [5:0] v_stat_slot;
     logic [63:0] v_stat_value;
@@ -472,23 +473,47 @@ module engine_top #(
     logic [63:0] sm_stat_value;
     logic [5:0] g_stat_slot;
     logic [63:0] g_stat_value;
-    always_ff @(posedge clk) begin
-        if (ers || start) begin
-            for (int i = 0; i < STAT_SLOTS; i++) stat[i] <= '0;
-        end else if (!ce) begin
-            // frozen
-        end else if (g_stat_we && g_stat_value > stat[$clog2(STAT_SLOTS)'(g_stat_slot)]) begin
-            stat[$clog2(STAT_SLOTS)'(g_stat_slot)] <= g_stat_value;
-        end else if (sm_stat_we && sm_stat_value > stat[$clog2(STAT_SLOTS)'(sm_stat_slot)]) begin
-            stat[$clog2(STAT_SLOTS)'(sm_stat_slot)] <= sm_stat_value;
-        end else if (v_stat_we && v_stat_value > stat[$clog2(STAT_SLOTS)'(v_stat_slot)]) begin
-            stat[$clog2(STAT_SLOTS)'(v_stat_slot)] <= v_stat_value;
-        end
-    end
     localparam int SB = $clog2(STAT_SLOTS);
+    logic [STAT_SLOTS-1:0] stat_valid;
+    logic [5*64-1:0] stat_rd;
+    logic [63:0] stat_of_g, stat_of_sm, stat_of_v, stat_s0, stat_s1;
+    logic stat_we;
+    logic [SB-1:0] stat_slot;
+    logic [63:0] stat_value;
+    engine_lutram #(.W(64), .N(STAT_SLOTS), .NRD(5)) u_stat (
+        .clk(clk), .we(stat_we), .waddr(stat_slot), .wdata(stat_value),
+        .raddr({SB'(s_rd_addr + 24'd1), SB'(s_rd_addr), SB'(v_stat_slot), SB'(sm_stat_slot), SB'(g_stat_slot)}),
+        .rdata(stat_rd)
+    );
+    always_comb begin
+        stat_of_g = stat_valid[SB'(g_stat_slot)] ? stat_rd[0 +: 64] : '0;
+        stat_of_sm = stat_valid[SB'(sm_stat_slot)] ? stat_rd[64 +: 64] : '0;
+        stat_of_v = stat_valid[SB'(v_stat_slot)] ? stat_rd[128 +: 64] : '0;
+        stat_s0 = stat_valid[SB'(s_rd_addr)] ? stat_rd[192 +: 64] : '0;
+        stat_s1 = stat_valid[SB'(s_rd_addr + 24'd1)] ? stat_rd[256 +: 64] : '0;
+        stat_we = 1'b0;
+        stat_slot = SB'(g_stat_slot);
+        stat_value = g_stat_value;
+        if (g_stat_we && g_stat_value > stat_of_g) begin
+            stat_we = 1'b1;
+        end else if (sm_stat_we && sm_stat_value > stat_of_sm) begin
+            stat_we = 1'b1;
+            stat_slot = SB'(sm_stat_slot);
+            stat_value = sm_stat_value;
+        end else if (v_stat_we && v_stat_value > stat_of_v) begin
+            stat_we = 1'b1;
+            stat_slot = SB'(v_stat_slot);
+            stat_value = v_stat_value;
+        end
+        stat_we = stat_we && ce && !(ers || start);
+    end
+    always_ff @(posedge clk) begin
+        if (ers || start) stat_valid <= '0;
+        else if (stat_we) stat_valid[stat_slot] <= 1'b1;
+    end
     logic [127:0] stat_q;
     always_ff @(posedge clk) if (ce) begin
-        stat_q <= {stat[SB'(s_rd_addr + 24'd1)], stat[SB'(s_rd_addr)]};
+        stat_q <= {stat_s1, stat_s0};
     end
     logic [1:0] s_rd_mem_q;
     always_ff @(posedge clk) if (ce) s_rd_mem_q <= s_rd_mem;

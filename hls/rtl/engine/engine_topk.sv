@@ -1,8 +1,9 @@
 // TOPK unit of the engine (docs/engine.md "TOPK"): for each row i < m of n ACC scores
 // ACC[a_addr + i*a_stride + j], writes IDX[c_addr + i*c_stride + t] = t for t < imm (the leading
 // dense keys), followed by the k winners + imm in ascending order (intref.fixed.topk_select: larger
-// score first, lower index on ties). The selection is topk_unit (one score per cycle in, one index
-// per cycle out); rows run one after another: about 2 (n + 1) cycles per row.
+// score first, lower index on ties; the scores are the ACC values saturated to int32). The selection is
+// topk_unit (one score per cycle in, one index per cycle out); rows run one after another: about
+// 2 (n + 1) cycles per row.
 `timescale 1ns / 1ps
 module engine_topk #(
     parameter int AL = 4,               // ACC window lanes (lane 0 is used)
@@ -58,22 +59,25 @@ module engine_topk #(
     wire [23:0] row_a = f_a + 24'(32'(row) * 32'(f_as));
     wire [23:0] row_c = f_c + 24'(32'(row) * 32'(f_cs));
 
-    // score feed: ACC read (one cycle) -> 2-entry FIFO -> topk_unit
+    // score feed: ACC read (one cycle) -> int32 saturation -> 2-entry FIFO -> topk_unit
     logic rd_v;
     logic sq_empty, sq_full, sq_pop;
-    logic [47:0] sq_dout;
+    logic [31:0] sq_dout;
+    wire [47:0] score = acc_rdata[47:0];
+    wire fits32 = score[47:31] == {17{score[47]}};
+    wire [31:0] score32 = fits32 ? score[31:0] : {score[47], {31{!score[47]}}};
     logic [1:0] sq_count;
     wire feed = state == S_ROW && j < f_n && 32'(sq_count) + 32'(rd_v) < 32'd2;
     assign acc_raddr = row_a + 24'(j);
-    engine_fifo #(.W(48), .DEPTH(2)) u_scores (
-        .clk(clk), .rst(rst || state == S_IDLE), .push(ce && (rd_v)), .din(acc_rdata[47:0]), .pop(ce && (sq_pop)),
+    engine_fifo #(.W(32), .DEPTH(2)) u_scores (
+        .clk(clk), .rst(rst || state == S_IDLE), .push(ce && (rd_v)), .din(score32), .pop(ce && (sq_pop)),
         .dout(sq_dout), .empty(sq_empty), .full(sq_full), .count(sq_count)
     );
 
     logic s_tready, m_tvalid, m_tlast, unit_err;
     logic [15:0] m_tdata;
     assign sq_pop = !sq_empty && s_tready;
-    topk_unit #(.NMAX(MAX_ROW), .SCORE_W(48)) u_unit (
+    topk_unit #(.NMAX(MAX_ROW), .SCORE_W(32)) u_unit (
         .clk(clk), .rst(rst), .cfg_n(f_n), .cfg_k(f_k),
         .s_axis_tdata(sq_dout), .s_axis_tvalid(ce && !sq_empty), .s_axis_tready(s_tready), .s_axis_tlast(1'b0),
         .m_axis_tdata(m_tdata), .m_axis_tvalid(m_tvalid), .m_axis_tready(ce), .m_axis_tlast(m_tlast),

@@ -616,6 +616,6 @@ class FunctionalEngine:
         self._max_row(n, "top-k")
         scores = self._operand(self.acc, "ACC A", f["a_addr"], m, n, f["a_stride"])
         where_c = self._index(self.idx, "IDX C", f["c_addr"], m, lead + k, f["c_stride"])
-        winners = topk_select(scores, k) + lead
+        winners = topk_select(np.clip(scores, -(1 << 31), (1 << 31) - 1), k) + lead  # int32 scores
         lead_cols = np.broadcast_to(np.arange(lead, dtype=np.int64), (m, lead))
         self.idx[where_c] = np.concatenate([lead_cols, winners], axis=1).astype(np.uint16)

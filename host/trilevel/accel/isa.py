@@ -25,7 +25,7 @@ import numpy as np
 
 WORDS = 16  # 32-bit words per command
 COMMAND_BYTES = 4 * WORDS
-ISA_VERSION = 1
+ISA_VERSION = 2  # 2: TOPK compares int32-saturated scores
 
 
 class Op(IntEnum):
@@ -239,6 +239,9 @@ class EngineConfig:
     clock_mhz: float
     queue_depth: int  # command queue depth per module, and dependency-token queue depth
     epilogue_lanes: int  # GEMM requantizing epilogue lanes: a row drains in array_cols / this cycles (RTL)
+    # rows of one SPM region per lane bank (RTL engine_mem): a power of two >= 2048; a region is the BRAMs of
+    # one bank and row range (2048: one RAMB36 as 2K x 18; 4096: two as 4K x 9), serving 2 accesses a cycle
+    spm_region_rows: int = 2048
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -249,6 +252,8 @@ class EngineConfig:
             raise ValueError("on-chip memories are addressed with 24 bits")
         if self.stat_slots > 64:
             raise ValueError("at most 64 statistic slots (6-bit slot field)")
+        if self.spm_region_rows < 2048 or self.spm_region_rows & (self.spm_region_rows - 1):
+            raise ValueError("EngineConfig.spm_region_rows must be a power of two >= 2048")
         halves = self.array_cols // self.epilogue_lanes
         if self.array_cols % self.epilogue_lanes or halves & (halves - 1):
             raise ValueError("EngineConfig.epilogue_lanes must divide array_cols by a power of two")
@@ -257,7 +262,8 @@ class EngineConfig:
 # The ZCU102 build (docs/engine.md resource budget) and the small build CI simulates in RTL.
 PRODUCTION = EngineConfig("zcu102", array_rows=32, array_cols=32, spm_elems=786_432, acc_elems=65_536,
                           idx_elems=16_384, stat_slots=64, vec_lanes=16, softmax_units=4, max_row=256,
-                          max_dim=1024, axi_bytes=16, clock_mhz=150.0, queue_depth=64, epilogue_lanes=16)
+                          max_dim=1024, axi_bytes=16, clock_mhz=150.0, queue_depth=64, epilogue_lanes=16,
+                          spm_region_rows=4096)
 CI_SMALL = EngineConfig("ci", array_rows=4, array_cols=4, spm_elems=65_536, acc_elems=16_384,
                         idx_elems=4_096, stat_slots=64, vec_lanes=4, softmax_units=1, max_row=256,
                         max_dim=256, axi_bytes=16, clock_mhz=150.0, queue_depth=16, epilogue_lanes=2)

@@ -21,6 +21,7 @@ results behind them.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 from collections.abc import Callable, Sequence
@@ -538,10 +539,11 @@ PIPELINE_TILES, PIPELINE_MIN_ROWS = 4, 32
 
 def spm_region(config: isa.EngineConfig) -> int:
     """Elements per SPM region of the RTL engine's banked memory (hls/rtl/engine/engine_mem.sv): SPM lanes
-    (the next power of two >= max(8, R, C)) x 2048 rows; a region serves two accesses per cycle, more
-    stall the engine. Buffers that are used at the same time go in different regions where they fit."""
+    (the next power of two >= max(8, R, C)) x config.spm_region_rows rows; a region serves two accesses per
+    cycle, more stall the engine. Buffers that are used at the same time go in different regions where they
+    fit."""
     lanes = max(8, config.array_rows, config.array_cols)
-    return (1 << (lanes - 1).bit_length()) * 2048
+    return (1 << (lanes - 1).bit_length()) * config.spm_region_rows
 
 
 def acc_region(config: isa.EngineConfig) -> int:
@@ -564,18 +566,20 @@ def _place(spm: Arena, sizes: Sequence[int], rest: int, region: int) -> list[int
 
 
 def _place_apart(
-    spm: Arena, sizes: dict[str, int], phases: Sequence[Sequence[str]], region: int, top_down: bool = False
+    spm: Arena, sizes: dict[str, int], phases: Sequence[Sequence[str]], region: int, top_down: bool = False,
+    per_region: int = 1, strict: bool = False
 ) -> dict[str, int] | None:
     """Addresses for the named buffers of `sizes` (taken from `spm` in that order) such that buffers used
     in the same phase (a group of `phases`: the buffers the units touch at the same time) share no SPM
     region where that fits: each buffer at the lowest region boundary or end of a placed buffer that
-    keeps it off the regions of its phase mates (else at the lowest free address). `top_down`: the same
-    from the arena's top down (the rest of `spm` is then taken). None (taking nothing) when the buffers do
-    not all fit that way."""
+    keeps it off the regions of its phase mates (else at the lowest free address). `per_region`: up to
+    that many phase mates may share a region (a region serves two accesses per cycle). `strict`: None
+    unless every buffer is placed apart. `top_down`: the same from the arena's top down (the rest of `spm`
+    is then taken). None (taking nothing) when the buffers do not all fit that way."""
     if top_down:
         end = -(-(spm.base + spm.size) // region) * region  # mirror about a region boundary
         mirror = Arena(spm.size - spm.top, spm.what, end - spm.base - spm.size)
-        flipped = _place_apart(mirror, sizes, phases, region)
+        flipped = _place_apart(mirror, sizes, phases, region, per_region=per_region, strict=strict)
         if flipped is None:
             return None
         spm.top = spm.size
@@ -593,10 +597,12 @@ def _place_apart(
     for name, size in sizes.items():
         starts = sorted({lo, *(a + sizes[n] for n, a in placed.items()),
                          *range(-(-lo // region) * region, hi, region)})
-        taken = {r for m in mates[name] if m in placed for r in regions(placed[m], sizes[m])}
+        count = collections.Counter(r for m in mates[name] if m in placed
+                                    for r in regions(placed[m], sizes[m]))
+        taken = {r for r, c in count.items() if c >= per_region}
         fits = [a for a in starts if free(a, size)]
         apart = [a for a in fits if not taken.intersection(regions(a, size))]
-        if not fits:
+        if not fits or (strict and not apart):
             return None
         placed[name] = (apart or fits)[0]
     spm.top = max((a + sizes[n] for n, a in placed.items()), default=lo) - spm.base
@@ -856,18 +862,11 @@ def stage_linear_fwd(
         if variant(b, spm, x, w, bias, res, y, shift, shift2, shift3, slot, gelu):
             return
     nt = dout if dout * (din + 1) <= spm.free // 2 else max(1, (spm.free // 2) // (din + 1))
-    w_addr, b_addr = spm.take(nt * din), spm.take(nt)
     per_row = din + nt + (nt if res is not None else 0) + (nt if gelu is not None else 0)
-    mt = _rows_that_fit(spm.free // 2, per_row, rows, "linear forward tile")
-    bufs = [
-        (
-            spm.take(mt * din),
-            spm.take(mt * nt if res is not None else 0),
-            spm.take(mt * nt),
-            spm.take(mt * nt if gelu is not None else 0),
-        )
-        for _ in range(2)
-    ]
+    names = ["x", "y"] + ["r"] * (res is not None) + ["g"] * (gelu is not None)
+    at, mt = _linear_fwd_tiles(b, spm, rows, din, nt, per_row, names)
+    w_addr, b_addr = at["w"], at["bias"]
+    bufs = [tuple(at.get(f"{n}{i}", 0) for n in ("x", "r", "y", "g")) for i in range(2)]
     step = 0
     for n0, nn in _tiles(dout, nt):
         b.load(Mem.SPM, w_addr, din, w, n0, 0, nn, din)
@@ -879,6 +878,34 @@ def stage_linear_fwd(
             b.load(Mem.SPM, x_addr, din, x, m0, 0, mm, din)
             _linear_fwd_tile(b, x_addr, w_addr, b_addr, y_addr, r_addr, g_addr, m0, mm, n0, nn, din,
                              bias, res, y, shift, shift2, shift3, slot, gelu)
+
+
+def _linear_fwd_tiles(b: Builder, spm: Arena, rows: int, din: int, nt: int, per_row: int,
+                      names: Sequence[str]) -> tuple[dict[str, int], int]:
+    """Addresses ("w", "bias", f"{name}{0/1}") and the row tile of the row-tiled linear forward. W, the
+    bias, both x tiles and both output tiles are in use at once (GEMM A / B / D / C, LOAD, STORE): the
+    largest row tile of whole array tiles that puts at most two of them in each SPM region (a region serves
+    two accesses per cycle), in `spm` or else in the whole scratchpad; where none does, the most rows that
+    fit `spm`, packed."""
+    region, arr = spm_region(b.config), b.config.array_rows
+
+    def sizes(tile: int) -> dict[str, int]:
+        return {"w": nt * din, "bias": nt,
+                **{f"{n}{i}": tile * (din if n == "x" else nt) for i in range(2) for n in names}}
+
+    def most_rows(arena: Arena) -> int:
+        return _rows_that_fit((arena.free - nt * (din + 1)) // 2, per_row, rows, "linear forward tile")
+
+    for arena in (spm, Arena(b.scratch, spm.what)) if spm.size < b.scratch else (spm,):
+        for tile in range(most_rows(arena) // arr * arr, 0, -arr):
+            at = _place_apart(arena, sizes(tile), [list(sizes(tile))], region, per_region=2, strict=True)
+            if at is not None:
+                return at, tile
+    mt = most_rows(spm)
+    at = _place_apart(spm, sizes(mt), (), region)
+    if at is None:
+        raise LoweringError(f"linear forward: {mt} rows do not fit the scratchpad")
+    return at, mt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1917,7 +1944,13 @@ def stage_attn_fwd_fused(
 # MLP_PIECE hidden units as the W1 pieces arrive (W1 streams in behind x while LN2 runs), GELU, then fc2 in
 # n-pieces of MLP_PIECE output columns; the saved tensors go out while the array works.
 MLP_PIECE = 64
-MLP_W2_FIRST = True
+# buffers used at the same time: LN2 (W1 streaming in), fc1 (W2 streaming in, z / xh going out), GELU, fc2
+MLP_FWD_PHASES = (
+    ("x", "g", "be", "z", "xh", "w1"),
+    ("z", "w1", "b1", "h", "xh", "w2"),
+    ("h", "a", "w2"),
+    ("a", "w2", "b2", "x", "o"),
+)
 
 
 def _mlp_fwd_layered(
@@ -1939,15 +1972,20 @@ def _mlp_fwd_layered(
     if rows > 0xFFFF or rows > b.config.acc_elems or fixed + rows * (4 * dim + 2 * hidden) > b.scratch:
         return False
     spm = Arena(b.scratch, f"{b.kernel} fused MLP (SPM)")
-    g_addr, be_addr, b1_addr, b2_addr = spm.take(dim), spm.take(dim), spm.take(hidden), spm.take(dim)
-    # Address order W2, x, z, xh, o, W1, h, a: the operands each GEMM reads and writes at once (fc1: z, W1,
-    # h; fc2: a, W2, o and x) and the buffers DMA streams meanwhile (W2 in, z/xh/a out) fall mostly in
-    # different SPM regions (two accesses per region and cycle; see spm_region).
-    w2_addr = spm.take(dim * hidden) if MLP_W2_FIRST else 0
-    x_addr, z_addr, xh_addr, o_addr = (spm.take(rows * dim) for _ in range(4))
-    w1_addr, h_addr = spm.take(hidden * dim), spm.take(rows * hidden)
-    w2_addr = w2_addr if MLP_W2_FIRST else spm.take(dim * hidden)
-    a_addr = spm.take(rows * hidden)
+    # the operands each layer's command reads and writes at once and the buffers DMA streams meanwhile
+    # (MLP_FWD_PHASES) in different SPM regions (two accesses per region and cycle), placed in the order of
+    # `apart`; where that does not fit, packed in the order of `packed`
+    packed = {"g": dim, "be": dim, "b1": hidden, "b2": dim, "w2": dim * hidden,
+              **{n: rows * dim for n in ("x", "z", "xh", "o")}, "w1": hidden * dim, "h": rows * hidden,
+              "a": rows * hidden}
+    apart = {n: packed[n] for n in ("w1", "w2", "h", "a", "x", "z", "xh", "o", "g", "be", "b1", "b2")}
+    region = spm_region(b.config)
+    at = _place_apart(spm, apart, MLP_FWD_PHASES, region) or _place_apart(spm, packed, (), region)
+    if at is None:
+        return False
+    g_addr, be_addr, b1_addr, b2_addr = at["g"], at["be"], at["b1"], at["b2"]
+    w1_addr, w2_addr, h_addr, a_addr = at["w1"], at["w2"], at["h"], at["a"]
+    x_addr, z_addr, xh_addr, o_addr = at["x"], at["z"], at["xh"], at["o"]
     ln_shift, ln_shift2 = _ln_fwd_shifts(dim, p["norm2.weight"], p["norm2.bias"], f["ln"])
     f1 = f["ln"] + p["mlp.fc1.weight"]
     h_shift, h_shift2 = (

@@ -68,7 +68,7 @@ def engine_parameters(config: isa.EngineConfig) -> dict[str, int]:
     lanes = max(8, config.array_rows, config.array_cols)
     lanes = 1 << (lanes - 1).bit_length()
     return {"ROWS": config.array_rows, "COLS": config.array_cols, "EPI_LANES": config.epilogue_lanes,
-            "SPM_ELEMS": config.spm_elems,
+            "SPM_ELEMS": config.spm_elems, "SPM_REGION_ROWS": config.spm_region_rows,
             "ACC_ELEMS": config.acc_elems, "IDX_ELEMS": config.idx_elems, "STAT_SLOTS": config.stat_slots,
             "QUEUE_DEPTH": config.queue_depth, "SPM_LANES": lanes, "MAX_ROW": config.max_row,
             "MAX_DIM": config.max_dim, "VEC_LANES": config.vec_lanes}
