@@ -880,29 +880,44 @@ def stage_linear_fwd(
                              bias, res, y, shift, shift2, shift3, slot, gelu)
 
 
+def _tiles_apart(b: Builder, arenas: Sequence[Arena], fixed: dict[str, int], per_row: dict[str, int],
+                 phases: Sequence[Sequence[str]], most_rows: Callable[[Arena], int]
+                 ) -> tuple[dict[str, int], int] | None:
+    """Addresses of a double-buffered row-tiled stage: the `fixed` buffers and, for tile i = 0, 1, buffers
+    f"{name}{i}" of per_row[name] elements a row. The largest row tile of whole array tiles (at most
+    most_rows(arena)) whose buffers fit the first of `arenas` that can hold them with at most two buffers of
+    each of `phases` (the buffers in use at once) per SPM region (a region serves two accesses per cycle);
+    None when no tile does."""
+    region, arr = spm_region(b.config), b.config.array_rows
+    for arena in arenas:
+        for tile in range(most_rows(arena) // arr * arr, 0, -arr):
+            sizes = {**fixed, **{f"{n}{i}": tile * k for i in range(2) for n, k in per_row.items()}}
+            at = _place_apart(arena, sizes, phases, region, per_region=2, strict=True)
+            if at is not None:
+                return at, tile
+    return None
+
+
 def _linear_fwd_tiles(b: Builder, spm: Arena, rows: int, din: int, nt: int, per_row: int,
                       names: Sequence[str]) -> tuple[dict[str, int], int]:
     """Addresses ("w", "bias", f"{name}{0/1}") and the row tile of the row-tiled linear forward. W, the
-    bias, both x tiles and both output tiles are in use at once (GEMM A / B / D / C, LOAD, STORE): the
-    largest row tile of whole array tiles that puts at most two of them in each SPM region (a region serves
-    two accesses per cycle), in `spm` or else in the whole scratchpad; where none does, the most rows that
-    fit `spm`, packed."""
-    region, arr = spm_region(b.config), b.config.array_rows
-
-    def sizes(tile: int) -> dict[str, int]:
-        return {"w": nt * din, "bias": nt,
-                **{f"{n}{i}": tile * (din if n == "x" else nt) for i in range(2) for n in names}}
+    bias, both x tiles and both output tiles are in use at once (GEMM A / B / D / C, LOAD, STORE): placed
+    by _tiles_apart in `spm` or else the whole scratchpad; where that fails, the most rows that fit `spm`,
+    packed."""
+    fixed = {"w": nt * din, "bias": nt}
+    widths = {n: din if n == "x" else nt for n in names}
 
     def most_rows(arena: Arena) -> int:
         return _rows_that_fit((arena.free - nt * (din + 1)) // 2, per_row, rows, "linear forward tile")
 
-    for arena in (spm, Arena(b.scratch, spm.what)) if spm.size < b.scratch else (spm,):
-        for tile in range(most_rows(arena) // arr * arr, 0, -arr):
-            at = _place_apart(arena, sizes(tile), [list(sizes(tile))], region, per_region=2, strict=True)
-            if at is not None:
-                return at, tile
+    arenas = (spm, Arena(b.scratch, spm.what)) if spm.size < b.scratch else (spm,)
+    placed = _tiles_apart(b, arenas, fixed, widths, [[*fixed, *(f"{n}{i}" for i in range(2) for n in names)]],
+                          most_rows)
+    if placed is not None:
+        return placed
     mt = most_rows(spm)
-    at = _place_apart(spm, sizes(mt), (), region)
+    at = _place_apart(spm, {**fixed, **{f"{n}{i}": mt * k for i in range(2) for n, k in widths.items()}}, (),
+                      spm_region(b.config))
     if at is None:
         raise LoweringError(f"linear forward: {mt} rows do not fit the scratchpad")
     return at, mt
@@ -1332,7 +1347,7 @@ def stage_linear_bwd(
             sizes.update((k, 2 * n) for k, n in zip(kinds, per_kind, strict=True))
             spm.top, top = top0, spm.top
             nonzero = {k: n for k, n in sizes.items() if n}
-            at = _place_apart(spm, nonzero, LINEAR_BWD_PHASES, spm_region(b.config))
+            at = _place_apart(spm, nonzero, LINEAR_BWD_PHASES, spm_region(b.config), per_region=2)
             if at is not None:
                 w_addr, gamma_addr = at.get("w", 0), at.get("gamma", 0)
                 bufs = [
@@ -2099,6 +2114,20 @@ def _mlp_fwd_layered(
     return True
 
 
+# buffers of the row-tiled fused MLP forward in use at once (tile s computing, the other tile t loading x or
+# storing): LN2 (STORE the last fc2 output), fc1 (STORE z / xhat), GELU (STORE h), fc2 (STORE a)
+MLP_FWD_TILE_PHASES = tuple(
+    phase
+    for s, t in ((0, 1), (1, 0))
+    for phase in (
+        (f"x{s}", "g", "be", f"z{s}", f"xh{s}", f"x{t}", f"o{t}"),
+        (f"z{s}", "w1", "b1", f"h{s}", f"xh{s}", f"x{t}"),
+        (f"h{s}", f"a{s}", f"x{t}"),
+        (f"a{s}", "w2", "b2", f"x{s}", f"o{s}", f"x{t}"),
+    )
+)
+
+
 def stage_mlp_fwd_fused(
     b: Builder,
     x: Buffer,
@@ -2123,13 +2152,18 @@ def stage_mlp_fwd_fused(
         return True
     mt = min(rows, (b.scratch - fixed) // (2 * per_row), b.config.acc_elems // 2, 0xFFFF)
     spm = Arena(b.scratch, f"{b.kernel} fused MLP (SPM)")
-    g_addr, be_addr = spm.take(dim), spm.take(dim)
-    w1_addr, b1_addr = spm.take(hidden * dim), spm.take(hidden)
-    w2_addr, b2_addr = spm.take(dim * hidden), spm.take(dim)
-    # x, z, xhat, out, h, a and the ACC row statistics of each of the two row tiles
-    bufs = [
-        tuple(spm.take(mt * n) for n in (dim, dim, dim, dim, hidden, hidden)) + (i * mt,) for i in range(2)
-    ]
+    # x, z, xhat, out, h, a of each of the two row tiles (and their ACC row statistics at i * mt): row tiles
+    # placed for the buffers in use at once (MLP_FWD_TILE_PHASES), else mt rows packed
+    weights = {"g": dim, "be": dim, "w1": hidden * dim, "b1": hidden, "w2": dim * hidden, "b2": dim}
+    widths = {"x": dim, "z": dim, "xh": dim, "o": dim, "h": hidden, "a": hidden}
+    placed = _tiles_apart(b, (spm,), weights, widths, MLP_FWD_TILE_PHASES,
+                          lambda arena: min(mt, (arena.free - fixed) // (2 * per_row)))
+    if placed is None:
+        packed = {**weights, **{f"{n}{i}": mt * k for i in range(2) for n, k in widths.items()}}
+        placed = _place_apart(spm, packed, (), spm_region(b.config)), mt
+    at, mt = placed
+    g_addr, be_addr, w1_addr, b1_addr, w2_addr, b2_addr = (at[n] for n in weights)
+    bufs = [tuple(at[f"{n}{i}"] for n in widths) + (i * mt,) for i in range(2)]
     ln_shift, ln_shift2 = _ln_fwd_shifts(dim, p["norm2.weight"], p["norm2.bias"], f["ln"])
     f1 = f["ln"] + p["mlp.fc1.weight"]
     h_shift, h_shift2 = (
