@@ -75,3 +75,17 @@ def test_place_apart_keeps_phase_mates_apart_and_falls_back() -> None:
                              top_down=True)
     assert top == {"a": 450, "b": 320}  # from the top down, each at a region's end where it fits
     assert lower._place_apart(lower.Arena(200, "test"), {"a": 150, "b": 80}, [("a", "b")], region) is None
+
+
+def test_place_apart_two_per_region_and_strict() -> None:
+    """per_region=2: up to two phase mates share a region (a region serves two accesses per cycle); strict:
+    None unless every buffer is placed so, where the non-strict placement packs the rest."""
+    sizes = {"w": 90, "x0": 10, "y0": 50, "x1": 10, "y1": 50}
+    at = lower._place_apart(lower.Arena(300, "test"), sizes, [list(sizes)], 100, per_region=2, strict=True)
+    assert at == {"w": 0, "x0": 90, "y0": 100, "x1": 150, "y1": 200}
+    assert lower._place_apart(lower.Arena(220, "test"), sizes, [list(sizes)], 100, per_region=2,
+                              strict=True) is None  # y1 would be the third buffer in region 1
+    packed = lower._place_apart(lower.Arena(220, "test"), sizes, [list(sizes)], 100, per_region=2)
+    assert packed is not None and packed["y1"] == 160
+    one = lower._place_apart(lower.Arena(300, "test"), sizes, [list(sizes)], 100, strict=True)
+    assert one is None  # five mates cannot have a region each among three
