@@ -11,8 +11,10 @@
 // DMA beat or a vector of a row is one access even when unaligned. A narrow port (RD_LANES / WR_LANES:
 // 8 bits per port, 0 = LANES) moves only the window's first lanes: its other read lanes are 0, its other
 // write lanes ignored; it has read registers for its lanes only and, when it has at most LANES / 8 lanes,
-// a select per lane instead of a rotate network (its region accesses and conflicts are those of a full
-// window, so the cycles do not depend on the widths). Read data arrive one cycle after
+// a LANES:1 select per read lane instead of a rotate network; a narrow write port selects each bank's mask
+// from its lanes and the data of P lanes per residue bank mod P (P: its lanes rounded up to a power of two)
+// instead of rotating (its region accesses and conflicts are those of a full window, so the cycles do not
+// depend on the widths). Read data arrive one cycle after
 // the request. Idle ports (re / we low) cost nothing. A window that crosses a region boundary is one
 // access in each of the two regions. DEPTH (elements) is a multiple of LANES; addresses beyond DEPTH
 // are not served (callers range-check commands before issuing them; data of such reads undefined:
@@ -99,6 +101,9 @@ module engine_mem #(
     localparam int NP = NR + NW;                 // ports in priority order: reads, then writes
     function automatic int port_lanes(input logic [63:0] lanes, input int q);
         port_lanes = lanes[q*8 +: 8] == 0 || 32'(lanes[q*8 +: 8]) > LANES ? LANES : 32'(lanes[q*8 +: 8]);
+    endfunction
+    function automatic int pow2_lanes(input logic [63:0] lanes, input int q);   // port_lanes rounded up to 2**n
+        pow2_lanes = 1 << $clog2(port_lanes(lanes, q));
     endfunction
     if (NR > 8 || NW > 8) begin : g_bad_ports
         $error("engine_mem: at most 8 read and 8 write ports");
@@ -294,8 +299,11 @@ module engine_mem #(
             end
         endfunction
 
-        // write windows rotated into bank order: bank b takes window lane (b - waddr) mod LANES (a port of
-        // n <= LANES / 8 lanes: an n-way AND-OR select per bank; at LANES / 4 lanes the two cost the same)
+        // write windows in bank order: bank b takes window lane (b - waddr) mod LANES. A full port rotates
+        // {mask, data}. A narrow port of n < LANES lanes selects each bank's mask from its n lanes (an n-way
+        // AND-OR per bank) and its data from only P = n rounded up to a power of two lanes: a bank that is
+        // written takes lane (b - waddr) mod LANES < n, which is (b - waddr) mod P, so the banks of one
+        // residue b mod P share one P:1 select (a bank that is not written ignores its data).
         logic [NW*LANES*EW-1:0] w_bank;              // write port w, bank b at (w * LANES + b) * EW
         logic [NW*LANES-1:0] w_mask;
         always_comb begin
@@ -304,19 +312,29 @@ module engine_mem #(
                 for (int l = 0; l < LANES; l++) begin
                     x[l*WL +: WL] = l < port_lanes(WR_LANES, w) ? {wmask[w*LANES + l], wdata[(w*LANES + l)*EW +: EW]} : '0;
                 end
-                if (port_lanes(WR_LANES, w) * 8 <= LANES) begin
-                    logic [LANES*WL-1:0] y;
-                    y = '0;
-                    for (int b = 0; b < LANES; b++)
+                if (port_lanes(WR_LANES, w) < LANES) begin
+                    logic [LANES*EW-1:0] xr;             // residue i < P: window lane (i - waddr) mod P
+                    xr = '0;
+                    for (int i = 0; i < pow2_lanes(WR_LANES, w); i++) begin
+                        logic [LB-1:0] li;
+                        li = (LB'(i) - off[NR + w]) & LB'(pow2_lanes(WR_LANES, w) - 1);
                         for (int l = 0; l < port_lanes(WR_LANES, w); l++)
-                            y[b*WL +: WL] = y[b*WL +: WL] | (x[l*WL +: WL] & {WL{off[NR + w] == LB'(b - l)}});
-                    x = y;
+                            xr[i*EW +: EW] = xr[i*EW +: EW] | (x[l*WL +: EW] & {EW{li == LB'(l)}});
+                    end
+                    for (int b = 0; b < LANES; b++) begin
+                        logic m;
+                        m = 1'b0;
+                        for (int l = 0; l < port_lanes(WR_LANES, w); l++)
+                            m = m | (x[l*WL + EW] & (off[NR + w] == LB'(b - l)));
+                        w_bank[(w*LANES + b)*EW +: EW] = xr[(b % pow2_lanes(WR_LANES, w))*EW +: EW];
+                        w_mask[w*LANES + b] = m;
+                    end
                 end else begin
                     x = rot_up(x, off[NR + w]);
-                end
-                for (int b = 0; b < LANES; b++) begin
-                    w_bank[(w*LANES + b)*EW +: EW] = x[b*WL +: EW];
-                    w_mask[w*LANES + b] = x[b*WL + EW];
+                    for (int b = 0; b < LANES; b++) begin
+                        w_bank[(w*LANES + b)*EW +: EW] = x[b*WL +: EW];
+                        w_mask[w*LANES + b] = x[b*WL + EW];
+                    end
                 end
             end
         end
@@ -361,19 +379,19 @@ module engine_mem #(
         endfunction
 
         // ---- the RAMs: bank b, region r; and per bank the read data of each read port (bank order)
-        logic [NR*LANES*EW-1:0] rd_bank;             // read port p, bank b at (p * LANES + b) * EW
+        (* keep *) logic [NR*LANES*EW-1:0] rd_bank;  // read port p, bank b at (p * LANES + b) * EW
         for (genvar b = 0; b < LANES; b++) begin : g_bank
             logic [NREG*2*EW-1:0] dout;              // region r, physical port k at (2 * r + k) * EW
             for (genvar r = 0; r < NREG; r++) begin : g_reg
                 logic [1:0] en, wen;
+                (* keep *) logic [1:0] hi;                // bank b uses physical port k's row1
                 logic [2*RRB-1:0] addr;
                 logic [2*EW-1:0] din;
                 always_comb begin
                     for (int k = 0; k < 2; k++) begin
-                        logic hi;                             // bank b uses the port's row1
                         logic m;
                         /* verilator lint_off CMPCONST */
-                        hi = LB'(b) < s_off[r][k];
+                        hi[k] = LB'(b) < s_off[r][k];
                         /* verilator lint_on CMPCONST */
                         // write data / mask of the port's write port (used only when written): write
                         // port k when NW <= 2
@@ -387,12 +405,12 @@ module engine_mem #(
                                 end
                             end
                         end
-                        addr[k*RRB +: RRB] = RRB'(hi ? s_row1[r][k] : s_row0[r][k]);
+                        addr[k*RRB +: RRB] = RRB'(hi[k] ? s_row1[r][k] : s_row0[r][k]);
                         en[k] = 1'b0;
                         wen[k] = 1'b0;
                         if (s_v[r][k]) begin                  // an idle region port computes nothing more
                             wen[k] = s_w[r][k] && m;
-                            en[k] = (hi ? s_in1[r][k] : s_in0[r][k]) && (!s_w[r][k] || wen[k]);
+                            en[k] = (hi[k] ? s_in1[r][k] : s_in0[r][k]) && (!s_w[r][k] || wen[k]);
                         end
                     end
                 end
@@ -402,17 +420,15 @@ module engine_mem #(
             end
             // read port p: bank b holds its row1 when b < off_q (region reg1_q, physical port slot1_q)
             logic [NR*EW-1:0] rd;
+            (* keep *) logic [NR*JB-1:0] j_rd;        // read port p: the {region, physical port} bank b reads
             always_comb begin
                 for (int p = 0; p < NR; p++) begin
                     logic hi;
-                    logic [GB-1:0] g;
-                    logic s;
                     /* verilator lint_off CMPCONST */
                     hi = LB'(b) < off_q[p];
                     /* verilator lint_on CMPCONST */
-                    g = hi ? reg1_q[p] : reg0_q[p];
-                    s = hi ? slot1_q[p] : slot0_q[p];
-                    rd[p*EW +: EW] = pick(dout, {g, s});
+                    j_rd[p*JB +: JB] = {hi ? reg1_q[p] : reg0_q[p], hi ? slot1_q[p] : slot0_q[p]};
+                    rd[p*EW +: EW] = pick(dout, j_rd[p*JB +: JB]);
                 end
             end
             for (genvar p = 0; p < NR; p++) begin : g_rdb
@@ -433,10 +449,15 @@ module engine_mem #(
                 logic [LANES*EW-1:0] sel;
                 always_comb begin
                     sel = '0;
-                    for (int l = 0; l < RL; l++)
-                        for (int b = 0; b < LANES; b++)
-                            sel[l*EW +: EW] = sel[l*EW +: EW]
-                                            | (rd_bank[(p*LANES + b)*EW +: EW] & {EW{off_q[p] == LB'(b - l)}});
+                    for (int l = 0; l < RL; l++) begin
+                        logic [LB-1:0] ix;
+                        ix = off_q[p] + LB'(l);
+                        for (int i = 0; i < EW; i++) begin   // bit i of the banks: one LANES:1 mux (MUXF tree)
+                            logic [LANES-1:0] col;
+                            for (int b = 0; b < LANES; b++) col[b] = rd_bank[(p*LANES + b)*EW + i];
+                            sel[l*EW + i] = col[ix];
+                        end
+                    end
                 end
                 assign win[p*LANES*EW +: LANES*EW] = sel;
             end else begin : g_full
