@@ -16,6 +16,7 @@ NARROW3 = {"RD_LANES": 0x02_00_02, "WR_LANES": 0x01_03}
 @pytest.mark.parametrize("lanes", [{}, NARROW, NARROW3], ids=["full", "narrow", "narrow3"])
 def test_engine_mem_forms_random_traffic(lanes: dict[str, int]) -> None:
     sources = [RTL_DIR / "engine" / "engine_mem.sv", SIM_DIR / "rtl" / "engine_mem_forms.sv"]
+    suffix = "_narrow3" if lanes == NARROW3 else "_narrow" if lanes else ""
     unit = Unit("engine_mem_forms", "engine_mem_forms", sources, "tb_engine_mem_forms", parameters=lanes,
-                build_name="engine_mem_forms" + ("_narrow3" if lanes == NARROW3 else "_narrow" if lanes else "")).build()
+                build_name="engine_mem_forms" + suffix).build()
     unit.check("random_traffic")
