@@ -3,10 +3,13 @@
 // iff fewer than k elements beat it.
 //
 // Datapath: while a frame streams in (one score per cycle), it is written to one of two score banks
-// and inserted into a sorted list of NMAX (score, index) entries (one parallel compare per entry,
-// a shift-register insertion). After the n-th score the list's entry k-1 is the threshold: element
-// i is selected iff (s[i], i) is at or above it. A scanner re-reads the bank in index order and
-// emits the selected indices, overlapped with the next frame's input (ping-pong banks).
+// and inserted into a sorted list of NMAX / 2 (score, index) entries (one parallel compare per entry,
+// a shift-register insertion). When 2k <= n the list keeps the best entries and, after the n-th score,
+// its entry k-1 is the threshold: element i is selected iff (s[i], i) is at or above it. Otherwise the
+// list keeps the worst entries (worst first) and its entry n-k-1 is the best of the n-k unselected:
+// element i is selected iff (s[i], i) is strictly above it (k = n: every element). Either way the list
+// holds at most min(k, n - k) <= NMAX / 2 entries that matter. A scanner re-reads the bank in index order
+// and emits the selected indices, overlapped with the next frame's input (ping-pong banks).
 // Timing without backpressure: latency 2n + 2 cycles (first input beat to the beat of index n-1),
 // one frame every n + 1 cycles back to back (trilevel.rtl_cycles.topk_*).
 //
@@ -35,17 +38,19 @@ module topk_unit #(
     output logic               err
 );
     localparam int IW = $clog2(NMAX);
+    localparam int LIST = NMAX > 1 ? NMAX / 2 : 1;   // list entries: min(k, n - k) <= NMAX / 2
 
     // ---------------- input side: bank write + sorted-list insertion ----------------
-    logic signed [SCORE_W-1:0] list_s [NMAX];
-    logic [IW-1:0] list_i [NMAX];
-    logic [NMAX-1:0] list_v;
+    logic signed [SCORE_W-1:0] list_s [LIST];
+    logic [IW-1:0] list_i [LIST];
+    logic [LIST-1:0] list_v;
     logic [SCORE_W-1:0] mem [2*NMAX];
 
     logic [IW-1:0] in_cnt;      // index of the next beat within the frame
     logic [IW:0] n_reg, k_reg;  // the frame's clamped n and k
     logic [IW:0] n_eff, k_eff;
     logic wbank, list_done, in_fire, first_beat, last_beat, handoff;
+    logic worst;                // this frame's list keeps the worst entries (2k > n)
     logic signed [SCORE_W-1:0] x_s;
 
     assign s_axis_tready = !rst && !list_done;
@@ -66,20 +71,22 @@ module topk_unit #(
     wire [IW:0] frame_n = first_beat ? n_eff : n_reg;
     assign last_beat = {1'b0, in_cnt} == frame_n - 1;
 
-    // A new beat arrives with the highest index so far: it beats an entry iff its score is
-    // strictly larger (equal scores keep the earlier index first), or the entry is empty. The NMAX
-    // compares sit in the enabled insertion (a register update per accepted beat), so an idle unit
-    // evaluates none of them.
+    // A new beat arrives with the highest index so far: it goes before an entry iff the entry is empty or
+    // its score is strictly larger (best first; equal scores keep the earlier index first), or, when the
+    // list keeps the worst entries, iff its score is at most the entry's (worst first: of equal scores the
+    // later index is worse). The LIST compares sit in the enabled insertion (a register update per accepted
+    // beat), so an idle unit evaluates none of them; entries pushed past the list's end are not needed.
     always_ff @(posedge clk) begin
         if (in_fire) begin
-            logic [NMAX-1:0] beats;     // beats[j]: the incoming score beats list entry j
-            for (int j = 0; j < NMAX; j++) begin
+            logic [LIST-1:0] beats;     // beats[j]: the incoming score goes before list entry j
+            for (int j = 0; j < LIST; j++) begin
+                logic gt;
+                gt = TIE_BREAK_BUG ? x_s >= list_s[j] : x_s > list_s[j];
                 if (first_beat || !list_v[j]) beats[j] = 1'b1;
-                else if (TIE_BREAK_BUG) beats[j] = x_s >= list_s[j];
-                else beats[j] = x_s > list_s[j];
+                else beats[j] = gt != worst;
             end
             mem[{wbank, in_cnt}] <= s_axis_tdata;
-            for (int j = 0; j < NMAX; j++) begin
+            for (int j = 0; j < LIST; j++) begin
                 if (first_beat) list_v[j] <= j == 0;
                 else if (beats[j]) list_v[j] <= j > 0 && beats[j > 0 ? j - 1 : 0] ? list_v[j > 0 ? j - 1 : 0] : 1'b1;
                 if (beats[j]) begin
@@ -103,12 +110,14 @@ module topk_unit #(
             wbank <= 1'b0;
             n_reg <= 1;
             k_reg <= 1;
+            worst <= 1'b0;
             err <= 1'b0;
         end else begin
             if (in_fire) begin
                 if (first_beat) begin
                     n_reg <= n_eff;
                     k_reg <= k_eff;
+                    worst <= {k_eff, 1'b0} > {1'b0, n_eff};
                     if (cfg_n == 16'd0 || cfg_n > 16'(NMAX) || cfg_k == 16'd0 || cfg_k > cfg_n) err <= 1'b1;
                 end
                 if (s_axis_tlast != last_beat) err <= 1'b1;
@@ -133,6 +142,7 @@ module topk_unit #(
     logic [IW:0] sc_n, sc_k;
     logic signed [SCORE_W-1:0] sc_thr_s;
     logic [IW-1:0] sc_thr_i;
+    logic sc_worst, sc_all;         // the threshold is the best unselected entry; k = n (all selected)
     logic sc_issue_last;
     // read stage
     logic rd_valid;
@@ -140,11 +150,17 @@ module topk_unit #(
     logic [SCORE_W-1:0] rd_data;
     logic signed [SCORE_W-1:0] rd_thr_s;
     logic [IW-1:0] rd_thr_i;
+    logic rd_worst, rd_all;
     logic [IW:0] rd_k;
     logic [IW:0] out_cnt;           // selected indices emitted in the current frame
     logic rd_sel;
 
     assign en = !m_axis_tvalid || m_axis_tready;
+    // the threshold entry: k-1 of the best, or n-k-1 of the worst (k < n; unused when k = n)
+    /* verilator lint_off UNUSEDSIGNAL */
+    wire [IW:0] thr_pos = worst ? n_reg - k_reg - 1'b1 : k_reg - 1'b1;   // < LIST (see LIST)
+    /* verilator lint_on UNUSEDSIGNAL */
+    wire [$clog2(LIST > 1 ? LIST : 2)-1:0] thr_at = $bits(thr_at)'(thr_pos);
     assign sc_issue_last = sc_active && en && {1'b0, sc_addr} == sc_n - 1;
     assign handoff = list_done && (!sc_active || sc_issue_last);
 
@@ -159,8 +175,10 @@ module topk_unit #(
             sc_bank <= wbank;
             sc_n <= n_reg;
             sc_k <= k_reg;
-            sc_thr_s <= list_s[k_reg - 1];
-            sc_thr_i <= list_i[k_reg - 1];
+            sc_worst <= worst;
+            sc_all <= k_reg == n_reg;
+            sc_thr_s <= list_s[thr_at];
+            sc_thr_i <= list_i[thr_at];
         end else if (sc_active && en) begin
             if (sc_issue_last) sc_active <= 1'b0;
             sc_addr <= sc_addr + 1'b1;
@@ -176,11 +194,15 @@ module topk_unit #(
             rd_idx <= sc_addr;
             rd_thr_s <= sc_thr_s;
             rd_thr_i <= sc_thr_i;
+            rd_worst <= sc_worst;
+            rd_all <= sc_all;
             rd_k <= sc_k;
         end
     end
 
-    assign rd_sel = $signed(rd_data) > rd_thr_s || ($signed(rd_data) == rd_thr_s && rd_idx <= rd_thr_i);
+    // at or above the k-th best, or strictly above the best unselected (of the n - k worst)
+    assign rd_sel = rd_all || $signed(rd_data) > rd_thr_s
+                    || ($signed(rd_data) == rd_thr_s && (rd_worst ? rd_idx < rd_thr_i : rd_idx <= rd_thr_i));
 
     always_ff @(posedge clk) begin
         if (rst) begin
