@@ -431,7 +431,11 @@ module engine_gemm #(
     logic [RW-1:0] dr_row;
     logic [HB-1:0] dr_half;
     wire draining = row0_done || dr_busy;
-    wire [RW-1:0] row_sel = dr_busy ? dr_row : '0;
+    // dr_row is 0 whenever dr_busy is (it returns to 0 with the last slot), so the row select is the
+    // register itself: as `dr_busy ? dr_row : 0` Yosys folded dr_busy into every drain select bit (a 4:1
+    // of 4 data + 2 select bits became a LUT6 + a LUT1 pass-through of entry 0 + a MUXF7 on dr_busy:
+    // 15.4k LUT at 32 x 32), and a kept net did not stop it
+    wire [RW-1:0] row_sel = dr_row;
     wire [HB-1:0] half = dr_busy && !f_acc ? dr_half : '0;
     wire half_last = f_acc || half == HB'(H - 1);
     wire slot_last = row_sel == RW'(R - 1) && half_last;
@@ -442,7 +446,7 @@ module engine_gemm #(
             dr_half <= '0;
         end else if (draining) begin
             dr_busy <= !slot_last;
-            dr_row <= half_last ? row_sel + 1'b1 : row_sel;
+            dr_row <= slot_last ? '0 : half_last ? row_sel + 1'b1 : row_sel;
             dr_half <= half_last ? '0 : half + 1'b1;
         end
     end
@@ -466,7 +470,9 @@ module engine_gemm #(
                     drain4[g*C*48 +: C*48] = drain4[g*C*48 +: C*48] | (x[(4*g + k)*C*48 +: C*48] & {C*48{d == 2'(k)}});
     endfunction
     /* verilator lint_off UNUSEDSIGNAL */
-    (* keep *) logic [RWB-1:0] dr0, dr1, dr2, dr3;   // the rows; after 1, 2, 3 stages (entries 4 apart)
+    (* keep *) logic [RWB-1:0] dr0, dr1, dr2;   // the rows; after 1, 2 stages (entries 4 apart)
+    // the last stage is not kept: it merges into d1_raw's input LUT (a kept dr3 was built twice, 1.5k LUT)
+    logic [RWB-1:0] dr3;
     /* verilator lint_on UNUSEDSIGNAL */
     always_comb for (int i = 0; i < R; i++) for (int j = 0; j < C; j++) dr0[(i*C + j)*48 +: 48] = res_a[i][j];
     assign dr1 = drain4(dr0, 2'(row_sel), R);
