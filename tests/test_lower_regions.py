@@ -89,3 +89,41 @@ def test_place_apart_two_per_region_and_strict() -> None:
     assert packed is not None and packed["y1"] == 160
     one = lower._place_apart(lower.Arena(300, "test"), sizes, [list(sizes)], 100, strict=True)
     assert one is None  # five mates cannot have a region each among three
+
+
+@pytest.mark.parametrize("kernel", ["mlp_bwd"])
+def test_fused_layernorm_backward_operands_two_per_region(kernel: str) -> None:
+    """The fused LayerNorm backward of the 8-image (8 x 197 tokens) MLP backward at PRODUCTION's 6 regions:
+    each LN_BWD reads dX, gamma, xhat and the residual every cycle and writes its output, so at most two of
+    those five operands may share an SPM region (they were four in one region: 5.9 % conflict cycles
+    measured on the RTL), and no COLDOT / COLSUM of the same tiles reads two operands in one region."""
+    prog = lower.representative(kernel, model_configs.CONFIGS["deit_tiny"], 197, None, 8, isa.PRODUCTION)
+    region = lower.spm_region(isa.PRODUCTION)
+    lnb = 0
+    for w in prog.words.reshape(-1, isa.WORDS):
+        f = isa.decode(w)
+        if Op(f["op"]) != Op.VEC or f["sub"] not in (isa.Vec.LN_BWD, isa.Vec.COLDOT):
+            continue
+        lnb += f["sub"] == isa.Vec.LN_BWD
+        reads, writes = lower.accesses(Op.VEC, f)
+        spans = [s for s in reads + writes if s[0] == 0]
+        count: dict[int, int] = {}
+        for s in spans:
+            for r in _regions(s, region):
+                count[r] = count.get(r, 0) + 1
+        assert max(count.values()) <= (2 if f["sub"] == isa.Vec.LN_BWD else 1), (f, spans)
+    assert lnb >= 2, "the LayerNorm backward was not fused into the fc1 backward"
+
+
+def test_place_ports_counts_ports_and_spills() -> None:
+    """_place_ports: a region holds buffers whose ports (the union over them, per phase) number at most two;
+    a buffer that fits no region so goes to the top of `spill`; _port_cost counts the ports beyond two."""
+    sizes = {"w": 150, "d": 20, "x": 20, "r": 20, "o": 20}
+    phases = [{"w": "B", "d": "C", "x": "L", "r": "L", "o": "S"}, {"d": "A", "x": "EL", "r": "DL", "o": "CS"}]
+    spm = lower.Arena(300, "test")
+    at, excess = lower._place_ports(spm, sizes, phases, 100, spill=(300, 400))
+    assert excess == 0 and lower._port_cost(at, sizes, phases, 100) == 0
+    assert at["r"] == 380 or at["x"] == 380 or at["o"] == 380  # one of them spilled, from the top
+    # region 1: B C L, then A E D L; region 2 (r straddles into it): D L C S
+    assert lower._port_cost({"w": 0, "d": 150, "x": 170, "r": 190, "o": 210}, sizes, phases, 100) == 5
+    assert lower._place_ports(lower.Arena(100, "test"), sizes, phases, 100) is None  # w + rest: no room
