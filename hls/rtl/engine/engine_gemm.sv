@@ -211,7 +211,11 @@ module engine_gemm #(
         lb_q <= lb_cnt;
         lb_buf_q <= lb;
     end
-    // lane k of rotl(x, s) is lane (k - s) mod KC of x, of rotr(x, s) lane (k + s) mod KC (log2 KC stages)
+    // The operand rotations: lane k of rotl(x, s) is lane (k - s) mod KC of x, of rotr(x, s) lane (k + s) mod KC.
+    // g_rot[0], [1]: the A / B landing windows (rotl), [2], [3]: the feeder's A / B bank columns (rotr).
+    // Simulation form: log2 KC whole-vector rotations. Synthesized: radix-4 stages (2 bits of s each; the
+    // last one 2:1 when KB is odd), each stage's input a kept net, one LUT6 a bit and stage; as the log2 KC
+    // 2:1 stages Yosys mapped 4 LUT a bit at KC = 32 (three LUT3 stages and a 4:1), 2k LUT more in all.
     function automatic logic [KC*16-1:0] rotl(input logic [KC*16-1:0] x, input logic [KB-1:0] s);
         logic [KC*16-1:0] y;
         y = x;
@@ -226,12 +230,42 @@ module engine_gemm #(
             if (s[b]) y = (y >> (16 * (1 << b))) | (y << (16 * (KC - (1 << b))));
         rotr = y;
     endfunction
+    function automatic logic [KC*16-1:0] rot4(input logic [KC*16-1:0] x, input logic [KB-1:0] s, input int st,
+                                              input int left);
+        logic [1:0] d;
+        d = 2'(s >> (2 * st));
+        rot4 = '0;
+        for (int k = 0; k < KC; k++)
+            for (int m = 0; m < 4; m++)
+                if ((m << (2 * st)) < KC)
+                    rot4[k*16 +: 16] = rot4[k*16 +: 16] | (x[((k + (left != 0 ? KC - (m << (2 * st)) : m << (2 * st))) % KC)*16 +: 16]
+                                                          & {16{d == 2'(m)}});
+    endfunction
+    logic [KC*16-1:0] a_bq, b_bq;                  // bank read data, bank order
+    logic [KB:0] f_p;
+    logic [4*KC*16-1:0] rot_y;                     // the four rotators' outputs (flat: Yosys 0.23 has no 2-D packed)
+    for (genvar r = 0; r < 4; r++) begin : g_rot
+        wire [KB-1:0] sh = r == 0 ? KB'(la_q) : r == 1 ? KB'(lb_q) : KB'(f_p);
+        wire [KC*16-1:0] x = r == 0 ? a_rdata : r == 1 ? b_rdata : r == 2 ? a_bq : b_bq;
+`ifdef TL_SIM_FORMS
+        assign rot_y[r*KC*16 +: KC*16] = r < 2 ? rotl(x, sh) : rotr(x, sh);
+`else
+        localparam int RS = (KB + 1) / 2;
+        // entry t of st: the input (t = 0), after stage t - 1 (kept); the last stage merges into its consumer
+        (* keep *) logic [RS*KC*16-1:0] st;
+        assign st[0 +: KC*16] = x;
+        for (genvar t = 1; t < RS; t++) begin : g_st
+            assign st[t*KC*16 +: KC*16] = rot4(st[(t-1)*KC*16 +: KC*16], sh, t - 1, r < 2 ? 1 : 0);
+        end
+        assign rot_y[r*KC*16 +: KC*16] = rot4(st[(RS-1)*KC*16 +: KC*16], sh, RS - 1, r < 2 ? 1 : 0);
+`endif
+    end
     // the landing window (A: row la_q, or step la_q when transposed; B likewise) rotated by la_q into bank
     // order: bank k takes lane (k - la_q) mod KC, which is its step p (stored) or its row i (transposed)
     wire [KB-1:0] a_s = KB'(la_q);
     wire [KB-1:0] b_s = KB'(lb_q);
-    wire [KC*16-1:0] a_wrot = rotl(a_rdata, a_s);
-    wire [KC*16-1:0] b_wrot = rotl(b_rdata, b_s);
+    wire [KC*16-1:0] a_wrot = rot_y[0 +: KC*16];
+    wire [KC*16-1:0] b_wrot = rot_y[KC*16 +: KC*16];
     // a chunk is complete once both loaders issued everything and the last data has landed
     wire l_chunk_done = l_go && (la_done || (la_issue && la_cnt == la_total - 16'd1)) &&
                         (lb_done || (lb_issue && lb_cnt == lb_total - 16'd1));
@@ -240,7 +274,6 @@ module engine_gemm #(
 
     // ------------------------------------------------------------------ feeder
     logic fb;
-    logic [KB:0] f_p;
     logic [15:0] since_last;
     wire f_at_last = f_p == meta_len[fb] - 1'b1;
     wire f_is_last = meta_last[fb] && f_at_last;
@@ -250,7 +283,6 @@ module engine_gemm #(
     assign feeding = f_ok;
 
     wire [KB:0] f_raddr = {fb, KB'(f_p)};          // the feeder's column: the same address in every bank
-    logic [KC*16-1:0] a_bq, b_bq;                  // bank read data, bank order
     wire ld_we = rst || ce;
     for (genvar k = 0; k < KC; k++) begin : g_bank
         wire [KB-1:0] a_lane = KB'(k) - a_s;
@@ -267,8 +299,8 @@ module engine_gemm #(
         );
     end
     // column f_p of buffer fb: lane i from bank (i + f_p) mod KC
-    wire [KC*16-1:0] a_col = rotr(a_bq, KB'(f_p));
-    wire [KC*16-1:0] b_col = rotr(b_bq, KB'(f_p));
+    wire [KC*16-1:0] a_col = rot_y[2*KC*16 +: KC*16];
+    wire [KC*16-1:0] b_col = rot_y[3*KC*16 +: KC*16];
     wire [R*16-1:0] a_vec = a_col[R*16-1:0];
     wire [C*16-1:0] b_vec = b_col[C*16-1:0];
     wire [15:0] rows_valid = f_m - meta_i0[fb] > 16'(R) ? 16'(R) : f_m - meta_i0[fb];
