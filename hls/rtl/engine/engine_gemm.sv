@@ -542,13 +542,64 @@ module engine_gemm #(
     end
 
     // D1: combine
-    // align16(v, s) = v * 2**-s rounded half to even: s <= 0 shl16(v, -s) (the check bounds -s <= 47),
-    // s >= 1 rne_right16 (tl_round.svh).
-    `include "tl_round.svh"
-    function automatic logic signed [63:0] align16(input logic signed [15:0] v, input logic signed [7:0] s);
-        align16 = s <= 0 ? shl16(v, 6'(-s)) : 64'(rne_right16(v, s));
+    // align16(v, s) = v * 2**-s rounded half to even: s <= 0 v << -s (the check bounds -s <= 47), 1 <= s <= 15
+    // the RNE of tl_round.svh's rne_right16, s >= 16 zero. Both directions are one 18 x 18-bit product
+    // p = x * 2**e (a DSP48E2) and a shift by whole 16-bit words: s <= 0: x = v, e = -s mod 16, p << 16 (-s / 16);
+    // 1 <= s <= 15: x = v + 2**(s-1) - 1 + v[s], e = 16 - s, p >>> 16; zero (s >= 16, or the term off): factor
+    // 0. The decode depends on the command only (shared by the lanes); a lane keeps a 16:1 bit select, an
+    // 18-bit add and a 4:1 word select. As a shl16 and an rne_right16 muxed by the sign of s: ~165 LUT and
+    // ~100 MUXF a lane and term. Checked equal to that form over every int16 and s in -47..62, on and off.
+    // The decode {f, w, r, h, h1} (55 bits: Yosys 0.23 reads a struct-typed function argument as 0):
+    //   f  [54:38] 2**e, or 0
+    //   w  [37:36] result p << 16 w (w = 0..2), or p >>> 16 (w = 3)
+    //   r  [35:32] rounding: x = v + (v[r] ? h : h1), h = 2**(r-1) [31:16], h1 = h - 1 [15:0] (both 0: x = v)
+    function automatic logic [54:0] align_dec(input logic signed [7:0] s, input logic on);
+        logic [16:0] f;
+        logic [1:0] w;
+        logic [3:0] r;
+        logic [15:0] h;
+        f = '0;
+        w = '0;
+        r = '0;
+        h = '0;
+        if (s <= 0) begin
+            f = 17'd1 << 4'(-s);
+            w = 2'(6'(-s) >> 4);                  // -s >= 48 (w = 3) is refused by the shift check
+        end else if (s <= 8'sd15) begin
+            f = 17'd1 << (5'd16 - 5'(s));
+            w = 2'd3;
+            r = 4'(s);
+            h = 16'd1 << (4'(s) - 4'd1);
+        end
+        if (!on) f = '0;
+        align_dec = {f, w, r, h, r != 4'd0 ? h - 16'd1 : 16'd0};
     endfunction
+    function automatic logic signed [63:0] align16(input logic signed [15:0] v, input logic [54:0] d);
+        logic signed [17:0] x;
+        logic signed [35:0] p;
+        x = 18'(v) + 18'(v[d[35:32]] ? d[31:16] : d[15:0]);
+        p = 36'(x) * 36'($signed({1'b0, d[54:38]}));
+        case (d[37:36])
+            2'd0: align16 = 64'(p);
+            2'd1: align16 = 64'(p) <<< 16;
+            2'd2: align16 = 64'(p) <<< 32;
+            default: align16 = 64'(p) >>> 16;
+        endcase
+    endfunction
+    wire [54:0] dec_b = align_dec(f_shift2, f_bias);
+    wire [54:0] dec_e = align_dec(f_shift3, f_res);
 
+    // Operand isolation of the ACC adders and the epilogue lanes (their values count only with acc_we /
+    // d2_v) in the simulation form only, where it saves Verilator the evaluation: synthesized, zeroing them
+    // is a LUT a bit behind the adders' carry chains (ACC: 1.5k LUT at 32 columns) and a 64-bit 2:1 mux
+    // behind each epilogue term's add
+`ifdef TL_SIM_FORMS
+    wire acc_eval = d1_v && f_acc;
+    wire epi_eval = d1_v && !f_acc;
+`else
+    wire acc_eval = 1'b1;
+    wire epi_eval = 1'b1;
+`endif
     logic [C-1:0] d1_valid;        // (i, j0 + j) inside the output
     logic [EL*64-1:0] v1;
     logic [EL-1:0] keep1;          // counts for the statistic
@@ -567,11 +618,9 @@ module engine_gemm #(
             logic signed [48:0] s49;
             d1_valid[j] = d1_i < f_m && d1_j0 + 16'(j) < f_n;
             s49 = '0;
-            if (d1_v && f_acc) begin               // operand isolation
-                s49 = 49'(signed'(acc_rdata[j*48 +: 48])) + 49'(signed'(d1_raw[j*48 +: 48]));
-                if (d1_valid[j] && (s49 >= 49'sh0_8000_0000_0000 || s49 <= -49'sh0_8000_0000_0000))
-                    acc_over = 1'b1;
-            end
+            if (acc_eval) s49 = 49'(signed'(acc_rdata[j*48 +: 48])) + 49'(signed'(d1_raw[j*48 +: 48]));
+            if (d1_v && f_acc && d1_valid[j] && (s49 >= 49'sh0_8000_0000_0000 || s49 <= -49'sh0_8000_0000_0000))
+                acc_over = 1'b1;
             acc_sum[j*48 +: 48] = s49[47:0];
         end
         for (int j = 0; j < EL; j++) begin         // requantizing: the slot's EL columns
@@ -580,15 +629,16 @@ module engine_gemm #(
             keep1[j] = d1_valid[j] && (!f_mask || e_rdata[j*16 +: 16] != 16'd0);
             v = '0;
             p80 = '0;
-            if (d1_v && !f_acc) begin              // operand isolation: no row at D1, nothing to combine
+            if (epi_eval) begin
+                // a term that is off has a zero factor (align_dec): `if (on) v = v + term` was a 64-bit 2:1
+                // mux behind each add
                 p80 = 80'(signed'(d1_epi[j*48 +: 48])) * 80'(f_imm);
-                v = p80[63:0];
-                if (f_bias) v = v + align16(signed'(d_rdata[j*16 +: 16]), f_shift2);
-                if (f_res) v = v + align16(signed'(e_rdata[j*16 +: 16]), f_shift3);
-                // fsim refuses epilogue products |dot * imm| >= 2**62 with ACC_RANGE
-                if (d1_valid[j] && (p80 >= 80'sh4000_0000_0000_0000 || p80 <= -80'sh4000_0000_0000_0000))
-                    acc_over = 1'b1;
+                v = p80[63:0] + align16(signed'(d_rdata[j*16 +: 16]), dec_b)
+                              + align16(signed'(e_rdata[j*16 +: 16]), dec_e);
             end
+            // fsim refuses epilogue products |dot * imm| >= 2**62 with ACC_RANGE
+            if (d1_v && !f_acc && d1_valid[j] && (p80 >= 80'sh4000_0000_0000_0000 || p80 <= -80'sh4000_0000_0000_0000))
+                acc_over = 1'b1;
             v1[j*64 +: 64] = v;
         end
     end
