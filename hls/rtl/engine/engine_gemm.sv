@@ -600,6 +600,14 @@ module engine_gemm #(
     wire acc_eval = 1'b1;
     wire epi_eval = 1'b1;
 `endif
+    // the range checks as bit tests: as constant compares Yosys built each as a carry chain over the whole
+    // width (the 32 + 16 checks: ~600 LUT and 320 CARRY4 more)
+    function automatic logic over49(input logic [48:0] x);     // x >= 2**47 || x <= -2**47 (signed)
+        over49 = x[48] ? !x[47] || x[46:0] == '0 : x[47];
+    endfunction
+    function automatic logic over80(input logic [79:0] x);     // x >= 2**62 || x <= -2**62 (signed)
+        over80 = x[79] ? !(&x[78:62]) || x[61:0] == '0 : |x[78:62];
+    endfunction
     logic [C-1:0] d1_valid;        // (i, j0 + j) inside the output
     logic [EL*64-1:0] v1;
     logic [EL-1:0] keep1;          // counts for the statistic
@@ -619,8 +627,7 @@ module engine_gemm #(
             d1_valid[j] = d1_i < f_m && d1_j0 + 16'(j) < f_n;
             s49 = '0;
             if (acc_eval) s49 = 49'(signed'(acc_rdata[j*48 +: 48])) + 49'(signed'(d1_raw[j*48 +: 48]));
-            if (d1_v && f_acc && d1_valid[j] && (s49 >= 49'sh0_8000_0000_0000 || s49 <= -49'sh0_8000_0000_0000))
-                acc_over = 1'b1;
+            if (d1_v && f_acc && d1_valid[j] && over49(s49)) acc_over = 1'b1;
             acc_sum[j*48 +: 48] = s49[47:0];
         end
         for (int j = 0; j < EL; j++) begin         // requantizing: the slot's EL columns
@@ -637,8 +644,7 @@ module engine_gemm #(
                               + align16(signed'(e_rdata[j*16 +: 16]), dec_e);
             end
             // fsim refuses epilogue products |dot * imm| >= 2**62 with ACC_RANGE
-            if (d1_v && !f_acc && d1_valid[j] && (p80 >= 80'sh4000_0000_0000_0000 || p80 <= -80'sh4000_0000_0000_0000))
-                acc_over = 1'b1;
+            if (d1_v && !f_acc && d1_valid[j] && over80(p80)) acc_over = 1'b1;
             v1[j*64 +: 64] = v;
         end
     end
