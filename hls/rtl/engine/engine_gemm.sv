@@ -211,7 +211,11 @@ module engine_gemm #(
         lb_q <= lb_cnt;
         lb_buf_q <= lb;
     end
-    // lane k of rotl(x, s) is lane (k - s) mod KC of x, of rotr(x, s) lane (k + s) mod KC (log2 KC stages)
+    // The operand rotations: lane k of rotl(x, s) is lane (k - s) mod KC of x, of rotr(x, s) lane (k + s) mod KC.
+    // g_rot[0], [1]: the A / B landing windows (rotl), [2], [3]: the feeder's A / B bank columns (rotr).
+    // Simulation form: log2 KC whole-vector rotations. Synthesized: radix-4 stages (2 bits of s each; the
+    // last one 2:1 when KB is odd), each stage's input a kept net, one LUT6 a bit and stage; as the log2 KC
+    // 2:1 stages Yosys mapped 4 LUT a bit at KC = 32 (three LUT3 stages and a 4:1), 2k LUT more in all.
     function automatic logic [KC*16-1:0] rotl(input logic [KC*16-1:0] x, input logic [KB-1:0] s);
         logic [KC*16-1:0] y;
         y = x;
@@ -226,12 +230,42 @@ module engine_gemm #(
             if (s[b]) y = (y >> (16 * (1 << b))) | (y << (16 * (KC - (1 << b))));
         rotr = y;
     endfunction
+    function automatic logic [KC*16-1:0] rot4(input logic [KC*16-1:0] x, input logic [KB-1:0] s, input int st,
+                                              input int left);
+        logic [1:0] d;
+        d = 2'(s >> (2 * st));
+        rot4 = '0;
+        for (int k = 0; k < KC; k++)
+            for (int m = 0; m < 4; m++)
+                if ((m << (2 * st)) < KC)
+                    rot4[k*16 +: 16] = rot4[k*16 +: 16] | (x[((k + (left != 0 ? KC - (m << (2 * st)) : m << (2 * st))) % KC)*16 +: 16]
+                                                          & {16{d == 2'(m)}});
+    endfunction
+    logic [KC*16-1:0] a_bq, b_bq;                  // bank read data, bank order
+    logic [KB:0] f_p;
+    logic [4*KC*16-1:0] rot_y;                     // the four rotators' outputs (flat: Yosys 0.23 has no 2-D packed)
+    for (genvar r = 0; r < 4; r++) begin : g_rot
+        wire [KB-1:0] sh = r == 0 ? KB'(la_q) : r == 1 ? KB'(lb_q) : KB'(f_p);
+        wire [KC*16-1:0] x = r == 0 ? a_rdata : r == 1 ? b_rdata : r == 2 ? a_bq : b_bq;
+`ifdef TL_SIM_FORMS
+        assign rot_y[r*KC*16 +: KC*16] = r < 2 ? rotl(x, sh) : rotr(x, sh);
+`else
+        localparam int RS = (KB + 1) / 2;
+        // entry t of st: the input (t = 0), after stage t - 1 (kept); the last stage merges into its consumer
+        (* keep *) logic [RS*KC*16-1:0] st;
+        assign st[0 +: KC*16] = x;
+        for (genvar t = 1; t < RS; t++) begin : g_st
+            assign st[t*KC*16 +: KC*16] = rot4(st[(t-1)*KC*16 +: KC*16], sh, t - 1, r < 2 ? 1 : 0);
+        end
+        assign rot_y[r*KC*16 +: KC*16] = rot4(st[(RS-1)*KC*16 +: KC*16], sh, RS - 1, r < 2 ? 1 : 0);
+`endif
+    end
     // the landing window (A: row la_q, or step la_q when transposed; B likewise) rotated by la_q into bank
     // order: bank k takes lane (k - la_q) mod KC, which is its step p (stored) or its row i (transposed)
     wire [KB-1:0] a_s = KB'(la_q);
     wire [KB-1:0] b_s = KB'(lb_q);
-    wire [KC*16-1:0] a_wrot = rotl(a_rdata, a_s);
-    wire [KC*16-1:0] b_wrot = rotl(b_rdata, b_s);
+    wire [KC*16-1:0] a_wrot = rot_y[0 +: KC*16];
+    wire [KC*16-1:0] b_wrot = rot_y[KC*16 +: KC*16];
     // a chunk is complete once both loaders issued everything and the last data has landed
     wire l_chunk_done = l_go && (la_done || (la_issue && la_cnt == la_total - 16'd1)) &&
                         (lb_done || (lb_issue && lb_cnt == lb_total - 16'd1));
@@ -240,7 +274,6 @@ module engine_gemm #(
 
     // ------------------------------------------------------------------ feeder
     logic fb;
-    logic [KB:0] f_p;
     logic [15:0] since_last;
     wire f_at_last = f_p == meta_len[fb] - 1'b1;
     wire f_is_last = meta_last[fb] && f_at_last;
@@ -250,7 +283,6 @@ module engine_gemm #(
     assign feeding = f_ok;
 
     wire [KB:0] f_raddr = {fb, KB'(f_p)};          // the feeder's column: the same address in every bank
-    logic [KC*16-1:0] a_bq, b_bq;                  // bank read data, bank order
     wire ld_we = rst || ce;
     for (genvar k = 0; k < KC; k++) begin : g_bank
         wire [KB-1:0] a_lane = KB'(k) - a_s;
@@ -267,8 +299,8 @@ module engine_gemm #(
         );
     end
     // column f_p of buffer fb: lane i from bank (i + f_p) mod KC
-    wire [KC*16-1:0] a_col = rotr(a_bq, KB'(f_p));
-    wire [KC*16-1:0] b_col = rotr(b_bq, KB'(f_p));
+    wire [KC*16-1:0] a_col = rot_y[2*KC*16 +: KC*16];
+    wire [KC*16-1:0] b_col = rot_y[3*KC*16 +: KC*16];
     wire [R*16-1:0] a_vec = a_col[R*16-1:0];
     wire [C*16-1:0] b_vec = b_col[C*16-1:0];
     wire [15:0] rows_valid = f_m - meta_i0[fb] > 16'(R) ? 16'(R) : f_m - meta_i0[fb];
@@ -510,13 +542,72 @@ module engine_gemm #(
     end
 
     // D1: combine
-    // align16(v, s) = v * 2**-s rounded half to even: s <= 0 shl16(v, -s) (the check bounds -s <= 47),
-    // s >= 1 rne_right16 (tl_round.svh).
-    `include "tl_round.svh"
-    function automatic logic signed [63:0] align16(input logic signed [15:0] v, input logic signed [7:0] s);
-        align16 = s <= 0 ? shl16(v, 6'(-s)) : 64'(rne_right16(v, s));
+    // align16(v, s) = v * 2**-s rounded half to even: s <= 0 v << -s (the check bounds -s <= 47), 1 <= s <= 15
+    // the RNE of tl_round.svh's rne_right16, s >= 16 zero. Both directions are one 18 x 18-bit product
+    // p = x * 2**e (a DSP48E2) and a shift by whole 16-bit words: s <= 0: x = v, e = -s mod 16, p << 16 (-s / 16);
+    // 1 <= s <= 15: x = v + 2**(s-1) - 1 + v[s], e = 16 - s, p >>> 16; zero (s >= 16, or the term off): factor
+    // 0. The decode depends on the command only (shared by the lanes); a lane keeps a 16:1 bit select, an
+    // 18-bit add and a 4:1 word select. As a shl16 and an rne_right16 muxed by the sign of s: ~165 LUT and
+    // ~100 MUXF a lane and term. Checked equal to that form over every int16 and s in -47..62, on and off.
+    // The decode {f, w, r, h, h1} (55 bits: Yosys 0.23 reads a struct-typed function argument as 0):
+    //   f  [54:38] 2**e, or 0
+    //   w  [37:36] result p << 16 w (w = 0..2), or p >>> 16 (w = 3)
+    //   r  [35:32] rounding: x = v + (v[r] ? h : h1), h = 2**(r-1) [31:16], h1 = h - 1 [15:0] (both 0: x = v)
+    function automatic logic [54:0] align_dec(input logic signed [7:0] s, input logic on);
+        logic [16:0] f;
+        logic [1:0] w;
+        logic [3:0] r;
+        logic [15:0] h;
+        f = '0;
+        w = '0;
+        r = '0;
+        h = '0;
+        if (s <= 0) begin
+            f = 17'd1 << 4'(-s);
+            w = 2'(6'(-s) >> 4);                  // -s >= 48 (w = 3) is refused by the shift check
+        end else if (s <= 8'sd15) begin
+            f = 17'd1 << (5'd16 - 5'(s));
+            w = 2'd3;
+            r = 4'(s);
+            h = 16'd1 << (4'(s) - 4'd1);
+        end
+        if (!on) f = '0;
+        align_dec = {f, w, r, h, r != 4'd0 ? h - 16'd1 : 16'd0};
     endfunction
+    function automatic logic signed [63:0] align16(input logic signed [15:0] v, input logic [54:0] d);
+        logic signed [17:0] x;
+        logic signed [35:0] p;
+        x = 18'(v) + 18'(v[d[35:32]] ? d[31:16] : d[15:0]);
+        p = 36'(x) * 36'($signed({1'b0, d[54:38]}));
+        case (d[37:36])
+            2'd0: align16 = 64'(p);
+            2'd1: align16 = 64'(p) <<< 16;
+            2'd2: align16 = 64'(p) <<< 32;
+            default: align16 = 64'(p) >>> 16;
+        endcase
+    endfunction
+    wire [54:0] dec_b = align_dec(f_shift2, f_bias);
+    wire [54:0] dec_e = align_dec(f_shift3, f_res);
 
+    // Operand isolation of the ACC adders and the epilogue lanes (their values count only with acc_we /
+    // d2_v) in the simulation form only, where it saves Verilator the evaluation: synthesized, zeroing them
+    // is a LUT a bit behind the adders' carry chains (ACC: 1.5k LUT at 32 columns) and a 64-bit 2:1 mux
+    // behind each epilogue term's add
+`ifdef TL_SIM_FORMS
+    wire acc_eval = d1_v && f_acc;
+    wire epi_eval = d1_v && !f_acc;
+`else
+    wire acc_eval = 1'b1;
+    wire epi_eval = 1'b1;
+`endif
+    // the range checks as bit tests: as constant compares Yosys built each as a carry chain over the whole
+    // width (the 32 + 16 checks: ~600 LUT and 320 CARRY4 more)
+    function automatic logic over49(input logic [48:0] x);     // x >= 2**47 || x <= -2**47 (signed)
+        over49 = x[48] ? !x[47] || x[46:0] == '0 : x[47];
+    endfunction
+    function automatic logic over80(input logic [79:0] x);     // x >= 2**62 || x <= -2**62 (signed)
+        over80 = x[79] ? !(&x[78:62]) || x[61:0] == '0 : |x[78:62];
+    endfunction
     logic [C-1:0] d1_valid;        // (i, j0 + j) inside the output
     logic [EL*64-1:0] v1;
     logic [EL-1:0] keep1;          // counts for the statistic
@@ -535,11 +626,8 @@ module engine_gemm #(
             logic signed [48:0] s49;
             d1_valid[j] = d1_i < f_m && d1_j0 + 16'(j) < f_n;
             s49 = '0;
-            if (d1_v && f_acc) begin               // operand isolation
-                s49 = 49'(signed'(acc_rdata[j*48 +: 48])) + 49'(signed'(d1_raw[j*48 +: 48]));
-                if (d1_valid[j] && (s49 >= 49'sh0_8000_0000_0000 || s49 <= -49'sh0_8000_0000_0000))
-                    acc_over = 1'b1;
-            end
+            if (acc_eval) s49 = 49'(signed'(acc_rdata[j*48 +: 48])) + 49'(signed'(d1_raw[j*48 +: 48]));
+            if (d1_v && f_acc && d1_valid[j] && over49(s49)) acc_over = 1'b1;
             acc_sum[j*48 +: 48] = s49[47:0];
         end
         for (int j = 0; j < EL; j++) begin         // requantizing: the slot's EL columns
@@ -548,15 +636,15 @@ module engine_gemm #(
             keep1[j] = d1_valid[j] && (!f_mask || e_rdata[j*16 +: 16] != 16'd0);
             v = '0;
             p80 = '0;
-            if (d1_v && !f_acc) begin              // operand isolation: no row at D1, nothing to combine
+            if (epi_eval) begin
+                // a term that is off has a zero factor (align_dec): `if (on) v = v + term` was a 64-bit 2:1
+                // mux behind each add
                 p80 = 80'(signed'(d1_epi[j*48 +: 48])) * 80'(f_imm);
-                v = p80[63:0];
-                if (f_bias) v = v + align16(signed'(d_rdata[j*16 +: 16]), f_shift2);
-                if (f_res) v = v + align16(signed'(e_rdata[j*16 +: 16]), f_shift3);
-                // fsim refuses epilogue products |dot * imm| >= 2**62 with ACC_RANGE
-                if (d1_valid[j] && (p80 >= 80'sh4000_0000_0000_0000 || p80 <= -80'sh4000_0000_0000_0000))
-                    acc_over = 1'b1;
+                v = p80[63:0] + align16(signed'(d_rdata[j*16 +: 16]), dec_b)
+                              + align16(signed'(e_rdata[j*16 +: 16]), dec_e);
             end
+            // fsim refuses epilogue products |dot * imm| >= 2**62 with ACC_RANGE
+            if (d1_v && !f_acc && d1_valid[j] && over80(p80)) acc_over = 1'b1;
             v1[j*64 +: 64] = v;
         end
     end
