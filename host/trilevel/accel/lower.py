@@ -565,6 +565,17 @@ def _place(spm: Arena, sizes: Sequence[int], rest: int, region: int) -> list[int
     return [spm.take(size) for size in sizes]
 
 
+def _regions_of(addr: int, size: int, region: int) -> range:
+    """The SPM regions that `size` elements at `addr` touch (an empty buffer: its region)."""
+    return range(addr // region, (addr + max(size, 1) - 1) // region + 1)
+
+
+def _starts(lo: int, hi: int, region: int, placed: dict[str, int], sizes: dict[str, int]) -> list[int]:
+    """Candidate addresses in [lo, hi): lo, the end of each placed buffer and each region boundary."""
+    ends = (a + sizes[n] for n, a in placed.items())
+    return sorted({lo, *ends, *range(-(-lo // region) * region, hi, region)})
+
+
 def _place_apart(
     spm: Arena, sizes: dict[str, int], phases: Sequence[Sequence[str]], region: int, top_down: bool = False,
     per_region: int = 1, strict: bool = False
@@ -588,20 +599,15 @@ def _place_apart(
     lo, hi = spm.base + spm.top, spm.base + spm.size
     placed: dict[str, int] = {}
 
-    def regions(addr: int, size: int) -> range:
-        return range(addr // region, (addr + max(size, 1) - 1) // region + 1)
-
     def free(addr: int, size: int) -> bool:
         return addr + size <= hi and all(addr + size <= a or a + sizes[n] <= addr for n, a in placed.items())
 
     for name, size in sizes.items():
-        starts = sorted({lo, *(a + sizes[n] for n, a in placed.items()),
-                         *range(-(-lo // region) * region, hi, region)})
         count = collections.Counter(r for m in mates[name] if m in placed
-                                    for r in regions(placed[m], sizes[m]))
+                                    for r in _regions_of(placed[m], sizes[m], region))
         taken = {r for r, c in count.items() if c >= per_region}
-        fits = [a for a in starts if free(a, size)]
-        apart = [a for a in fits if not taken.intersection(regions(a, size))]
+        fits = [a for a in _starts(lo, hi, region, placed, sizes) if free(a, size)]
+        apart = [a for a in fits if not taken.intersection(_regions_of(a, size, region))]
         if not fits or (strict and not apart):
             return None
         placed[name] = (apart or fits)[0]
@@ -619,7 +625,7 @@ def _port_cost(at: dict[str, int], sizes: dict[str, int], phases: Sequence[dict[
         ports: dict[int, set[str]] = collections.defaultdict(set)
         for name, use in phase.items():
             if name in at and use:
-                for r in range(at[name] // region, (at[name] + max(sizes[name], 1) - 1) // region + 1):
+                for r in _regions_of(at[name], sizes[name], region):
                     ports[r].update(use)
         over += sum(max(0, len(p) - limit) for p in ports.values())
     return over
@@ -641,9 +647,6 @@ def _place_ports(
     names = list(sizes)
     best: tuple[tuple[int, int], dict[str, int]] | None = None
 
-    def regions(addr: int, size: int) -> range:
-        return range(addr // region, (addr + max(size, 1) - 1) // region + 1)
-
     def free(placed: dict[str, int], addr: int, size: int, a_lo: int, a_hi: int) -> bool:
         return a_lo <= addr and addr + size <= a_hi and all(
             addr + size <= a or a + sizes[n] <= addr for n, a in placed.items())
@@ -651,10 +654,10 @@ def _place_ports(
     def fits_ports(placed: dict[str, int], name: str, addr: int) -> bool:
         for phase in phases:
             use = phase.get(name, "")
-            for r in regions(addr, sizes[name]) if use else ():
+            for r in _regions_of(addr, sizes[name], region) if use else ():
                 ports = set(use)
                 for m, a in placed.items():
-                    if phase.get(m) and r in regions(a, sizes[m]):
+                    if phase.get(m) and r in _regions_of(a, sizes[m], region):
                         ports.update(phase[m])
                 if len(ports) > limit:
                     return False
@@ -665,9 +668,7 @@ def _place_ports(
         spilled = 0
         for name in order:
             size = sizes[name]
-            starts = sorted({lo, *(a + sizes[n] for n, a in placed.items()),
-                             *range(-(-lo // region) * region, hi, region)})
-            fits = [a for a in starts if free(placed, a, size, lo, hi)]
+            fits = [a for a in _starts(lo, hi, region, placed, sizes) if free(placed, a, size, lo, hi)]
             good = [a for a in fits if fits_ports(placed, name, a)]
             if not good and spill is not None:
                 ends = sorted({spill[1], *(a for a in placed.values() if spill[0] <= a < spill[1]),
